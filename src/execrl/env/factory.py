@@ -1,0 +1,63 @@
+"""Build the execution loop for a parent order on a market configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from execrl.domain import ParentOrder, Side
+from execrl.env.core import BatchedExecution
+from execrl.env.rewards import make_reward
+from execrl.env.spaces import ActionSet, resolve_action_set, resolve_observation_set
+from execrl.sim.almgren_chriss import ACMarket, ACMarketConfig
+
+#: One trading day in the AC paper's units; the default order is its 5-day sell of 1M shares.
+DEFAULT_ORDER = ParentOrder(
+    order_id="DEMO-1",
+    symbol="DEMO",
+    side=Side.SELL,
+    qty=1_000_000,
+    arrival_px=50.0,
+    start_ts=0.0,
+    horizon_s=5 * 23_400.0,
+)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """What an environment is made of: a market, what the policy sees and says, the reward."""
+
+    market: ACMarketConfig = ACMarketConfig()
+    observations: str | tuple[str, ...] = "seed004"
+    actions: str | ActionSet = "seed004"
+    reward: str = "is_bps"
+
+
+def market_for_order(market: ACMarketConfig, order: ParentOrder) -> ACMarketConfig:
+    """The market with the order's horizon (in the market's time unit) and arrival price."""
+    update = {"horizon": order.horizon / market.time_unit_s}
+    if order.arrival_px is not None:
+        update["s0"] = order.arrival_px
+    return ACMarketConfig.from_dict({**market.model_dump(), **update})
+
+
+def make_execution(
+    config: EnvConfig,
+    order: ParentOrder = DEFAULT_ORDER,
+    n_envs: int = 1,
+    autoreset: bool = True,
+) -> BatchedExecution:
+    market_config = market_for_order(config.market, order)
+    market = ACMarket(market_config, n_envs=n_envs, side=order.side.sign)
+    return BatchedExecution(
+        market,
+        qty=order.qty,
+        side=order.side.sign,
+        observations=resolve_observation_set(config.observations),
+        action_set=resolve_action_set(config.actions),
+        reward=make_reward(
+            config.reward, market_config.risk_aversion, market_config.eta / market_config.tau
+        ),
+        constraints=order.constraints,
+        autoreset=autoreset,
+        risk_var_per_share2=market_config.sigma_eff**2 * market_config.tau,
+    )

@@ -1,0 +1,132 @@
+"""Reward definitions, one class per seed. Each turns a step's outcome into a reward per env.
+
+All three are in the same unit, bps of the parent order's arrival notional (X·S0), so their
+scales compare. ``StepOutcome.is_bps`` is the step's contribution to the order's IS against
+the arrival mid; summed over the episode it is the order's IS (see ``execrl.domain.costs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from execrl.domain import ConfigError
+
+
+@dataclass(slots=True)
+class StepOutcome:
+    """What one decision step did, per environment (arrays of shape (n_envs,))."""
+
+    shares: NDArray[np.int64]
+    exec_px: NDArray[np.float64]  # NaN where nothing traded
+    mid_before: NDArray[np.float64]
+    remaining_after: NDArray[np.int64]
+    is_bps: NDArray[np.float64]  # this step's contribution to IS vs the arrival mid
+    violation: NDArray[np.bool_]  # a child order had to be cut to a hard limit
+    done: NDArray[np.bool_]  # the episode ended with this step
+    episode_is_bps: NDArray[np.float64]  # IS vs arrival mid of the whole episode so far
+    episode_is_vs_arrival_vwap_bps: NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class RewardContext:
+    """Constants a reward needs: the order's size and side and the market's risk scale."""
+
+    qty: int
+    side: int
+    arrival_mid: NDArray[np.float64]
+    risk_var_per_share2: float  # σ_eff²·τ, the variance one held share adds per step
+
+
+class Reward(Protocol):
+    name: str
+
+    def __call__(self, ctx: RewardContext, step: StepOutcome) -> NDArray[np.float64]: ...
+
+
+@dataclass(frozen=True)
+class IsBpsReward:
+    """Seed 004: minus the step's implementation shortfall in bps (sums to −IS)."""
+
+    name: str = "is_bps"
+
+    def __call__(self, ctx: RewardContext, step: StepOutcome) -> NDArray[np.float64]:
+        return -step.is_bps
+
+
+@dataclass(frozen=True)
+class ArrivalVwapReward:
+    """Seed 000: a terminal reward against the arrival VWAP plus a capped per-fill reward.
+
+    main = (VWAP_arrival − P_avg)/VWAP_arrival·100 for a buy (sign flipped for a sell),
+    given when the order ends; aux = (P_mid − P_fill)/P_mid·10 per fill, capped to ±aux_cap.
+    Weighted ``main_weight`` : 1 − main_weight (seed: 80–90 % main). Returned in bps/100 units
+    as the seed writes them.
+    """
+
+    main_weight: float = 0.85
+    aux_cap: float = 1.0
+    name: str = "arrival_vwap"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.main_weight <= 1.0:
+            raise ConfigError(f"reward field 'main_weight' = {self.main_weight!r} must be in [0, 1]")
+        if self.aux_cap <= 0:
+            raise ConfigError(f"reward field 'aux_cap' = {self.aux_cap!r} must be > 0")
+
+    def __call__(self, ctx: RewardContext, step: StepOutcome) -> NDArray[np.float64]:
+        # IS in bps / 100 = percent, the seed's unit; positive IS is a cost, so negate.
+        main = np.where(step.done, -step.episode_is_vs_arrival_vwap_bps / 100.0, 0.0)
+        traded = step.shares > 0
+        with np.errstate(invalid="ignore"):
+            aux_raw = -ctx.side * (step.exec_px - step.mid_before) / step.mid_before * 10.0
+        aux = np.where(traded, np.clip(aux_raw, -self.aux_cap, self.aux_cap), 0.0)
+        return self.main_weight * main + (1.0 - self.main_weight) * aux
+
+
+@dataclass(frozen=True)
+class RiskAdjustedReward:
+    """Seed 001 §2.3: r = −ΔIS − λ·x²σ²Δt − λ_imp·impact − λ_viol·1[violation], plus a
+    terminal −w·IS_total.
+
+    With the defaults the episode's return is −(cost + λ·Σσ²τx_k²)/(X·S0)·1e4, the negative of
+    the Almgren–Chriss mean-variance objective in bps. ΔIS already contains the temporary and
+    permanent impact paid, so ``impact_weight`` (an extra penalty on the temporary impact,
+    seed 001's λ_impact) defaults to 0, and ``terminal_is_weight`` too (the steps' ΔIS already
+    sum to IS_total).
+    """
+
+    risk_aversion: float
+    impact_weight: float = 0.0
+    violation_penalty: float = 1.0
+    terminal_is_weight: float = 0.0
+    temp_impact_per_share: float = 0.0  # η/τ, set by the environment
+    name: str = "risk_adjusted"
+
+    def __call__(self, ctx: RewardContext, step: StepOutcome) -> NDArray[np.float64]:
+        notional = ctx.qty * ctx.arrival_mid
+        x = step.remaining_after.astype(np.float64)
+        risk = self.risk_aversion * ctx.risk_var_per_share2 * x * x / notional * 1e4
+        r = -step.is_bps - risk - self.violation_penalty * step.violation
+        if self.impact_weight:
+            temp = self.temp_impact_per_share * step.shares**2 / notional * 1e4
+            r = r - self.impact_weight * temp
+        if self.terminal_is_weight:
+            r = r - self.terminal_is_weight * np.where(step.done, step.episode_is_bps, 0.0)
+        return r
+
+
+REWARDS = ("is_bps", "arrival_vwap", "risk_adjusted")
+
+
+def make_reward(name: str, risk_aversion: float, temp_impact_per_share: float) -> Reward:
+    if name == "is_bps":
+        return IsBpsReward()
+    if name == "arrival_vwap":
+        return ArrivalVwapReward()
+    if name == "risk_adjusted":
+        return RiskAdjustedReward(risk_aversion, temp_impact_per_share=temp_impact_per_share)
+    raise ConfigError(f"reward {name!r} is unknown; choose from {', '.join(REWARDS)}")

@@ -1,0 +1,354 @@
+"""Human-readable evaluation report: three plots and a Markdown page over results.json.
+
+The JSON and Parquet outputs are what machines read; this module turns them into what a head
+of trading reads: the IS distribution per policy, what the schedules look like, and whether
+the paired differences are real. Figures are built with matplotlib's object API on the Agg
+canvas (no pyplot, so no global figure registry to leak into, and no display needed), and
+every file is written to a temporary name and renamed into place, so an interrupted run
+never leaves a half-written PNG or report behind.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+BOXPLOT_PNG = "is_boxplot.png"
+SCHEDULES_PNG = "schedules.png"
+PAIRED_DIFF_PNG = "paired_diff.png"
+REPORT_MD = "report.md"
+
+_IS_LABEL = "implementation shortfall (bps, + = cost)"
+_DPI = 120
+
+
+# --------------------------------------------------------------------------- file writing
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write via ``write`` to a temp file next to ``path``, then ``os.replace`` it in place.
+
+    Same directory, so the rename is atomic on POSIX: readers see the old file or the new
+    one, never a partial one; on failure the temp file is removed and ``path`` is untouched.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_figure(fig: Figure, path: Path) -> None:
+    """Render ``fig`` as PNG atomically. The figure is not registered with pyplot, so once it
+    goes out of scope it is freed; there is nothing to close."""
+    FigureCanvasAgg(fig)
+    _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=_DPI))
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _is_by_policy(episodes: pd.DataFrame, policies: Sequence[str]) -> list[np.ndarray]:
+    """Per-policy IS arrays in ``policies`` order; a policy with no episode rows is an error
+    (a report that silently drops a policy would misrepresent the evaluation)."""
+    data = []
+    for p in policies:
+        values = episodes.loc[episodes["policy"] == p, "is_bps"].to_numpy(dtype=np.float64)
+        if values.size == 0:
+            raise ValueError(f"episodes has no rows for policy {p!r} listed in results['policies']")
+        data.append(values)
+    return data
+
+
+def plot_is_boxplot(path: Path, episodes: pd.DataFrame, policies: Sequence[str]) -> None:
+    """Box plot of per-order IS per policy, with means marked: tails and centre at a glance."""
+    data = _is_by_policy(episodes, policies)
+    fig = Figure(figsize=(max(6.0, 1.3 * len(policies)), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.boxplot(data, showmeans=True, meanprops={"marker": "D", "markerfacecolor": "white"})
+    ax.set_xticks(range(1, len(policies) + 1), list(policies))
+    ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_ylabel(_IS_LABEL)
+    ax.set_title("Implementation shortfall per order (diamond = mean)")
+    _save_figure(fig, path)
+
+
+def remaining_fraction(shares: np.ndarray) -> np.ndarray:
+    """Remaining-inventory fraction per step, shape (n_examples, n_steps + 1), starting at 1.
+
+    The total is each example's own traded quantity (``shares.sum(axis=1)``), so the curve
+    ends at 0 when the order completes; an example that traded nothing stays at 1.
+    """
+    cum = np.cumsum(shares, axis=1)
+    total = cum[:, -1:]
+    safe = np.where(total != 0.0, total, 1.0)
+    frac = np.where(total != 0.0, 1.0 - cum / safe, 1.0)
+    return np.hstack([np.ones((shares.shape[0], 1)), frac])
+
+
+def plot_schedules(path: Path, schedules: Mapping[str, np.ndarray], order: Sequence[str]) -> None:
+    """Mean remaining-inventory curve per policy (top) and the first example's child-order
+    sizes per policy (bottom): shows front-loading vs. even slicing directly."""
+    arrays: dict[str, np.ndarray] = {}
+    for p in order:
+        arr = np.asarray(schedules[p], dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(
+                f"schedules[{p!r}] must have shape (n_examples>=1, n_steps>=1), got {arr.shape}"
+            )
+        arrays[p] = arr
+
+    k = len(arrays)
+    fig = Figure(figsize=(max(7.0, 2.4 * k), 6.5), layout="constrained")
+    gs = fig.add_gridspec(2, k, height_ratios=[2.2, 1.0])
+    top = fig.add_subplot(gs[0, :])
+    for i, (p, arr) in enumerate(arrays.items()):
+        curve = remaining_fraction(arr).mean(axis=0)
+        top.plot(np.arange(curve.size), curve, marker="o", ms=3, label=p, color=f"C{i}")
+        bar_ax = fig.add_subplot(gs[1, i])
+        bar_ax.bar(np.arange(1, arr.shape[1] + 1), arr[0], color=f"C{i}")
+        bar_ax.set_title(f"{p}: example 1", fontsize=9)
+        bar_ax.set_xlabel("step", fontsize=8)
+        bar_ax.tick_params(labelsize=7)
+    top.set_title("Example schedules (remaining inventory)")
+    top.set_xlabel("step")
+    top.set_ylabel("remaining fraction of order")
+    top.set_ylim(-0.02, 1.02)
+    top.legend()
+    _save_figure(fig, path)
+
+
+def paired_differences(episodes: pd.DataFrame, policy: str, baseline: str) -> np.ndarray:
+    """Per-order ``policy - baseline`` IS, joined on ``order_idx`` (same market path)."""
+    dup = episodes.duplicated(["order_idx", "policy"])
+    if dup.any():
+        row = episodes.loc[dup].iloc[0]
+        raise ValueError(
+            f"episodes has {int(dup.sum())} duplicate (order_idx, policy) row(s), first: "
+            f"order_idx={row['order_idx']}, policy={row['policy']!r}"
+        )
+    wide = episodes.pivot(index="order_idx", columns="policy", values="is_bps")
+    for name in (policy, baseline):
+        if name not in wide.columns:
+            raise ValueError(f"episodes has no rows for policy {name!r} named in a comparison")
+    diff = (wide[policy] - wide[baseline]).dropna().to_numpy(dtype=np.float64)
+    if diff.size == 0:
+        raise ValueError(f"policies {policy!r} and {baseline!r} share no order_idx in episodes")
+    return diff
+
+
+def plot_paired_diffs(
+    path: Path, episodes: pd.DataFrame, comparisons: Sequence[Mapping[str, Any]]
+) -> None:
+    """One histogram of per-order differences per comparison, with 0, the mean and the 95%
+    CI marked: shows whether a mean improvement is broad or driven by a few orders."""
+    m = len(comparisons)
+    ncols = min(3, m)
+    nrows = math.ceil(m / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, comp in zip(axes, comparisons, strict=False):
+        policy, baseline = str(comp["policy"]), str(comp["baseline"])
+        diff = paired_differences(episodes, policy, baseline)
+        mean = float(diff.mean())  # of the data drawn, so the line matches the histogram
+        ax.hist(diff, bins="auto", color="C0", alpha=0.75)
+        if "ci95" in comp:
+            lo, hi = comp["ci95"]
+            ax.axvspan(lo, hi, color="C3", alpha=0.2, label=f"95% CI [{lo:.2f}, {hi:.2f}]")
+        ax.axvline(0.0, color="black", ls="--", lw=1.0, label="0")
+        ax.axvline(mean, color="C3", lw=1.5, label=f"mean {mean:.2f}")
+        ax.set_title(f"{policy} − {baseline}")
+        ax.set_xlabel("IS difference (bps, < 0 = policy cheaper)")
+        ax.set_ylabel("orders")
+        ax.legend(fontsize=7)
+    for ax in axes[m:]:
+        ax.set_visible(False)
+    _save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _num(value: Any, spec: str = ".2f") -> str:
+    """Format a number for a table; missing -> 'n/a', so partial results still render."""
+    if value is None:
+        return "n/a"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(x):
+        return "nan"
+    return format(x, spec)
+
+
+def _count(value: Any) -> str:
+    """Integers as integers, averages (e.g. mean child orders per order) with one decimal."""
+    if value is None:
+        return "n/a"
+    x = float(value)
+    return str(int(x)) if x.is_integer() else f"{x:.1f}"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
+    """Markdown table; ``align`` has one char per column: 'l' or 'r'."""
+    sep = ["---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(results: Mapping[str, Any], images: Sequence[tuple[str, str]]) -> str:
+    """The report page: headline run info, per-policy table, comparisons, theory, market,
+    and the images (``(caption, relative file name)``) embedded with relative links."""
+    policies: Mapping[str, Any] = results["policies"]
+    out = ["# Execution evaluation report", ""]
+    out.append(
+        " · ".join(
+            f"**{key}**: {results.get(key, 'n/a')}" for key in ("env", "orders", "seed", "side")
+        )
+    )
+    out += ["", "## Implementation shortfall per policy", ""]
+    out.append("IS in basis points against the arrival price, positive = cost.")
+    out.append("")
+    rows = []
+    for p, entry in policies.items():
+        s = entry.get("is_bps", {})
+        rows.append(
+            [p]
+            + [_num(s.get(k)) for k in ("mean", "std", "p50", "p95", "p99", "cvar95")]
+            + [_num(entry.get("fill_rate"), ".3f"), _count(entry.get("child_orders"))]
+        )
+    header = ["policy", "mean", "std", "p50", "p95", "p99", "CVaR95", "fill rate", "child orders"]
+    out += _table(header, rows, "lrrrrrrrr")
+
+    comparisons = results.get("comparisons") or []
+    if comparisons:
+        out += ["", "## Paired comparisons", ""]
+        out.append(
+            "diff = policy − baseline per order on the same market paths (negative = policy "
+            "cheaper); 95% CI by percentile bootstrap; improvement = −diff / baseline mean."
+        )
+        out.append("")
+        rows = []
+        for c in comparisons:
+            ci = c.get("ci95")
+            ci_text = f"[{_num(ci[0])}, {_num(ci[1])}]" if ci is not None else "n/a"
+            rows.append(
+                [
+                    c["policy"],
+                    c["baseline"],
+                    _num(c.get("diff_bps_mean")),
+                    ci_text,
+                    _num(c.get("t_pvalue"), ".2e"),
+                    _num(c.get("wilcoxon_pvalue"), ".2e"),
+                    _num(c.get("improvement_pct")),
+                ]
+            )
+        header = [
+            "policy", "baseline", "diff mean (bps)", "95% CI (bps)",
+            "t p-value", "Wilcoxon p-value", "improvement %",
+        ]  # fmt: skip
+        out += _table(header, rows, "llrrrrr")
+
+    theory = results.get("theory")
+    if isinstance(theory, Mapping) and theory:
+        out += ["", "## Theory", ""]
+        out.append("Closed-form expectation next to the simulation (bps).")
+        out.append("")
+        rows = []
+        for p, t in theory.items():
+            sim = policies.get(p, {}).get("is_bps", {})
+            rows.append(
+                [
+                    p,
+                    _num(t.get("expected_is_bps")),
+                    _num(sim.get("mean")),
+                    _num(t.get("std_is_bps")),
+                    _num(sim.get("std")),
+                ]
+            )
+        header = ["policy", "theory mean", "simulated mean", "theory std", "simulated std"]
+        out += _table(header, rows, "lrrrr")
+
+    market = results.get("market")
+    if isinstance(market, Mapping) and market:
+        out += ["", "## Market", ""]
+        rows = [
+            [k, _num(v, ".6g") if isinstance(v, int | float) and not isinstance(v, bool) else v]
+            for k, v in market.items()
+        ]
+        out += _table(["parameter", "value"], rows, "lr")
+
+    out += ["", "## Plots", ""]
+    for caption, name in images:
+        out += [f"![{caption}]({name})", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def write_report(
+    out_dir: Path,
+    results: dict,
+    episodes: pd.DataFrame,
+    schedules: dict[str, np.ndarray],
+) -> Path:
+    """Write the plots and ``report.md`` into ``out_dir`` and return the report's path.
+
+    ``results`` has the results.json shape (DESIGN.md); ``episodes`` has at least the columns
+    ``order_idx, policy, is_bps``; ``schedules[policy]`` is (n_examples, n_steps) shares per
+    step. ``schedules.png`` is skipped when ``schedules`` is empty and ``paired_diff.png`` when
+    there are no comparisons (a stale one from an earlier run is removed, so the directory
+    never shows a plot the report does not describe). ``report.md`` is written last, so it
+    exists only if every plot it links to was written.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ValueError(f"out_dir must be an existing directory, got {str(out_dir)!r}")
+    missing = {"order_idx", "policy", "is_bps"} - set(episodes.columns)
+    if missing:
+        raise ValueError(f"episodes is missing column(s) {sorted(missing)}")
+    policies = list(results.get("policies") or {})
+    if not policies:
+        raise ValueError("results['policies'] is empty or missing; nothing to report")
+
+    images: list[tuple[str, str]] = []
+    plot_is_boxplot(out_dir / BOXPLOT_PNG, episodes, policies)
+    images.append(("IS distribution per policy", BOXPLOT_PNG))
+
+    if schedules:
+        order = [p for p in policies if p in schedules]
+        order += [p for p in schedules if p not in order]
+        plot_schedules(out_dir / SCHEDULES_PNG, schedules, order)
+        images.append(("Example schedules", SCHEDULES_PNG))
+
+    comparisons = results.get("comparisons") or []
+    if comparisons:
+        plot_paired_diffs(out_dir / PAIRED_DIFF_PNG, episodes, comparisons)
+        images.append(("Paired IS differences", PAIRED_DIFF_PNG))
+    else:
+        (out_dir / PAIRED_DIFF_PNG).unlink(missing_ok=True)
+
+    report = out_dir / REPORT_MD
+    text = render_markdown(results, images)
+    _atomic_write(report, lambda fh: fh.write(text.encode("utf-8")))
+    return report

@@ -1,0 +1,1 @@
+"""Market data types and features shared by simulation, replay and live."""

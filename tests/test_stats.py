@@ -1,0 +1,202 @@
+"""Tests for execrl.evaluate.stats: IS summaries, CVaR and paired comparisons."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from execrl.evaluate.stats import (
+    PairedComparison,
+    bootstrap_mean_ci,
+    cvar,
+    is_summary,
+    paired_comparison,
+)
+
+finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False)
+
+
+def brute_force_cvar95(values: np.ndarray) -> float:
+    """Mean of the k = ceil(0.05 n) largest values, found by trying every k-subset."""
+    n = len(values)
+    k = max(1, math.ceil(5 * n / 100))  # integer arithmetic: no float rounding at all
+    best = max(itertools.combinations(values.tolist(), k), key=sum)
+    return sum(best) / k
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, st.integers(1, 12), elements=finite))
+def test_cvar95_matches_brute_force(values: np.ndarray) -> None:
+    assert cvar(values, 0.95) == pytest.approx(brute_force_cvar95(values), rel=1e-12, abs=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.float64, st.integers(1, 200), elements=finite))
+def test_cvar_is_between_p95_and_max(values: np.ndarray) -> None:
+    c = cvar(values, 0.95)
+    assert c <= values.max() + 1e-9
+    assert c >= np.sort(values)[len(values) - max(1, math.ceil(0.05 * len(values) - 1e-9))] - 1e-9
+
+
+def test_cvar_tail_size_has_no_float_off_by_one() -> None:
+    # (1 - 0.95) * 100 = 5.000000000000004 in floating point; the tail must still be 5 values.
+    values = np.arange(1.0, 101.0)
+    assert cvar(values, 0.95) == pytest.approx((96 + 97 + 98 + 99 + 100) / 5)
+    assert cvar(values, 0.99) == 100.0
+
+
+def test_is_summary_known_array() -> None:
+    s = is_summary(np.arange(1, 101))
+    assert set(s) == {"mean", "std", "p50", "p95", "p99", "cvar95"}
+    assert all(type(v) is float for v in s.values())
+    assert s["mean"] == pytest.approx(50.5)
+    # sample variance of 1..n is n(n+1)/12 -> 100*101/12
+    assert s["std"] == pytest.approx(math.sqrt(100 * 101 / 12))
+    # linear interpolation at position q*(n-1): 49.5 -> 50.5, 94.05 -> 95.05, 98.01 -> 99.01
+    assert s["p50"] == pytest.approx(50.5)
+    assert s["p95"] == pytest.approx(95.05)
+    assert s["p99"] == pytest.approx(99.01)
+    assert s["cvar95"] == pytest.approx(98.0)
+
+
+def test_is_summary_single_value() -> None:
+    s = is_summary(np.array([3.5]))
+    assert s == {"mean": 3.5, "std": 0.0, "p50": 3.5, "p95": 3.5, "p99": 3.5, "cvar95": 3.5}
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [(np.array([]), "empty"), (np.array([1.0, np.nan]), "NaN"), (np.ones((2, 2)), "1-D")],
+)
+def test_is_summary_rejects_bad_input(values: np.ndarray, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        is_summary(values)
+
+
+def _shifted_pair(shift: float, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline IS with big shared market noise; policy = baseline + shift + small own noise."""
+    rng = np.random.default_rng(seed)
+    baseline = 10.0 + 20.0 * rng.standard_normal(n)
+    policy = baseline + shift + rng.standard_normal(n)
+    return policy, baseline
+
+
+def test_known_shift_is_detected() -> None:
+    policy, baseline = _shifted_pair(-1.0, 4000, seed=1)
+    c = paired_comparison("ppo", policy, "twap", baseline, n_boot=2000, seed=3)
+    lo, hi = c.ci95
+    assert lo < -1.0 < hi  # covers the true mean difference
+    assert hi < 0.0  # and excludes zero
+    assert hi - lo < 0.2  # ~ 2 * 1.96 / sqrt(4000) = 0.062: tight, not vacuous
+    assert c.diff_bps_mean == pytest.approx(-1.0, abs=0.1)
+    assert c.diff_bps_std == pytest.approx(1.0, abs=0.1)
+    assert c.t_pvalue < 1e-6
+    assert c.wilcoxon_pvalue < 1e-6
+    assert c.n == 4000
+
+
+def test_zero_shift_is_not_significant() -> None:
+    policy, baseline = _shifted_pair(0.0, 4000, seed=0)
+    c = paired_comparison("ppo", policy, "twap", baseline, n_boot=2000, seed=0)
+    assert c.t_pvalue > 0.05
+    assert c.wilcoxon_pvalue > 0.05
+    assert c.ci95[0] < 0.0 < c.ci95[1]
+
+
+def test_null_calibration_and_ci_coverage() -> None:
+    """Under no shift the tests reject ~5% of the time and the 95% CI covers 0 ~95% of the time.
+
+    A single fixed-seed sample can only show "not significant once"; calibration over many
+    seeds catches a mis-specified test (e.g. an unpaired test, or a one-sided p-value).
+    """
+    reps, n = 300, 200
+    t_rej = w_rej = covered = 0
+    for seed in range(reps):
+        policy, baseline = _shifted_pair(0.0, n, seed=1000 + seed)
+        c = paired_comparison("ppo", policy, "twap", baseline, n_boot=400, seed=seed)
+        t_rej += c.t_pvalue < 0.05
+        w_rej += c.wilcoxon_pvalue < 0.05
+        covered += c.ci95[0] <= 0.0 <= c.ci95[1]
+    # Binomial(300, 0.05) sd ~ 3.8 rejections; the bounds are ~3 sd wide either side.
+    assert 3 <= t_rej <= 27
+    assert 3 <= w_rej <= 27
+    assert 0.88 * reps <= covered <= 0.99 * reps
+
+
+def test_sign_convention_policy_cheaper() -> None:
+    baseline = np.array([10.0, 12.0, 8.0, 10.0])
+    policy = baseline - np.array([1.0, 2.0, 1.0, 2.0])  # cheaper on every order
+    c = paired_comparison("ac", policy, "twap", baseline, n_boot=500)
+    assert c.diff_bps_mean == pytest.approx(-1.5)
+    assert c.improvement_pct == pytest.approx(1.5 / 10.0 * 100)
+    assert c.ci95[1] <= 0.0
+
+
+def test_identical_arrays_give_zeros_and_unit_pvalues() -> None:
+    x = np.random.default_rng(0).normal(5.0, 3.0, 100)
+    c = paired_comparison("twap", x, "twap", x.copy())
+    assert c.diff_bps_mean == 0.0
+    assert c.diff_bps_std == 0.0
+    assert c.ci95 == (0.0, 0.0)
+    assert c.t_pvalue == 1.0
+    assert c.wilcoxon_pvalue == 1.0
+    assert c.improvement_pct == 0.0
+
+
+def test_zero_baseline_mean_gives_nan_improvement() -> None:
+    c = paired_comparison("a", np.array([1.0, 2.0, 0.5]), "b", np.array([-1.0, 1.0, 0.0]))
+    assert math.isnan(c.improvement_pct)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")
+def test_constant_nonzero_diff_is_certain() -> None:
+    b = np.linspace(1.0, 5.0, 30)
+    c = paired_comparison("a", b - 0.5, "b", b)
+    assert c.t_pvalue == 0.0
+    assert c.wilcoxon_pvalue < 1e-6
+    assert c.ci95 == pytest.approx((-0.5, -0.5))
+
+
+def test_mismatched_shapes_name_both_lengths() -> None:
+    with pytest.raises(ValueError, match=r"'ppo' has \(5,\) \(length 5\).*'twap' has \(7,\)"):
+        paired_comparison("ppo", np.zeros(5), "twap", np.zeros(7))
+
+
+def test_nan_in_paired_input_is_rejected() -> None:
+    with pytest.raises(ValueError, match="twap is_bps contains 1 non-finite"):
+        paired_comparison("ppo", np.zeros(3), "twap", np.array([0.0, np.nan, 1.0]))
+
+
+def test_single_order_is_rejected() -> None:
+    with pytest.raises(ValueError, match="n=1"):
+        paired_comparison("ppo", np.zeros(1), "twap", np.ones(1))
+
+
+def test_to_dict_shape() -> None:
+    c = paired_comparison("ppo", np.array([1.0, 2.0, 4.0]), "twap", np.array([2.0, 2.5, 4.0]))
+    d = c.to_dict()
+    assert set(d) == {
+        "policy", "baseline", "n", "diff_bps_mean", "diff_bps_std", "ci95",
+        "t_pvalue", "wilcoxon_pvalue", "improvement_pct",
+    }  # fmt: skip
+    assert isinstance(d["ci95"], list) and len(d["ci95"]) == 2
+    assert d["policy"] == "ppo" and d["baseline"] == "twap" and d["n"] == 3
+    assert isinstance(c, PairedComparison)
+
+
+def test_bootstrap_is_deterministic_and_chunking_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
+    import execrl.evaluate.stats as stats_mod
+
+    x = np.random.default_rng(5).standard_normal(300)
+    ci_a = bootstrap_mean_ci(x, n_boot=1000, seed=9)
+    assert bootstrap_mean_ci(x, n_boot=1000, seed=9) == ci_a
+    # Chunk boundaries must not change the stream of resamples (rows are drawn in order).
+    monkeypatch.setattr(stats_mod, "_BOOT_CHUNK_ELEMENTS", 300 * 7)
+    assert bootstrap_mean_ci(x, n_boot=1000, seed=9) == ci_a
+    assert bootstrap_mean_ci(x, n_boot=1000, seed=10) != ci_a
