@@ -1,0 +1,87 @@
+"""Run policies over the same K parent orders on the same market paths and collect results.
+
+Common random numbers: every policy's environment is reset with the same seed, and a
+market draws each episode's whole path at reset, before any order, so order i meets the same
+path under every policy; per-order differences are paired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from execrl.domain import ConfigError, ParentOrder
+from execrl.env.core import BatchedExecution
+from execrl.env.factory import EnvConfig, make_execution, market_for_order
+from execrl.policies.base import Policy, PolicyContext
+from execrl.policies.baselines import make_baseline
+
+
+@dataclass
+class PolicyRun:
+    """One policy's K orders: per-order results and the shares traded per step."""
+
+    policy: str
+    episodes: pd.DataFrame
+    schedules: NDArray[np.int64]  # (K, N)
+
+
+def policy_context(config: EnvConfig, order: ParentOrder) -> PolicyContext:
+    return PolicyContext(market_for_order(config.market, order), order.qty, order.side.sign)
+
+
+def run_policy(
+    policy: Policy,
+    config: EnvConfig,
+    order: ParentOrder,
+    n_orders: int,
+    seed: int,
+    on_step: Callable[[], None] | None = None,
+) -> PolicyRun:
+    """Execute ``n_orders`` copies of ``order`` with ``policy``, episode i on path (seed, i)."""
+    if n_orders < 1:
+        raise ConfigError(f"orders = {n_orders!r} must be >= 1")
+    env_config = EnvConfig(
+        market=config.market,
+        observations=tuple(policy.observations),
+        actions=policy.action_set,
+        reward=config.reward,
+    )
+    core: BatchedExecution = make_execution(env_config, order, n_envs=n_orders, autoreset=False)
+    obs = core.reset(seed=seed)
+    discrete = core.action_set.is_discrete
+    while not core.done.all():
+        masks = core.action_masks() if discrete else None
+        obs, *_ = core.step(policy.act(obs, masks))
+        if on_step is not None:
+            on_step()
+    records = core.episode_records(np.arange(n_orders))
+    episodes = pd.DataFrame(
+        {
+            "order_idx": np.arange(n_orders),
+            "policy": policy.name,
+            "side": order.side.value,
+            **records,
+        }
+    )
+    return PolicyRun(policy.name, episodes, core.stats.schedule.copy())
+
+
+def run_policies(
+    specs: Sequence[str],
+    config: EnvConfig,
+    order: ParentOrder,
+    n_orders: int,
+    seed: int,
+    on_step: Callable[[], None] | None = None,
+) -> list[PolicyRun]:
+    ctx = policy_context(config, order)
+    policies = [make_baseline(spec, ctx) for spec in specs]  # all refused before any runs
+    names = [p.name for p in policies]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"policies {', '.join(names)} name one policy twice")
+    return [run_policy(p, config, order, n_orders, seed, on_step) for p in policies]

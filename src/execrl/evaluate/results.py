@@ -1,0 +1,136 @@
+"""Assemble results.json (schema: shared/DESIGN.md) from policy runs, and write the files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from execrl.domain import ParentOrder
+from execrl.env.factory import EnvConfig
+from execrl.evaluate.backtest import PolicyRun, policy_context
+from execrl.evaluate.report import write_report
+from execrl.evaluate.stats import is_summary, paired_comparison
+from execrl.sim.theory import ac_trajectory, schedule_moments, solve_signal_aware, twap_trajectory
+
+
+def theory_block(config: EnvConfig, order: ParentOrder, policies: Sequence[str]) -> dict[str, Any]:
+    """Closed-form E and std of IS (bps) for the static schedules that were run."""
+    ctx = policy_context(config, order)
+    m, side = ctx.market, ctx.side
+    out: dict[str, Any] = {}
+    trajectories = {"twap": twap_trajectory(m, order.qty), "ac": ac_trajectory(m, order.qty)}
+    for name, x in trajectories.items():
+        if name in policies:
+            mo = schedule_moments(m, x, side)
+            out[name] = {
+                "expected_is_bps": mo.expected_bps,
+                "std_is_bps": mo.std_bps,
+                "objective_bps": mo.objective(m.risk_aversion) / mo.notional * 1e4,
+            }
+    if m.signal is not None and m.drift == 0.0:
+        sol = solve_signal_aware(m, order.qty, side)
+        out["signal_aware"] = {
+            "objective_bps": sol.expected_objective / sol.notional * 1e4,
+            "blind_objective_bps": sol.blind_objective / sol.notional * 1e4,
+            "expected_gain_bps": sol.expected_gain_bps,
+        }
+    return out
+
+
+def build_results(
+    runs: Sequence[PolicyRun],
+    config: EnvConfig,
+    order: ParentOrder,
+    n_orders: int,
+    seed: int,
+    env_name: str,
+    compare_to: Sequence[str] = ("twap",),
+    n_boot: int = 10_000,
+) -> dict[str, Any]:
+    ctx = policy_context(config, order)
+    lam, notional = ctx.market.risk_aversion, order.qty * ctx.market.s0
+    policies: dict[str, Any] = {}
+    for run in runs:
+        e = run.episodes
+        summary = is_summary(e["is_bps"].to_numpy())
+        # Mean-variance objective E + λ·Var in bps of notional, the quantity AC minimises.
+        objective = summary["mean"] + lam * (summary["std"] * notional / 1e4) ** 2 / notional * 1e4
+        policies[run.policy] = {
+            "is_bps": summary,
+            "is_vs_arrival_vwap_bps": is_summary(e["is_vs_arrival_vwap_bps"].to_numpy()),
+            "is_vs_interval_vwap_bps": is_summary(e["is_vs_interval_vwap_bps"].to_numpy()),
+            "objective_bps": objective,
+            "fill_rate": float(e["fill_rate"].mean()),
+            "child_orders": float(e["child_orders"].mean()),
+            "violations": int(e["violations"].sum()),
+        }
+    by_name = {r.policy: r for r in runs}
+    comparisons = []
+    for base in compare_to:
+        if base not in by_name:
+            continue
+        base_is = by_name[base].episodes["is_bps"].to_numpy()
+        for run in runs:
+            if run.policy == base or n_orders < 2:
+                continue
+            cmp = paired_comparison(
+                run.policy, run.episodes["is_bps"].to_numpy(), base, base_is, n_boot=n_boot, seed=seed
+            )
+            comparisons.append(cmp.to_dict())
+    return {
+        "env": env_name,
+        "orders": n_orders,
+        "seed": seed,
+        "side": order.side.value,
+        "order": order.to_wire(),
+        "market": ctx.market.to_results(order.qty, order.side.value),
+        "policies": policies,
+        "comparisons": comparisons,
+        "theory": theory_block(config, order, [r.policy for r in runs]),
+    }
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(out_dir: Path, results: dict[str, Any], runs: Sequence[PolicyRun]) -> Path:
+    """results.json, episodes.parquet and the report; each file replaced whole or not at all."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    episodes = pd.concat([r.episodes for r in runs], ignore_index=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".episodes.parquet.")
+    os.close(fd)
+    try:
+        episodes.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out_dir / "episodes.parquet")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    text = json.dumps(results, indent=2, default=_json_default, allow_nan=False)
+    _atomic_write_bytes(out_dir / "results.json", text.encode())
+    schedules = {r.policy: r.schedules[: min(20, len(r.schedules))] for r in runs}
+    return write_report(out_dir, results, episodes, schedules)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,153 @@
+"""Rule-based execution baselines, batched, speaking the continuous fraction-of-remaining
+action set.
+
+A static schedule x_0 … x_N becomes "trade 1 − x_{k+1}/x_k of what remains at step k", which
+reproduces the schedule exactly (up to whole shares) and stays sensible if an earlier child
+was cut by a limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from execrl.domain import ConfigError
+from execrl.policies.base import FeatureIndex, PolicyContext
+from execrl.sim.theory import SignalAwareSolution, ac_trajectory, solve_signal_aware
+
+
+def _step_index(idx: FeatureIndex, obs: NDArray, n_steps: int) -> NDArray[np.intp]:
+    k = np.rint(idx(obs, "elapsed_ratio") * n_steps).astype(np.intp)
+    return np.clip(k, 0, n_steps - 1)
+
+
+class StaticSchedulePolicy:
+    """Follows a fixed holdings trajectory x_0 = 1 … x_N = 0 (fractions of the order)."""
+
+    action_set = "continuous"
+    observations: tuple[str, ...] = ("remaining_ratio", "elapsed_ratio")
+
+    def __init__(self, name: str, holdings: NDArray[np.float64]):
+        h = np.asarray(holdings, dtype=np.float64)
+        if h[-1] != 0.0 or np.any(np.diff(h) > 1e-12):
+            raise ValueError(f"{name}: holdings must be non-increasing and end at 0")
+        self.name = name
+        self.holdings = h / h[0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = 1.0 - h[1:] / h[:-1]
+        self.step_fraction = np.where(h[:-1] > 0, frac, 1.0)
+        self._idx = FeatureIndex(self.observations)
+
+    def act(self, observations: NDArray, masks: NDArray | None = None) -> NDArray:
+        k = _step_index(self._idx, observations, self.step_fraction.size)
+        return self.step_fraction[k][:, None].astype(np.float32)
+
+
+def twap(ctx: PolicyContext) -> StaticSchedulePolicy:
+    """Equal shares in every step: the risk-neutral Almgren–Chriss optimum."""
+    return StaticSchedulePolicy("twap", np.linspace(1.0, 0.0, ctx.market.n_steps + 1))
+
+
+def vwap(ctx: PolicyContext) -> StaticSchedulePolicy:
+    """Shares in proportion to the expected (U-shaped) market volume of each step."""
+    w = ctx.market.volume_weights()
+    return StaticSchedulePolicy("vwap", np.concatenate([[1.0], 1.0 - np.cumsum(w)]).clip(0.0))
+
+
+def almgren_chriss(ctx: PolicyContext, risk_aversion: float | None = None) -> StaticSchedulePolicy:
+    """The λ-optimal trajectory (λ from the market unless given)."""
+    market = ctx.market
+    if risk_aversion is not None:
+        market = market.model_copy(update={"risk_aversion": risk_aversion})
+    return StaticSchedulePolicy("ac", ac_trajectory(market, 1.0))
+
+
+def immediate(ctx: PolicyContext) -> StaticSchedulePolicy:
+    """Everything in the first step."""
+    return StaticSchedulePolicy("immediate", np.r_[1.0, np.zeros(ctx.market.n_steps)])
+
+
+class POVPolicy:
+    """Trade ``rate`` × the market volume of the last step; what is left goes at the horizon."""
+
+    action_set = "continuous"
+    observations = ("remaining_ratio", "elapsed_ratio", "last_volume_ratio")
+
+    def __init__(self, rate: float):
+        if not 0.0 < rate <= 1.0:
+            raise ConfigError(f"pov participation rate = {rate!r} must be in (0, 1]")
+        self.name = "pov"
+        self.rate = rate
+        self._idx = FeatureIndex(self.observations)
+
+    def act(self, observations: NDArray, masks: NDArray | None = None) -> NDArray:
+        remaining = self._idx(observations, "remaining_ratio")
+        wanted = self.rate * self._idx(observations, "last_volume_ratio")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(remaining > 0, wanted / remaining, 0.0)
+        return np.clip(frac, 0.0, 1.0)[:, None].astype(np.float32)
+
+
+def pov(ctx: PolicyContext, rate: float | None = None) -> POVPolicy:
+    return POVPolicy(0.05 if rate is None else rate)
+
+
+class SignalAwarePolicy:
+    """The exact optimum of the market with an observed OU signal (``solve_signal_aware``).
+
+    Trades that would go against the order's side (buying back during a sell) are clipped to
+    zero: an execution algorithm does not reverse its parent order.
+    """
+
+    name = "signal_aware"
+    action_set = "continuous"
+    observations = ("remaining_ratio", "elapsed_ratio", "signal")
+
+    def __init__(self, ctx: PolicyContext):
+        if ctx.market.signal is None:
+            raise ConfigError("policy 'signal_aware' needs a market with a signal (--env ac-signal)")
+        self.solution: SignalAwareSolution = solve_signal_aware(ctx.market, ctx.qty, ctx.side)
+        self._alpha_std = ctx.market.signal.stationary_std
+        self._qty = ctx.qty
+        self._n_steps = ctx.market.n_steps
+        self._idx = FeatureIndex(self.observations)
+
+    def act(self, observations: NDArray, masks: NDArray | None = None) -> NDArray:
+        k = _step_index(self._idx, observations, self._n_steps)
+        x = self._idx(observations, "remaining_ratio") * self._qty
+        alpha = self._idx(observations, "signal") * self._alpha_std
+        keep = self.solution.target_holdings(k, x, alpha)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(x > 0, (x - keep) / x, 0.0)
+        return np.clip(frac, 0.0, 1.0)[:, None].astype(np.float32)
+
+
+BASELINES: dict[str, Callable[..., object]] = {
+    "twap": twap,
+    "vwap": vwap,
+    "pov": pov,
+    "ac": almgren_chriss,
+    "immediate": immediate,
+    "signal_aware": SignalAwarePolicy,
+}
+_PARAMETRISED = {"pov", "ac"}
+
+
+def make_baseline(spec: str, ctx: PolicyContext):
+    """``name`` or ``name:param`` (``pov:0.1`` = 10 % participation, ``ac:2e-6`` = λ)."""
+    name, _, param = spec.partition(":")
+    if name not in BASELINES:
+        raise ConfigError(f"policy {spec!r} is unknown; baselines: {', '.join(BASELINES)}")
+    if not param:
+        return BASELINES[name](ctx)
+    if name not in _PARAMETRISED:
+        raise ConfigError(f"policy {name!r} takes no parameter, got {spec!r}")
+    try:
+        value = float(param)
+    except ValueError:
+        raise ConfigError(f"policy {spec!r}: parameter {param!r} is not a number") from None
+    policy = BASELINES[name](ctx, value)
+    policy.name = spec
+    return policy
