@@ -1,0 +1,202 @@
+"""The ``execrl`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich import box
+from rich.table import Table
+
+from execrl.domain import ConfigError, ExecRLError, ParentOrder
+from execrl.env.factory import DEFAULT_ORDER, EnvConfig
+from execrl.presets import ENV_PRESETS, preset_market
+from execrl.sim.almgren_chriss import ACMarketConfig
+
+app = typer.Typer(
+    help="execrl: execute parent orders as child orders, compare execution policies with "
+    "paired statistics on common random numbers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Rich assumes 80 columns when output is not a terminal (CI logs, pipes); the table needs ~110.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True)
+
+BASELINE_POLICIES = "twap,vwap,pov,ac,immediate"
+
+
+def _load_market(env: str, market_file: Path | None) -> ACMarketConfig:
+    market = preset_market(env)
+    if market_file is None:
+        return market
+    try:
+        overrides = json.loads(market_file.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read market file {str(market_file)!r}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"market file {str(market_file)!r} is not valid JSON: {exc}") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"market file {str(market_file)!r} must hold a JSON object")
+    return ACMarketConfig.from_dict({**market.model_dump(), **overrides})
+
+
+def _run_evaluation(
+    env: str,
+    market: ACMarketConfig,
+    order: ParentOrder,
+    policies: list[str],
+    orders: int,
+    seed: int,
+    out: Path,
+    compare_to: list[str],
+) -> dict[str, Any]:
+    from execrl.evaluate.backtest import run_policies
+    from execrl.evaluate.results import build_results, write_outputs
+
+    config = EnvConfig(market=market)
+    steps = market.n_steps
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(
+            f"{len(policies)} policies x {orders} orders", total=len(policies) * steps
+        )
+        runs = run_policies(
+            policies, config, order, orders, seed, on_step=lambda: progress.advance(task)
+        )
+        progress.update(task, description="paired statistics (bootstrap)")
+        results = build_results(runs, config, order, orders, seed, env, compare_to)
+        progress.update(task, description="writing report")
+        report = write_outputs(out, results, runs)
+    _print_table(results)
+    console.print(f"wrote {out / 'results.json'}, {out / 'episodes.parquet'} and {report}")
+    return results
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    m = results["market"]
+    table = Table(
+        title=f"{results['side']} {m['X']:,} shares, {results['orders']:,} orders on common "
+        f"random numbers (env {results['env']}, seed {results['seed']}); IS in bps, + = cost",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for col in ("policy", "mean", "std", "p95", "CVaR95", "E+λ·Var",
+                "paired diff vs", "95% CI", "p (t-test)"):
+        table.add_column(col, justify="left" if col == "policy" else "right", no_wrap=True)
+    cmp = {c["policy"]: c for c in results["comparisons"]}
+    for name, p in results["policies"].items():
+        s = p["is_bps"]
+        c = cmp.get(name)
+        row = [name, f"{s['mean']:.2f}", f"{s['std']:.2f}", f"{s['p95']:.2f}",
+               f"{s['cvar95']:.2f}", f"{p['objective_bps']:.2f}"]
+        if c:
+            row += [f"{c['diff_bps_mean']:+.2f} ({c['baseline']})",
+                    f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]", f"{c['t_pvalue']:.1e}"]
+        else:
+            row += ["", "", ""]
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"  E+λ·Var: the mean-variance objective Almgren-Chriss minimises "
+                  f"(λ = {m['lambda']:g}), in bps; paired diff < 0: cheaper than the baseline")
+    for name, t in results.get("theory", {}).items():
+        if "expected_is_bps" in t:
+            console.print(f"  theory {name}: E[IS] = {t['expected_is_bps']:.2f} bps, "
+                          f"std = {t['std_is_bps']:.2f} bps")
+        elif "expected_gain_bps" in t:
+            console.print(f"  theory {name}: expected gain over the signal-blind optimum = "
+                          f"{t['expected_gain_bps']:.2f} bps")
+
+
+def _split(value: str, what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise ConfigError(f"{what} = {value!r} names nothing")
+    return items
+
+
+EnvOption = Annotated[
+    str,
+    typer.Option(
+        help="Market preset: " + "; ".join(f"'{k}': {v[0]}" for k, v in ENV_PRESETS.items())
+    ),
+]
+
+
+@app.command()
+def evaluate(
+    env: EnvOption = "ac",
+    policies: Annotated[
+        str,
+        typer.Option(help="Comma-separated policies: twap, vwap, pov[:rate], ac[:lambda], "
+                     "immediate, signal_aware (needs --env ac-signal)."),
+    ] = BASELINE_POLICIES,
+    orders: Annotated[int, typer.Option(min=1, help="Parent orders per policy (K).")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the market paths (shared by all).")] = 7,
+    out: Annotated[Path, typer.Option(help="Folder for results.json, episodes.parquet, "
+                                      "report.md and plots.")] = Path("out"),
+    order: Annotated[
+        Path | None,
+        typer.Option("--order", help="Parent order JSON (seed 001 §9.1 format); default: "
+                     "sell 1,000,000 shares at 50 over 5 trading days."),
+    ] = None,
+    market: Annotated[
+        Path | None,
+        typer.Option("--market", help="JSON object of market parameters overriding the preset "
+                     "(fields of ACMarketConfig, e.g. {\"sigma\": 1.2, \"n_steps\": 20})."),
+    ] = None,
+    compare_to: Annotated[
+        str, typer.Option(help="Comma-separated baselines every other policy is paired with.")
+    ] = "twap",
+) -> None:
+    """Run each policy on the same K orders and market paths; write results and a report."""
+    try:
+        parent = DEFAULT_ORDER if order is None else ParentOrder.from_file(order)
+        market_config = _load_market(env, market)
+        _run_evaluation(env, market_config, parent, _split(policies, "--policies"), orders, seed,
+                        out, _split(compare_to, "--compare-to"))
+    except ExecRLError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("demo-report"),
+    orders: Annotated[int, typer.Option(min=2, help="Parent orders per policy.")] = 4000,
+    seed: Annotated[int, typer.Option(help="Seed of the market paths.")] = 7,
+) -> None:
+    """The main job: baselines on the embedded Almgren-Chriss market, a table and a report."""
+    started = time.perf_counter()
+    console.print(
+        "[bold]execrl demo[/bold]: sell 1,000,000 shares at 50 over 5 trading days in the "
+        "Almgren-Chriss (2000) market; every policy trades the same market paths."
+    )
+    try:
+        _run_evaluation("ac", preset_market("ac"), DEFAULT_ORDER, BASELINE_POLICIES.split(","),
+                        orders, seed, out, ["twap"])
+    except ExecRLError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"done in {time.perf_counter() - started:.1f}s; open {out / 'report.md'}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

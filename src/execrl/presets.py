@@ -1,0 +1,26 @@
+"""Named market set-ups (``--env``), embedded so that the demo needs no files."""
+
+from __future__ import annotations
+
+from execrl.domain import ConfigError
+from execrl.sim.almgren_chriss import ACMarketConfig, SignalConfig
+
+ENV_PRESETS: dict[str, tuple[str, ACMarketConfig]] = {
+    "ac": (
+        "Almgren-Chriss (2000) example market: S0=50, sigma=0.95/day^0.5, eta=2.5e-6, "
+        "gamma=2.5e-7, epsilon=1/16, lambda=1e-6, 10 steps over the order's horizon",
+        ACMarketConfig(),
+    ),
+    "ac-signal": (
+        "the same market with an observed Ornstein-Uhlenbeck alpha (kappa=1/day, "
+        "sigma_alpha=1.0), risk-neutral: the exact signal-aware optimum beats the "
+        "signal-blind one (TWAP) by about 22% of TWAP's expected cost",
+        ACMarketConfig(risk_aversion=0.0, signal=SignalConfig(kappa=1.0, sigma=1.0)),
+    ),
+}
+
+
+def preset_market(name: str) -> ACMarketConfig:
+    if name not in ENV_PRESETS:
+        raise ConfigError(f"--env {name!r} is unknown; choose from {', '.join(ENV_PRESETS)}")
+    return ENV_PRESETS[name][1]
