@@ -110,7 +110,7 @@ def test_signal_dp_two_steps_equals_direct_minimisation(side):
     sol = solve_signal_aware(c, X, side)
     h, tau = c.eta_tilde / c.tau, c.tau
     for alpha in (-0.3, 0.0, 0.2):
-        def objective(y):
+        def objective(y, alpha=alpha):
             # step 1 trades X − y, step 2 trades y; holding y through step 1 costs side·α·τ·y
             return (h * (X - y) ** 2 + side * alpha * tau * y
                     + c.risk_aversion * c.sigma**2 * tau * y**2 + h * y**2)

@@ -135,7 +135,9 @@ class ParentOrder(BaseModel):
         try:
             text = p.read_text()
         except OSError as exc:
-            raise OrderValidationError(f"cannot read order file {str(p)!r}: {exc.strerror}") from None
+            raise OrderValidationError(
+                f"cannot read order file {str(p)!r}: {exc.strerror}"
+            ) from None
         return cls.from_json(text)
 
     def to_wire(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +21,7 @@ class ExecutionEnv(gym.Env[np.ndarray, Any]):
     ((4,), Discrete(5))
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, config: EnvConfig | None = None, order: ParentOrder = DEFAULT_ORDER):
         super().__init__()

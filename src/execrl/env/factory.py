@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from execrl.domain import ParentOrder, Side
 from execrl.env.core import BatchedExecution
@@ -26,7 +26,7 @@ DEFAULT_ORDER = ParentOrder(
 class EnvConfig:
     """What an environment is made of: a market, what the policy sees and says, the reward."""
 
-    market: ACMarketConfig = ACMarketConfig()
+    market: ACMarketConfig = field(default_factory=ACMarketConfig)
     observations: str | tuple[str, ...] = "seed004"
     actions: str | ActionSet = "seed004"
     reward: str = "is_bps"

@@ -73,7 +73,9 @@ class ArrivalVwapReward:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.main_weight <= 1.0:
-            raise ConfigError(f"reward field 'main_weight' = {self.main_weight!r} must be in [0, 1]")
+            raise ConfigError(
+                f"reward field 'main_weight' = {self.main_weight!r} must be in [0, 1]"
+            )
         if self.aux_cap <= 0:
             raise ConfigError(f"reward field 'aux_cap' = {self.aux_cap!r} must be > 0")
 

@@ -8,7 +8,7 @@ mask ``info["_final_obs"]``) holds the last observation of the finished one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
@@ -20,7 +20,7 @@ from execrl.env.factory import DEFAULT_ORDER, EnvConfig, make_execution
 
 
 class ExecutionVectorEnv(VectorEnv):
-    metadata: dict[str, Any] = {"autoreset_mode": "same_step", "render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": "same_step", "render_modes": []}
 
     def __init__(
         self,

@@ -80,9 +80,8 @@ def build_results(
         for run in runs:
             if run.policy == base or n_orders < 2:
                 continue
-            cmp = paired_comparison(
-                run.policy, run.episodes["is_bps"].to_numpy(), base, base_is, n_boot=n_boot, seed=seed
-            )
+            policy_is = run.episodes["is_bps"].to_numpy()
+            cmp = paired_comparison(run.policy, policy_is, base, base_is, n_boot=n_boot, seed=seed)
             comparisons.append(cmp.to_dict())
     return {
         "env": env_name,

@@ -107,7 +107,9 @@ class SignalAwarePolicy:
 
     def __init__(self, ctx: PolicyContext):
         if ctx.market.signal is None:
-            raise ConfigError("policy 'signal_aware' needs a market with a signal (--env ac-signal)")
+            raise ConfigError(
+                "policy 'signal_aware' needs a market with a signal (--env ac-signal)"
+            )
         self.solution: SignalAwareSolution = solve_signal_aware(ctx.market, ctx.qty, ctx.side)
         self._alpha_std = ctx.market.signal.stationary_std
         self._qty = ctx.qty

@@ -1,0 +1,3 @@
+from execrl.cli import main
+
+main()
