@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from execrl.domain import ConfigError
 from execrl.policies.base import FeatureIndex, PolicyContext
+from execrl.sim.almgren_chriss import ACMarketConfig
 from execrl.sim.theory import SignalAwareSolution, ac_trajectory, solve_signal_aware
 
 
@@ -53,14 +54,16 @@ def twap(ctx: PolicyContext) -> StaticSchedulePolicy:
 def vwap(ctx: PolicyContext) -> StaticSchedulePolicy:
     """Shares in proportion to the expected (U-shaped) market volume of each step."""
     w = ctx.market.volume_weights()
-    return StaticSchedulePolicy("vwap", np.concatenate([[1.0], 1.0 - np.cumsum(w)]).clip(0.0))
+    holdings = np.concatenate([[1.0], 1.0 - np.cumsum(w)]).clip(0.0)
+    holdings[-1] = 0.0  # the cumulative sum can end a rounding error away from 1
+    return StaticSchedulePolicy("vwap", holdings)
 
 
 def almgren_chriss(ctx: PolicyContext, risk_aversion: float | None = None) -> StaticSchedulePolicy:
     """The λ-optimal trajectory (λ from the market unless given)."""
     market = ctx.market
-    if risk_aversion is not None:
-        market = market.model_copy(update={"risk_aversion": risk_aversion})
+    if risk_aversion is not None:  # validated like any market field (refuses -1, nan, inf)
+        market = ACMarketConfig.from_dict({**market.model_dump(), "risk_aversion": risk_aversion})
     return StaticSchedulePolicy("ac", ac_trajectory(market, 1.0))
 
 
@@ -70,28 +73,30 @@ def immediate(ctx: PolicyContext) -> StaticSchedulePolicy:
 
 
 class POVPolicy:
-    """Trade ``rate`` × the market volume of the last step; what is left goes at the horizon."""
+    """Trade ``rate`` × the market volume of the last step, rounded down to whole shares so
+    the participation rate is never exceeded; what is left goes at the horizon."""
 
     action_set = "continuous"
     observations = ("remaining_ratio", "elapsed_ratio", "last_volume_ratio")
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, qty: int):
         if not 0.0 < rate <= 1.0:
             raise ConfigError(f"pov participation rate = {rate!r} must be in (0, 1]")
         self.name = "pov"
         self.rate = rate
+        self._qty = qty
         self._idx = FeatureIndex(self.observations)
 
     def act(self, observations: NDArray, masks: NDArray | None = None) -> NDArray:
-        remaining = self._idx(observations, "remaining_ratio")
-        wanted = self.rate * self._idx(observations, "last_volume_ratio")
+        remaining = self._idx(observations, "remaining_ratio") * self._qty
+        wanted = np.floor(self.rate * self._idx(observations, "last_volume_ratio") * self._qty)
         with np.errstate(invalid="ignore", divide="ignore"):
             frac = np.where(remaining > 0, wanted / remaining, 0.0)
         return np.clip(frac, 0.0, 1.0)[:, None].astype(np.float32)
 
 
 def pov(ctx: PolicyContext, rate: float | None = None) -> POVPolicy:
-    return POVPolicy(0.05 if rate is None else rate)
+    return POVPolicy(0.05 if rate is None else rate, ctx.qty)
 
 
 class SignalAwarePolicy:
