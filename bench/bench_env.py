@@ -1,7 +1,7 @@
 """Environment throughput: env-steps per second of every front end, and of a seed-004-style
 one-environment-at-a-time Python environment for reference.
 
-    python bench/bench_env.py [--n-envs 4096] [--seconds 3] [--json-out PATH]
+    python bench/bench_env.py [--n-envs 4096] [--seconds 3] [--json-out PATH] [--actions seed004]
 
 Prints one JSON object on stdout (progress goes to stderr). One process, one core: the
 thread pools numpy, numba and torch could use are pinned to one thread before they load.
@@ -22,8 +22,12 @@ What is timed, per variant, after a warm-up that is not timed:
 env-steps = environments × steps. Random actions are drawn before timing, in one block that the
 timed loop cycles through; what drawing them per step would cost is reported separately
 (``action_draw_us_per_step``), not included. The first call of the batched core (building it,
-the first reset and step: any numba compilation or cache load happens there) is timed and
-reported as ``batched_core_first_call_s``, outside the throughput figures.
+the first reset and step: numba's compilation, or the load of its cache, happens there) is
+timed and reported as ``batched_core_first_call_s``, outside the throughput figures.
+
+With seed004's actions (all fractions > 0) no order finishes before the horizon, so every
+environment restarts in the same step; ``--actions seed003`` (which has "all") ends episodes at
+random times and exercises the partial autoreset instead.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, ClassVar  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
@@ -65,9 +69,9 @@ class Seed004StyleEnv(gym.Env):
     fraction (at least one, everything at the last step), the temporary impact on the execution
     price, the permanent impact and one normal draw on the mid, reward = −(step IS in bps)."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
-    def __init__(self) -> None:
+    def __init__(self, fractions: tuple[float, ...]) -> None:
         super().__init__()
         market = market_for_order(EnvConfig().market, DEFAULT_ORDER)
         self.Q = DEFAULT_ORDER.qty
@@ -81,11 +85,11 @@ class Seed004StyleEnv(gym.Env):
         self.gamma = market.gamma
         self.drift = market.drift
         self.horizon = market.horizon
-        self.action_map = np.array(ACTION_SETS["seed004"].fractions)
+        self.action_map = np.array(fractions)
         self.action_space = spaces.Discrete(len(self.action_map))
         self.observation_space = spaces.Box(
-            low=np.array([0.0, 0.0, -np.inf, 0.0]),
-            high=np.array([1.0, 1.0, np.inf, np.inf]),
+            low=np.array([0.0, 0.0, -np.inf, 0.0], dtype=np.float32),
+            high=np.array([1.0, 1.0, np.inf, np.inf], dtype=np.float32),
             dtype=np.float32,
         )
         self.price = self.P0
@@ -146,9 +150,7 @@ class Seed004StyleEnv(gym.Env):
         return self._get_obs(), reward, terminated, False, info
 
 
-def timed(
-    name: str, step_block: Callable[[], int], seconds: float
-) -> dict[str, float | int]:
+def timed(name: str, step_block: Callable[[], int], seconds: float) -> dict[str, float | int]:
     """Call ``step_block`` (returns env-steps done) for ``WARMUP_S``, then for ``seconds``."""
     t_end = time.perf_counter() + WARMUP_S
     while time.perf_counter() < t_end:
@@ -169,9 +171,11 @@ def timed(
     return {"env_steps": env_steps, "seconds": elapsed, "env_steps_per_s": rate}
 
 
-def bench_batched_core(n_envs: int, seconds: float, actions: np.ndarray) -> tuple[dict, float]:
+def bench_batched_core(
+    config: EnvConfig, n_envs: int, seconds: float, actions: np.ndarray
+) -> tuple[dict, float]:
     t0 = time.perf_counter()
-    core = make_execution(EnvConfig(), DEFAULT_ORDER, n_envs=n_envs, autoreset=True)
+    core = make_execution(config, DEFAULT_ORDER, n_envs=n_envs, autoreset=True)
     core.reset(seed=0)
     core.step(actions[0])
     first_call = time.perf_counter() - t0
@@ -187,10 +191,10 @@ def bench_batched_core(n_envs: int, seconds: float, actions: np.ndarray) -> tupl
     return timed("batched_core", block, seconds), first_call
 
 
-def bench_vector_env(n_envs: int, seconds: float, actions: np.ndarray) -> dict:
+def bench_vector_env(config: EnvConfig, n_envs: int, seconds: float, actions: np.ndarray) -> dict:
     from execrl.env.vector_env import ExecutionVectorEnv
 
-    env = ExecutionVectorEnv(n_envs)
+    env = ExecutionVectorEnv(n_envs, config)
     env.reset(seed=0)
     i = 0
 
@@ -204,13 +208,15 @@ def bench_vector_env(n_envs: int, seconds: float, actions: np.ndarray) -> dict:
     return timed("vector_env", block, seconds)
 
 
-def bench_sb3_vec_env(n_envs: int, seconds: float, actions: np.ndarray) -> dict | None:
+def bench_sb3_vec_env(
+    config: EnvConfig, n_envs: int, seconds: float, actions: np.ndarray
+) -> dict | None:
     try:
         from execrl.env.sb3 import ExecutionSB3VecEnv
     except ImportError as exc:  # the ``rl`` extra is not installed
         log(f"sb3_vec_env: skipped ({exc})")
         return None
-    env = ExecutionSB3VecEnv(n_envs)
+    env = ExecutionSB3VecEnv(n_envs, config)
     env.seed(0)
     env.reset()
     i = 0
@@ -225,10 +231,10 @@ def bench_sb3_vec_env(n_envs: int, seconds: float, actions: np.ndarray) -> dict 
     return timed("sb3_vec_env", block, seconds)
 
 
-def bench_single_env(seconds: float, actions: list[int]) -> dict:
+def bench_single_env(config: EnvConfig, seconds: float, actions: list[int]) -> dict:
     from execrl.env.execution_env import ExecutionEnv
 
-    env = ExecutionEnv()
+    env = ExecutionEnv(config)
     env.reset(seed=0)
     i = 0
     n = len(actions)
@@ -245,8 +251,10 @@ def bench_single_env(seconds: float, actions: list[int]) -> dict:
     return timed("single_env", block, seconds)
 
 
-def bench_seed004(n_envs: int, seconds: float, actions: list[list[int]]) -> dict:
-    envs = [Seed004StyleEnv() for _ in range(n_envs)]
+def bench_seed004(
+    fractions: tuple[float, ...], n_envs: int, seconds: float, actions: list[list[int]]
+) -> dict:
+    envs = [Seed004StyleEnv(fractions) for _ in range(n_envs)]
     for j, env in enumerate(envs):
         env.reset(seed=j)
     i = 0
@@ -305,24 +313,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n-envs", type=int, default=4096)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per variant")
     parser.add_argument("--json-out", default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--actions", default="seed004", choices=["seed004", "seed003"], help="discrete action set"
+    )
     args = parser.parse_args(argv)
     if args.n_envs < 1 or args.seconds <= 0:
         parser.error("--n-envs must be >= 1 and --seconds > 0")
     n_envs, seconds = args.n_envs, args.seconds
+    config = EnvConfig(actions=args.actions)
+    fractions = ACTION_SETS[args.actions].fractions
+    assert fractions is not None
 
-    n_actions = ACTION_SETS["seed004"].n_actions
+    n_actions = len(fractions)
     rng = np.random.default_rng(12345)
     actions = rng.integers(0, n_actions, size=(ACTION_BLOCK, n_envs))
     actions_py = actions.tolist()  # Python ints for the one-env-at-a-time loops
 
     results: dict[str, dict | None] = {}
-    results["batched_core"], first_call = bench_batched_core(n_envs, seconds, actions)
-    results["vector_env"] = bench_vector_env(n_envs, seconds, actions)
-    results["sb3_vec_env"] = bench_sb3_vec_env(n_envs, seconds, actions)
-    results["single_env"] = bench_single_env(seconds, [a for row in actions_py for a in row])
-    results["seed004_reference"] = bench_seed004(n_envs, seconds, actions_py)
-
-    from execrl.env import core as core_module
+    results["batched_core"], first_call = bench_batched_core(config, n_envs, seconds, actions)
+    results["vector_env"] = bench_vector_env(config, n_envs, seconds, actions)
+    results["sb3_vec_env"] = bench_sb3_vec_env(config, n_envs, seconds, actions)
+    flat_actions = [a for row in actions_py for a in row]
+    results["single_env"] = bench_single_env(config, seconds, flat_actions)
+    results["seed004_reference"] = bench_seed004(fractions, n_envs, seconds, actions_py)
 
     rates = {k: (v["env_steps_per_s"] if v else None) for k, v in results.items()}
     ref = rates["seed004_reference"]
@@ -330,17 +343,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "env_steps",
         "n_envs": n_envs,
         "seconds": seconds,
-        "steps": {k: (v["env_steps"] if v else None) for k, v in results.items()},
+        # step() calls (a batched step advances n_envs environments; the seed-004 reference
+        # counts one pass over its n_envs copies as one step)
+        "steps": {
+            k: (v["env_steps"] // (1 if k == "single_env" else n_envs) if v else None)
+            for k, v in results.items()
+        },
+        "env_steps": {k: (v["env_steps"] if v else None) for k, v in results.items()},
         "timed_seconds": {k: (v["seconds"] if v else None) for k, v in results.items()},
         "env_steps_per_s": rates,
         "ratio_batched_vs_seed004": rates["batched_core"] / ref,
         "ratio_vs_seed004": {k: (r / ref if r else None) for k, r in rates.items()},
         "batched_core_us_per_step": n_envs / rates["batched_core"] * 1e6,
         "batched_core_first_call_s": first_call,
-        "batched_kernel": getattr(core_module, "KERNEL", "numpy"),
         "action_draw_us_per_step": action_draw_cost(n_envs, n_actions),
         "env": {
-            "config": "EnvConfig() (AC market defaults, seed004 obs/actions, is_bps reward)",
+            "config": f"EnvConfig(actions={args.actions!r}) (AC market defaults, seed004 "
+            "observations, is_bps reward)",
             "order": "DEFAULT_ORDER (sell 1,000,000 shares, 10 steps)",
             "autoreset": True,
             "actions": f"uniform random over {n_actions} discrete actions, pre-drawn block "

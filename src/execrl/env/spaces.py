@@ -10,7 +10,9 @@ An action is a fraction of the remaining quantity, from a discrete set or contin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 from gymnasium import spaces
@@ -59,7 +61,9 @@ def resolve_observation_set(spec: str | tuple[str, ...]) -> tuple[str, ...]:
     names = tuple(spec)
     for name in names:
         if name not in FEATURES:
-            raise ConfigError(f"observation feature {name!r} is unknown; known: {', '.join(FEATURES)}")
+            raise ConfigError(
+                f"observation feature {name!r} is unknown; known: {', '.join(FEATURES)}"
+            )
     if len(set(names)) != len(names):
         raise ConfigError(f"observation features {names!r} repeat a name")
     return names
@@ -67,11 +71,23 @@ def resolve_observation_set(spec: str | tuple[str, ...]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ActionSet:
-    """Fractions of the remaining quantity a policy may choose; ``fractions=None``: continuous."""
+    """Fractions of the remaining quantity a policy may choose, each in [0, 1] (checked);
+    ``fractions=None``: continuous."""
 
     name: str
     fractions: tuple[float, ...] | None
     labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.fractions is None:
+            return
+        if len(self.fractions) == 0:
+            raise ConfigError(f"action set {self.name!r}: 'fractions' is empty")
+        for f in self.fractions:
+            if not (isinstance(f, Real) and math.isfinite(f) and 0.0 <= f <= 1.0):
+                raise ConfigError(
+                    f"action set {self.name!r}: fraction {f!r} must be a number in [0, 1]"
+                )
 
     @property
     def is_discrete(self) -> bool:
@@ -90,13 +106,16 @@ class ActionSet:
         """Batched actions (n,) or (n, 1) -> fraction of remaining in [0, 1], shape (n,)."""
         a = np.asarray(actions)
         if self.fractions is None:
-            return np.clip(a.reshape(a.shape[0], -1)[:, 0].astype(np.float64), 0.0, 1.0)
+            fraction = a.reshape(a.shape[0], -1)[:, 0].astype(np.float64)
+            if not np.isfinite(fraction).all():
+                bad = fraction[~np.isfinite(fraction)][0]
+                raise ValueError(f"continuous action {bad!r} is not a finite fraction")
+            return np.clip(fraction, 0.0, 1.0)
         idx = a.reshape(-1).astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self.fractions)):
             bad = idx[(idx < 0) | (idx >= len(self.fractions))][0]
-            raise ValueError(
-                f"action {int(bad)} is outside action set {self.name!r} (0..{len(self.fractions) - 1})"
-            )
+            last = len(self.fractions) - 1
+            raise ValueError(f"action {int(bad)} is outside action set {self.name!r} (0..{last})")
         return np.asarray(self.fractions)[idx]
 
 
