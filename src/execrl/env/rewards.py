@@ -23,6 +23,7 @@ class StepOutcome:
     shares: NDArray[np.int64]
     exec_px: NDArray[np.float64]  # NaN where nothing traded
     mid_before: NDArray[np.float64]
+    mid_after: NDArray[np.float64]
     remaining_after: NDArray[np.int64]
     is_bps: NDArray[np.float64]  # this step's contribution to IS vs the arrival mid
     violation: NDArray[np.bool_]  # a child order had to be cut to a hard limit
@@ -89,10 +90,23 @@ class ArrivalVwapReward:
         return self.main_weight * main + (1.0 - self.main_weight) * aux
 
 
+def marked_to_market_is_bps(ctx: RewardContext, step: StepOutcome) -> NDArray[np.float64]:
+    """ΔIS of the step with the unexecuted shares marked to the mid (bps of X·S0):
+    side·[n_k·(P̃_k − S_{k−1}) + x_k·(S_k − S_{k−1})], the trade's cost against the mid it met
+    plus the revaluation of what is still to trade. Summed over an episode it is exactly the
+    order's IS against the arrival mid (the x_k·ΔS_k terms telescope), but each step carries
+    only its own price move, not every move since arrival as ``StepOutcome.is_bps`` does."""
+    notional = ctx.qty * ctx.arrival_mid
+    traded = step.shares > 0
+    trade_cost = np.where(traded, step.shares * (step.exec_px - step.mid_before), 0.0)
+    revaluation = step.remaining_after * (step.mid_after - step.mid_before)
+    return ctx.side * (trade_cost + revaluation) / notional * 1e4
+
+
 @dataclass(frozen=True)
 class RiskAdjustedReward:
     """Seed 001 §2.3: r = −ΔIS − λ·x²σ²Δt − λ_imp·impact − λ_viol·1[violation], plus a
-    terminal −w·IS_total.
+    terminal −w·IS_total; ΔIS is marked to market (``marked_to_market_is_bps``).
 
     With the defaults the episode's return is −(cost + λ·Σσ²τx_k²)/(X·S0)·1e4, the negative of
     the Almgren–Chriss mean-variance objective in bps. ΔIS already contains the temporary and
@@ -112,7 +126,7 @@ class RiskAdjustedReward:
         notional = ctx.qty * ctx.arrival_mid
         x = step.remaining_after.astype(np.float64)
         risk = self.risk_aversion * ctx.risk_var_per_share2 * x * x / notional * 1e4
-        r = -step.is_bps - risk - self.violation_penalty * step.violation
+        r = -marked_to_market_is_bps(ctx, step) - risk - self.violation_penalty * step.violation
         if self.impact_weight:
             temp = self.temp_impact_per_share * step.shares**2 / notional * 1e4
             r = r - self.impact_weight * temp

@@ -51,7 +51,11 @@ class ExecutionSB3VecEnv(VecEnv):
                 infos[i] = {
                     "terminal_observation": core_info["final_obs"][j],
                     "TimeLimit.truncated": False,
-                    "episode": {"r": float(episode["return"][j]), "l": self.core.n_steps, "t": 0.0},
+                    "episode": {
+                        "r": float(episode["return"][j]),
+                        "l": int(episode["steps"][j]),
+                        "t": 0.0,
+                    },
                     "is_bps": float(episode["is_bps"][j]),
                 }
         return obs, reward, terminated | truncated, infos
