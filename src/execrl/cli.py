@@ -173,6 +173,81 @@ def evaluate(
         raise typer.Exit(2) from None
 
 
+def _load_hyperparams(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold an object / table")
+    return data
+
+
+@app.command()
+def train(
+    algo: Annotated[str, typer.Option(help="qtable, dqn, qrdqn, ppo, maskable-ppo, bc, cql.")],
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write (replaced whole).")],
+    env: EnvOption = "ac",
+    steps: Annotated[int, typer.Option(min=1, help="Environment steps (transitions); for "
+                                       "offline algorithms, gradient steps.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Seed of the market paths and the learner.")] = 0,
+    observations: Annotated[str, typer.Option(help="Observation set: seed004, signal, full.")]
+    = "seed004",
+    actions: Annotated[str, typer.Option(help="Action set: seed004, seed003, continuous.")]
+    = "seed004",
+    reward: Annotated[str, typer.Option(help="Reward: is_bps, arrival_vwap, risk_adjusted.")]
+    = "risk_adjusted",
+    n_envs: Annotated[int, typer.Option(min=1, help="Environments stepped together.")] = 256,
+    order: Annotated[Path | None, typer.Option("--order", help="Parent order JSON.")] = None,
+    market: Annotated[Path | None, typer.Option("--market", help="Market overrides JSON.")]
+    = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Hyper-parameters (JSON, or "
+                                                "TOML such as configs/rl_execution.toml).")]
+    = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Offline algorithms: decision log "
+                                              "parquet from `execrl evaluate --log-decisions`.")]
+    = None,
+) -> None:
+    """Train an execution agent; write a checkpoint folder with its numpy policy and hash."""
+    try:
+        from execrl.agents.train import TrainRequest, run_training
+
+        parent = DEFAULT_ORDER if order is None else ParentOrder.from_file(order)
+        request = TrainRequest(
+            algo=algo, env_name=env,
+            env_config=EnvConfig(market=_load_market(env, market), observations=observations,
+                                 actions=actions, reward=reward),
+            order=parent, steps=steps, seed=seed, n_envs=n_envs,
+            hyperparams=_load_hyperparams(config), data=data,
+        )
+        with Progress(
+            TextColumn("[progress.description]{task.description}"), BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} steps"), TimeElapsedColumn(),
+            console=err_console, transient=True,
+        ) as progress:
+            task = progress.add_task(f"training {algo}", total=steps)
+            result = run_training(
+                request, out, on_progress=lambda done: progress.update(task, completed=done)
+            )
+    except ExecRLError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"trained {algo} for {steps:,} steps in {result['wall_time_s']:.1f}s; "
+                  f"policy hash {result['policy_hash'][:16]}…; wrote {out}")
+    console.print(f"evaluate it: execrl evaluate --env {env} --policies twap,ac,{algo}:{out}")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("demo-report"),

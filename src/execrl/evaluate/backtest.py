@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -71,6 +72,17 @@ def run_policy(
     return PolicyRun(policy.name, episodes, core.stats.schedule.copy())
 
 
+def resolve_policy(spec: str, ctx: PolicyContext) -> Policy:
+    """A baseline (``twap``, ``pov:0.1``) or a trained checkpoint (``ppo:runs/ppo``, labelled
+    by the part before the colon)."""
+    label, _, param = spec.partition(":")
+    if param and ("/" in param or Path(param).is_dir()):
+        from execrl.agents.export import NumpyPolicy
+
+        return NumpyPolicy.load(Path(param), name=label)
+    return make_baseline(spec, ctx)
+
+
 def run_policies(
     specs: Sequence[str],
     config: EnvConfig,
@@ -80,7 +92,7 @@ def run_policies(
     on_step: Callable[[], None] | None = None,
 ) -> list[PolicyRun]:
     ctx = policy_context(config, order)
-    policies = [make_baseline(spec, ctx) for spec in specs]  # all refused before any runs
+    policies = [resolve_policy(spec, ctx) for spec in specs]  # all refused before any runs
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
         raise ConfigError(f"policies {', '.join(names)} name one policy twice")
