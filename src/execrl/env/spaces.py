@@ -126,6 +126,11 @@ ACTION_SETS: dict[str, ActionSet] = {
     "seed003": ActionSet(
         "seed003", (0.0, 0.10, 0.25, 0.50, 1.0), ("wait", "small", "medium", "large", "all")
     ),
+    # a finer grid, for markets where the best schedule reacts strongly (the alpha signal):
+    # rounding the exact signal-aware optimum to it keeps ~94 % of its gain (seed004: ~80 %)
+    "fine": ActionSet(
+        "fine", (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.33, 0.50, 0.67, 0.85, 1.0)
+    ),
     "continuous": ActionSet("continuous", None),
 }
 

@@ -20,6 +20,7 @@ from execrl.env.core import BatchedExecution
 from execrl.env.factory import EnvConfig, make_execution, market_for_order
 from execrl.policies.base import Policy, PolicyContext
 from execrl.policies.baselines import make_baseline
+from execrl.sim.almgren_chriss import ACMarketConfig
 
 
 @dataclass
@@ -61,15 +62,27 @@ def run_policy(
         if on_step is not None:
             on_step()
     records = core.episode_records(np.arange(n_orders))
+    schedule = core.stats.schedule.copy()
+    market = market_for_order(config.market, order)
     episodes = pd.DataFrame(
         {
             "order_idx": np.arange(n_orders),
             "policy": policy.name,
             "side": order.side.value,
             **records,
+            "risk_proxy_bps": risk_proxy_bps(schedule, order.qty, market),
         }
     )
-    return PolicyRun(policy.name, episodes, core.stats.schedule.copy())
+    return PolicyRun(policy.name, episodes, schedule)
+
+
+def risk_proxy_bps(schedule: NDArray[np.int64], qty: int, market: ACMarketConfig) -> NDArray:
+    """λ·Σ_k σ_eff²·τ·x_k² per order in bps of X·S0: the Almgren–Chriss variance term of the
+    schedule actually traded (equal to λ·Var[cost] for a schedule fixed in advance). IS plus
+    this is the per-order mean-variance objective the risk-averse optimum minimises."""
+    holdings = qty - np.cumsum(schedule, axis=1).astype(np.float64)  # x_1 … x_N
+    risk = market.risk_aversion * market.sigma_eff**2 * market.tau * (holdings**2).sum(axis=1)
+    return risk / (qty * market.s0) * 1e4
 
 
 def resolve_policy(spec: str, ctx: PolicyContext) -> Policy:

@@ -67,6 +67,8 @@ def build_results(
             "is_vs_arrival_vwap_bps": is_summary(e["is_vs_arrival_vwap_bps"].to_numpy()),
             "is_vs_interval_vwap_bps": is_summary(e["is_vs_interval_vwap_bps"].to_numpy()),
             "objective_bps": objective,
+            # per-order IS + λ·Σσ²τx_k² (the risk term of the schedule actually traded)
+            "objective_proxy_bps": float((e["is_bps"] + e["risk_proxy_bps"]).mean()),
             "fill_rate": float(e["fill_rate"].mean()),
             "child_orders": float(e["child_orders"].mean()),
             "violations": int(e["violations"].sum()),
