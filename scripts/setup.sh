@@ -14,6 +14,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: this picks the CPU wheel on disk; an unpinned one pulls GBs of CUDA.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[rl,dev]"
+  .venv/bin/python -m pip install -q -e ".[rl,offline,dev]"
   echo "$want" > "$stamp"
 fi

@@ -57,8 +57,10 @@ def _run_evaluation(
     seed: int,
     out: Path,
     compare_to: list[str],
+    log_decisions: bool = False,
 ) -> dict[str, Any]:
     from execrl.evaluate.backtest import run_policies
+    from execrl.evaluate.decisions import DecisionRecorder, write_decisions
     from execrl.evaluate.results import build_results, write_outputs
 
     config = EnvConfig(market=market)
@@ -75,14 +77,18 @@ def _run_evaluation(
             f"{len(policies)} policies x {orders} orders", total=len(policies) * steps
         )
         runs = run_policies(
-            policies, config, order, orders, seed, on_step=lambda: progress.advance(task)
+            policies, config, order, orders, seed, on_step=lambda: progress.advance(task),
+            recorder=DecisionRecorder() if log_decisions else None,
         )
         progress.update(task, description="paired statistics (bootstrap)")
         results = build_results(runs, config, order, orders, seed, env, compare_to)
         progress.update(task, description="writing report")
         report = write_outputs(out, results, runs)
+        decisions = write_decisions(out, runs) if log_decisions else None
     _print_table(results)
     console.print(f"wrote {out / 'results.json'}, {out / 'episodes.parquet'} and {report}")
+    if decisions is not None:
+        console.print(f"wrote {decisions} (one row per decision)")
     return results
 
 
@@ -161,13 +167,18 @@ def evaluate(
     compare_to: Annotated[
         str, typer.Option(help="Comma-separated baselines every other policy is paired with.")
     ] = "twap",
+    log_decisions: Annotated[
+        bool, typer.Option("--log-decisions", help="Also write decisions.parquet: one row per "
+                           "(policy, order, decision step) with features, shares, rewards; "
+                           "the input of `execrl train --algo bc|cql --data`.")
+    ] = False,
 ) -> None:
     """Run each policy on the same K orders and market paths; write results and a report."""
     try:
         parent = DEFAULT_ORDER if order is None else ParentOrder.from_file(order)
         market_config = _load_market(env, market)
         _run_evaluation(env, market_config, parent, _split(policies, "--policies"), orders, seed,
-                        out, _split(compare_to, "--compare-to"))
+                        out, _split(compare_to, "--compare-to"), log_decisions=log_decisions)
     except ExecRLError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -122,7 +122,8 @@ def write_checkpoint(
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
         output.curve.to_csv(tmp / "learning_curve.csv", index=False)
-        _plot_curve(output.curve, tmp / "learning_curve.png", f"{algo} on {env_name}")
+        x_label = str(output.extra.get("curve_x", "environment_steps")).replace("_", " ")
+        _plot_curve(output.curve, tmp / "learning_curve.png", f"{algo} on {env_name}", x_label)
         if output.save_native is not None:
             (tmp / "native").mkdir()
             output.save_native(tmp / "native")
@@ -136,7 +137,7 @@ def write_checkpoint(
     return config
 
 
-def _plot_curve(curve: pd.DataFrame, path: Path, title: str) -> None:
+def _plot_curve(curve: pd.DataFrame, path: Path, title: str, x_label: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -150,7 +151,7 @@ def _plot_curve(curve: pd.DataFrame, path: Path, title: str) -> None:
                  label="mean return")
         ax2.set_ylabel("mean episode return")
         ax2.legend(loc="upper right")
-    ax.set_xlabel("environment steps")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("implementation shortfall (bps, + = cost)")
     ax.set_title(f"Learning curve: {title} (training episodes)")
     ax.legend(loc="upper left")

@@ -32,6 +32,8 @@ _MARKET_FEATURES: dict[str, tuple[str, bool, float]] = {
     "last_volume_ratio": ("last_volume", True, 1.0),
     "expected_volume_ratio": ("expected_volume", True, 1.0),
 }
+#: observation feature -> the market feature it is read from
+MARKET_FEATURE_SOURCES: dict[str, str] = {k: v[0] for k, v in _MARKET_FEATURES.items()}
 
 
 @dataclass

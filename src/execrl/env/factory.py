@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from execrl.domain import ParentOrder, Side
 from execrl.env.core import BatchedExecution
-from execrl.env.rewards import make_reward
+from execrl.env.rewards import Reward, make_reward
 from execrl.env.spaces import ActionSet, resolve_action_set, resolve_observation_set
 from execrl.sim.almgren_chriss import ACMarket, ACMarketConfig
 
@@ -40,6 +40,16 @@ def market_for_order(market: ACMarketConfig, order: ParentOrder) -> ACMarketConf
     return ACMarketConfig.from_dict({**market.model_dump(), **update})
 
 
+def reward_for_market(name: str, market: ACMarketConfig) -> Reward:
+    """The reward ``name`` with the market's constants (λ, η/τ)."""
+    return make_reward(name, market.risk_aversion, market.eta / market.tau)
+
+
+def risk_var_per_share2(market: ACMarketConfig) -> float:
+    """σ_eff²·τ: the price variance one held share adds per step (the risk term's scale)."""
+    return market.sigma_eff**2 * market.tau
+
+
 def make_execution(
     config: EnvConfig,
     order: ParentOrder = DEFAULT_ORDER,
@@ -54,10 +64,8 @@ def make_execution(
         side=order.side.sign,
         observations=resolve_observation_set(config.observations),
         action_set=resolve_action_set(config.actions),
-        reward=make_reward(
-            config.reward, market_config.risk_aversion, market_config.eta / market_config.tau
-        ),
+        reward=reward_for_market(config.reward, market_config),
         constraints=order.constraints,
         autoreset=autoreset,
-        risk_var_per_share2=market_config.sigma_eff**2 * market_config.tau,
+        risk_var_per_share2=risk_var_per_share2(market_config),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,14 +23,19 @@ from execrl.policies.base import Policy, PolicyContext
 from execrl.policies.baselines import make_baseline
 from execrl.sim.almgren_chriss import ACMarketConfig
 
+if TYPE_CHECKING:
+    from execrl.evaluate.decisions import DecisionRecorder
+
 
 @dataclass
 class PolicyRun:
-    """One policy's K orders: per-order results and the shares traded per step."""
+    """One policy's K orders: per-order results and the shares traded per step (and, when
+    run with a decision recorder, one row per decision: ``execrl.evaluate.decisions``)."""
 
     policy: str
     episodes: pd.DataFrame
     schedules: NDArray[np.int64]  # (K, N)
+    decisions: pd.DataFrame | None = None
 
 
 def policy_context(config: EnvConfig, order: ParentOrder) -> PolicyContext:
@@ -43,8 +49,10 @@ def run_policy(
     n_orders: int,
     seed: int,
     on_step: Callable[[], None] | None = None,
+    recorder: DecisionRecorder | None = None,
 ) -> PolicyRun:
-    """Execute ``n_orders`` copies of ``order`` with ``policy``, episode i on path (seed, i)."""
+    """Execute ``n_orders`` copies of ``order`` with ``policy``, episode i on path (seed, i);
+    with a ``recorder``, log every decision (``PolicyRun.decisions``)."""
     if n_orders < 1:
         raise ConfigError(f"orders = {n_orders!r} must be >= 1")
     env_config = EnvConfig(
@@ -55,15 +63,21 @@ def run_policy(
     )
     core: BatchedExecution = make_execution(env_config, order, n_envs=n_orders, autoreset=False)
     obs = core.reset(seed=seed)
+    market = market_for_order(config.market, order)
+    log = None if recorder is None else recorder.start(policy.name, core, market)
     discrete = core.action_set.is_discrete
     while not core.done.all():
         masks = core.action_masks() if discrete else None
-        obs, *_ = core.step(policy.act(obs, masks))
+        actions = policy.act(obs, masks)
+        if log is not None:
+            log.before(actions)
+        obs, *_ = core.step(actions)
+        if log is not None:
+            log.after()
         if on_step is not None:
             on_step()
     records = core.episode_records(np.arange(n_orders))
     schedule = core.stats.schedule.copy()
-    market = market_for_order(config.market, order)
     episodes = pd.DataFrame(
         {
             "order_idx": np.arange(n_orders),
@@ -73,7 +87,8 @@ def run_policy(
             "risk_proxy_bps": risk_proxy_bps(schedule, order.qty, market),
         }
     )
-    return PolicyRun(policy.name, episodes, schedule)
+    decisions = None if log is None else log.frame()
+    return PolicyRun(policy.name, episodes, schedule, decisions)
 
 
 def risk_proxy_bps(schedule: NDArray[np.int64], qty: int, market: ACMarketConfig) -> NDArray:
@@ -103,10 +118,11 @@ def run_policies(
     n_orders: int,
     seed: int,
     on_step: Callable[[], None] | None = None,
+    recorder: DecisionRecorder | None = None,
 ) -> list[PolicyRun]:
     ctx = policy_context(config, order)
     policies = [resolve_policy(spec, ctx) for spec in specs]  # all refused before any runs
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
         raise ConfigError(f"policies {', '.join(names)} name one policy twice")
-    return [run_policy(p, config, order, n_orders, seed, on_step) for p in policies]
+    return [run_policy(p, config, order, n_orders, seed, on_step, recorder) for p in policies]
