@@ -643,3 +643,42 @@ def test_eta_tilde_boundary_is_strict() -> None:
 def test_market_config_accepts_the_near_zero_impact_market() -> None:
     c = ACMarketConfig.from_dict({"gamma": 0.0, "epsilon": 0.0, "eta": 1e-12})
     assert c.eta_tilde == 1e-12
+
+
+def test_expected_cost_reward_keeps_every_policys_expected_return():
+    """The expected_cost reward drops the price innovation only: per episode it differs from
+    risk_adjusted by Σ side·x_k·σ√τ·ξ_k/(X·S0)·1e4 exactly (zero mean for any policy)."""
+    from execrl.env import DEFAULT_ORDER, EnvConfig, make_execution
+
+    n = 4000
+    returns = {}
+    for reward in ("risk_adjusted", "expected_cost"):
+        core = make_execution(EnvConfig(actions="seed003", reward=reward), DEFAULT_ORDER,
+                              n_envs=n, autoreset=False)
+        core.reset(seed=11)
+        rng = np.random.default_rng(0)
+        while not core.done.all():
+            core.step(rng.integers(0, 5, size=n))
+        returns[reward] = core.stats.episode_return.copy()
+        schedule = core.stats.schedule.copy()
+    m = core.market
+    c = m.config
+    holdings = DEFAULT_ORDER.qty - np.cumsum(schedule, axis=1)  # x_1 … x_N
+    xi = m._xi.T  # the market keeps its path noise step-major: (n_steps, n_envs)
+    innovation = (holdings * c.sigma_eff * np.sqrt(c.tau) * xi).sum(axis=1)
+    notional = DEFAULT_ORDER.qty * c.s0
+    side = DEFAULT_ORDER.side.sign
+    # reward = −side·(trade cost + x_k·ΔS): replacing ΔS by E[ΔS] adds side·x_k·σ√τ·ξ_k
+    expected_gap = side * innovation / notional * 1e4
+    np.testing.assert_allclose(returns["expected_cost"] - returns["risk_adjusted"],
+                               expected_gap, rtol=1e-9, atol=1e-9)
+    # For a fixed schedule in a market without a signal nothing random is left in the return.
+    fixed = {}
+    for reward in ("risk_adjusted", "expected_cost"):
+        core = make_execution(EnvConfig(actions="seed003", reward=reward), DEFAULT_ORDER,
+                              n_envs=500, autoreset=False)
+        core.reset(seed=3)
+        while not core.done.all():
+            core.step(np.full(500, 2))
+        fixed[reward] = core.stats.episode_return.copy()
+    assert fixed["expected_cost"].std() < 1e-9 < 10.0 < fixed["risk_adjusted"].std()

@@ -266,6 +266,9 @@ class BatchedExecution:
             )
 
         mid_before = self.market.mid.copy()
+        expected_move = None
+        if getattr(self.reward, "needs_expected_move", False):
+            expected_move = self.market.expected_mid_change(shares)
         fill = self.market.execute(self._orders, active)
 
         s = self.stats
@@ -306,6 +309,7 @@ class BatchedExecution:
                 exec_px=fill.avg_px,
                 mid_before=mid_before,
                 mid_after=self.market.mid,
+                expected_mid_move=expected_move,
                 remaining_after=self.remaining,
                 is_bps=step_is,
                 violation=violation,

@@ -30,6 +30,8 @@ class StepOutcome:
     done: NDArray[np.bool_]  # the episode ended with this step
     episode_is_bps: NDArray[np.float64]  # IS vs arrival mid of the whole episode so far
     episode_is_vs_arrival_vwap_bps: NDArray[np.float64]
+    # E[mid move | before the step]; only markets that know their own dynamics provide it
+    expected_mid_move: NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +92,25 @@ class ArrivalVwapReward:
         return self.main_weight * main + (1.0 - self.main_weight) * aux
 
 
-def marked_to_market_is_bps(ctx: RewardContext, step: StepOutcome) -> NDArray[np.float64]:
+def marked_to_market_is_bps(
+    ctx: RewardContext, step: StepOutcome, expected: bool = False
+) -> NDArray[np.float64]:
     """ΔIS of the step with the unexecuted shares marked to the mid (bps of X·S0):
     side·[n_k·(P̃_k − S_{k−1}) + x_k·(S_k − S_{k−1})], the trade's cost against the mid it met
     plus the revaluation of what is still to trade. Summed over an episode it is exactly the
     order's IS against the arrival mid (the x_k·ΔS_k terms telescope), but each step carries
-    only its own price move, not every move since arrival as ``StepOutcome.is_bps`` does."""
+    only its own price move, not every move since arrival as ``StepOutcome.is_bps`` does.
+    With ``expected`` the revaluation uses the expected mid move instead of the realised one."""
     notional = ctx.qty * ctx.arrival_mid
     traded = step.shares > 0
     trade_cost = np.where(traded, step.shares * (step.exec_px - step.mid_before), 0.0)
-    revaluation = step.remaining_after * (step.mid_after - step.mid_before)
+    if expected:
+        if step.expected_mid_move is None:
+            raise ConfigError("reward 'expected_cost' needs a market that knows its expected move")
+        move = step.expected_mid_move
+    else:
+        move = step.mid_after - step.mid_before
+    revaluation = step.remaining_after * move
     return ctx.side * (trade_cost + revaluation) / notional * 1e4
 
 
@@ -120,13 +131,19 @@ class RiskAdjustedReward:
     violation_penalty: float = 1.0
     terminal_is_weight: float = 0.0
     temp_impact_per_share: float = 0.0  # η/τ, set by the environment
+    expected: bool = False  # True: the ``expected_cost`` variant (see ``make_reward``)
     name: str = "risk_adjusted"
+
+    @property
+    def needs_expected_move(self) -> bool:
+        return self.expected
 
     def __call__(self, ctx: RewardContext, step: StepOutcome) -> NDArray[np.float64]:
         notional = ctx.qty * ctx.arrival_mid
         x = step.remaining_after.astype(np.float64)
         risk = self.risk_aversion * ctx.risk_var_per_share2 * x * x / notional * 1e4
-        r = -marked_to_market_is_bps(ctx, step) - risk - self.violation_penalty * step.violation
+        dis = marked_to_market_is_bps(ctx, step, expected=self.expected)
+        r = -dis - risk - self.violation_penalty * step.violation
         if self.impact_weight:
             temp = self.temp_impact_per_share * step.shares**2 / notional * 1e4
             r = r - self.impact_weight * temp
@@ -135,7 +152,9 @@ class RiskAdjustedReward:
         return r
 
 
-REWARDS = ("is_bps", "arrival_vwap", "risk_adjusted")
+REWARDS = ("is_bps", "arrival_vwap", "risk_adjusted", "expected_cost")
+#: rewards a log of real decisions can carry (``expected_cost`` needs the simulator's model)
+LOGGED_REWARDS = ("is_bps", "arrival_vwap", "risk_adjusted")
 
 
 def make_reward(name: str, risk_aversion: float, temp_impact_per_share: float) -> Reward:
@@ -145,4 +164,13 @@ def make_reward(name: str, risk_aversion: float, temp_impact_per_share: float) -
         return ArrivalVwapReward()
     if name == "risk_adjusted":
         return RiskAdjustedReward(risk_aversion, temp_impact_per_share=temp_impact_per_share)
+    if name == "expected_cost":
+        # risk_adjusted with the unpredictable price innovation x_k·σ√τ·ξ_k taken out of each
+        # step: it has conditional mean 0 whatever the policy does (x_k is decided before ξ_k),
+        # so every policy's expected return, and the optimal policy, are unchanged, while the
+        # return's variance drops by the whole price risk. A training aid for simulators that
+        # know their dynamics; evaluation always measures the realised IS.
+        return RiskAdjustedReward(
+            risk_aversion, temp_impact_per_share=temp_impact_per_share, expected=True, name=name
+        )
     raise ConfigError(f"reward {name!r} is unknown; choose from {', '.join(REWARDS)}")

@@ -37,9 +37,9 @@ Columns, in this order:
                                  to ``episodes.parquet``'s ``return``
     reward_name         str      which reward ``reward`` is
     reward_<name> …     float64  the step's reward under each reward of
-                                 ``execrl.env.rewards.REWARDS`` (``is_bps``, ``arrival_vwap``,
-                                 ``risk_adjusted``): ``reward_<reward_name>`` is ``reward``
-                                 itself; the others are recomputed from the step's outcome with
+                                 ``execrl.env.rewards.LOGGED_REWARDS`` (``is_bps``,
+                                 ``arrival_vwap``, ``risk_adjusted``): ``reward_<reward_name>``
+                                 is ``reward`` itself; the others are recomputed from the step's outcome with
                                  the fill price recovered from the step's IS (agreeing with a
                                  run under that reward to ~1e-9 bps), so that one log trains
                                  offline agents under any reward
@@ -66,7 +66,7 @@ from numpy.typing import NDArray
 from execrl.domain import ConfigError
 from execrl.env.core import MARKET_FEATURE_SOURCES, BatchedExecution
 from execrl.env.factory import reward_for_market, risk_var_per_share2
-from execrl.env.rewards import REWARDS, RewardContext, StepOutcome
+from execrl.env.rewards import LOGGED_REWARDS, RewardContext, StepOutcome
 from execrl.env.spaces import FEATURES, resolve_observation_set
 from execrl.sim.almgren_chriss import ACMarketConfig
 
@@ -104,7 +104,9 @@ def log_features(market_features: Sequence[str]) -> tuple[str, ...]:
     )
 
 
-def decision_columns(features: Sequence[str], rewards: Sequence[str] = REWARDS) -> list[str]:
+def decision_columns(
+    features: Sequence[str], rewards: Sequence[str] = LOGGED_REWARDS
+) -> list[str]:
     """The columns of a decision log with these LOG features, in file order."""
     return [
         *KEY_COLUMNS,
@@ -126,14 +128,16 @@ class DecisionRecorder:
     def __init__(
         self,
         features: str | Sequence[str] | None = None,
-        rewards: Sequence[str] = REWARDS,
+        rewards: Sequence[str] = LOGGED_REWARDS,
     ):
         self.features = None if features is None else resolve_observation_set(
             features if isinstance(features, str) else tuple(features)
         )
         for name in rewards:
-            if name not in REWARDS:
-                raise ConfigError(f"reward {name!r} is unknown; choose from {', '.join(REWARDS)}")
+            if name not in LOGGED_REWARDS:
+                raise ConfigError(
+                    f"reward {name!r} cannot be logged; choose from {', '.join(LOGGED_REWARDS)}"
+                )
         self.rewards = tuple(rewards)
 
     def start(

@@ -558,6 +558,12 @@ class ACMarket:
         self._last_volume = new_last_volume
         return FillBatch(qty=fill_qty, avg_px=avg_px)
 
+    def expected_mid_change(self, shares: NDArray[np.int64]) -> NDArray[np.float64]:
+        """E[S_k − S_{k−1} | now, n_k = shares]: drift, alpha and our permanent impact, without
+        the unpredictable innovation σ_eff·√τ·ξ_k (for the ``expected_cost`` reward)."""
+        c = self.config
+        return (c.drift + self._alpha) * self._tau + self.side * c.gamma * shares
+
     def feature(self, name: str) -> NDArray[np.float64]:
         c = self.config
         if name == "price_drift":  # in units of the horizon's price volatility
