@@ -39,7 +39,8 @@ Columns, in this order:
     reward_<name> …     float64  the step's reward under each reward of
                                  ``execrl.env.rewards.LOGGED_REWARDS`` (``is_bps``,
                                  ``arrival_vwap``, ``risk_adjusted``): ``reward_<reward_name>``
-                                 is ``reward`` itself; the others are recomputed from the step's outcome with
+                                 is ``reward`` itself; the others are recomputed from the
+                                 step's outcome with
                                  the fill price recovered from the step's IS (agreeing with a
                                  run under that reward to ~1e-9 bps), so that one log trains
                                  offline agents under any reward
