@@ -74,17 +74,17 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def train_agent(setting: str, algo: str, steps: int, seed: int, n_envs: int, work: Path,
-                hyperparams: dict[str, Any]) -> dict[str, Any]:
+                hyperparams: dict[str, Any], reward: str | None = None) -> dict[str, Any]:
     s = SETTINGS[setting]
     actions = s["actions"].get(algo, s["actions"]["default"])
     config = EnvConfig(market=s["market"], observations=s["observations"], actions=actions,
-                       reward=s["reward"])
+                       reward=reward or s["reward"])
     request = TrainRequest(algo=algo, env_name=setting, env_config=config, order=s["order"],
                            steps=steps, seed=seed, n_envs=n_envs, hyperparams=hyperparams)
     out = work / setting / algo
     result = run_training(request, out)
     return {"dir": str(out), "wall_time_s": result["wall_time_s"], "actions": actions,
-            "steps": steps, "policy_hash": result["policy_hash"]}
+            "reward": config.reward, "steps": steps, "policy_hash": result["policy_hash"]}
 
 
 def evaluate(setting: str, agents: dict[str, dict[str, Any]], orders: int, seed: int) -> dict:
@@ -172,6 +172,8 @@ def main() -> None:
     ap.add_argument("--eval-seed", type=int, default=20_261_122)
     ap.add_argument("--orders", type=int, default=20_000)
     ap.add_argument("--hyperparams", default="{}", help='JSON: {"ppo": {...}, ...}')
+    ap.add_argument("--reward", default=None,
+                    help="training reward (default: the setting's; e.g. expected_cost)")
     ap.add_argument("--work", type=Path, default=Path("bench/results/agents"))
     ap.add_argument("--reuse", action="store_true", help="evaluate existing checkpoints")
     ap.add_argument("--json-out", type=Path)
@@ -190,7 +192,7 @@ def main() -> None:
         else:
             print(f"training {algo} for {steps:,} steps …", file=sys.stderr, flush=True)
             agents[algo] = train_agent(args.setting, algo, steps, args.seed, args.n_envs,
-                                       args.work, hyper.get(algo, {}))
+                                       args.work, hyper.get(algo, {}), args.reward)
             print(f"  {agents[algo]['wall_time_s']:.0f}s", file=sys.stderr, flush=True)
     started = time.perf_counter()
     result = evaluate(args.setting, agents, args.orders, args.eval_seed)
