@@ -534,3 +534,21 @@ def test_short_training_beats_random(seed: int) -> None:
     assert cmp.diff_bps_mean < 0
     assert cmp.ci95[1] < 0, cmp
     np.testing.assert_array_equal(trained.episodes["fill_rate"], 1.0)
+
+
+def test_checkpoint_loads_under_any_label_with_the_same_hash(tmp_path):
+    """`evaluate --policies mylabel:DIR` relabels a policy; its hash names the decision
+    function, so it must verify and stay the same."""
+    policy = NumpyPolicy(
+        name="qtable", observations=("remaining_ratio",), action_set="seed003", head="qtable",
+        bin_edges=[np.array([0.5])], q_table=np.array([[0.0, 1.0], [2.0, 0.0]]),
+    )
+    digest = policy.save(tmp_path)
+    relabelled = NumpyPolicy.load(tmp_path, name="something-else")
+    assert relabelled.name == "something-else"
+    assert relabelled.policy_hash() == digest
+    tampered = dict(np.load(tmp_path / "policy.npz"))
+    tampered["q_table"] = tampered["q_table"] + 1.0
+    np.savez(tmp_path / "policy.npz", **tampered)
+    with pytest.raises(ConfigError, match="does not match its recorded hash"):
+        NumpyPolicy.load(tmp_path)

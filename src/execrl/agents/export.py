@@ -136,8 +136,10 @@ class NumpyPolicy:
 
     def policy_hash(self) -> str:
         """sha256 over the decision function: its specification and every array's bytes
-        (seed 001 §6: the policy hash recorded with each decision)."""
-        h = hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode())
+        (seed 001 §6: the policy hash recorded with each decision). The display name is left
+        out: the same policy evaluated as ``a:DIR`` or ``b:DIR`` is one policy."""
+        spec = {k: v for k, v in self.spec().items() if k != "name"}
+        h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
         for key, arr in sorted(self.arrays().items()):
             h.update(key.encode())
             h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
