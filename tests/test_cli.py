@@ -140,3 +140,14 @@ def test_help_explains_every_command():
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0
     assert "--policies" in runner.invoke(app, ["evaluate", "--help"]).output
+
+
+def test_demo_trains_an_agent_and_reports_it_beside_the_baselines(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--orders", "300"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert list(results["policies"]) == ["twap", "vwap", "pov", "ac", "immediate", "qtable"]
+    assert (tmp_path / "demo" / "agent-qtable" / "policy_hash").exists()
+    # the agent learned the risk-averse schedule: far closer to AC's objective than TWAP's
+    objective = {p: v["objective_proxy_bps"] for p, v in results["policies"].items()}
+    assert abs(objective["qtable"] - objective["ac"]) < 0.1 * (objective["twap"] - objective["ac"])

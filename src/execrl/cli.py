@@ -281,7 +281,7 @@ def demo(
         request = TrainRequest(
             algo="qtable", env_name="ac",
             env_config=EnvConfig(market=market, observations="seed004", actions="seed004",
-                                 reward="risk_adjusted"),
+                                 reward="expected_cost"),
             order=DEFAULT_ORDER, steps=DEMO_AGENT_STEPS, seed=seed, n_envs=1024,
             hyperparams=DEMO_AGENT_HYPERPARAMS,
         )
@@ -296,7 +296,8 @@ def demo(
                 request, agent_dir, on_progress=lambda n: progress.update(task, completed=n)
             )
         console.print(
-            f"trained tabular Q-learning on the seed-001 risk-adjusted reward: "
+            f"trained tabular Q-learning (reward: seed 001's risk-adjusted IS, price "
+            f"innovation removed): "
             f"{DEMO_AGENT_STEPS:,} transitions in {trained['wall_time_s']:.1f}s "
             f"(checkpoint {agent_dir}, policy hash {trained['policy_hash'][:12]}…)"
         )
