@@ -1,0 +1,219 @@
+"""PPO training throughput: execrl's batched set-up against Stable-Baselines3's default one,
+and what each has learnt when its time is up.
+
+    python bench/bench_ppo.py [--budget 45] [--seed 0] [--orders 2000] [--json-out PATH]
+                              [--actions seed004|seed003|continuous]
+
+Prints one JSON object on stdout (progress goes to stderr). One process, one core: the thread
+pools numpy, numba and torch could use are pinned to one thread before they load, and
+``torch.set_num_threads(1)``.
+
+Both variants train SB3's ``PPO`` on the same environment configuration: the default
+Almgren–Chriss market, seed004 observations and actions, ``risk_adjusted`` reward
+(``EnvConfig(reward="risk_adjusted")``), ``DEFAULT_ORDER``:
+
+* ``batched``: execrl's defaults, i.e. what ``execrl train --algo ppo`` does:
+  ``ExecutionSB3VecEnv(256, config)`` (``TrainRequest``'s default n_envs) and
+  ``execrl.agents.ppo.PPOParams()`` (n_steps 16, 4 minibatches of 1024, 4 epochs, ReLU, γ 1);
+* ``sb3_default``: ``make_vec_env(lambda: ExecutionEnv(config), n_envs=8)`` (a
+  ``DummyVecEnv`` of gymnasium envs) and ``PPO("MlpPolicy", env)`` with every SB3 default
+  (n_steps 2048, batch 64, 10 epochs, tanh, γ 0.99).
+
+Timing: after a warm-up of one full training iteration (rollout + update; torch and numba get
+going there) that is not timed, each variant trains in whole iterations (``learn`` of one
+rollout's worth at a time, so every timed step includes its share of the update) until
+``--budget`` seconds have passed; env-steps/s = steps of those iterations / their wall time.
+``ratio`` = batched / sb3_default.
+
+Learning: each variant's final policy (warm-up included) is exported to a ``NumpyPolicy`` and
+backtested with ``run_policy`` on ``--orders`` orders (same seed, so the same market paths);
+mean / std IS and mean episode return (the risk-adjusted objective, higher is better) are
+reported, with the Almgren–Chriss schedule (the optimum of that objective) and TWAP for
+reference. ``batched_at_equal_steps`` is a fresh batched run stopped at the number of env
+steps ``sb3_default`` reached: what the batched defaults learn per sample, not per second.
+Default runtime ≈ 2 × budget + ~25 s.
+
+``--actions`` changes the action set of both (default seed004, as specified). On seed004's
+five fractions every variant tends to reach the same best grid schedule, so the learning
+comparison says little there; ``--actions continuous`` (a Gaussian policy, much harder to fit)
+separates them.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import datetime as _dt  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch as th  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
+
+from execrl.agents.export import NumpyPolicy  # noqa: E402
+from execrl.agents.ppo import PPOParams, build_model, export_policy  # noqa: E402
+from execrl.env.execution_env import ExecutionEnv  # noqa: E402
+from execrl.env.factory import DEFAULT_ORDER, EnvConfig  # noqa: E402
+from execrl.env.sb3 import ExecutionSB3VecEnv  # noqa: E402
+from execrl.evaluate.backtest import policy_context, run_policy  # noqa: E402
+from execrl.policies.baselines import make_baseline  # noqa: E402
+
+BATCHED_N_ENVS = 256  # TrainRequest's default
+SB3_N_ENVS = 8
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def rollout_size(model: PPO) -> int:
+    return int(model.n_steps) * int(model.n_envs)
+
+
+def timed_training(model: PPO, budget_s: float) -> dict[str, Any]:
+    """One untimed warm-up iteration, then whole iterations until ``budget_s`` has passed."""
+    chunk = rollout_size(model)
+    started = time.perf_counter()
+    model.learn(chunk, reset_num_timesteps=True)
+    warmup_s = time.perf_counter() - started
+    steps0 = model.num_timesteps
+    iterations = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < budget_s:
+        model.learn(chunk, reset_num_timesteps=False)
+        iterations += 1
+    wall = time.perf_counter() - started
+    steps = model.num_timesteps - steps0
+    return {
+        "warmup_s": round(warmup_s, 3),
+        "timed_iterations": iterations,
+        "timed_env_steps": int(steps),
+        "timed_wall_s": round(wall, 3),
+        "env_steps_per_s": round(steps / wall, 1),
+        "total_env_steps": int(model.num_timesteps),
+        "rollout_size": chunk,
+    }
+
+
+def evaluate(policy: Any, config: EnvConfig, orders: int, seed: int) -> dict[str, float]:
+    episodes = run_policy(policy, config, DEFAULT_ORDER, orders, seed).episodes
+    is_bps = episodes["is_bps"].to_numpy()
+    return {
+        "is_bps_mean": round(float(is_bps.mean()), 3),
+        "is_bps_std": round(float(is_bps.std(ddof=1)), 3),
+        "is_bps_p95": round(float(np.percentile(is_bps, 95)), 3),
+        "return_mean": round(float(episodes["return"].mean()), 3),
+    }
+
+
+def export(model: PPO, name: str, config: EnvConfig) -> NumpyPolicy:
+    env = ExecutionEnv(config)
+    return export_policy(model, name, env.core.observations, env.core.action_set.name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", type=float, default=45.0, help="timed seconds per variant")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--orders", type=int, default=2000, help="backtest orders per policy")
+    parser.add_argument("--json-out", default=None)
+    parser.add_argument(
+        "--actions", default="seed004", choices=("seed004", "seed003", "continuous")
+    )
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    # default AC market, seed004 observations (and actions unless --actions says otherwise)
+    config = EnvConfig(reward="risk_adjusted", actions=args.actions)
+
+    log(f"batched: {BATCHED_N_ENVS} envs, execrl PPO defaults, {args.budget:.0f} s")
+    params = PPOParams()
+    vec_env = ExecutionSB3VecEnv(BATCHED_N_ENVS, config, DEFAULT_ORDER)
+    vec_env.seed(args.seed)
+    batched = build_model("ppo", params, vec_env, args.seed)
+    batched_run = timed_training(batched, args.budget)
+    batched_eval = evaluate(export(batched, "batched", config), config, args.orders, args.seed)
+    log(f"  {batched_run['env_steps_per_s']:.0f} env-steps/s, {batched_eval}")
+
+    log(f"sb3_default: DummyVecEnv of {SB3_N_ENVS} ExecutionEnv, SB3 PPO defaults")
+    sb3_env = make_vec_env(lambda: ExecutionEnv(config), n_envs=SB3_N_ENVS, seed=args.seed)
+    sb3 = PPO("MlpPolicy", sb3_env, seed=args.seed, device="cpu", verbose=0)
+    sb3_run = timed_training(sb3, args.budget)
+    sb3_eval = evaluate(export(sb3, "sb3_default", config), config, args.orders, args.seed)
+    log(f"  {sb3_run['env_steps_per_s']:.0f} env-steps/s, {sb3_eval}")
+
+    log(f"batched_at_equal_steps: {sb3.num_timesteps} env steps")
+    vec_env2 = ExecutionSB3VecEnv(BATCHED_N_ENVS, config, DEFAULT_ORDER)
+    vec_env2.seed(args.seed)
+    equal = build_model("ppo", params, vec_env2, args.seed)
+    started = time.perf_counter()
+    equal.learn(int(sb3.num_timesteps))
+    equal_wall = time.perf_counter() - started
+    equal_eval = evaluate(export(equal, "batched_eq", config), config, args.orders, args.seed)
+
+    ctx = policy_context(config, DEFAULT_ORDER)
+    reference = {  # baselines speak the continuous set; run_policy builds the env to match
+        name: evaluate(make_baseline(name, ctx), config, args.orders, args.seed)
+        for name in ("ac", "twap")
+    }
+    result = {
+        "benchmark": "ppo_training_throughput",
+        "env": {
+            "market": "almgren_chriss (defaults)",
+            "observations": "seed004",
+            "actions": args.actions,
+            "reward": "risk_adjusted",
+        },
+        "budget_s": args.budget,
+        "seed": args.seed,
+        "orders": args.orders,
+        "torch_threads": th.get_num_threads(),
+        "batched": {
+            "set_up": f"ExecutionSB3VecEnv({BATCHED_N_ENVS}) + execrl PPOParams() defaults",
+            "n_envs": BATCHED_N_ENVS,
+            "hyperparams": params.resolved(BATCHED_N_ENVS, args.actions != "continuous"),
+            **batched_run,
+            "eval": batched_eval,
+        },
+        "sb3_default": {
+            "set_up": f"make_vec_env(ExecutionEnv, n_envs={SB3_N_ENVS}) + PPO defaults",
+            "n_envs": SB3_N_ENVS,
+            **sb3_run,
+            "eval": sb3_eval,
+        },
+        "ratio_env_steps_per_s": round(
+            batched_run["env_steps_per_s"] / sb3_run["env_steps_per_s"], 2
+        ),
+        "batched_at_equal_steps": {
+            "env_steps": int(equal.num_timesteps),
+            "wall_s": round(equal_wall, 3),
+            "eval": equal_eval,
+        },
+        "reference": reference,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": th.__version__,
+            "numpy": np.__version__,
+        },
+        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
