@@ -12,10 +12,15 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from execrl.domain import ParentOrder
-from execrl.env.factory import DEFAULT_ORDER, EnvConfig, make_execution
+from execrl._compat import import_legacy_gym_quietly
+
+import_legacy_gym_quietly()  # before SB3, which imports it when installed
+
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices  # noqa: E402
+
+from execrl.domain import ParentOrder  # noqa: E402
+from execrl.env.factory import DEFAULT_ORDER, EnvConfig, make_execution  # noqa: E402
 
 
 class ExecutionSB3VecEnv(VecEnv):
