@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -198,7 +199,7 @@ def main() -> None:
     result = evaluate(args.setting, agents, args.orders, args.eval_seed)
     result.update({"setting": args.setting, "eval_wall_s": time.perf_counter() - started,
                    "machine": {"platform": platform.platform(), "python": sys.version.split()[0],
-                               "cpu_count": __import__("os").cpu_count()},
+                               "cpu_count": os.cpu_count()},
                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     text = json.dumps(result, indent=2, default=lambda v: v.item() if isinstance(v, np.generic)
                       else str(v))

@@ -10,7 +10,7 @@ loops over the environments, never a Python one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,6 @@ class EpisodeStats:
     violations: NDArray[np.int64]
     episode_return: NDArray[np.float64]
     schedule: NDArray[np.int64]  # shares traded per step, (n_envs, n_steps)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class BatchedExecution:
@@ -153,7 +152,11 @@ class BatchedExecution:
     # -- episodes ---------------------------------------------------------------------------
     def seed(self, seed: int | None) -> None:
         """Reseed the stream that market paths are drawn from (``None``: fresh entropy)."""
-        self._rng = np.random.default_rng(seed)
+        self.use_rng(np.random.default_rng(seed))
+
+    def use_rng(self, rng: np.random.Generator) -> None:
+        """Draw market paths from ``rng`` (a gymnasium env hands over its ``np_random``)."""
+        self._rng = rng
 
     def reset(self, seed: int | None = None) -> NDArray[np.float32]:
         """Start a new episode in every environment; with a seed, episode i's market path is

@@ -36,7 +36,7 @@ class ExecutionEnv(gym.Env[np.ndarray, Any]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self.core._rng = self.np_random  # all randomness from np_random (gymnasium contract)
+        self.core.use_rng(self.np_random)  # all randomness from np_random (gymnasium contract)
         obs = self.core.reset()
         return obs[0], {}
 
