@@ -5,32 +5,123 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+try:  # typer 0.29 carries its own copy of click; its exceptions are what the parser raises
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - a typer that uses the click package
+    from click import exceptions as click_errors
+
+from execrl import __version__
 from execrl.domain import ConfigError, ExecRLError, ParentOrder
+from execrl.domain.outputs import check_output_folder, staged_folder
 from execrl.env.factory import DEFAULT_ORDER, EnvConfig
+from execrl.env.rewards import REWARDS
+from execrl.env.spaces import ACTION_SETS, OBSERVATION_SETS
+from execrl.evaluate.stats import format_pvalue
 from execrl.presets import ENV_PRESETS, preset_market
 from execrl.sim.almgren_chriss import ACMarketConfig
 
+#: the arguments of the running command line, recorded in results.json
+_ARGS: list[str] = []
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """The command line's own refusals (a bad option value, an unknown option or command) are
+    one ``error:`` line on stderr and exit 2, like every error execrl raises; no usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _ARGS[:] = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(args=args, prog_name="execrl", complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:
+            console.print(exc.ctx.get_help(), highlight=False, markup=False)
+            code = 0
+        except click_errors.ClickException as exc:
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) else "execrl"
+            _error(f"{_describe_click_error(exc)} (see '{where} --help')")
+            code = exc.exit_code
+        except click_errors.Abort:
+            _error("aborted")
+            code = 130
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _describe_click_error(exc: Exception) -> str:
+    """The parser's message, with the option's value where it refused one."""
+    param = getattr(exc, "param", None)
+    if isinstance(exc, click_errors.BadParameter) and param is not None and param.opts:
+        for name in param.opts:
+            for i, arg in reversed(list(enumerate(_ARGS))):  # the last one given counts
+                value = None
+                if arg == name and i + 1 < len(_ARGS):
+                    value = _ARGS[i + 1]
+                elif arg.startswith(name + "="):
+                    value = arg[len(name) + 1:]
+                if value is not None:
+                    return f"{name} = {value!r} is not valid: {exc.message}"
+    return exc.format_message()
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="execrl: execute parent orders as child orders, compare execution policies with "
     "paired statistics on common random numbers.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: flags shown as flags, no fake <bool> values
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 # Rich assumes 80 columns when output is not a terminal (CI logs, pipes); the table needs ~110.
 console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
 BASELINE_POLICIES = "twap,vwap,pov,ac,immediate"
+#: seeds go to numpy, torch and SB3, which take unsigned 32-bit seeds
+SEED_MAX = 2**32 - 1
+#: what a run may allocate (estimated up front); EXECRL_MAX_MEMORY_GB overrides it
+DEFAULT_MAX_MEMORY_GB = 8.0
+
+
+def _error(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"execrl {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the execrl version and exit.")] = False,
+) -> None:
+    """execrl: execute parent orders as child orders, compare execution policies with paired
+    statistics on common random numbers."""
+    # Library warnings (scipy precision loss, numpy overflow, matplotlib, SB3) are not the
+    # user's business: execrl refuses input that would make its numbers meaningless, and says
+    # so in its own words.
+    warnings.simplefilter("ignore")
 
 
 def _load_market(env: str, market_file: Path | None) -> ACMarketConfig:
@@ -55,13 +146,16 @@ def _run_evaluation(
     policies: list[str],
     orders: int,
     seed: int,
+    stage: Path,
     out: Path,
     compare_to: list[str],
     log_decisions: bool = False,
 ) -> dict[str, Any]:
+    """Run the backtest and write every output into ``stage`` (a staging folder that becomes
+    ``out`` when the caller's ``staged_folder`` block ends)."""
     from execrl.evaluate.backtest import run_policies
     from execrl.evaluate.decisions import DecisionRecorder, write_decisions
-    from execrl.evaluate.results import build_results, write_outputs
+    from execrl.evaluate.results import build_results, provenance, write_outputs
 
     config = EnvConfig(market=market)
     steps = market.n_steps
@@ -82,14 +176,79 @@ def _run_evaluation(
         )
         progress.update(task, description="paired statistics (bootstrap)")
         results = build_results(runs, config, order, orders, seed, env, compare_to)
+        results["provenance"] = provenance(_invocation(), policies, stage, out)
         progress.update(task, description="writing report")
-        report = write_outputs(out, results, runs)
-        decisions = write_decisions(out, runs) if log_decisions else None
+        report = write_outputs(stage, results, runs)
+        if log_decisions:
+            write_decisions(stage, runs)
     _print_table(results)
-    console.print(f"wrote {out / 'results.json'}, {out / 'episodes.parquet'} and {report}")
-    if decisions is not None:
-        console.print(f"wrote {decisions} (one row per decision)")
+    written = ["results.json", "episodes.parquet", report.name]
+    if log_decisions:
+        written.append("decisions.parquet (one row per decision)")
+    console.print(f"wrote {out}/: {', '.join(written)} and plots")
     return results
+
+
+def _invocation() -> list[str]:
+    """The command line as the user typed it (recorded in results.json)."""
+    return ["execrl", *_ARGS]
+
+
+def _check_evaluation(
+    market: ACMarketConfig, order: ParentOrder, policies: list[str], compare_to: list[str],
+    orders: int, out: Path, force: bool, log_decisions: bool,
+) -> None:
+    """Everything that can be refused or flagged about an evaluation, before any of it runs."""
+    from execrl.env.factory import market_for_order
+    from execrl.evaluate.backtest import MIN_ORDERS_FOR_INFERENCE, backtest_bytes, order_warnings
+    from execrl.evaluate.results import is_evaluation_output
+
+    check_output_folder(out, "--out", is_evaluation_output, force=force)
+    labels = [spec.partition(":")[0] for spec in policies]
+    for base in compare_to:
+        if base not in labels:
+            raise ConfigError(
+                f"--compare-to {base!r} is not among --policies ({', '.join(labels)})"
+            )
+    estimate = backtest_bytes(orders, len(policies), market, log_decisions)
+    limit = _memory_limit_bytes()
+    if estimate > limit:
+        raise ConfigError(
+            f"--orders {orders:,} x {len(policies)} policies would need about "
+            f"{estimate / 2**30:.1f} GiB, above this run's limit of {limit / 2**30:.1f} GiB "
+            f"(set EXECRL_MAX_MEMORY_GB to change it)"
+        )
+    if orders < MIN_ORDERS_FOR_INFERENCE:
+        _warn(f"{orders} orders are too few for paired statistics: confidence intervals and "
+              f"p-values need at least {MIN_ORDERS_FOR_INFERENCE} and are left out "
+              f"(a few thousand give a precise answer)")
+    for line in order_warnings(market_for_order(market, order), order):
+        _warn(line)
+
+
+def _default_baselines(policies: list[str]) -> list[str]:
+    labels = [spec.partition(":")[0] for spec in policies]
+    return ["twap"] if "twap" in labels else labels[:1]
+
+
+def _memory_limit_bytes() -> float:
+    import os
+
+    text = os.environ.get("EXECRL_MAX_MEMORY_GB", "")
+    try:
+        value = float(text) if text else DEFAULT_MAX_MEMORY_GB
+    except ValueError:
+        raise ConfigError(f"EXECRL_MAX_MEMORY_GB = {text!r} is not a number") from None
+    if not value > 0:
+        raise ConfigError(f"EXECRL_MAX_MEMORY_GB = {text!r} must be > 0")
+    return value * 2**30
+
+
+def _interrupted(out: Path) -> typer.Exit:
+    where = f"the previous output in {str(out)!r} was kept" if out.exists() else (
+        f"nothing was written to {str(out)!r}")
+    err_console.print(f"interrupted: {where}", highlight=False, soft_wrap=True)
+    return typer.Exit(130)
 
 
 def _print_table(results: dict[str, Any]) -> None:
@@ -110,12 +269,16 @@ def _print_table(results: dict[str, Any]) -> None:
         row = [name, f"{s['mean']:.2f}", f"{s['std']:.2f}", f"{s['p95']:.2f}",
                f"{s['cvar95']:.2f}", f"{p['objective_bps']:.2f}"]
         if c:
+            ci = c["ci95"]
             row += [f"{c['diff_bps_mean']:+.2f} ({c['baseline']})",
-                    f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]", f"{c['t_pvalue']:.1e}"]
+                    "n/a (too few orders)" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]",
+                    format_pvalue(c["t_pvalue"])]
         else:
             row += ["", "", ""]
         table.add_row(*row)
-    console.print(table)
+    # Never cut a number: print at least as wide as the table (a narrow terminal wraps lines).
+    width = Measurement.get(console, console.options, table).maximum
+    console.print(table, width=max(console.width, width))
     console.print(f"  E+λ·Var: the mean-variance objective Almgren-Chriss minimises "
                   f"(λ = {m['lambda']:g}), in bps; paired diff < 0: cheaper than the baseline")
     for name, t in results.get("theory", {}).items():
@@ -151,9 +314,12 @@ def evaluate(
                      "immediate, signal_aware (needs --env ac-signal)."),
     ] = BASELINE_POLICIES,
     orders: Annotated[int, typer.Option(min=1, help="Parent orders per policy (K).")] = 2000,
-    seed: Annotated[int, typer.Option(help="Seed of the market paths (shared by all).")] = 7,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX,
+                                      help="Seed of the market paths (shared by all).")] = 7,
     out: Annotated[Path, typer.Option(help="Folder for results.json, episodes.parquet, "
-                                      "report.md and plots.")] = Path("out"),
+                                      "report.md and plots; replaced whole at the end, and "
+                                      "only if it holds nothing but an earlier execrl output."
+                                      )] = Path("out"),
     order: Annotated[
         Path | None,
         typer.Option("--order", help="Parent order JSON (seed 001 §9.1 format); default: "
@@ -165,23 +331,40 @@ def evaluate(
                      "(fields of ACMarketConfig, e.g. {\"sigma\": 1.2, \"n_steps\": 20})."),
     ] = None,
     compare_to: Annotated[
-        str, typer.Option(help="Comma-separated baselines every other policy is paired with.")
-    ] = "twap",
+        str | None, typer.Option(help="Comma-separated policies (among --policies) every other "
+                                 "policy is paired with; default: twap if it runs, else the "
+                                 "first policy.")
+    ] = None,
     log_decisions: Annotated[
         bool, typer.Option("--log-decisions", help="Also write decisions.parquet: one row per "
                            "(policy, order, decision step) with features, shares, rewards; "
                            "the input of `execrl train --algo bc|cql --data`.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out even if it holds files execrl did "
+                           "not write there.")
     ] = False,
 ) -> None:
     """Run each policy on the same K orders and market paths; write results and a report."""
     try:
         parent = DEFAULT_ORDER if order is None else ParentOrder.from_file(order)
         market_config = _load_market(env, market)
-        _run_evaluation(env, market_config, parent, _split(policies, "--policies"), orders, seed,
-                        out, _split(compare_to, "--compare-to"), log_decisions=log_decisions)
+        policy_specs = _split(policies, "--policies")
+        baselines = _default_baselines(policy_specs) if compare_to is None else _split(
+            compare_to, "--compare-to")
+        _check_evaluation(market_config, parent, policy_specs, baselines, orders, out, force,
+                          log_decisions)
+        with staged_folder(out) as stage:
+            _run_evaluation(env, market_config, parent, policy_specs, orders, seed, stage, out,
+                            baselines, log_decisions=log_decisions)
     except ExecRLError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise _interrupted(out) from None
+    except OSError as exc:  # the disk, not the user's input: still one line, no traceback
+        _error(f"cannot write {str(out)!r}: {exc.strerror or exc}; the previous output was kept")
+        raise typer.Exit(1) from None
 
 
 def _load_hyperparams(path: Path | None) -> dict[str, Any]:
@@ -213,12 +396,12 @@ def train(
     steps: Annotated[int, typer.Option(min=1, help="Environment steps (transitions); for "
                                        "offline algorithms, gradient steps.")] = 200_000,
     seed: Annotated[int, typer.Option(help="Seed of the market paths and the learner.")] = 0,
-    observations: Annotated[str, typer.Option(help="Observation set: seed004, signal, full.")]
-    = "seed004",
-    actions: Annotated[str, typer.Option(help="Action set: seed004, seed003, continuous.")]
-    = "seed004",
-    reward: Annotated[str, typer.Option(help="Reward: is_bps, arrival_vwap, risk_adjusted.")]
-    = "risk_adjusted",
+    observations: Annotated[str, typer.Option(
+        help="Observation set: " + ", ".join(OBSERVATION_SETS) + ".")] = "seed004",
+    actions: Annotated[str, typer.Option(
+        help="Action set: " + ", ".join(ACTION_SETS) + ".")] = "seed004",
+    reward: Annotated[str, typer.Option(
+        help="Reward: " + ", ".join(REWARDS) + ".")] = "risk_adjusted",
     n_envs: Annotated[int, typer.Option(min=1, help="Environments stepped together.")] = 256,
     order: Annotated[Path | None, typer.Option("--order", help="Parent order JSON.")] = None,
     market: Annotated[Path | None, typer.Option("--market", help="Market overrides JSON.")]
@@ -261,9 +444,16 @@ def train(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("demo-report"),
+    out: Annotated[Path, typer.Option(help="Folder for the report and the agent's checkpoint; "
+                                      "replaced whole at the end, and only if it holds nothing "
+                                      "but an earlier execrl output.")] = Path("demo-report"),
     orders: Annotated[int, typer.Option(min=2, help="Parent orders per policy.")] = 4000,
-    seed: Annotated[int, typer.Option(help="Seed of the market paths.")] = 7,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX,
+                                      help="Seed of the market paths.")] = 7,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out even if it holds files execrl did "
+                           "not write there.")
+    ] = False,
 ) -> None:
     """The main job: train a quick agent, then run it beside the baselines on the embedded
     Almgren-Chriss market; print a table and write a report."""
@@ -278,6 +468,9 @@ def demo(
     )
     try:
         market = preset_market("ac")
+        policies = [*BASELINE_POLICIES.split(","), "qtable:AGENT"]
+        _check_evaluation(market, DEFAULT_ORDER, policies, ["twap", "ac"], orders, out, force,
+                          log_decisions=False)
         request = TrainRequest(
             algo="qtable", env_name="ac",
             env_config=EnvConfig(market=market, observations="seed004", actions="seed004",
@@ -285,32 +478,50 @@ def demo(
             order=DEFAULT_ORDER, steps=DEMO_AGENT_STEPS, seed=seed, n_envs=1024,
             hyperparams=DEMO_AGENT_HYPERPARAMS,
         )
-        agent_dir = out / "agent-qtable"
-        with Progress(
-            TextColumn("[progress.description]{task.description}"), BarColumn(),
-            TextColumn("{task.completed:,}/{task.total:,} steps"), TimeElapsedColumn(),
-            console=err_console, transient=True,
-        ) as progress:
-            task = progress.add_task("training tabular Q (seed 003)", total=DEMO_AGENT_STEPS)
-            trained = run_training(
-                request, agent_dir, on_progress=lambda n: progress.update(task, completed=n)
+        with staged_folder(out) as stage:
+            agent_dir = stage / DEMO_AGENT_DIR
+            with Progress(
+                TextColumn("[progress.description]{task.description}"), BarColumn(),
+                TextColumn("{task.completed:,}/{task.total:,} steps"), TimeElapsedColumn(),
+                console=err_console, transient=True,
+            ) as progress:
+                task = progress.add_task("training tabular Q (seed 003)", total=DEMO_AGENT_STEPS)
+                trained = run_training(
+                    request, agent_dir, on_progress=lambda n: progress.update(task, completed=n)
+                )
+            console.print(
+                f"trained tabular Q-learning (reward: seed 001's risk-adjusted IS, price "
+                f"innovation removed): "
+                f"{DEMO_AGENT_STEPS:,} transitions in {trained['wall_time_s']:.1f}s "
+                f"(checkpoint {out / DEMO_AGENT_DIR}, policy hash "
+                f"{trained['policy_hash'][:12]}…)"
             )
-        console.print(
-            f"trained tabular Q-learning (reward: seed 001's risk-adjusted IS, price "
-            f"innovation removed): "
-            f"{DEMO_AGENT_STEPS:,} transitions in {trained['wall_time_s']:.1f}s "
-            f"(checkpoint {agent_dir}, policy hash {trained['policy_hash'][:12]}…)"
-        )
-        _run_evaluation("ac", market, DEFAULT_ORDER,
-                        [*BASELINE_POLICIES.split(","), f"qtable:{agent_dir}"],
-                        orders, seed, out, ["twap", "ac"])
+            _run_evaluation("ac", market, DEFAULT_ORDER,
+                            [*BASELINE_POLICIES.split(","), f"qtable:{agent_dir}"],
+                            orders, seed, stage, out, ["twap", "ac"])
     except ExecRLError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise _interrupted(out) from None
+    except OSError as exc:  # the disk, not the user's input: still one line, no traceback
+        _error(f"cannot write {str(out)!r}: {exc.strerror or exc}; the previous output was kept")
+        raise typer.Exit(1) from None
     console.print(f"done in {time.perf_counter() - started:.1f}s; open {out / 'report.md'}")
 
 
+#: the demo's agent checkpoint, inside its output folder
+DEMO_AGENT_DIR = "agent-qtable"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: the previous output is kept
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

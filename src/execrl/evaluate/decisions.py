@@ -54,8 +54,6 @@ Rows are sorted by (policy run, order_idx, step).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -336,18 +334,10 @@ def decisions_frame(runs: Sequence[PolicyRun]) -> pd.DataFrame:
 
 
 def write_decisions(out_dir: Path, runs: Sequence[PolicyRun]) -> Path:
-    """``out_dir/decisions.parquet``, replaced whole or not at all."""
-    frame = decisions_frame(runs)
+    """``out_dir/decisions.parquet``; ``out_dir`` is the staging folder of an evaluation's
+    output (``execrl.domain.outputs.staged_folder``), swapped in whole at the end."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / DECISIONS_FILE
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{DECISIONS_FILE}.")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    decisions_frame(runs).to_parquet(path, index=False)
     return path

@@ -165,7 +165,7 @@ def plot_paired_diffs(
         diff = paired_differences(episodes, policy, baseline)
         mean = float(diff.mean())  # of the data drawn, so the line matches the histogram
         ax.hist(diff, bins="auto", color="C0", alpha=0.75)
-        if "ci95" in comp:
+        if comp.get("ci95") is not None:
             lo, hi = comp["ci95"]
             ax.axvspan(lo, hi, color="C3", alpha=0.2, label=f"95% CI [{lo:.2f}, {hi:.2f}]")
         ax.axvline(0.0, color="black", ls="--", lw=1.0, label="0")

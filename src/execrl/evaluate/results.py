@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,12 +10,51 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from execrl import __version__
 from execrl.domain import ParentOrder
 from execrl.env.factory import EnvConfig
-from execrl.evaluate.backtest import PolicyRun, policy_context
-from execrl.evaluate.report import write_report
+from execrl.evaluate.backtest import MIN_ORDERS_FOR_INFERENCE, PolicyRun, policy_context
+from execrl.evaluate.decisions import DECISIONS_FILE
+from execrl.evaluate.report import (
+    BOXPLOT_PNG,
+    PAIRED_DIFF_PNG,
+    REPORT_MD,
+    SCHEDULES_PNG,
+    write_report,
+)
 from execrl.evaluate.stats import is_summary, paired_comparison
 from execrl.sim.theory import ac_trajectory, schedule_moments, solve_signal_aware, twap_trajectory
+
+RESULTS_JSON = "results.json"
+EPISODES_PARQUET = "episodes.parquet"
+#: what `execrl evaluate` / `execrl demo` write into their folder (the demo's agent too)
+EVALUATION_OUTPUTS = frozenset({RESULTS_JSON, EPISODES_PARQUET, DECISIONS_FILE, REPORT_MD,
+                                BOXPLOT_PNG, SCHEDULES_PNG, PAIRED_DIFF_PNG, "agent-qtable"})
+
+
+def is_evaluation_output(entry: Path) -> bool:
+    """Whether ``entry`` of an output folder is something an evaluation writes there."""
+    return entry.name in EVALUATION_OUTPUTS
+
+
+def provenance(command: Sequence[str], specs: Sequence[str], stage: Path, out: Path
+               ) -> dict[str, Any]:
+    """What produced the results: execrl's version, the command line, and each checkpoint's
+    path and policy hash (a checkpoint inside the output folder is named as it will be there
+    once the staging folder is swapped in)."""
+    checkpoints: dict[str, Any] = {}
+    for spec in specs:
+        label, _, param = spec.partition(":")
+        path = Path(param)
+        if not param or not path.is_dir():
+            continue
+        shown = path.resolve()
+        if shown.is_relative_to(stage.resolve()):
+            shown = out / shown.relative_to(stage.resolve())
+        hash_file = path / "policy_hash"
+        digest = hash_file.read_text().strip() if hash_file.is_file() else None
+        checkpoints[label] = {"path": str(shown), "policy_hash": digest}
+    return {"execrl_version": __version__, "command": list(command), "checkpoints": checkpoints}
 
 
 def theory_block(config: EnvConfig, order: ParentOrder, policies: Sequence[str]) -> dict[str, Any]:
@@ -84,7 +121,11 @@ def build_results(
                 continue
             policy_is = run.episodes["is_bps"].to_numpy()
             cmp = paired_comparison(run.policy, policy_is, base, base_is, n_boot=n_boot, seed=seed)
-            comparisons.append(cmp.to_dict())
+            entry = cmp.to_dict()
+            if n_orders < MIN_ORDERS_FOR_INFERENCE:  # a CI of a few points is not one
+                entry.update(ci95=None, t_pvalue=None, wilcoxon_pvalue=None,
+                             inference="too few orders")
+            comparisons.append(entry)
     return {
         "env": env_name,
         "orders": n_orders,
@@ -98,33 +139,15 @@ def build_results(
     }
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(out_dir: Path, results: dict[str, Any], runs: Sequence[PolicyRun]) -> Path:
-    """results.json, episodes.parquet and the report; each file replaced whole or not at all."""
+    """results.json, episodes.parquet and the report, into ``out_dir``: a staging folder
+    (``execrl.domain.outputs.staged_folder``) that replaces the user's folder whole at the end,
+    so no file needs its own atomic write."""
     out_dir.mkdir(parents=True, exist_ok=True)
     episodes = pd.concat([r.episodes for r in runs], ignore_index=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".episodes.parquet.")
-    os.close(fd)
-    try:
-        episodes.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_dir / "episodes.parquet")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    episodes.to_parquet(out_dir / EPISODES_PARQUET, index=False)
     text = json.dumps(results, indent=2, default=_json_default, allow_nan=False)
-    _atomic_write_bytes(out_dir / "results.json", text.encode())
+    (out_dir / RESULTS_JSON).write_text(text)
     schedules = {r.policy: r.schedules[: min(20, len(r.schedules))] for r in runs}
     return write_report(out_dir, results, episodes, schedules)
 

@@ -81,6 +81,16 @@ def is_summary(is_bps: np.ndarray) -> dict[str, float]:
     }
 
 
+def format_pvalue(p: float | None) -> str:
+    """A p-value as people read it: ``'< 1e-300'`` below what a float64 test resolves (scipy
+    returns 0.0 there, which is not a probability anyone should quote), ``'n/a'`` for none."""
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    if p < 1e-300:
+        return "< 1e-300"
+    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     """Paired comparison of a policy against a baseline on the same market paths.

@@ -1,0 +1,150 @@
+"""Output folders the user names (``--out``): checked before any work, replaced whole or not at all.
+
+Every command that writes a folder (``evaluate``, ``demo``, ``train``) goes through here, so the
+rules are the same everywhere:
+
+- The path is checked before the work starts: it must not be a file, lie under a file, sit in a
+  folder that cannot be written, or be the current folder or one above it.
+- An existing folder is replaced only if everything in it is something execrl writes there
+  (``owned`` says what); a folder holding anything else is refused by name, unless ``force``.
+- The new content is written into a staging folder beside the target and swapped in at the
+  end (two renames), so an interrupted or failed run leaves the previous output byte for byte
+  and no half-written file. Staging and retired folders carry the writer's pid; a later run
+  removes those of processes that no longer exist (a run killed with SIGKILL) and puts back a
+  previous output that a kill between the two renames left aside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from execrl.domain.errors import ConfigError
+
+_STAGING = ".execrl-staging"
+_RETIRED = ".execrl-retired"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _leftovers(out: Path) -> Iterator[tuple[Path, str, int]]:
+    """(path, kind, pid) of staging / retired folders of ``out`` left by earlier runs."""
+    parent = out.parent
+    if not parent.is_dir():
+        return
+    prefix = f".{out.name}"
+    for entry in parent.iterdir():
+        name = entry.name
+        for kind in (_STAGING, _RETIRED):
+            head = f"{prefix}{kind}-"
+            if name.startswith(head):
+                pid_text = name[len(head):].split("-", 1)[0]
+                if pid_text.isdigit():
+                    yield entry, kind, int(pid_text)
+
+
+def clean_leftovers(out: Path) -> None:
+    """Remove staging folders of dead runs; put back an output a killed swap left retired."""
+    for path, kind, pid in list(_leftovers(out)):
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        if kind == _RETIRED and not out.exists():
+            os.replace(path, out)  # the kill came between the two renames of a swap
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def check_output_folder(
+    out: Path, flag: str, owned: Callable[[Path], bool], force: bool = False
+) -> None:
+    """Refuse ``out`` now, with one line naming ``flag`` and the path, if the output could not
+    be written there or would replace something execrl did not write.
+
+    ``owned(entry)`` says whether an entry of an existing folder is one this command writes.
+    """
+    shown = str(out)
+    resolved = out.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise ConfigError(
+            f"{flag} {shown!r} is the current folder or one above it; name a new folder"
+        )
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{flag} {shown!r} is a file, not a folder")
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{flag} {shown!r} lies under {str(ancestor)!r}, which is a file")
+    try:  # a real probe: os.access says yes to root even where nothing can be created
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".execrl-probe-"))
+    except OSError as exc:
+        raise ConfigError(
+            f"{flag} {shown!r}: folder {str(ancestor)!r} cannot be written ({exc.strerror})"
+        ) from None
+    if out.is_dir() and not force:
+        foreign = sorted(e.name for e in out.iterdir() if not owned(e))
+        if foreign:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise ConfigError(
+                f"{flag} {shown!r} holds {foreign[0]!r}{more}, which execrl did not write "
+                f"there; name another folder, or pass --force to replace it"
+            )
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM for the two renames of a swap (they take microseconds)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError):  # not the main thread / no such call
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``out``; when the block ends normally, it becomes
+    ``out`` (the previous ``out`` is removed only after the new one is in place). When the block
+    raises (an error, Ctrl-C), the staging folder is removed and ``out`` is left as it was."""
+    out = Path(out)
+    created = [a for a in reversed(out.parents) if not a.exists()]  # outermost first
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(out)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = out.parent / f".{out.name}{_STAGING}-{tag}"
+    staging.mkdir()
+    try:
+        yield staging
+        os.chmod(staging, 0o755)
+        retired = out.parent / f".{out.name}{_RETIRED}-{tag}"
+        with _signals_held():
+            if out.exists():
+                os.replace(out, retired)
+            os.replace(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(created):  # the parents this run made, innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
