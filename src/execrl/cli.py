@@ -12,10 +12,11 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.segment import Segments
 from rich.table import Table
 
 from execrl.domain import ConfigError, ExecRLError, ParentOrder
-from execrl.env.factory import DEFAULT_ORDER, EnvConfig
+from execrl.env.factory import DEFAULT_ORDER, EnvConfig, order_feasibility
 from execrl.presets import ENV_PRESETS, preset_market
 from execrl.sim.almgren_chriss import ACMarketConfig
 
@@ -79,6 +80,7 @@ def _run_evaluation(
         runs = run_policies(
             policies, config, order, orders, seed, on_step=lambda: progress.advance(task),
             recorder=DecisionRecorder() if log_decisions else None,
+            on_start=lambda: _warn_if_infeasible(order, market),
         )
         progress.update(task, description="paired statistics (bootstrap)")
         results = build_results(runs, config, order, orders, seed, env, compare_to)
@@ -92,6 +94,22 @@ def _run_evaluation(
     return results
 
 
+def _warn_if_infeasible(order: ParentOrder, market: ACMarketConfig) -> None:
+    """One line on stderr before the run when the order's own limits cannot complete it."""
+    warning = order_feasibility(order, market).warning()
+    if warning is not None:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+
+
+def _print_whole(table: Table) -> None:
+    """Print ``table`` at its natural width even past the console's: a narrow terminal wraps
+    the lines, but no number is cut short and no column dropped."""
+    wide = console.options.update_width(10_000)
+    width = max(console.width, console.measure(table, options=wide).maximum)
+    lines = console.render_lines(table, console.options.update_width(width), new_lines=True)
+    console.print(Segments([seg for line in lines for seg in line]), crop=False, soft_wrap=True)
+
+
 def _print_table(results: dict[str, Any]) -> None:
     m = results["market"]
     table = Table(
@@ -100,30 +118,37 @@ def _print_table(results: dict[str, Any]) -> None:
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
-    for col in ("policy", "mean", "std", "p95", "CVaR95", "E+λ·Var",
-                "paired diff vs", "95% CI", "p (t-test)"):
+    for col in ("policy", "mean", "std", "p95", "CVaR95", "E+λ·Var", "fill rate", "breaches",
+                "cuts", "paired diff vs", "95% CI", "p (t-test)"):
         table.add_column(col, justify="left" if col == "policy" else "right", no_wrap=True)
     cmp = {c["policy"]: c for c in results["comparisons"]}
     for name, p in results["policies"].items():
         s = p["is_bps"]
         c = cmp.get(name)
         row = [name, f"{s['mean']:.2f}", f"{s['std']:.2f}", f"{s['p95']:.2f}",
-               f"{s['cvar95']:.2f}", f"{p['objective_bps']:.2f}"]
+               f"{s['cvar95']:.2f}", f"{p['objective_bps']:.2f}", f"{p['fill_rate']:.3f}",
+               f"{p['breaches']:,}", f"{p['cuts']:,}"]
         if c:
             row += [f"{c['diff_bps_mean']:+.2f} ({c['baseline']})",
                     f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]", f"{c['t_pvalue']:.1e}"]
         else:
             row += ["", "", ""]
         table.add_row(*row)
-    console.print(table)
+    _print_whole(table)
     console.print(f"  E+λ·Var: the mean-variance objective Almgren-Chriss minimises "
                   f"(λ = {m['lambda']:g}), in bps; paired diff < 0: cheaper than the baseline")
+    console.print("  breaches: child orders beyond the order's limits; cuts: requests the limits "
+                  "cut down; unfilled: charged at the end mid")
     for name, t in results.get("theory", {}).items():
+        label = f"theory {name}" + (
+            " (unconstrained: ignores the order's limits, which cut this schedule)"
+            if t.get("unconstrained") else ""
+        )
         if "expected_is_bps" in t:
-            console.print(f"  theory {name}: E[IS] = {t['expected_is_bps']:.2f} bps, "
+            console.print(f"  {label}: E[IS] = {t['expected_is_bps']:.2f} bps, "
                           f"std = {t['std_is_bps']:.2f} bps")
         elif "expected_gain_bps" in t:
-            console.print(f"  theory {name}: expected gain over the signal-blind optimum = "
+            console.print(f"  {label}: expected gain over the signal-blind optimum = "
                           f"{t['expected_gain_bps']:.2f} bps")
 
 
@@ -242,6 +267,7 @@ def train(
             order=parent, steps=steps, seed=seed, n_envs=n_envs,
             hyperparams=_load_hyperparams(config), data=data,
         )
+        _warn_if_infeasible(parent, request.env_config.market)
         with Progress(
             TextColumn("[progress.description]{task.description}"), BarColumn(),
             TextColumn("{task.completed:,}/{task.total:,} steps"), TimeElapsedColumn(),

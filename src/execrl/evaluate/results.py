@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from execrl.domain import ParentOrder
-from execrl.env.factory import EnvConfig
+from execrl.env.factory import EnvConfig, order_feasibility
 from execrl.evaluate.backtest import PolicyRun, policy_context
 from execrl.evaluate.report import write_report
 from execrl.evaluate.stats import is_summary, paired_comparison
@@ -21,9 +21,16 @@ from execrl.sim.theory import ac_trajectory, schedule_moments, solve_signal_awar
 
 
 def theory_block(config: EnvConfig, order: ParentOrder, policies: Sequence[str]) -> dict[str, Any]:
-    """Closed-form E and std of IS (bps) for the static schedules that were run."""
+    """Closed-form E and std of IS (bps) for the static schedules that were run.
+
+    The closed forms know nothing of the order's hard limits. A schedule with a child order
+    above them (rounded to whole shares) is cut in the simulation, so its line is kept but
+    marked ``"unconstrained": true``: it is the schedule the limits did not let run. The
+    signal-aware optimum reacts to the path, so it is marked as soon as any limit is below
+    the order's quantity in some step."""
     ctx = policy_context(config, order)
     m, side = ctx.market, ctx.side
+    limits = order_feasibility(order, config.market).step_limits
     out: dict[str, Any] = {}
     trajectories = {"twap": twap_trajectory(m, order.qty), "ac": ac_trajectory(m, order.qty)}
     for name, x in trajectories.items():
@@ -34,6 +41,9 @@ def theory_block(config: EnvConfig, order: ParentOrder, policies: Sequence[str])
                 "std_is_bps": mo.std_bps,
                 "objective_bps": mo.objective(m.risk_aversion) / mo.notional * 1e4,
             }
+            trades = np.rint(-np.diff(np.asarray(x, dtype=np.float64)))
+            if limits is not None and (trades > limits).any():
+                out[name]["unconstrained"] = True
     if m.signal is not None and m.drift == 0.0:
         sol = solve_signal_aware(m, order.qty, side)
         out["signal_aware"] = {
@@ -41,6 +51,8 @@ def theory_block(config: EnvConfig, order: ParentOrder, policies: Sequence[str])
             "blind_objective_bps": sol.blind_objective / sol.notional * 1e4,
             "expected_gain_bps": sol.expected_gain_bps,
         }
+        if limits is not None and (limits < order.qty).any():
+            out["signal_aware"]["unconstrained"] = True
     return out
 
 
@@ -70,8 +82,14 @@ def build_results(
             # per-order IS + λ·Σσ²τx_k² (the risk term of the schedule actually traded)
             "objective_proxy_bps": float((e["is_bps"] + e["risk_proxy_bps"]).mean()),
             "fill_rate": float(e["fill_rate"].mean()),
+            # mean shares left unfilled (charged at the end mid, inside is_bps)
+            "residual_shares": float(e["residual_shares"].mean()),
+            "residual_is_bps": float(e["residual_is_bps"].mean()),
             "child_orders": float(e["child_orders"].mean()),
-            "violations": int(e["violations"].sum()),
+            # child orders beyond a hard limit, over all orders (0: the limits held)
+            "breaches": int(e["breaches"].sum()),
+            # the policy's requests the limits cut down, over all orders
+            "cuts": int(e["cuts"].sum()),
         }
     by_name = {r.policy: r for r in runs}
     comparisons = []
@@ -91,6 +109,7 @@ def build_results(
         "seed": seed,
         "side": order.side.value,
         "order": order.to_wire(),
+        "order_feasibility": order_feasibility(order, config.market).to_results(),
         "market": ctx.market.to_results(order.qty, order.side.value),
         "policies": policies,
         "comparisons": comparisons,
