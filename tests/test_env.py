@@ -243,17 +243,18 @@ def test_risk_adjusted_return_is_minus_is_minus_risk_term(side: str, vol_multipl
         sigma_eff = sigma * vol_multiplier
         risk_bps = lam * (sigma_eff**2 * tau * holdings_after**2).sum() / (qty * s0) * 1e4
         assert risk_bps > 1.0  # the term is not negligible, so the check has teeth
-        assert info["violations"] == 0
+        assert info["cuts"] == 0
         assert info["return"] == pytest.approx(-(info["is_bps"] + risk_bps), rel=1e-10)
 
 
-def test_risk_adjusted_penalises_each_violation_by_one() -> None:
+def test_risk_adjusted_penalises_each_cut_by_one() -> None:
     market = ACMarketConfig(n_steps=4, risk_aversion=0.0)
     order = make_order(qty=1000, horizon_s=DAY_S, constraints={"child_max": 200})
     env = ExecutionEnv(EnvConfig(market=market, actions="seed003", reward="risk_adjusted"), order)
     ep = run_episode(env, [3, 3, 0, 0], seed=0)  # 500 and 400 wanted, both cut to 200
     info = ep["info"]
-    assert info["violations"] == 2
+    assert info["cuts"] == 2 and info["breaches"] == 0
+    assert info["residual_shares"] == 400  # 200 + 200 + 0 + 200 of 1000 within the cap
     assert info["return"] == pytest.approx(-info["is_bps"] - 2.0, rel=1e-12)
 
 
@@ -268,7 +269,7 @@ def test_always_wait_is_forced_to_complete_at_the_last_step(n_steps: int) -> Non
     assert ep["steps"] == n_steps
     assert ep["info"]["fill_rate"] == 1.0
     assert ep["info"]["child_orders"] == 1
-    assert ep["info"]["violations"] == 0
+    assert ep["info"]["cuts"] == 0 and ep["info"]["breaches"] == 0
     expected = np.zeros(n_steps, dtype=np.int64)
     expected[-1] = 12_345
     np.testing.assert_array_equal(env.core.stats.schedule[0], expected)
@@ -367,25 +368,26 @@ def test_child_max_masks_seed003_and_cuts_masked_actions() -> None:
     np.testing.assert_array_equal(mask, seed003_shares(1000) <= 200)
     np.testing.assert_array_equal(mask, [True, True, False, False, False])
 
-    env.step(3)  # "large": 500 wanted, cut to the cap, counted as a violation
+    env.step(3)  # "large": 500 wanted, cut to the cap, counted as a cut
     assert env.core.stats.schedule[0, 0] == 200
-    assert env.core.stats.violations[0] == 1
+    assert env.core.stats.cuts[0] == 1
 
     # 800 left: 10 % = 80, 25 % = 200 (== cap, allowed), 50 % = 400
     np.testing.assert_array_equal(env.action_masks(), [True, True, True, False, False])
     env.step(2)
     assert env.core.stats.schedule[0, 1] == 200
-    assert env.core.stats.violations[0] == 1  # allowed: not a violation
+    assert env.core.stats.cuts[0] == 1  # allowed: not a cut
 
     env.step(0)  # wait is always allowed
-    assert env.core.stats.violations[0] == 1
-    # last step: forced completion, every action allowed
+    assert env.core.stats.cuts[0] == 1
+    # last step: what is left goes whatever the action, every action allowed, but only up to
+    # the cap (it used to send all 600, three times child_max); the rest stays unfilled
     assert env.action_masks().all()
     *_, terminated, _, info = env.step(1)
     assert terminated
-    assert info["violations"] == 1
-    assert info["fill_rate"] == 1.0
-    np.testing.assert_array_equal(env.core.stats.schedule[0], [200, 200, 0, 600])
+    assert info["cuts"] == 1 and info["breaches"] == 0
+    assert info["fill_rate"] == 0.6 and info["residual_shares"] == 400
+    np.testing.assert_array_equal(env.core.stats.schedule[0], [200, 200, 0, 200])
 
 
 def test_participation_cap_masks_actions_above_expected_volume() -> None:
@@ -399,7 +401,7 @@ def test_participation_cap_masks_actions_above_expected_volume() -> None:
     np.testing.assert_array_equal(env.action_masks(), [True, True, True, False, False])
     env.step(4)  # "all": cut to 250
     assert env.core.stats.schedule[0, 0] == cap
-    assert env.core.stats.violations[0] == 1
+    assert env.core.stats.cuts[0] == 1
 
 
 def test_seed004_without_an_allowed_action_allows_only_the_smallest() -> None:
@@ -409,8 +411,8 @@ def test_seed004_without_an_allowed_action_allows_only_the_smallest() -> None:
     np.testing.assert_array_equal(env.action_masks(), [True, False, False, False, False])
     env.step(0)
     assert env.core.stats.schedule[0, 0] == 10  # cut to the cap
-    # the policy chose the only action it was allowed: the cut is not its violation
-    assert env.core.stats.violations[0] == 0
+    # the policy chose the only action it was allowed: not the policy's cut
+    assert env.core.stats.cuts[0] == 0
 
 
 def test_nan_continuous_action_is_refused_before_anything_trades() -> None:
@@ -442,7 +444,7 @@ def test_continuous_action_is_cut_to_child_max() -> None:
     env.step(np.array([1.0], dtype=np.float32))
     env.step(np.array([0.1], dtype=np.float32))  # 85 shares: within the cap
     np.testing.assert_array_equal(env.core.stats.schedule[0, :2], [150, 85])
-    assert env.core.stats.violations[0] == 1
+    assert env.core.stats.cuts[0] == 1
     with pytest.raises(ConfigError):
         env.action_masks()  # continuous actions have no masks
 

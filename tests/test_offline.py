@@ -112,7 +112,7 @@ def test_twap_log_matches_the_run_step_by_step() -> None:
     assert (d.fraction == d.shares / d.remaining_before).all()
     held = DEFAULT_ORDER.qty - np.cumsum(run.schedules, axis=1)
     assert (d.remaining_before.to_numpy().reshape(12, n_steps)[:, 1:] == held[:, :-1]).all()
-    assert (d.action == -1).all() and not d.violation.any()
+    assert (d.action == -1).all() and not d.cut.any() and not d.breach.any()
     # rewards sum to the episode's return; done only on the last row
     returns = d.groupby("order_idx").reward.sum().to_numpy()
     np.testing.assert_allclose(returns, run.episodes["return"].to_numpy(), rtol=0, atol=1e-9)
@@ -287,13 +287,17 @@ def test_masked_offline_policy_never_picks_a_masked_action(baseline_log: Path) -
     assert masks[np.arange(5000), chosen].all()
     unmasked = policy.act(obs)
     assert (chosen == unmasked)[masks[np.arange(5000), unmasked]].all()
-    # in the environment: an order with a child-size cap, masks on, no violations
+    # in the environment: an order with a child-size cap, masks on, no cuts; the order cannot
+    # complete within its cap (10 x 60,000 shares), and no child goes beyond it
     order = DEFAULT_ORDER.model_copy(update={"constraints": OrderConstraints(child_max=60_000)})
     core = make_execution(EnvConfig(), order, n_envs=4, autoreset=False)
     core.reset(seed=0)
     assert not core.action_masks().all()  # the cap masks something at the start
     run = run_policy(policy, EnvConfig(), order, 50, 1)
-    assert run.episodes.violations.sum() == 0 and (run.episodes.fill_rate == 1.0).all()
+    assert run.episodes.cuts.sum() == 0 and run.episodes.breaches.sum() == 0
+    assert run.schedules.max() <= 60_000
+    unfilled = order.qty - run.schedules.sum(axis=1)
+    assert (run.episodes.residual_shares.to_numpy() == unfilled).all()
 
 
 # -- refusals -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from execrl.evaluate.report import remaining_fraction, write_report
-from execrl.evaluate.stats import is_summary, paired_comparison
+from execrl.evaluate.stats import format_pvalue, is_summary, paired_comparison
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 POLICIES = ("twap", "ac", "ppo")
@@ -94,8 +94,8 @@ def test_report_markdown_content(tmp_path: Path) -> None:
         assert f"| {c['policy']} | {c['baseline']} |" in text
         lo, hi = c["ci95"]
         assert f"[{lo:.2f}, {hi:.2f}]" in text
-        assert f"{c['t_pvalue']:.2e}" in text
-        assert f"{c['wilcoxon_pvalue']:.2e}" in text
+        assert format_pvalue(c["t_pvalue"]) in text
+        assert format_pvalue(c["wilcoxon_pvalue"]) in text
         assert f"{c['improvement_pct']:.2f}" in text
 
     ppo = results["policies"]["ppo"]["is_bps"]

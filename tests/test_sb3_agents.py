@@ -265,9 +265,9 @@ def test_qrdqn_target_follows_the_cvar_choice() -> None:
 
 
 # -- masks ------------------------------------------------------------------------------------
-def count_violations(vec_env) -> dict[str, int]:
-    """Wrap the env's core.step to add up violations of finished episodes; the caller adds
-    the episodes still running (``core.stats.violations``) at the end."""
+def count_cuts(vec_env) -> dict[str, int]:
+    """Wrap the env's core.step to add up cuts of finished episodes; the caller adds the
+    episodes still running (``core.stats.cuts``) at the end."""
     total = {"finished": 0}
     core = vec_env.core
     step = core.step
@@ -276,7 +276,8 @@ def count_violations(vec_env) -> dict[str, int]:
         out = step(actions)
         info = out[4]
         if "episode" in info:
-            total["finished"] += int(info["episode"]["violations"].sum())
+            total["finished"] += int(info["episode"]["cuts"].sum())
+            assert info["episode"]["breaches"].sum() == 0
         return out
 
     core.step = counting_step
@@ -290,7 +291,7 @@ def test_maskable_ppo_never_chooses_a_masked_action() -> None:
     )
     params = parse_hyperparams("maskable-ppo", ppo.PPOParams, req.hyperparams)
     vec_env = make_train_env(req, discrete_only=True)
-    total = count_violations(vec_env)
+    total = count_cuts(vec_env)
     model = ppo.build_model("maskable-ppo", params, vec_env, seed=0)
     model.learn(64 * 10 * 3)  # three rollouts of sampled (stochastic) masked actions
     # then greedy decisions with the env's masks
@@ -302,14 +303,15 @@ def test_maskable_ppo_never_chooses_a_masked_action() -> None:
         actions, _ = model.predict(obs, deterministic=True, action_masks=masks)
         obs, *_ = vec_env.step(actions)
     assert masked_steps > 0  # the constraint binds
-    assert total["finished"] + int(vec_env.core.stats.violations.sum()) == 0
+    assert total["finished"] + int(vec_env.core.stats.cuts.sum()) == 0
 
-    # the same env with uniformly random actions does violate: the count is meaningful
+    # the same env with uniformly random actions is cut: the count is meaningful
     rng = np.random.default_rng(0)
     vec_env.reset()
     for _ in range(10):
         vec_env.step(rng.integers(5, size=64))
-    assert total["finished"] + int(vec_env.core.stats.violations.sum()) > 0
+    assert total["finished"] + int(vec_env.core.stats.cuts.sum()) > 0
+    assert vec_env.core.stats.breaches.sum() == 0
 
 
 # -- learning -----------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.console import Console
-from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.segment import Segments
 from rich.table import Table
 
 try:  # typer 0.29 carries its own copy of click; its exceptions are what the parser raises
@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - a typer that uses the click package
 from execrl import __version__
 from execrl.domain import ConfigError, ExecRLError, ParentOrder
 from execrl.domain.outputs import check_output_folder, staged_folder
-from execrl.env.factory import DEFAULT_ORDER, EnvConfig
+from execrl.env.factory import DEFAULT_ORDER, EnvConfig, order_feasibility
 from execrl.env.rewards import REWARDS
 from execrl.env.spaces import ACTION_SETS, OBSERVATION_SETS
 from execrl.evaluate.stats import format_pvalue
@@ -173,6 +173,7 @@ def _run_evaluation(
         runs = run_policies(
             policies, config, order, orders, seed, on_step=lambda: progress.advance(task),
             recorder=DecisionRecorder() if log_decisions else None,
+            on_start=lambda: _warn_before_running(order, market, orders),
         )
         progress.update(task, description="paired statistics (bootstrap)")
         results = build_results(runs, config, order, orders, seed, env, compare_to)
@@ -199,8 +200,7 @@ def _check_evaluation(
     orders: int, out: Path, force: bool, log_decisions: bool,
 ) -> None:
     """Everything that can be refused or flagged about an evaluation, before any of it runs."""
-    from execrl.env.factory import market_for_order
-    from execrl.evaluate.backtest import MIN_ORDERS_FOR_INFERENCE, backtest_bytes, order_warnings
+    from execrl.evaluate.backtest import backtest_bytes
     from execrl.evaluate.results import is_evaluation_output
 
     check_output_folder(out, "--out", is_evaluation_output, force=force)
@@ -218,12 +218,6 @@ def _check_evaluation(
             f"{estimate / 2**30:.1f} GiB, above this run's limit of {limit / 2**30:.1f} GiB "
             f"(set EXECRL_MAX_MEMORY_GB to change it)"
         )
-    if orders < MIN_ORDERS_FOR_INFERENCE:
-        _warn(f"{orders} orders are too few for paired statistics: confidence intervals and "
-              f"p-values need at least {MIN_ORDERS_FOR_INFERENCE} and are left out "
-              f"(a few thousand give a precise answer)")
-    for line in order_warnings(market_for_order(market, order), order):
-        _warn(line)
 
 
 def _default_baselines(policies: list[str]) -> list[str]:
@@ -251,6 +245,38 @@ def _interrupted(out: Path) -> typer.Exit:
     return typer.Exit(130)
 
 
+def _warn_if_infeasible(order: ParentOrder, market: ACMarketConfig) -> None:
+    """One line on stderr before the run when the order's own limits cannot complete it."""
+    warning = order_feasibility(order, market).warning()
+    if warning is not None:
+        _warn(warning)
+
+
+def _warn_before_running(order: ParentOrder, market: ACMarketConfig, orders: int) -> None:
+    """What looks wrong about the evaluation, once nothing is left to refuse (so a refusal
+    stays one line): too few orders, an order its limits cannot complete, an order beyond
+    the market's liquidity."""
+    from execrl.env.factory import market_for_order
+    from execrl.evaluate.backtest import MIN_ORDERS_FOR_INFERENCE, order_warnings
+
+    if orders < MIN_ORDERS_FOR_INFERENCE:
+        _warn(f"{orders} orders are too few for paired statistics: confidence intervals and "
+              f"p-values need at least {MIN_ORDERS_FOR_INFERENCE} and are left out "
+              f"(a few thousand give a precise answer)")
+    _warn_if_infeasible(order, market)
+    for line in order_warnings(market_for_order(market, order), order):
+        _warn(line)
+
+
+def _print_whole(table: Table) -> None:
+    """Print ``table`` at its natural width even past the console's: a narrow terminal wraps
+    the lines, but no number is cut short and no column dropped."""
+    wide = console.options.update_width(10_000)
+    width = max(console.width, console.measure(table, options=wide).maximum)
+    lines = console.render_lines(table, console.options.update_width(width), new_lines=True)
+    console.print(Segments([seg for line in lines for seg in line]), crop=False, soft_wrap=True)
+
+
 def _print_table(results: dict[str, Any]) -> None:
     m = results["market"]
     table = Table(
@@ -259,15 +285,16 @@ def _print_table(results: dict[str, Any]) -> None:
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
-    for col in ("policy", "mean", "std", "p95", "CVaR95", "E+λ·Var",
-                "paired diff vs", "95% CI", "p (t-test)"):
+    for col in ("policy", "mean", "std", "p95", "CVaR95", "E+λ·Var", "fill rate", "breaches",
+                "cuts", "paired diff vs", "95% CI", "p (t-test)"):
         table.add_column(col, justify="left" if col == "policy" else "right", no_wrap=True)
     cmp = {c["policy"]: c for c in results["comparisons"]}
     for name, p in results["policies"].items():
         s = p["is_bps"]
         c = cmp.get(name)
         row = [name, f"{s['mean']:.2f}", f"{s['std']:.2f}", f"{s['p95']:.2f}",
-               f"{s['cvar95']:.2f}", f"{p['objective_bps']:.2f}"]
+               f"{s['cvar95']:.2f}", f"{p['objective_bps']:.2f}", f"{p['fill_rate']:.3f}",
+               f"{p['breaches']:,}", f"{p['cuts']:,}"]
         if c:
             ci = c["ci95"]
             row += [f"{c['diff_bps_mean']:+.2f} ({c['baseline']})",
@@ -276,17 +303,21 @@ def _print_table(results: dict[str, Any]) -> None:
         else:
             row += ["", "", ""]
         table.add_row(*row)
-    # Never cut a number: print at least as wide as the table (a narrow terminal wraps lines).
-    width = Measurement.get(console, console.options, table).maximum
-    console.print(table, width=max(console.width, width))
+    _print_whole(table)
     console.print(f"  E+λ·Var: the mean-variance objective Almgren-Chriss minimises "
                   f"(λ = {m['lambda']:g}), in bps; paired diff < 0: cheaper than the baseline")
+    console.print("  breaches: child orders beyond the order's limits; cuts: requests the limits "
+                  "cut down; unfilled: charged at the end mid")
     for name, t in results.get("theory", {}).items():
+        label = f"theory {name}" + (
+            " (unconstrained: ignores the order's limits, which cut this schedule)"
+            if t.get("unconstrained") else ""
+        )
         if "expected_is_bps" in t:
-            console.print(f"  theory {name}: E[IS] = {t['expected_is_bps']:.2f} bps, "
+            console.print(f"  {label}: E[IS] = {t['expected_is_bps']:.2f} bps, "
                           f"std = {t['std_is_bps']:.2f} bps")
         elif "expected_gain_bps" in t:
-            console.print(f"  theory {name}: expected gain over the signal-blind optimum = "
+            console.print(f"  {label}: expected gain over the signal-blind optimum = "
                           f"{t['expected_gain_bps']:.2f} bps")
 
 
@@ -425,6 +456,7 @@ def train(
             order=parent, steps=steps, seed=seed, n_envs=n_envs,
             hyperparams=_load_hyperparams(config), data=data,
         )
+        _warn_if_infeasible(parent, request.env_config.market)
         with Progress(
             TextColumn("[progress.description]{task.description}"), BarColumn(),
             TextColumn("{task.completed:,}/{task.total:,} steps"), TimeElapsedColumn(),

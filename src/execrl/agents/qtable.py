@@ -49,10 +49,10 @@ kernel per batched step (numba). After each update batch, in training mode,
 Modes (seed 003 §7). ``training``: ε starts at ``epsilon`` and decays; ``production``: ε fixed
 at 0.05 (the seed's ``enable_production_mode``); ``evaluation``: greedy, ε = 0. In every
 mode an exploratory action is drawn uniformly among the actions the mask allows, never
-among all of them as the seed does: a masked action is a hard-limit violation in execrl,
-and the greedy choice is masked too, so values learnt for masked actions would never be
-used. Greedy ties go to the lowest action index (``NumpyPolicy``'s argmax), so the exported
-policy decides exactly as the agent.
+among all of them as the seed does: a masked action is cut to the hard limits in execrl
+(and counted as a cut), and the greedy choice is masked too, so values learnt for masked
+actions would never be used. Greedy ties go to the lowest action index (``NumpyPolicy``'s
+argmax), so the exported policy decides exactly as the agent.
 
 Configuration: seed 003's ``[rl_execution]`` TOML layout (``QLearningConfig.from_toml``) or
 the same nested dict (``from_dict``: ``TrainRequest.hyperparams``, with or without the

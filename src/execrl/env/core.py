@@ -6,6 +6,15 @@ Stable-Baselines3 adapter, and ``execrl evaluate``. A step turns actions into ch
 (whole shares, cut to the order's hard limits), sends them to the market, books the fills and
 computes rewards and the next observation, over the whole batch at once: compiled (numba)
 loops over the environments, never a Python one.
+
+Hard limits (``OrderConstraints.child_max`` and ``participation`` of the step's expected
+volume) bound every child order, the horizon's included: the last step sends what is left only
+up to the limits, and what they do not allow stays unfilled. IS counts every share of the
+parent order, so that residual is charged at the end mid (``residual_is_bps``) and reported
+with the fill rate. Two counters keep the limits honest: a *cut* is a request of the policy
+that the limits cut down (a masked discrete action, a continuous request above the cap), a
+*breach* a child order that actually went beyond a limit (sent or filled above it), which the
+core's own orders never are.
 """
 
 from __future__ import annotations
@@ -45,7 +54,9 @@ class EpisodeStats:
     is_vs_interval_vwap_bps: NDArray[np.float64]
     filled: NDArray[np.int64]
     child_orders: NDArray[np.int64]
-    violations: NDArray[np.int64]
+    breaches: NDArray[np.int64]  # child orders beyond a hard limit (sent or filled)
+    cuts: NDArray[np.int64]  # the policy's requests the hard limits cut down
+    residual_is_bps: NDArray[np.float64]  # the unfilled shares' charge at the end mid
     episode_return: NDArray[np.float64]
     schedule: NDArray[np.int64]  # shares traded per step, (n_envs, n_steps)
 
@@ -104,21 +115,21 @@ class BatchedExecution:
         self._child_max = _NO_LIMIT if c.child_max is None else min(c.child_max, _NO_LIMIT)
         self._is_bps_reward = type(reward) is IsBpsReward
         self._fractions: NDArray[np.float64] | None = None
-        self._can_violate = np.zeros(0, dtype=bool)
+        self._can_cut = np.zeros(0, dtype=bool)
         self._smallest = 0
         if action_set.fractions is not None:
             frac = np.asarray(action_set.fractions, dtype=np.float64)
             self._fractions = frac
             self._smallest = int(np.argmin(frac))
-            # A masked discrete action is a violation (``action_masks``). The mask allows a
+            # A masked discrete action is a cut (``action_masks``). The mask allows a
             # fraction of 0 always, and the smallest fraction when nothing else is allowed:
             # shares never shrink as the fraction grows, so that happens exactly when the
             # smallest fraction's shares are above the cap. So with no 0 in the set, choosing
-            # the smallest is never a violation, and any other action is one exactly when its
-            # shares exceed the cap; with a 0, any nonzero action whose shares exceed it is.
-            self._can_violate = frac != 0.0
+            # the smallest is never the policy's cut, and any other action is one exactly when
+            # its shares exceed the cap; with a 0, any nonzero action whose shares exceed it is.
+            self._can_cut = frac != 0.0
             if not (frac == 0.0).any():
-                self._can_violate[self._smallest] = False
+                self._can_cut[self._smallest] = False
         self.remaining = np.full(n, self.qty, dtype=np.int64)
         self.k = np.zeros(n, dtype=np.int64)
         self.done = np.zeros(n, dtype=bool)
@@ -144,7 +155,9 @@ class BatchedExecution:
             is_vs_interval_vwap_bps=np.zeros(n),
             filled=np.zeros(n, dtype=np.int64),
             child_orders=np.zeros(n, dtype=np.int64),
-            violations=np.zeros(n, dtype=np.int64),
+            breaches=np.zeros(n, dtype=np.int64),
+            cuts=np.zeros(n, dtype=np.int64),
+            residual_is_bps=np.zeros(n),
             episode_return=np.zeros(n),
             schedule=np.zeros((n, self.n_steps), dtype=np.int64),
         )
@@ -181,10 +194,12 @@ class BatchedExecution:
                 s.is_bps,
                 s.is_vs_arrival_vwap_bps,
                 s.is_vs_interval_vwap_bps,
+                s.residual_is_bps,
                 s.episode_return,
                 s.filled,
                 s.child_orders,
-                s.violations,
+                s.breaches,
+                s.cuts,
                 s.schedule,
             )
             return
@@ -192,10 +207,16 @@ class BatchedExecution:
         self.k.fill(0)
         self.done.fill(False)
         self._cash.fill(0.0)
-        floats = (s.is_bps, s.is_vs_arrival_vwap_bps, s.is_vs_interval_vwap_bps, s.episode_return)
+        floats = (
+            s.is_bps,
+            s.is_vs_arrival_vwap_bps,
+            s.is_vs_interval_vwap_bps,
+            s.residual_is_bps,
+            s.episode_return,
+        )
         for arr in floats:
             arr.fill(0.0)
-        for arr in (s.filled, s.child_orders, s.violations, s.schedule):
+        for arr in (s.filled, s.child_orders, s.breaches, s.cuts, s.schedule):
             arr.fill(0)
 
     # -- decisions --------------------------------------------------------------------------
@@ -210,7 +231,8 @@ class BatchedExecution:
     def action_masks(self) -> NDArray[np.bool_]:
         """(n_envs, n_actions): the discrete actions the hard limits allow now. A fraction of
         0 (wait) is always allowed; when nothing else is, the smallest action is; at the last
-        step (forced completion) and after the episode every action is."""
+        step (what is left is sent, up to the limits, whatever the action) and after the
+        episode every action is."""
         if self._fractions is None:
             raise ConfigError(f"action set {self.action_set.name!r} is continuous: no masks")
         mask = np.empty((self.n_envs, self._fractions.size), dtype=bool)
@@ -235,7 +257,8 @@ class BatchedExecution:
         """
         n = self.n_envs
         active = ~self.done
-        violation = np.empty(n, dtype=bool)
+        cut = np.empty(n, dtype=bool)
+        limit = np.empty(n, dtype=np.int64)
         shares = self._orders.qty
         if self._fractions is not None:
             idx = np.asarray(actions).reshape(-1).astype(np.int64, copy=False)
@@ -251,7 +274,7 @@ class BatchedExecution:
         bad = _decide_kernel(
             np.ascontiguousarray(idx),
             _NO_FRACTIONS if self._fractions is None else self._fractions,
-            self._can_violate,
+            self._can_cut,
             np.ascontiguousarray(requested),
             self.remaining,
             self.k,
@@ -260,7 +283,8 @@ class BatchedExecution:
             self._child_max,
             self._participation_cap(),
             shares,
-            violation,
+            limit,
+            cut,
         )
         if bad >= 0:
             self.action_set.to_fraction(actions)  # raises, naming the bad action
@@ -284,8 +308,11 @@ class BatchedExecution:
             np.ascontiguousarray(fill.qty, dtype=np.int64),
             np.ascontiguousarray(fill.avg_px, dtype=np.float64),
             active,
-            violation,
+            shares,
+            limit,
+            cut,
             np.ascontiguousarray(arrival, dtype=np.float64),
+            np.ascontiguousarray(self.market.mid, dtype=np.float64),
             np.ascontiguousarray(self.market.arrival_vwap, dtype=np.float64),
             self.side,
             1e4 / self.qty,
@@ -293,12 +320,14 @@ class BatchedExecution:
             self._cash,
             s.filled,
             s.child_orders,
-            s.violations,
+            s.breaches,
+            s.cuts,
             s.schedule,
             self.remaining,
             self.k,
             s.is_bps,
             s.is_vs_arrival_vwap_bps,
+            s.residual_is_bps,
             self._is_bps_reward,
             s.episode_return,
             step_is,
@@ -315,7 +344,7 @@ class BatchedExecution:
                 expected_mid_move=expected_move,
                 remaining_after=self.remaining,
                 is_bps=step_is,
-                violation=violation,
+                cut=cut,
                 done=done_now,
                 episode_is_bps=s.is_bps,
                 episode_is_vs_arrival_vwap_bps=s.is_vs_arrival_vwap_bps,
@@ -346,14 +375,19 @@ class BatchedExecution:
         return self._episode_records(np.asarray(ids))
 
     def _episode_records(self, ids: NDArray[np.intp] | slice) -> dict[str, NDArray]:
+        """Per-episode results (of finished episodes: ``residual_shares`` is 0 while one
+        runs)."""
         s = self.stats
         return {
             "is_bps": s.is_bps[ids].copy(),
             "is_vs_arrival_vwap_bps": s.is_vs_arrival_vwap_bps[ids].copy(),
             "is_vs_interval_vwap_bps": s.is_vs_interval_vwap_bps[ids].copy(),
             "fill_rate": s.filled[ids] / self.qty,
+            "residual_shares": np.where(self.done[ids], self.remaining[ids], 0),
+            "residual_is_bps": s.residual_is_bps[ids].copy(),
             "child_orders": s.child_orders[ids].copy(),
-            "violations": s.violations[ids].copy(),
+            "breaches": s.breaches[ids].copy(),
+            "cuts": s.cuts[ids].copy(),
             "return": s.episode_return[ids].copy(),
             "steps": self.k[ids].copy(),
         }
@@ -406,10 +440,12 @@ def _reset_order_rows(
     is_bps: NDArray[np.float64],
     is_vs_arrival_vwap_bps: NDArray[np.float64],
     is_vs_interval_vwap_bps: NDArray[np.float64],
+    residual_is_bps: NDArray[np.float64],
     episode_return: NDArray[np.float64],
     filled: NDArray[np.int64],
     child_orders: NDArray[np.int64],
-    violations: NDArray[np.int64],
+    breaches: NDArray[np.int64],
+    cuts: NDArray[np.int64],
     schedule: NDArray[np.int64],
 ) -> None:
     """A fresh episode's order state in envs ``ids``."""
@@ -422,10 +458,12 @@ def _reset_order_rows(
         is_bps[i] = 0.0
         is_vs_arrival_vwap_bps[i] = 0.0
         is_vs_interval_vwap_bps[i] = 0.0
+        residual_is_bps[i] = 0.0
         episode_return[i] = 0.0
         filled[i] = 0
         child_orders[i] = 0
-        violations[i] = 0
+        breaches[i] = 0
+        cuts[i] = 0
         schedule[i, :] = 0
 
 
@@ -467,13 +505,19 @@ def fraction_to_shares_one(fraction: float, remaining: int) -> int:
 
 
 @njit(cache=True, inline="always")
-def _child_cap(remaining: int, child_max: int, participation_cap: NDArray[np.int64], i: int) -> int:
-    """Largest child order env ``i`` may send now under the order's hard limits
+def _limit(child_max: int, participation_cap: NDArray[np.int64], i: int) -> int:
+    """Largest child order the order's hard limits allow env ``i`` now, whatever remains
     (``participation_cap`` empty: no participation limit)."""
-    cap = min(remaining, child_max)
+    cap = child_max
     if participation_cap.shape[0] > 0:
         cap = min(cap, participation_cap[i])
     return cap
+
+
+@njit(cache=True, inline="always")
+def _child_cap(remaining: int, child_max: int, participation_cap: NDArray[np.int64], i: int) -> int:
+    """Largest child order env ``i`` may send now: the hard limits, and what remains."""
+    return min(remaining, _limit(child_max, participation_cap, i))
 
 
 @njit(cache=True)
@@ -509,7 +553,7 @@ def _masks_kernel(
 def _decide_kernel(
     actions: NDArray[np.int64],
     fractions: NDArray[np.float64],
-    can_violate: NDArray[np.bool_],
+    can_cut: NDArray[np.bool_],
     requested: NDArray[np.int64],
     remaining: NDArray[np.int64],
     k: NDArray[np.int64],
@@ -518,12 +562,16 @@ def _decide_kernel(
     child_max: int,
     participation_cap: NDArray[np.int64],
     shares: NDArray[np.int64],
-    violation: NDArray[np.bool_],
+    limit: NDArray[np.int64],
+    cut: NDArray[np.bool_],
 ) -> int:
     """Child order per env: the requested shares (from a discrete action, or given) cut to the
-    hard limits, everything left at the last step, nothing after the episode. ``violation``: a
-    discrete action the mask forbids, or a continuous request above the cap. Returns -1, or the
-    position of the first discrete action outside the set (then nothing is written)."""
+    hard limits; at the last step everything left, cut to the same limits (the rest stays
+    unfilled); nothing after the episode. ``limit``: the largest child the limits allow now.
+    ``cut``: the policy asked for more than they allow (a discrete action the mask forbids, or
+    a continuous request above the cap; not the last step, whose size the policy does not
+    choose). Returns -1, or the position of the first discrete action outside the set (then
+    nothing is written)."""
     n = remaining.shape[0]
     discrete = fractions.shape[0] > 0
     if discrete:
@@ -536,17 +584,17 @@ def _decide_kernel(
     for i in range(n):
         r = remaining[i]
         req = requested[i]
-        may_violate = can_violate[actions[i]] if discrete else True
-        cap = _child_cap(r, child_max, participation_cap, i)
+        may_cut = can_cut[actions[i]] if discrete else True
+        lim = _limit(child_max, participation_cap, i)
+        cap = min(r, lim)
         on = not done[i]
         last = k[i] >= n_steps - 1
-        qty = min(req, cap)
-        if last:
-            qty = r  # forced completion at the horizon
+        qty = min(r if last else req, cap)  # at the horizon: what is left, within the limits
         if not on:
             qty = 0
         shares[i] = qty
-        violation[i] = on and not last and may_violate and req > cap
+        limit[i] = lim
+        cut[i] = on and not last and may_cut and req > cap
     return -1
 
 
@@ -555,8 +603,11 @@ def _book_kernel(
     fill_qty: NDArray[np.int64],
     fill_avg_px: NDArray[np.float64],
     active: NDArray[np.bool_],
-    violation: NDArray[np.bool_],
+    sent: NDArray[np.int64],
+    limit: NDArray[np.int64],
+    cut: NDArray[np.bool_],
     arrival: NDArray[np.float64],
+    end_mid: NDArray[np.float64],
     arrival_vwap: NDArray[np.float64],
     side: int,
     is_scale: float,
@@ -564,12 +615,14 @@ def _book_kernel(
     cash: NDArray[np.float64],
     filled: NDArray[np.int64],
     child_orders: NDArray[np.int64],
-    violations: NDArray[np.int64],
+    breaches: NDArray[np.int64],
+    cuts: NDArray[np.int64],
     schedule: NDArray[np.int64],
     remaining: NDArray[np.int64],
     k: NDArray[np.int64],
     is_bps: NDArray[np.float64],
     is_vs_arrival_vwap_bps: NDArray[np.float64],
+    residual_is_bps: NDArray[np.float64],
     is_bps_reward: bool,
     episode_return: NDArray[np.float64],
     step_is: NDArray[np.float64],
@@ -579,7 +632,10 @@ def _book_kernel(
 ) -> int:
     """Book the fills: cash, counters, schedule, the step's IS against the arrival mid
     (``execrl.domain.costs`` convention), the episode's IS against the arrival VWAP so far,
-    and, for the is_bps reward, the reward. Returns how many episodes ended."""
+    and, for the is_bps reward, the reward. An episode that ends with shares unfilled is
+    charged for them at the end mid, in the step's IS (so in every reward that sums it) and in
+    the IS against the VWAPs (the residual priced at the end mid). Returns how many episodes
+    ended."""
     n = fill_qty.shape[0]
     for i in range(n):
         schedule[i, min(k[i], n_steps - 1)] += fill_qty[i]
@@ -587,7 +643,10 @@ def _book_kernel(
         filled[i] += fill_qty[i]
         child_orders[i] += 1 if fill_qty[i] > 0 else 0
     for i in range(n):
-        violations[i] += 1 if violation[i] else 0
+        cuts[i] += 1 if cut[i] else 0
+    for i in range(n):
+        over = (sent[i] > limit[i]) | (fill_qty[i] > limit[i])
+        breaches[i] += 1 if active[i] & over else 0
     for i in range(n):
         remaining[i] -= fill_qty[i]
     for i in range(n):
@@ -604,14 +663,23 @@ def _book_kernel(
         x = side * q * (px - arrival[i]) / arrival[i] if q > 0 else 0.0
         step_is[i] = x * is_scale
     for i in range(n):
+        # the residual booked as if filled at the end mid, with the step IS's operations
+        res = remaining[i] if done_now[i] else 0
+        charge = side * res * (end_mid[i] - arrival[i]) / arrival[i] * is_scale
+        residual_is_bps[i] = charge if res > 0 else residual_is_bps[i]
+        step_is[i] = step_is[i] + charge if res > 0 else step_is[i]
+    for i in range(n):
         is_bps[i] += step_is[i]
     for i in range(n):
-        avg_fill[i] = cash[i] / filled[i]
+        # at the end, every share of the order: the residual at the end mid (+0 otherwise)
+        res = remaining[i] if done_now[i] else 0
+        avg_fill[i] = (cash[i] + (res * end_mid[i] if res > 0 else 0.0)) / (filled[i] + res)
     sign = float(side)
     for i in range(n):
         # implementation_shortfall_bps(avg, arrival_vwap, side), same operations
         vs_vwap = sign * (avg_fill[i] - arrival_vwap[i]) / arrival_vwap[i] * 1e4
-        is_vs_arrival_vwap_bps[i] = vs_vwap if filled[i] > 0 else 0.0
+        priced = (filled[i] > 0) | (done_now[i] & (remaining[i] > 0))
+        is_vs_arrival_vwap_bps[i] = vs_vwap if priced else 0.0
     if is_bps_reward:  # IsBpsReward: minus the step's IS, 0 for finished envs
         for i in range(n):
             r = -step_is[i] if active[i] else 0.0

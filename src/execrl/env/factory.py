@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from execrl.domain import ParentOrder, Side
 from execrl.env.core import BatchedExecution
@@ -48,6 +52,103 @@ def reward_for_market(name: str, market: ACMarketConfig) -> Reward:
 def risk_var_per_share2(market: ACMarketConfig) -> float:
     """σ_eff²·τ: the price variance one held share adds per step (the risk term's scale)."""
     return market.sigma_eff**2 * market.tau
+
+
+@dataclass(frozen=True)
+class OrderFeasibility:
+    """How many of an order's shares its own hard limits let it trade within the horizon.
+
+    ``step_limits[k]`` is the largest child order the limits allow in step k (``child_max``,
+    and ``participation`` × the step's expected volume in whole shares, as the execution core
+    cuts them; ``None`` where the order has neither limit). Trading that much in every step is
+    the most any policy can fill, so the order can complete only if the limits add up to its
+    quantity; what they do not allow is charged as a residual at the end mid.
+    """
+
+    qty: int
+    n_steps: int
+    step_limits: NDArray[np.int64] | None
+    max_fillable_shares: int
+    binding: str  # "", "child_max", "participation" or "child_max and participation"
+    child_max: int | None = None
+    participation: float | None = None
+    expected_volume: float = 0.0  # over the horizon, shares
+
+    @property
+    def feasible(self) -> bool:
+        return self.max_fillable_shares >= self.qty
+
+    def warning(self) -> str | None:
+        """One line for an order its limits cannot complete (``None`` when they can)."""
+        if self.feasible:
+            return None
+        if self.binding == "child_max":
+            why = f"child_max {self.child_max:,} x {self.n_steps} steps"
+        elif self.binding == "participation":
+            why = (
+                f"participation {self.participation:g} x {self.expected_volume:,.0f} shares of "
+                f"expected volume over {self.n_steps} steps"
+            )
+        else:
+            why = (
+                f"child_max {self.child_max:,} or participation {self.participation:g} of the "
+                f"expected volume, whichever is smaller, in each of {self.n_steps} steps"
+            )
+        return (
+            f"the order's limits allow at most {self.max_fillable_shares:,} of its "
+            f"{self.qty:,} shares ({why}); the rest will be charged as a residual at the end mid"
+        )
+
+    def to_results(self) -> dict[str, Any]:
+        """The ``"order_feasibility"`` block of results.json."""
+        return {
+            "max_fillable_shares": self.max_fillable_shares,
+            "feasible": self.feasible,
+            "binding": self.binding or None,
+        }
+
+
+def order_feasibility(order: ParentOrder, market: ACMarketConfig) -> OrderFeasibility:
+    """The most shares ``order``'s hard limits allow over its horizon on ``market`` (before any
+    run: the per-step limits depend only on the expected volume curve)."""
+    m = market_for_order(market, order)
+    c = order.constraints
+    n = m.n_steps
+    volume = m.expected_volumes()
+    limits: NDArray[np.int64] | None = None
+    child_binds = np.zeros(n, dtype=bool)
+    if c.child_max is not None:
+        limits = np.full(n, c.child_max, dtype=np.int64)
+        child_binds[:] = True
+    if c.participation is not None:
+        # the execution core's participation cap, with the same operations
+        part = np.floor(c.participation * volume).astype(np.int64)
+        if limits is not None:
+            child_binds = limits <= part
+            limits = np.minimum(limits, part)
+        else:
+            limits = part
+    if limits is None:
+        return OrderFeasibility(order.qty, n, None, order.qty, "")
+    # Python ints: the sum of per-step limits may exceed int64
+    total = sum(int(x) for x in np.minimum(limits, order.qty))
+    binding = (
+        "child_max"
+        if child_binds.all()
+        else "participation"
+        if not child_binds.any()
+        else "child_max and participation"
+    )
+    return OrderFeasibility(
+        qty=order.qty,
+        n_steps=n,
+        step_limits=limits,
+        max_fillable_shares=min(order.qty, total),
+        binding=binding,
+        child_max=c.child_max,
+        participation=c.participation,
+        expected_volume=float(volume.sum()),
+    )
 
 
 def make_execution(

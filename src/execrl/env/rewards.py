@@ -3,6 +3,12 @@
 All three are in the same unit, bps of the parent order's arrival notional (X·S0), so their
 scales compare. ``StepOutcome.is_bps`` is the step's contribution to the order's IS against
 the arrival mid; summed over the episode it is the order's IS (see ``execrl.domain.costs``).
+
+IS counts every share of the parent order: shares the hard limits leave unfilled at the
+horizon are charged at the end mid in the last step's ``is_bps`` and in the episode's IS
+against the arrival VWAP, and the marked-to-market ΔIS of ``risk_adjusted`` already revalues
+them to the end mid. So every reward's return carries that charge, and trading less than the
+order does not make a policy's return look cheaper than its IS.
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ class StepOutcome:
     mid_before: NDArray[np.float64]
     mid_after: NDArray[np.float64]
     remaining_after: NDArray[np.int64]
-    is_bps: NDArray[np.float64]  # this step's contribution to IS vs the arrival mid
-    violation: NDArray[np.bool_]  # a child order had to be cut to a hard limit
+    # this step's contribution to IS vs the arrival mid (the last step's includes the
+    # residual's charge at the end mid)
+    is_bps: NDArray[np.float64]
+    cut: NDArray[np.bool_]  # the policy asked for more than the hard limits allow (cut down)
     done: NDArray[np.bool_]  # the episode ended with this step
     episode_is_bps: NDArray[np.float64]  # IS vs arrival mid of the whole episode so far
+    # IS vs the arrival VWAP of the shares traded so far; when ``done``, of the whole order
+    # (the residual priced at the end mid)
     episode_is_vs_arrival_vwap_bps: NDArray[np.float64]
     # E[mid move | before the step]; only markets that know their own dynamics provide it
     expected_mid_move: NDArray[np.float64] | None = None
@@ -119,6 +129,12 @@ class RiskAdjustedReward:
     """Seed 001 §2.3: r = −ΔIS − λ·x²σ²Δt − λ_imp·impact − λ_viol·1[violation], plus a
     terminal −w·IS_total; ΔIS is marked to market (``marked_to_market_is_bps``).
 
+    A "violation" here is a *cut* (``StepOutcome.cut``): the policy asked for more than the
+    order's limits allow and the guard cut it down; the child order itself never breaks a
+    limit. So ``violation_penalty`` teaches the policy to ask for what it may trade; it is not
+    charged for the horizon's forced remainder, whose size the policy does not choose (the
+    residual it leaves is charged at the end mid through ΔIS instead).
+
     With the defaults the episode's return is −(cost + λ·Σσ²τx_k²)/(X·S0)·1e4, the negative of
     the Almgren–Chriss mean-variance objective in bps. ΔIS already contains the temporary and
     permanent impact paid, so ``impact_weight`` (an extra penalty on the temporary impact,
@@ -143,7 +159,7 @@ class RiskAdjustedReward:
         x = step.remaining_after.astype(np.float64)
         risk = self.risk_aversion * ctx.risk_var_per_share2 * x * x / notional * 1e4
         dis = marked_to_market_is_bps(ctx, step, expected=self.expected)
-        r = -dis - risk - self.violation_penalty * step.violation
+        r = -dis - risk - self.violation_penalty * step.cut
         if self.impact_weight:
             temp = self.temp_impact_per_share * step.shares**2 / notional * 1e4
             r = r - self.impact_weight * temp

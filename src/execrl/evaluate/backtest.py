@@ -163,10 +163,15 @@ def run_policies(
     seed: int,
     on_step: Callable[[], None] | None = None,
     recorder: DecisionRecorder | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> list[PolicyRun]:
+    """Run every policy of ``specs``; ``on_start`` is called once they are all resolved and
+    checked, right before the first runs (a caller's notices then follow every refusal)."""
     ctx = policy_context(config, order)
     policies = [resolve_policy(spec, ctx) for spec in specs]  # all refused before any runs
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
         raise ConfigError(f"policies {', '.join(names)} name one policy twice")
+    if on_start is not None:
+        on_start()
     return [run_policy(p, config, order, n_orders, seed, on_step, recorder) for p in policies]

@@ -27,14 +27,18 @@ Columns, in this order:
     requested_fraction  float64  the fraction of the remaining quantity the policy asked for
                                  (the action set's fraction; continuous: clipped to [0, 1])
     shares              int64    shares traded in the step: the child order after the hard
-                                 limits and the forced completion at the horizon
+                                 limits (at the horizon: what is left, within the limits)
     fraction            float64  the executed fraction, shares / remaining_before
-    violation           bool     the decision broke a hard limit (a masked discrete action, or a
-                                 continuous request above the cap) and the child was cut
+    cut                 bool     the policy asked for more than the hard limits allow (a masked
+                                 discrete action, or a continuous request above the cap) and
+                                 the child was cut down to them
+    breach              bool     the child order went beyond a hard limit (sent or filled
+                                 above it; never for the execution core's own orders)
     reward              float64  the step's reward under the run's reward (``EnvConfig.reward``),
                                  as credited to the episode's return (the env hands the policy
                                  the same value rounded to float32); per order, the rewards sum
-                                 to ``episodes.parquet``'s ``return``
+                                 to ``episodes.parquet``'s ``return``; the last step's carries
+                                 the charge of shares left unfilled (``residual_is_bps``)
     reward_name         str      which reward ``reward`` is
     reward_<name> …     float64  the step's reward under each reward of
                                  ``execrl.env.rewards.LOGGED_REWARDS`` (``is_bps``,
@@ -83,7 +87,8 @@ STEP_COLUMNS = (
     "requested_fraction",
     "shares",
     "fraction",
-    "violation",
+    "cut",
+    "breach",
     "reward",
     "reward_name",
 )
@@ -217,7 +222,8 @@ class DecisionLog:
             "mid_before": core.market.mid[ids].copy(),
             "is_before": s.is_bps[ids].copy(),
             "return_before": s.episode_return[ids].copy(),
-            "violations_before": s.violations[ids].copy(),
+            "cuts_before": s.cuts[ids].copy(),
+            "breaches_before": s.breaches[ids].copy(),
         }
 
     def after(self) -> None:
@@ -230,19 +236,22 @@ class DecisionLog:
         self._obs = self._observe()
         remaining_after = core.remaining[ids].copy()
         shares = p["remaining_before"] - remaining_after
-        violation = s.violations[ids] > p["violations_before"]
+        cut = s.cuts[ids] > p["cuts_before"]
+        breach = s.breaches[ids] > p["breaches_before"]
         done = core.done[ids].copy()
         reward = s.episode_return[ids] - p["return_before"]
         rewards = {f"reward_{self.reward_name}": reward}
         if self._rewards:
             step_is = s.is_bps[ids] - p["is_before"]
+            # the trade's part: the last step's IS also holds the residual's charge
+            trade_is = step_is - np.where(done, s.residual_is_bps[ids], 0.0)
             arrival = core.market.arrival_mid[ids]
             traded = shares > 0
             with np.errstate(invalid="ignore", divide="ignore"):
                 # step IS = side·q·(px − arrival)/arrival · 1e4/qty, solved for px
                 exec_px = np.where(
                     traded,
-                    arrival + step_is * core.qty * arrival / (1e4 * core.side * shares),
+                    arrival + trade_is * core.qty * arrival / (1e4 * core.side * shares),
                     np.nan,
                 )
             outcome = StepOutcome(
@@ -252,7 +261,7 @@ class DecisionLog:
                 mid_after=core.market.mid[ids].copy(),
                 remaining_after=remaining_after,
                 is_bps=step_is,
-                violation=violation,
+                cut=cut,
                 done=done,
                 episode_is_bps=s.is_bps[ids].copy(),
                 episode_is_vs_arrival_vwap_bps=s.is_vs_arrival_vwap_bps[ids].copy(),
@@ -270,7 +279,8 @@ class DecisionLog:
                 "requested_fraction": p["requested_fraction"],
                 "shares": shares,
                 "fraction": shares / p["remaining_before"],
-                "violation": violation,
+                "cut": cut,
+                "breach": breach,
                 "reward": reward,
                 **{f"reward_{n}": rewards[f"reward_{n}"] for n in self._reward_names},
                 "done": done,
@@ -310,7 +320,8 @@ class DecisionLog:
                 "requested_fraction": cols["requested_fraction"][order].astype(np.float64),
                 "shares": cols["shares"][order].astype(np.int64),
                 "fraction": cols["fraction"][order].astype(np.float64),
-                "violation": cols["violation"][order].astype(bool),
+                "cut": cols["cut"][order].astype(bool),
+                "breach": cols["breach"][order].astype(bool),
                 "reward": cols["reward"][order].astype(np.float64),
                 "reward_name": np.full(n, self.reward_name, dtype=object),
             }

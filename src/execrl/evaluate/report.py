@@ -3,24 +3,25 @@
 The JSON and Parquet outputs are what machines read; this module turns them into what a head
 of trading reads: the IS distribution per policy, what the schedules look like, and whether
 the paired differences are real. Figures are built with matplotlib's object API on the Agg
-canvas (no pyplot, so no global figure registry to leak into, and no display needed), and
-every file is written to a temporary name and renamed into place, so an interrupted run
-never leaves a half-written PNG or report behind.
+canvas (no pyplot, so no global figure registry to leak into, and no display needed). The
+files go into the staging folder of the evaluation's output (``execrl.domain.outputs``), which
+replaces the user's folder whole at the end, so an interrupted run never leaves a
+half-written PNG or report behind.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from execrl.evaluate.stats import format_pvalue
 
 BOXPLOT_PNG = "is_boxplot.png"
 SCHEDULES_PNG = "schedules.png"
@@ -34,28 +35,11 @@ _DPI = 120
 # --------------------------------------------------------------------------- file writing
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write via ``write`` to a temp file next to ``path``, then ``os.replace`` it in place.
-
-    Same directory, so the rename is atomic on POSIX: readers see the old file or the new
-    one, never a partial one; on failure the temp file is removed and ``path`` is untouched.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_figure(fig: Figure, path: Path) -> None:
     """Render ``fig`` as PNG atomically. The figure is not registered with pyplot, so once it
     goes out of scope it is freed; there is nothing to close."""
     FigureCanvasAgg(fig)
-    _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=_DPI))
+    fig.savefig(path, format="png", dpi=_DPI)
 
 
 # --------------------------------------------------------------------------- plots
@@ -215,9 +199,66 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> 
     return lines
 
 
+def _shares(value: Any) -> str:
+    return "n/a" if value is None else f"{int(value):,}"
+
+
+def _order_section(results: Mapping[str, Any]) -> list[str]:
+    """The parent order, its hard limits and whether they let it complete."""
+    order = results.get("order")
+    if not isinstance(order, Mapping):
+        return []
+    out = ["", "## Parent order", ""]
+    horizon = order.get("horizon_s")
+    if horizon is None and order.get("end_ts") is not None:
+        horizon = float(order["end_ts"]) - float(order.get("start_ts", 0.0))
+    steps = (results.get("market") or {}).get("N")
+    px = order.get("arrival_px")
+    out.append(
+        f"{order.get('side', 'n/a')} {_shares(order.get('qty'))} {order.get('symbol', '')} "
+        f"(order {order.get('order_id', 'n/a')})"
+        + (f", arrival price {_num(px, '.6g')}" if px is not None else "")
+        + (f", over {_num(horizon, ',.0f')} s" if horizon is not None else "")
+        + (f" in {steps} decision steps" if steps is not None else "")
+        + "."
+    )
+    out.append("")
+    c = order.get("constraints") or {}
+    rows = []
+    if c.get("child_max") is not None:
+        rows.append(["child_max", f"{_shares(c['child_max'])} shares per child order"])
+    if c.get("participation") is not None:
+        rows.append(["participation", f"{c['participation']:g} of the step's expected volume"])
+    if c.get("price_band_bps") is not None:
+        rows.append(
+            ["price_band_bps", f"{c['price_band_bps']:g} (bounds limit prices; the child "
+             "orders here are market orders)"]
+        )  # fmt: skip
+    if not rows:
+        out.append("No hard limits.")
+        return out
+    out += _table(["hard limit", "value"], rows, "ll")
+    f = results.get("order_feasibility")
+    if isinstance(f, Mapping) and order.get("qty"):
+        qty, most = int(order["qty"]), f.get("max_fillable_shares")
+        out.append("")
+        if f.get("feasible"):
+            out.append("The limits allow the whole order within the horizon.")
+        else:
+            binding = f" ({f['binding']} binds)" if f.get("binding") else ""
+            out.append(
+                f"**The limits allow at most {_shares(most)} of the {qty:,} shares "
+                f"({_num(100.0 * float(most) / qty, '.1f')} %){binding}**: what no policy can "
+                "trade within them stays unfilled and is charged as a residual at the end mid "
+                "(residual × (end mid − arrival mid), inside IS)."
+            )
+    return out
+
+
 def render_markdown(results: Mapping[str, Any], images: Sequence[tuple[str, str]]) -> str:
-    """The report page: headline run info, per-policy table, comparisons, theory, market,
-    and the images (``(caption, relative file name)``) embedded with relative links."""
+    """The report page: headline run info, the parent order and its limits, per-policy
+    tables (IS; objective, residual, breaches and cuts), comparisons, theory, market, and the
+    images (``(caption, relative file name)``) embedded with relative links."""
     policies: Mapping[str, Any] = results["policies"]
     out = ["# Execution evaluation report", ""]
     out.append(
@@ -225,6 +266,7 @@ def render_markdown(results: Mapping[str, Any], images: Sequence[tuple[str, str]
             f"**{key}**: {results.get(key, 'n/a')}" for key in ("env", "orders", "seed", "side")
         )
     )
+    out += _order_section(results)
     out += ["", "## Implementation shortfall per policy", ""]
     out.append("IS in basis points against the arrival price, positive = cost.")
     out.append("")
@@ -239,39 +281,82 @@ def render_markdown(results: Mapping[str, Any], images: Sequence[tuple[str, str]
     header = ["policy", "mean", "std", "p50", "p95", "p99", "CVaR95", "fill rate", "child orders"]
     out += _table(header, rows, "lrrrrrrrr")
 
+    lam = (results.get("market") or {}).get("lambda")
+    out += ["", "## Objective and hard limits per policy", ""]
+    out.append(
+        "E+λ·Var: the mean-variance objective Almgren–Chriss minimises"
+        + (f" (λ = {lam:g})" if isinstance(lam, int | float) else "")
+        + ", in bps of the order's notional. Residual: shares left unfilled at the horizon "
+        "(mean per order), charged at the end mid inside IS. Breaches: child orders beyond a "
+        "hard limit (all orders together). Cuts: requests of the policy that the limits cut "
+        "down (a masked action, a request above the cap)."
+    )
+    out.append("")
+    rows = [
+        [
+            p,
+            _num(entry.get("objective_bps")),
+            _num(entry.get("residual_shares"), ",.1f"),
+            _num(entry.get("residual_is_bps")),
+            _count(entry.get("breaches")),
+            _count(entry.get("cuts")),
+        ]
+        for p, entry in policies.items()
+    ]
+    header = ["policy", "E+λ·Var (bps)", "residual (shares)", "residual charge (bps)",
+              "breaches", "cuts"]  # fmt: skip
+    out += _table(header, rows, "lrrrrr")
+
     comparisons = results.get("comparisons") or []
     if comparisons:
         out += ["", "## Paired comparisons", ""]
         out.append(
-            "diff = policy − baseline per order on the same market paths (negative = policy "
-            "cheaper); 95% CI by percentile bootstrap; improvement = −diff / baseline mean."
+            "Mean IS: diff = policy − baseline IS per order on the same market paths, averaged "
+            "(negative = policy cheaper on mean IS); 95% CI by percentile bootstrap; the "
+            "p-values test that mean (t) and median (Wilcoxon) difference; improvement % = "
+            "−diff / baseline mean IS. These are about mean IS alone. The last two columns "
+            "compare E+λ·Var, the objective that also prices risk: a policy can lose on mean "
+            "IS and win on it (Almgren–Chriss minimises it, not mean IS)."
         )
         out.append("")
         rows = []
         for c in comparisons:
             ci = c.get("ci95")
             ci_text = f"[{_num(ci[0])}, {_num(ci[1])}]" if ci is not None else "n/a"
+            policy, baseline = str(c["policy"]), str(c["baseline"])
+            obj_p = policies.get(policy, {}).get("objective_bps")
+            obj_b = policies.get(baseline, {}).get("objective_bps")
+            lower = "n/a"
+            if obj_p is not None and obj_b is not None:
+                lower = policy if obj_p < obj_b else baseline if obj_b < obj_p else "equal"
             rows.append(
                 [
-                    c["policy"],
-                    c["baseline"],
+                    policy,
+                    baseline,
                     _num(c.get("diff_bps_mean")),
                     ci_text,
-                    _num(c.get("t_pvalue"), ".2e"),
-                    _num(c.get("wilcoxon_pvalue"), ".2e"),
+                    format_pvalue(c.get("t_pvalue")),
+                    format_pvalue(c.get("wilcoxon_pvalue")),
                     _num(c.get("improvement_pct")),
+                    f"{policy} {_num(obj_p)} vs {baseline} {_num(obj_b)}",
+                    lower,
                 ]
             )
         header = [
-            "policy", "baseline", "diff mean (bps)", "95% CI (bps)",
-            "t p-value", "Wilcoxon p-value", "improvement %",
+            "policy", "baseline", "mean IS diff (bps)", "95% CI (bps)",
+            "t p-value", "Wilcoxon p-value", "improvement % on mean IS",
+            "E+λ·Var (bps)", "lower E+λ·Var",
         ]  # fmt: skip
-        out += _table(header, rows, "llrrrrr")
+        out += _table(header, rows, "llrrrrrrl")
 
     theory = results.get("theory")
     if isinstance(theory, Mapping) and theory:
         out += ["", "## Theory", ""]
-        out.append("Closed-form expectation next to the simulation (bps).")
+        out.append(
+            "Closed-form expectation next to the simulation (bps). The closed forms ignore "
+            "the order's hard limits: a line marked *unconstrained* is for the schedule "
+            "without them, which the limits cut, so the simulation need not match it."
+        )
         out.append("")
         rows = []
         for p, t in theory.items():
@@ -283,10 +368,14 @@ def render_markdown(results: Mapping[str, Any], images: Sequence[tuple[str, str]
                     _num(sim.get("mean")),
                     _num(t.get("std_is_bps")),
                     _num(sim.get("std")),
+                    "unconstrained (limits cut it)" if t.get("unconstrained") else "hold",
                 ]
             )
-        header = ["policy", "theory mean", "simulated mean", "theory std", "simulated std"]
-        out += _table(header, rows, "lrrrr")
+        header = [
+            "policy", "theory mean", "simulated mean", "theory std", "simulated std",
+            "assumptions",
+        ]  # fmt: skip
+        out += _table(header, rows, "lrrrrl")
 
     market = results.get("market")
     if isinstance(market, Mapping) and market:
@@ -350,5 +439,5 @@ def write_report(
 
     report = out_dir / REPORT_MD
     text = render_markdown(results, images)
-    _atomic_write(report, lambda fh: fh.write(text.encode("utf-8")))
+    report.write_text(text, encoding="utf-8")
     return report

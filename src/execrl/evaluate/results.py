@@ -12,7 +12,7 @@ import pandas as pd
 
 from execrl import __version__
 from execrl.domain import ParentOrder
-from execrl.env.factory import EnvConfig
+from execrl.env.factory import EnvConfig, order_feasibility
 from execrl.evaluate.backtest import MIN_ORDERS_FOR_INFERENCE, PolicyRun, policy_context
 from execrl.evaluate.decisions import DECISIONS_FILE
 from execrl.evaluate.report import (
@@ -58,9 +58,16 @@ def provenance(command: Sequence[str], specs: Sequence[str], stage: Path, out: P
 
 
 def theory_block(config: EnvConfig, order: ParentOrder, policies: Sequence[str]) -> dict[str, Any]:
-    """Closed-form E and std of IS (bps) for the static schedules that were run."""
+    """Closed-form E and std of IS (bps) for the static schedules that were run.
+
+    The closed forms know nothing of the order's hard limits. A schedule with a child order
+    above them (rounded to whole shares) is cut in the simulation, so its line is kept but
+    marked ``"unconstrained": true``: it is the schedule the limits did not let run. The
+    signal-aware optimum reacts to the path, so it is marked as soon as any limit is below
+    the order's quantity in some step."""
     ctx = policy_context(config, order)
     m, side = ctx.market, ctx.side
+    limits = order_feasibility(order, config.market).step_limits
     out: dict[str, Any] = {}
     trajectories = {"twap": twap_trajectory(m, order.qty), "ac": ac_trajectory(m, order.qty)}
     for name, x in trajectories.items():
@@ -71,6 +78,9 @@ def theory_block(config: EnvConfig, order: ParentOrder, policies: Sequence[str])
                 "std_is_bps": mo.std_bps,
                 "objective_bps": mo.objective(m.risk_aversion) / mo.notional * 1e4,
             }
+            trades = np.rint(-np.diff(np.asarray(x, dtype=np.float64)))
+            if limits is not None and (trades > limits).any():
+                out[name]["unconstrained"] = True
     if m.signal is not None and m.drift == 0.0:
         sol = solve_signal_aware(m, order.qty, side)
         out["signal_aware"] = {
@@ -78,6 +88,8 @@ def theory_block(config: EnvConfig, order: ParentOrder, policies: Sequence[str])
             "blind_objective_bps": sol.blind_objective / sol.notional * 1e4,
             "expected_gain_bps": sol.expected_gain_bps,
         }
+        if limits is not None and (limits < order.qty).any():
+            out["signal_aware"]["unconstrained"] = True
     return out
 
 
@@ -107,8 +119,14 @@ def build_results(
             # per-order IS + λ·Σσ²τx_k² (the risk term of the schedule actually traded)
             "objective_proxy_bps": float((e["is_bps"] + e["risk_proxy_bps"]).mean()),
             "fill_rate": float(e["fill_rate"].mean()),
+            # mean shares left unfilled (charged at the end mid, inside is_bps)
+            "residual_shares": float(e["residual_shares"].mean()),
+            "residual_is_bps": float(e["residual_is_bps"].mean()),
             "child_orders": float(e["child_orders"].mean()),
-            "violations": int(e["violations"].sum()),
+            # child orders beyond a hard limit, over all orders (0: the limits held)
+            "breaches": int(e["breaches"].sum()),
+            # the policy's requests the limits cut down, over all orders
+            "cuts": int(e["cuts"].sum()),
         }
     by_name = {r.policy: r for r in runs}
     comparisons = []
@@ -132,6 +150,7 @@ def build_results(
         "seed": seed,
         "side": order.side.value,
         "order": order.to_wire(),
+        "order_feasibility": order_feasibility(order, config.market).to_results(),
         "market": ctx.market.to_results(order.qty, order.side.value),
         "policies": policies,
         "comparisons": comparisons,

@@ -74,7 +74,8 @@ def immediate(ctx: PolicyContext) -> StaticSchedulePolicy:
 
 class POVPolicy:
     """Trade ``rate`` × the market volume of the last step, rounded down to whole shares so
-    the participation rate is never exceeded; what is left goes at the horizon."""
+    the participation rate is never exceeded; what is left goes at the horizon (within the
+    order's own limits)."""
 
     action_set = "continuous"
     observations = ("remaining_ratio", "elapsed_ratio", "last_volume_ratio")

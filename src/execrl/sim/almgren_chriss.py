@@ -115,6 +115,11 @@ class ACMarketConfig(BaseModel):
     def volume_weights(self) -> NDArray[np.float64]:
         return u_shape_weights(self.n_steps, self.volume_u_shape)
 
+    def expected_volumes(self) -> NDArray[np.float64]:
+        """Expected market volume of each step, in shares: the one place it is computed (the
+        market's volume and an order's participation limit both read it)."""
+        return self.adv * self.horizon * self.volume_weights()
+
     def to_results(self, qty: int, side: str) -> dict[str, Any]:
         """The ``"market"`` block of results.json: enough to recompute every closed form."""
         out: dict[str, Any] = {
@@ -362,7 +367,7 @@ class ACMarket:
         self._side_gamma = side * c.gamma
         self._drift_tau = c.drift * self._tau
         self._adv_tau = c.adv * self._tau
-        self._expected_volume = c.adv * c.horizon * c.volume_weights()  # per step, shares
+        self._expected_volume = c.expected_volumes()  # per step, shares
         self._has_signal = c.signal is not None and c.signal.sigma > 0
         self._phi = 0.0
         self._alpha_step_std = 0.0
