@@ -4,6 +4,7 @@ report says so."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -186,14 +187,11 @@ def test_decision_log_rewards_carry_the_residual_and_match_a_run_under_that_rewa
 class OverfillingMarket(ACMarket):
     """A venue that fills half as much again as it was sent (a misbehaving route)."""
 
-    def execute(self, orders: ChildOrderBatch, active: np.ndarray) -> FillBatch:
-        more = ChildOrderBatch(
-            qty=orders.qty + orders.qty // 2,
-            order_type=orders.order_type,
-            limit_px=orders.limit_px,
-            ttl_steps=orders.ttl_steps,
-        )
-        return super().execute(more, active)
+    def execute(
+        self, orders: ChildOrderBatch, active: np.ndarray, record_events: bool = False
+    ) -> FillBatch:
+        more = dataclasses.replace(orders, qty=orders.qty + orders.qty // 2)
+        return super().execute(more, active, record_events)
 
 
 def test_a_fill_beyond_the_limit_is_counted_as_a_breach() -> None:

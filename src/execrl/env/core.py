@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from execrl.domain import ConfigError, OrderConstraints, implementation_shortfall_bps
 from execrl.env.rewards import IsBpsReward, Reward, RewardContext, StepOutcome
 from execrl.env.spaces import ActionSet, fraction_to_shares
-from execrl.sim.base import BatchedMarket, ChildOrderBatch
+from execrl.sim.base import BatchedMarket, ChildOrderBatch, FillBatch
 
 _ORDER_FEATURES = ("remaining_ratio", "elapsed_ratio")
 # observation feature -> (market feature, divide by parent qty?, scale)
@@ -59,6 +59,29 @@ class EpisodeStats:
     residual_is_bps: NDArray[np.float64]  # the unfilled shares' charge at the end mid
     episode_return: NDArray[np.float64]
     schedule: NDArray[np.int64]  # shares traded per step, (n_envs, n_steps)
+    # per-env order state and counters in one (n_envs, 5) array (columns _WORKING … _REJECTS),
+    # so a kernel takes them as one argument; the fields below are column views of it
+    order_ints: NDArray[np.int64]
+
+    @property
+    def working(self) -> NDArray[np.int64]:
+        """Shares of the child order still resting in the market."""
+        return self.order_ints[:, _WORKING]
+
+    @property
+    def fills(self) -> NDArray[np.int64]:
+        """Fill events (a child order may fill in parts)."""
+        return self.order_ints[:, _FILLS]
+
+    @property
+    def cancels(self) -> NDArray[np.int64]:
+        """Cancels of a working order that took shares off the book."""
+        return self.order_ints[:, _CANCELS]
+
+    @property
+    def rejects(self) -> NDArray[np.int64]:
+        """Child orders the market refused (``execrl.sim.base.REJECT_REASONS``)."""
+        return self.order_ints[:, _REJECTS]
 
 
 class BatchedExecution:
@@ -105,6 +128,10 @@ class BatchedExecution:
         ):
             raise ConfigError("order constraint 'participation' needs a market with volume")
         self.autoreset = autoreset
+        #: ask the market for one FILL_EVENT_DTYPE row per fill (``last_fills.events``): the
+        #: audit trail's input; off by default, it costs an allocation per step
+        self.record_fill_events = False
+        self.last_fills: FillBatch | None = None
         self._risk_var = risk_var_per_share2
         self._rng = np.random.default_rng()
         n = self.n_envs
@@ -160,6 +187,7 @@ class BatchedExecution:
             residual_is_bps=np.zeros(n),
             episode_return=np.zeros(n),
             schedule=np.zeros((n, self.n_steps), dtype=np.int64),
+            order_ints=np.zeros((n, _N_ORDER_INTS), dtype=np.int64),
         )
 
     # -- episodes ---------------------------------------------------------------------------
@@ -201,6 +229,7 @@ class BatchedExecution:
                 s.breaches,
                 s.cuts,
                 s.schedule,
+                s.order_ints,
             )
             return
         self.remaining.fill(self.qty)
@@ -216,7 +245,7 @@ class BatchedExecution:
         )
         for arr in floats:
             arr.fill(0.0)
-        for arr in (s.filled, s.child_orders, s.breaches, s.cuts, s.schedule):
+        for arr in (s.filled, s.child_orders, s.breaches, s.cuts, s.schedule, s.order_ints):
             arr.fill(0)
 
     # -- decisions --------------------------------------------------------------------------
@@ -282,7 +311,10 @@ class BatchedExecution:
             self.n_steps,
             self._child_max,
             self._participation_cap(),
+            self.stats.order_ints,
             shares,
+            self._orders.cancel,
+            self._orders.child_id,
             limit,
             cut,
         )
@@ -296,7 +328,8 @@ class BatchedExecution:
         expected_move = None
         if getattr(self.reward, "needs_expected_move", False):
             expected_move = self.market.expected_mid_change(shares)
-        fill = self.market.execute(self._orders, active)
+        fill = self.market.execute(self._orders, active, record_events=self.record_fill_events)
+        self.last_fills = fill
 
         s = self.stats
         arrival = self.market.arrival_mid
@@ -307,6 +340,10 @@ class BatchedExecution:
         n_done = _book_kernel(
             np.ascontiguousarray(fill.qty, dtype=np.int64),
             np.ascontiguousarray(fill.avg_px, dtype=np.float64),
+            np.ascontiguousarray(fill.n_fills, dtype=np.int32),
+            np.ascontiguousarray(fill.working_qty, dtype=np.int64),
+            np.ascontiguousarray(fill.cancelled_qty, dtype=np.int64),
+            np.ascontiguousarray(fill.reject, dtype=np.int8),
             active,
             shares,
             limit,
@@ -334,6 +371,7 @@ class BatchedExecution:
             done_now,
             avg_fill,
             reward,
+            s.order_ints,
         )
         if not self._is_bps_reward:
             outcome = StepOutcome(
@@ -359,6 +397,8 @@ class BatchedExecution:
             self.done |= done_now
         obs = self.observe()
         info: dict[str, Any] = {}
+        if fill.reject.any():  # per env: why the market refused its child order (0: it did not)
+            info["reject"] = fill.reject.copy()
         if n_done:
             every = n_done == n
             ids = self._rows.copy() if every else np.flatnonzero(done_now)
@@ -388,6 +428,9 @@ class BatchedExecution:
             "child_orders": s.child_orders[ids].copy(),
             "breaches": s.breaches[ids].copy(),
             "cuts": s.cuts[ids].copy(),
+            "fills": s.fills[ids].copy(),
+            "cancels": s.cancels[ids].copy(),
+            "rejects": s.rejects[ids].copy(),
             "return": s.episode_return[ids].copy(),
             "steps": self.k[ids].copy(),
         }
@@ -427,6 +470,9 @@ _NO_FRACTIONS = np.zeros(0, dtype=np.float64)
 _NO_CAP = np.zeros(0, dtype=np.int64)
 _NO_LIMIT = np.iinfo(np.int64).max
 _OBS_REMAINING, _OBS_ELAPSED, _OBS_MARKET = 0, 1, 2
+# columns of EpisodeStats.order_ints
+_WORKING, _CHILD_SEQ, _FILLS, _CANCELS, _REJECTS = range(5)
+_N_ORDER_INTS = 5
 
 
 @njit(cache=True)
@@ -447,6 +493,7 @@ def _reset_order_rows(
     breaches: NDArray[np.int64],
     cuts: NDArray[np.int64],
     schedule: NDArray[np.int64],
+    order_ints: NDArray[np.int64],
 ) -> None:
     """A fresh episode's order state in envs ``ids``."""
     for r in range(ids.shape[0]):
@@ -465,6 +512,7 @@ def _reset_order_rows(
         breaches[i] = 0
         cuts[i] = 0
         schedule[i, :] = 0
+        order_ints[i, :] = 0
 
 
 @njit(cache=True)
@@ -561,7 +609,10 @@ def _decide_kernel(
     n_steps: int,
     child_max: int,
     participation_cap: NDArray[np.int64],
+    order_ints: NDArray[np.int64],
     shares: NDArray[np.int64],
+    cancel: NDArray[np.bool_],
+    child_id: NDArray[np.int64],
     limit: NDArray[np.int64],
     cut: NDArray[np.bool_],
 ) -> int:
@@ -570,8 +621,9 @@ def _decide_kernel(
     unfilled); nothing after the episode. ``limit``: the largest child the limits allow now.
     ``cut``: the policy asked for more than they allow (a discrete action the mask forbids, or
     a continuous request above the cap; not the last step, whose size the policy does not
-    choose). Returns -1, or the position of the first discrete action outside the set (then
-    nothing is written)."""
+    choose). New orders stay within what is left less what still works; at the horizon the
+    working order is cancelled and the rest sent as one marketable order. Returns -1, or the
+    position of the first discrete action outside the set (then nothing is written)."""
     n = remaining.shape[0]
     discrete = fractions.shape[0] > 0
     if discrete:
@@ -583,16 +635,20 @@ def _decide_kernel(
             requested[i] = fraction_to_shares_one(fractions[actions[i]], remaining[i])
     for i in range(n):
         r = remaining[i]
+        working = order_ints[i, _WORKING]
         req = requested[i]
         may_cut = can_cut[actions[i]] if discrete else True
         lim = _limit(child_max, participation_cap, i)
-        cap = min(r, lim)
         on = not done[i]
         last = k[i] >= n_steps - 1
+        free = r if last else r - working  # at the horizon the working order is cancelled
+        cap = min(free, lim)
         qty = min(r if last else req, cap)  # at the horizon: what is left, within the limits
         if not on:
             qty = 0
         shares[i] = qty
+        cancel[i] = on and last and working > 0
+        child_id[i] = order_ints[i, _CHILD_SEQ] + 1 if qty > 0 else 0
         limit[i] = lim
         cut[i] = on and not last and may_cut and req > cap
     return -1
@@ -602,6 +658,10 @@ def _decide_kernel(
 def _book_kernel(
     fill_qty: NDArray[np.int64],
     fill_avg_px: NDArray[np.float64],
+    fill_count: NDArray[np.int32],
+    working_after: NDArray[np.int64],
+    cancelled: NDArray[np.int64],
+    reject: NDArray[np.int8],
     active: NDArray[np.bool_],
     sent: NDArray[np.int64],
     limit: NDArray[np.int64],
@@ -629,6 +689,7 @@ def _book_kernel(
     done_now: NDArray[np.bool_],
     avg_fill: NDArray[np.float64],
     reward: NDArray[np.float32],
+    order_ints: NDArray[np.int64],
 ) -> int:
     """Book the fills: cash, counters, schedule, the step's IS against the arrival mid
     (``execrl.domain.costs`` convention), the episode's IS against the arrival VWAP so far,
@@ -641,7 +702,13 @@ def _book_kernel(
         schedule[i, min(k[i], n_steps - 1)] += fill_qty[i]
     for i in range(n):
         filled[i] += fill_qty[i]
-        child_orders[i] += 1 if fill_qty[i] > 0 else 0
+        accepted = active[i] and sent[i] > 0 and reject[i] == 0
+        child_orders[i] += 1 if accepted else 0
+        order_ints[i, _CHILD_SEQ] += 1 if accepted else 0
+        order_ints[i, _FILLS] += fill_count[i] if active[i] else 0
+        order_ints[i, _CANCELS] += 1 if active[i] and cancelled[i] > 0 else 0
+        order_ints[i, _REJECTS] += 1 if active[i] and reject[i] != 0 else 0
+        order_ints[i, _WORKING] = working_after[i] if active[i] else order_ints[i, _WORKING]
     for i in range(n):
         cuts[i] += 1 if cut[i] else 0
     for i in range(n):
@@ -653,7 +720,10 @@ def _book_kernel(
         k[i] += 1 if active[i] else 0
     n_done = 0
     for i in range(n):
-        ended = active[i] and (remaining[i] == 0 or k[i] >= n_steps)
+        # done: nothing left and nothing working, or the horizon (whose step cancelled what
+        # worked: whatever is left is the residual)
+        ended = active[i] and ((remaining[i] == 0 and order_ints[i, _WORKING] == 0)
+                               or k[i] >= n_steps)
         done_now[i] = ended
         n_done += 1 if ended else 0
     for i in range(n):

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from execrl.domain import ConfigError, OrderType
 from execrl.domain.errors import describe_pydantic_error
 from execrl.market.volume import u_shape_weights
-from execrl.sim.base import ORDER_TYPE_CODES, ChildOrderBatch, FillBatch
+from execrl.sim.base import ORDER_TYPE_CODES, REJECT_ORDER_TYPE, ChildOrderBatch, FillBatch
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -307,16 +307,18 @@ def _execute_kernel(
     new_last_volume: NDArray[np.float64],
     fill_qty: NDArray[np.int64],
     avg_px: NDArray[np.float64],
-) -> int:
-    """One step of every market (see the module docstring); returns -1, or the index of the
-    first active order that is not a market order (and then changes nothing). Short loops
-    over few arrays: the compiler vectorises those."""
+    reject: NDArray[np.int8],
+    reject_order_type: int,
+) -> None:
+    """One step of every market (see the module docstring). A child order that is not a
+    market order is rejected (``reject``), in its market alone, which then steps without
+    trading. Short loops over few arrays: the compiler vectorises those."""
     n = qty.shape[0]
     for i in range(n):
-        if active[i] and order_type[i] != market_code:
-            return i
+        refused = active[i] and qty[i] > 0 and order_type[i] != market_code
+        reject[i] = reject_order_type if refused else 0
     for i in range(n):
-        fill_qty[i] = qty[i] if active[i] else 0
+        fill_qty[i] = qty[i] if active[i] and reject[i] == 0 else 0
     for i in range(n):
         q = fill_qty[i]
         traded = q > 0
@@ -341,7 +343,6 @@ def _execute_kernel(
             new_alpha[i] = a1 if active[i] else alpha[i]
     for i in range(n):
         k_market[i] += 1 if active[i] else 0
-    return -1
 
 
 class ACMarket:
@@ -377,6 +378,7 @@ class ACMarket:
                 (1.0 - self._phi**2) / (2.0 * c.signal.kappa)
             )
             self._alpha_std = c.signal.stationary_std
+        self.tick_size = 0.0  # continuous prices: the model has no price grid
         self.available_features: tuple[str, ...] = (
             "price_drift",
             "volatility",
@@ -513,7 +515,11 @@ class ACMarket:
         np.multiply(volume, interval_px, out=weighted)
         return weighted.sum(axis=1) / volume.sum(axis=1)
 
-    def execute(self, orders: ChildOrderBatch, active: NDArray[np.bool_]) -> FillBatch:
+    def execute(
+        self, orders: ChildOrderBatch, active: NDArray[np.bool_], record_events: bool = False
+    ) -> FillBatch:
+        """Fill every active market order at once (nothing rests, so a cancel has nothing to
+        take off); other order types are rejected by name, per market."""
         c = self.config
         n = self.n_envs
         new_mid = np.empty(n)
@@ -521,7 +527,9 @@ class ACMarket:
         new_last_volume = np.empty(n)
         fill_qty = np.empty(n, dtype=np.int64)
         avg_px = np.empty(n)
-        bad = _execute_kernel(
+        reject = np.empty(n, dtype=np.int8)
+        step = self._k.copy() if record_events else None
+        _execute_kernel(
             np.ascontiguousarray(orders.qty),
             np.ascontiguousarray(active),
             np.ascontiguousarray(orders.order_type),
@@ -552,16 +560,18 @@ class ACMarket:
             new_last_volume,
             fill_qty,
             avg_px,
+            reject,
+            REJECT_ORDER_TYPE,
         )
-        if bad >= 0:
-            kind = OrderType(list(OrderType)[int(orders.order_type[bad])]).value
-            raise ValueError(f"the Almgren-Chriss market fills market orders only, got {kind!r}")
         # new arrays, not in-place updates: a caller holding ``mid`` from before the step
         # (the environment's reward does) keeps the pre-trade prices
         self._mid = new_mid
         self._alpha = new_alpha
         self._last_volume = new_last_volume
-        return FillBatch(qty=fill_qty, avg_px=avg_px)
+        fills = FillBatch.immediate(fill_qty, avg_px, reject)
+        if step is not None:
+            fills.events = fills.fill_events(orders.child_id, step.astype(np.float64))
+        return fills
 
     def expected_mid_change(self, shares: NDArray[np.int64]) -> NDArray[np.float64]:
         """E[S_k − S_{k−1} | now, n_k = shares]: drift, alpha and our permanent impact, without

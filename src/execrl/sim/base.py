@@ -1,9 +1,13 @@
-"""The protocol every simulator implements, batched over ``n_envs`` independent markets.
+"""The protocol every market implements, batched over ``n_envs`` independent markets.
 
-One call of ``execute`` is one decision step for every market at once. The child-order batch
-already carries what an order-book market needs (type, limit price, time to live), so the
-Almgren–Chriss market, the stochastic order book and the historical replay sit behind the
-same environment; a market refuses the order types it cannot fill, by name.
+One call of ``execute`` is one decision step for every market at once. Per step and market,
+the execution core sends at most one new child order (quantity, type, limit price on the
+market's tick grid, time to live) and may cancel the order still working; the market answers
+with every fill of the step (of the new order and of resting ones), the passive part of it,
+fees or rebates, the quantity still working, and a per-market reject with its reason: a
+market refuses what it cannot do by name, in that market alone, without failing the batch.
+The Almgren–Chriss market, the stochastic order book and the historical replay all sit
+behind this one protocol.
 """
 
 from __future__ import annotations
@@ -18,15 +22,48 @@ from execrl.domain import OrderType
 
 ORDER_TYPE_CODES: dict[OrderType, int] = {t: i for i, t in enumerate(OrderType)}
 
+#: Why a market refused a child order (``FillBatch.reject``); code 0 = accepted.
+REJECT_REASONS: tuple[str, ...] = (
+    "",
+    "order type not supported by this market",
+    "limit price off the market's tick grid",
+    "no limit price for a limit order",
+    "quantity above what the order has left to send",
+)
+REJECT_NONE, REJECT_ORDER_TYPE, REJECT_OFF_TICK, REJECT_NO_PRICE, REJECT_QTY = range(5)
+
+#: One row per fill, for the audit trail: which market (env), which child order, when
+#: (decision step), how many shares at what price, whether it rested (passive) and its fee
+#: (currency; negative = a rebate).
+FILL_EVENT_DTYPE = np.dtype(
+    [
+        ("env", np.int32),
+        ("child_id", np.int64),
+        ("t", np.float64),
+        ("qty", np.int64),
+        ("px", np.float64),
+        ("passive", np.bool_),
+        ("fee", np.float64),
+    ]
+)
+
+
+def reject_reason(code: int) -> str:
+    """The reason a reject code stands for."""
+    return REJECT_REASONS[int(code)]
+
 
 @dataclass(slots=True)
 class ChildOrderBatch:
-    """At most one new child order per market per step; ``qty == 0`` means none."""
+    """At most one new child order per market per step (``qty == 0``: none), and whether to
+    cancel the order still working there first."""
 
     qty: NDArray[np.int64]
     order_type: NDArray[np.int8]
     limit_px: NDArray[np.float64]  # NaN for market orders
     ttl_steps: NDArray[np.int32]  # steps a passive order may rest; 0 = immediate-or-cancel
+    cancel: NDArray[np.bool_]  # cancel the working order before the new one
+    child_id: NDArray[np.int64]  # the new order's id within its parent order
 
     @classmethod
     def market_orders(cls, n_envs: int) -> ChildOrderBatch:
@@ -35,27 +72,67 @@ class ChildOrderBatch:
             order_type=np.full(n_envs, ORDER_TYPE_CODES[OrderType.MARKET], dtype=np.int8),
             limit_px=np.full(n_envs, np.nan),
             ttl_steps=np.zeros(n_envs, dtype=np.int32),
+            cancel=np.zeros(n_envs, dtype=bool),
+            child_id=np.zeros(n_envs, dtype=np.int64),
         )
 
 
 @dataclass(slots=True)
 class FillBatch:
-    """What traded in the step, per market: shares and their average price (NaN if none)."""
+    """What happened in the step, per market."""
 
-    qty: NDArray[np.int64]
-    avg_px: NDArray[np.float64]
+    qty: NDArray[np.int64]  # every share filled (new and resting orders)
+    avg_px: NDArray[np.float64]  # their average price, NaN if none
+    passive_qty: NDArray[np.int64]  # of ``qty``, what filled while resting
+    fees: NDArray[np.float64]  # currency; negative = rebates
+    n_fills: NDArray[np.int32]  # fill events
+    working_qty: NDArray[np.int64]  # still resting after the step
+    cancelled_qty: NDArray[np.int64]  # taken off the book by a cancel
+    reject: NDArray[np.int8]  # REJECT_* code of the new child order, 0 = accepted
+    events: NDArray | None = None  # FILL_EVENT_DTYPE rows, when asked for
+
+    @classmethod
+    def immediate(
+        cls, qty: NDArray[np.int64], avg_px: NDArray[np.float64], reject: NDArray[np.int8]
+    ) -> FillBatch:
+        """Fills of a market where nothing rests: all aggressive, one fill per order, no fee."""
+        n = qty.shape[0]
+        return cls(
+            qty=qty,
+            avg_px=avg_px,
+            passive_qty=np.zeros(n, dtype=np.int64),
+            fees=np.zeros(n),
+            n_fills=(qty > 0).astype(np.int32),
+            working_qty=np.zeros(n, dtype=np.int64),
+            cancelled_qty=np.zeros(n, dtype=np.int64),
+            reject=reject,
+        )
+
+    def fill_events(self, child_id: NDArray[np.int64], t: NDArray) -> NDArray:
+        """``FILL_EVENT_DTYPE`` rows of a market where each order fills at most once a step."""
+        envs = np.flatnonzero(self.qty > 0)
+        events = np.empty(envs.size, dtype=FILL_EVENT_DTYPE)
+        events["env"] = envs
+        events["child_id"] = child_id[envs]
+        events["t"] = t[envs]
+        events["qty"] = self.qty[envs]
+        events["px"] = self.avg_px[envs]
+        events["passive"] = False
+        events["fee"] = self.fees[envs]
+        return events
 
 
 class BatchedMarket(Protocol):
     """A batch of independent markets that one parent order (per market) trades against.
 
-    Randomness: ``reset`` draws every episode's market path from the generator it is given,
-    before any order is seen, so two policies reset with the same seed meet the same paths
-    (common random numbers) whatever they trade.
+    Randomness: ``reset`` draws what it needs from the generator it is given, keyed so that
+    two policies reset with the same seed meet the same market (common random numbers)
+    whatever they trade.
     """
 
     n_envs: int
     n_steps: int
+    tick_size: float  # the price grid of limit orders; 0.0 = continuous prices
     available_features: tuple[str, ...]
 
     @property
@@ -64,11 +141,26 @@ class BatchedMarket(Protocol):
     @property
     def arrival_mid(self) -> NDArray[np.float64]: ...
 
+    @property
+    def arrival_vwap(self) -> NDArray[np.float64]:
+        """The market VWAP before the order arrived (seed 000's benchmark)."""
+
+    @property
+    def interval_vwap(self) -> NDArray[np.float64]:
+        """The market VWAP over the order's steps so far."""
+
     def reset(self, rng: np.random.Generator, env_ids: NDArray[np.intp] | None = None) -> None:
         """Start new episodes in ``env_ids`` (all when None), drawing their paths from ``rng``."""
 
-    def execute(self, orders: ChildOrderBatch, active: NDArray[np.bool_]) -> FillBatch:
-        """Advance the ``active`` markets one step with ``orders``; inactive ones stay put."""
+    def execute(
+        self, orders: ChildOrderBatch, active: NDArray[np.bool_], record_events: bool = False
+    ) -> FillBatch:
+        """Advance the ``active`` markets one step with ``orders``; inactive ones stay put.
+        With ``record_events``, ``FillBatch.events`` holds one row per fill."""
+
+    def expected_mid_change(self, shares: NDArray[np.int64]) -> NDArray[np.float64]:
+        """E[mid change of the coming step | trading ``shares`` now], where the market knows
+        its dynamics (the ``expected_cost`` reward); a market that does not raises."""
 
     def feature(self, name: str) -> NDArray[np.float64]:
         """The current value of a market feature named in ``available_features``."""
