@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import warnings
@@ -23,6 +22,8 @@ except ImportError:  # pragma: no cover - a typer that uses the click package
 
 from execrl import __version__
 from execrl.domain import ConfigError, ExecRLError, ParentOrder
+from execrl.domain.errors import shown_value
+from execrl.domain.files import load_config_object, load_json_object
 from execrl.domain.outputs import check_output_folder, staged_folder
 from execrl.env.factory import DEFAULT_ORDER, EnvConfig, order_feasibility
 from execrl.env.rewards import REWARDS
@@ -124,18 +125,24 @@ def _root(
     warnings.simplefilter("ignore")
 
 
+#: Market fields the parent order decides: refused in a --market file rather than overwritten.
+_ORDER_DECIDES = {
+    "horizon": "the order's horizon (horizon_s, or end_ts - start_ts)",
+    "s0": "the order's arrival_px",
+}
+
+
 def _load_market(env: str, market_file: Path | None) -> ACMarketConfig:
     market = preset_market(env)
     if market_file is None:
         return market
-    try:
-        overrides = json.loads(market_file.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read market file {str(market_file)!r}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"market file {str(market_file)!r} is not valid JSON: {exc}") from None
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"market file {str(market_file)!r} must hold a JSON object")
+    overrides = load_json_object(market_file, "market file")
+    for key, decided_by in _ORDER_DECIDES.items():
+        if key in overrides:
+            raise ConfigError(
+                f"market file {str(market_file)!r} field {key!r} = "
+                f"{shown_value(overrides[key])} is not allowed: it is set by {decided_by}"
+            )
     return ACMarketConfig.from_dict({**market.model_dump(), **overrides})
 
 
@@ -401,22 +408,7 @@ def evaluate(
 def _load_hyperparams(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
-    try:
-        if path.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold an object / table")
-    return data
+    return load_config_object(path, "config file")
 
 
 @app.command()

@@ -3,11 +3,18 @@
 External input is validated here, at the edge: a bad order is refused with an
 ``OrderValidationError`` whose one-line message names the field and the bad value, and
 nothing downstream runs. Inside execrl an order is immutable.
+
+Bounds. Every number of an order lies in a range in which execrl's arithmetic is exact and
+finite: at most ``MAX_QTY`` shares (whole shares stay exact in float64, and cash = shares ×
+price stays far inside its range), prices in (0, ``MAX_PRICE``], timestamps in Unix seconds
+in [0, ``MAX_TS``] (a millisecond timestamp is refused, not read as 30,000 years) and a
+horizon in [``MIN_HORIZON_S``, ``MAX_HORIZON_S``]. Whether the order makes sense on a given
+market (its impact, its risk) is checked where the two meet
+(``ACMarketConfig.validate_for_order``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +31,7 @@ from pydantic import (
 )
 
 from execrl.domain.errors import OrderValidationError, describe_pydantic_error
+from execrl.domain.files import load_json_object, parse_json_object
 
 
 class Side(StrEnum):
@@ -46,6 +54,22 @@ class OrderType(StrEnum):
 
 
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+#: Largest parent order, in shares: a trillion, far above any real order, far below 2**53.
+MAX_QTY = 10**12
+#: Highest price, in currency per share.
+MAX_PRICE = 1e9
+#: Latest timestamp, in Unix seconds (the year 5138).
+MAX_TS = 1e11
+#: Shortest and longest horizon, in seconds: a millisecond and about 31.7 years.
+MIN_HORIZON_S = 1e-3
+MAX_HORIZON_S = 1e9
+
+Price = Annotated[float, Field(gt=0, le=MAX_PRICE, allow_inf_nan=False)]
+Timestamp = Annotated[float, Field(ge=0, le=MAX_TS, allow_inf_nan=False)]
+#: An identifier: at most 128 characters of printable text (``_printable`` refuses a newline or
+#: a terminal escape, which would break a report or a one-line message).
+Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class OrderConstraints(BaseModel):
@@ -74,14 +98,16 @@ class ParentOrder(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    order_id: Annotated[str, Field(min_length=1)]
-    symbol: Annotated[str, Field(min_length=1)]
+    order_id: Identifier
+    symbol: Identifier
     side: Annotated[Side, Field(strict=False)]
-    qty: Annotated[int, Field(gt=0)]
-    arrival_px: PositiveFinite | None = None
-    start_ts: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    end_ts: Annotated[float, Field(allow_inf_nan=False)] | None = None
-    horizon_s: PositiveFinite | None = None
+    qty: Annotated[int, Field(gt=0, le=MAX_QTY)]
+    arrival_px: Price | None = None
+    start_ts: Timestamp
+    end_ts: Timestamp | None = None
+    horizon_s: Annotated[
+        float, Field(ge=MIN_HORIZON_S, le=MAX_HORIZON_S, allow_inf_nan=False)
+    ] | None = None
     constraints: OrderConstraints = OrderConstraints()
 
     @model_validator(mode="after")
@@ -92,12 +118,25 @@ class ParentOrder(BaseModel):
             raise ValueError("give end_ts or horizon_s, not both")
         return self
 
+    @field_validator("order_id", "symbol")
+    @classmethod
+    def _printable(cls, text: str) -> str:
+        if not text.isprintable():
+            raise ValueError("must be printable text (no control characters)")
+        return text
+
     @field_validator("end_ts")
     @classmethod
     def _end_after_start(cls, end_ts: float | None, info: ValidationInfo) -> float | None:
         start = info.data.get("start_ts")
-        if end_ts is not None and start is not None and end_ts <= start:
-            raise ValueError(f"must be after start_ts = {start!r}")
+        if end_ts is not None and start is not None:
+            if end_ts <= start:
+                raise ValueError(f"must be after start_ts = {start!r}")
+            if not MIN_HORIZON_S <= end_ts - start <= MAX_HORIZON_S:
+                raise ValueError(
+                    f"end_ts - start_ts = {end_ts - start:g} s must be in "
+                    f"[{MIN_HORIZON_S:g}, {MAX_HORIZON_S:g}] s"
+                )
         return end_ts
 
     @property
@@ -122,23 +161,13 @@ class ParentOrder(BaseModel):
 
     @classmethod
     def from_json(cls, text: str) -> ParentOrder:
-        # NaN / Infinity literals parse to floats, so the model refuses them by field name.
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise OrderValidationError(f"order is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        """Validate JSON text (duplicate keys, NaN and Infinity are refused by name)."""
+        return cls.from_dict(parse_json_object(text, "order", OrderValidationError))
 
     @classmethod
     def from_file(cls, path: str | Path) -> ParentOrder:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise OrderValidationError(
-                f"cannot read order file {str(p)!r}: {exc.strerror}"
-            ) from None
-        return cls.from_json(text)
+        """Validate a UTF-8 JSON file (``execrl.domain.files`` says what else is refused)."""
+        return cls.from_dict(load_json_object(path, "order file", OrderValidationError))
 
     def to_wire(self) -> dict[str, Any]:
         """The seed 001 §9.1 JSON object (``None`` fields left out)."""

@@ -37,11 +37,15 @@ class EnvConfig:
 
 
 def market_for_order(market: ACMarketConfig, order: ParentOrder) -> ACMarketConfig:
-    """The market with the order's horizon (in the market's time unit) and arrival price."""
+    """The market with the order's horizon (in the market's time unit) and arrival price;
+    a market and order whose numbers would not stay finite are refused by name
+    (``ACMarketConfig.validate_for_order``)."""
     update = {"horizon": order.horizon / market.time_unit_s}
     if order.arrival_px is not None:
         update["s0"] = order.arrival_px
-    return ACMarketConfig.from_dict({**market.model_dump(), **update})
+    for_order = ACMarketConfig.from_dict({**market.model_dump(), **update})
+    for_order.validate_for_order(order.qty)
+    return for_order
 
 
 def reward_for_market(name: str, market: ACMarketConfig) -> Reward:

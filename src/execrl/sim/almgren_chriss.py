@@ -37,11 +37,24 @@ from execrl.sim.base import ORDER_TYPE_CODES, REJECT_ORDER_TYPE, ChildOrderBatch
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
+#: Largest price move, as a multiple of the arrival price, that a market may be asked to model
+#: (``ACMarketConfig.validate_for_order``): the IS then stays below 1e10 bps.
+MAX_MOVE_MULTIPLE = 1e6
+#: Largest risk term (λ·Var) or signal value, in bps of the order's notional: far inside
+#: float32, which observations and training rewards use.
+MAX_TERM_BPS = 1e30
+#: Normal draws beyond this many standard deviations do not occur (p ≈ 1e-23 per draw).
+_MAX_DRAW_SD = 10.0
+#: Largest expected volume of one step, in shares: counts stay exact in float64 and int64.
+_MAX_STEP_VOLUME = float(2**53)
+
 
 class SignalConfig(BaseModel):
     """An observed Ornstein–Uhlenbeck alpha that moves the price: dα = −κα dt + σ_α dW."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a market file's "1.2" (a string) or true (for a number) is refused, as in an
+    # order; an integer is still a valid float
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     kappa: Positive
     """Mean-reversion speed per time unit."""
@@ -59,11 +72,16 @@ class ACMarketConfig(BaseModel):
     Units: prices in currency, time in ``time unit``s (one trading day of ``time_unit_s``
     seconds in the paper), σ in price per √time unit, η in price·time per share, γ and ε in
     price per share.
+
+    Each field is validated alone here (strictly: no string for a number, no boolean for a
+    count); ``validate_for_order`` checks that the market and an order together stay inside
+    the range where the simulation's numbers are finite and meaningful. ``s0`` and
+    ``horizon`` are the order's (its arrival price and horizon, ``market_for_order``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    s0: Positive = 50.0
+    s0: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] = 50.0
     sigma: NonNegative = 0.95
     eta: Positive = 2.5e-6
     gamma: NonNegative = 2.5e-7
@@ -74,12 +92,14 @@ class ACMarketConfig(BaseModel):
     horizon: Positive = 5.0
     """T, in time units."""
     n_steps: Annotated[int, Field(ge=1, le=10_000)] = 10
-    time_unit_s: Positive = 23_400.0
-    adv: Positive = 5e6
+    time_unit_s: Annotated[float, Field(ge=1e-3, le=1e9, allow_inf_nan=False)] = 23_400.0
+    """Seconds in one time unit (a millisecond to about 31.7 years)."""
+    adv: Annotated[float, Field(ge=1, le=1e15, allow_inf_nan=False)] = 5e6
     """Expected market volume per time unit, in shares."""
-    volume_u_shape: Annotated[float, Field(ge=0, lt=1)] = 0.5
-    volume_noise: NonNegative = 0.2
-    vol_multiplier: Positive = 1.0
+    volume_u_shape: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.5
+    volume_noise: Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)] = 0.2
+    """Standard deviation of a step's log volume (5: volumes spread over e^±50)."""
+    vol_multiplier: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 1.0
     pre_arrival_steps: Annotated[int, Field(ge=1, le=10_000)] = 5
     signal: SignalConfig | None = None
 
@@ -98,6 +118,71 @@ class ACMarketConfig(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(describe_pydantic_error("market config", exc)) from None
+
+    def validate_for_order(self, qty: int) -> None:
+        """Refuse, naming the fields, a market and order (this config holds the order's
+        horizon and arrival price) whose numbers would leave the range where the simulation
+        is finite and meaningful: a price move beyond ``MAX_MOVE_MULTIPLE`` × the arrival
+        price, a risk or signal term beyond ``MAX_TERM_BPS``, or step volumes beyond 2**53.
+
+        Cheap upper bounds, not the simulation: each term is the most that part of the model
+        can move the price (draws taken at ``_MAX_DRAW_SD`` standard deviations)."""
+        x, s0, horizon, tau = float(qty), self.s0, self.horizon, self.tau
+        span = horizon + self.pre_arrival_steps * tau  # simulated time, pre-arrival included
+        unit = f"{self.time_unit_s:g} s"
+        alpha_std = 0.0 if self.signal is None else self.signal.stationary_std
+        moves = {
+            f"the temporary impact eta/tau × qty (market field 'eta' = {self.eta:g}, order "
+            f"field 'qty' = {qty}, tau = horizon / n_steps = {tau:.3g} × {unit})":
+            self.eta / tau * x,
+            f"the permanent impact gamma × qty (market field 'gamma' = {self.gamma:g}, "
+            f"order field 'qty' = {qty})": self.gamma * x,
+            f"market field 'epsilon' = {self.epsilon:g}": self.epsilon,
+            f"market field 'drift' = {self.drift:g} over the horizon": abs(self.drift) * span,
+            f"market field 'sigma' = {self.sigma:g} (× vol_multiplier {self.vol_multiplier:g}) "
+            f"over the horizon, at {_MAX_DRAW_SD:g} sd":
+            _MAX_DRAW_SD * self.sigma_eff * math.sqrt(span),
+            f"market field 'signal' (stationary std {alpha_std:.3g}) over the horizon, at "
+            f"{_MAX_DRAW_SD:g} sd": _MAX_DRAW_SD * alpha_std * horizon,
+        }
+        move = sum(moves.values())
+        if not move <= MAX_MOVE_MULTIPLE * s0:
+            name, value = max(moves.items(), key=lambda item: item[1])
+            raise ConfigError(
+                f"{name} moves the price by {value:.3g}, more than {MAX_MOVE_MULTIPLE:g} × the "
+                f"arrival price {s0:g}: too far outside what this market can model"
+            )
+        notional = x * s0
+        # Var[cost] ≤ (move·X)²; λ·Var in bps of notional (the objective's risk term)
+        risk_bps = self.risk_aversion * (move * x) * (move * x) / notional * 1e4
+        if not risk_bps <= MAX_TERM_BPS:
+            raise ConfigError(
+                f"market field 'risk_aversion' = {self.risk_aversion:g} is too large for this "
+                f"order: its risk term could reach {risk_bps:.3g} bps of the notional, more "
+                f"than {MAX_TERM_BPS:g}"
+            )
+        if self.signal is not None:
+            # the signal-aware optimum's value is bounded by Var[α]·T³/η̃ per step
+            value = alpha_std * alpha_std * horizon * horizon * horizon / self.eta_tilde
+            signal_bps = value * (self.n_steps + 1) / notional * 1e4
+            if not signal_bps <= MAX_TERM_BPS:
+                raise ConfigError(
+                    f"market field 'signal' (stationary std {alpha_std:.3g}) is too strong for "
+                    f"eta - gamma*tau/2 = {self.eta_tilde:.3g}: the signal's value could reach "
+                    f"{signal_bps:.3g} bps, more than {MAX_TERM_BPS:g}"
+                )
+        drift_scale = self.sigma_eff * math.sqrt(horizon)
+        if self.sigma_eff > 0 and not (drift_scale > 0 and move / drift_scale <= MAX_TERM_BPS):
+            raise ConfigError(
+                f"market field 'sigma' = {self.sigma:g} is too small for this order's price "
+                f"moves (the price-drift feature is scaled by it); use 0 for no volatility"
+            )
+        step_volume = self.adv * horizon * float(self.volume_weights().max())
+        if not step_volume <= _MAX_STEP_VOLUME:
+            raise ConfigError(
+                f"market field 'adv' = {self.adv:g} over the horizon of {horizon:g} × {unit} "
+                f"gives {step_volume:.3g} shares in one step, more than 2**53"
+            )
 
     @property
     def tau(self) -> float:

@@ -56,6 +56,10 @@ class CostMoments:
         return self.expected + risk_aversion * self.variance
 
 
+#: Largest κT for which sinh(κT) is computed directly (math.sinh overflows above ~710).
+_SINH_SAFE = 700.0
+
+
 def ac_kappa(config: ACMarketConfig) -> float:
     """κ of the λ-optimal trajectory: cosh(κτ) = 1 + λσ_eff²τ²/(2η̃)."""
     c = config
@@ -70,6 +74,14 @@ def ac_trajectory(config: ACMarketConfig, qty: float) -> NDArray[np.float64]:
     kappa = ac_kappa(config)
     if kappa * c.horizon < 1e-10:  # λ = 0 (or σ = 0): the limit is TWAP
         return qty * (c.horizon - t) / c.horizon
+    if kappa * c.horizon > _SINH_SAFE:
+        # sinh overflows: the same ratio as e^{−κt}·(1 − e^{−2κ(T−t)})/(1 − e^{−2κT}),
+        # which for such urgency is everything in the first steps (κ may be inf here)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.exp(-kappa * t) * np.expm1(-2.0 * kappa * (c.horizon - t))
+            x = x / math.expm1(-2.0 * kappa * c.horizon)
+        x[0], x[-1] = 1.0, 0.0
+        return qty * x
     return qty * np.sinh(kappa * (c.horizon - t)) / math.sinh(kappa * c.horizon)
 
 
