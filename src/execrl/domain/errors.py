@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -33,3 +34,9 @@ def describe_pydantic_error(what: str, exc: Any) -> str:
     if first.get("type") == "missing":
         return f"{what} field '{field}' is missing{more}"
     return f"{what} field '{field}' = {first.get('input')!r} is not valid: {msg}{more}"
+
+
+def warn_user(message: str) -> None:
+    """One ``warning: …`` line on stderr: something the user should know that does not stop
+    the run (a checkpoint trained on another market, a run too short to learn anything)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
