@@ -188,9 +188,14 @@ def _load_hyperparams(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"offset {exc.start})"
+        ) from None
     try:
         if path.suffix == ".toml":
             import tomllib
@@ -208,7 +213,8 @@ def _load_hyperparams(path: Path | None) -> dict[str, Any]:
 @app.command()
 def train(
     algo: Annotated[str, typer.Option(help="qtable, dqn, qrdqn, ppo, maskable-ppo, bc, cql.")],
-    out: Annotated[Path, typer.Option(help="Checkpoint folder to write (replaced whole).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write: a new or empty folder, "
+                                      "or an execrl checkpoint (replaced whole).")],
     env: EnvOption = "ac",
     steps: Annotated[int, typer.Option(min=1, help="Environment steps (transitions); for "
                                        "offline algorithms, gradient steps.")] = 200_000,
@@ -219,7 +225,8 @@ def train(
     = "seed004",
     reward: Annotated[str, typer.Option(help="Reward: is_bps, arrival_vwap, risk_adjusted.")]
     = "risk_adjusted",
-    n_envs: Annotated[int, typer.Option(min=1, help="Environments stepped together.")] = 256,
+    n_envs: Annotated[int | None, typer.Option(min=1, help="Environments stepped together "
+                                               "(online algorithms; default 256).")] = None,
     order: Annotated[Path | None, typer.Option("--order", help="Parent order JSON.")] = None,
     market: Annotated[Path | None, typer.Option("--market", help="Market overrides JSON.")]
     = None,
@@ -229,17 +236,27 @@ def train(
     data: Annotated[Path | None, typer.Option("--data", help="Offline algorithms: decision log "
                                               "parquet from `execrl evaluate --log-decisions`.")]
     = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out even if it holds files "
+                                        "that are not an execrl checkpoint (they are deleted).")]
+    = False,
 ) -> None:
     """Train an execution agent; write a checkpoint folder with its numpy policy and hash."""
     try:
-        from execrl.agents.train import TrainRequest, run_training
+        from execrl.agents.checkpoint import check_checkpoint_out
+        from execrl.agents.train import OFFLINE_ALGOS, TrainRequest, run_training
 
+        check_checkpoint_out(out, force=force)
+        if n_envs is not None and algo in OFFLINE_ALGOS:
+            raise ConfigError(
+                f"--n-envs does not apply to {algo}: it learns from --data, not from "
+                "environments (its learning curve runs eval_orders orders)"
+            )
         parent = DEFAULT_ORDER if order is None else ParentOrder.from_file(order)
         request = TrainRequest(
             algo=algo, env_name=env,
             env_config=EnvConfig(market=_load_market(env, market), observations=observations,
                                  actions=actions, reward=reward),
-            order=parent, steps=steps, seed=seed, n_envs=n_envs,
+            order=parent, steps=steps, seed=seed, n_envs=256 if n_envs is None else n_envs,
             hyperparams=_load_hyperparams(config), data=data,
         )
         with Progress(
@@ -249,7 +266,8 @@ def train(
         ) as progress:
             task = progress.add_task(f"training {algo}", total=steps)
             result = run_training(
-                request, out, on_progress=lambda done: progress.update(task, completed=done)
+                request, out, on_progress=lambda done: progress.update(task, completed=done),
+                force=force,
             )
     except ExecRLError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
