@@ -483,3 +483,31 @@ def test_train_request_refuses_what_the_cli_refuses(decision_log: Path) -> None:
     with pytest.raises(ConfigError, match="--data is required"):
         TrainRequest(**{**base, "algo": "bc"})
     TrainRequest(**{**base, "seed": np.int64(3)})  # numpy's integers are whole numbers too
+
+
+@pytest.mark.parametrize(
+    ("algo", "hyper", "needle"),
+    [
+        ("ppo", {"vf_coef": 1e300}, "ppo training diverged: the network's outputs became NaN"),
+        ("maskable-ppo", {"vf_coef": 1e300}, "maskable-ppo training diverged"),
+        ("dqn", {"learning_rate": 1e30, "max_grad_norm": 1e300, "learning_starts": 0},
+         "dqn training diverged: the trained policy has non-finite weights"),
+    ],
+)
+def test_a_diverging_run_is_one_line_and_writes_nothing(algo, hyper, needle, tmp_path) -> None:
+    config = tmp_path / "hyper.json"
+    config.write_text(json.dumps(hyper))
+    result = runner.invoke(app, ["train", "--algo", algo, "--out", str(tmp_path / "ck"),
+                                 "--steps", "600", "--n-envs", "16", "--config", str(config)])
+    assert needle in one_error_line(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hyper.json"]
+
+
+def test_a_train_freq_longer_than_the_run_is_refused(tmp_path: Path) -> None:
+    """SB3 collects a whole train_freq cycle before it looks at --steps: 10⁹ batched steps
+    for a run of 100 would never end."""
+    config = tmp_path / "hyper.json"
+    config.write_text(json.dumps({"train_freq": 10**9}))
+    result = runner.invoke(app, ["train", "--algo", "qrdqn", "--out", str(tmp_path / "ck"),
+                                 "--steps", "100", "--n-envs", "4", "--config", str(config)])
+    assert "train_freq = 1000000000 batched steps" in one_error_line(result)

@@ -99,6 +99,7 @@ from execrl.agents.export import NumpyPolicy
 from execrl.agents.sb3_common import (
     CurveCallback,
     activation_class,
+    learn,
     linear_weights,
     make_recorder,
     make_train_env,
@@ -107,6 +108,7 @@ from execrl.agents.sb3_common import (
     set_torch_threads,
     versions,
 )
+from execrl.domain import ConfigError
 from execrl.domain.errors import warn_user
 from execrl.env.spaces import resolve_action_set
 
@@ -485,6 +487,13 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
     params_class = QRDQNParams if request.algo == "qrdqn" else DQNParams
     params = parse_hyperparams(request.algo, params_class, request.hyperparams)
     check_memory(request, params)
+    if params.train_freq is not None and params.train_freq * request.n_envs > request.steps:
+        raise ConfigError(
+            f"{request.algo} hyper-parameter train_freq = {params.train_freq} batched steps "
+            f"(x {request.n_envs} environments = {params.train_freq * request.n_envs:,} "
+            f"transitions) is longer than the run (--steps {request.steps:,}): SB3 would "
+            "collect them all before stopping"
+        )
     warn_if_short(request)
     if params.schedule(request.n_envs)[1] == 0:
         warn_user(f"{request.algo} hyper-parameter gradient_steps = 0: the network never trains")
@@ -497,7 +506,7 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
     vec_env = make_train_env(request, discrete_only=True)
     model = build_model(request.algo, params, vec_env, int(request.seed))
     recorder = make_recorder(request.steps, vec_env.num_envs)
-    model.learn(int(request.steps), callback=CurveCallback(recorder, on_progress))
+    learn(model, request.steps, CurveCallback(recorder, on_progress), request.algo)
     policy = export_policy(
         model, request.algo, tuple(vec_env.core.observations), vec_env.core.action_set.name
     )

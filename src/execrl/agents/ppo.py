@@ -70,6 +70,7 @@ from execrl.agents.export import NumpyPolicy
 from execrl.agents.sb3_common import (
     CurveCallback,
     activation_class,
+    learn,
     make_recorder,
     make_train_env,
     mlp_weights,
@@ -241,11 +242,17 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
     params = parse_hyperparams(request.algo, PPOParams, request.hyperparams)
     check_rollout(request, params)
     warn_if_short(request)
+    rollout = request.n_envs * params.n_steps
+    if rollout > request.steps:
+        warn_user(
+            f"{request.algo} collects whole rollouts: --steps {request.steps:,} runs one of "
+            f"--n-envs x n_steps = {rollout:,} steps"
+        )
     vec_env = make_train_env(request, discrete_only=request.algo == "maskable-ppo")
     seed = int(request.seed)
     model = build_model(request.algo, params, vec_env, seed)
     recorder = make_recorder(request.steps, vec_env.num_envs)
-    model.learn(int(request.steps), callback=CurveCallback(recorder, on_progress))
+    learn(model, request.steps, CurveCallback(recorder, on_progress), request.algo)
     policy = export_policy(
         model, request.algo, tuple(vec_env.core.observations), vec_env.core.action_set.name
     )

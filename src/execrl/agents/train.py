@@ -15,6 +15,8 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from execrl.agents.budget import check_budget, env_bytes
 from execrl.agents.checkpoint import TrainOutput, check_checkpoint_out, write_checkpoint
 from execrl.domain import ConfigError, ParentOrder
@@ -115,6 +117,11 @@ def run_training(
     started = time.perf_counter()
     output: TrainOutput = module.train(request, on_progress or (lambda steps: None))
     wall = time.perf_counter() - started
+    if not all(np.isfinite(a).all() for a in output.policy.arrays().values()):
+        raise ConfigError(
+            f"{request.algo} training diverged: the trained policy has non-finite weights; "
+            "lower the learning rate (nothing was written)"
+        )
     return write_checkpoint(
         out,
         algo=request.algo,
