@@ -55,7 +55,7 @@ def test_a_folder_of_other_files_survives_evaluate_byte_for_byte(tmp_path):
     (out / "results.json").write_text("{}")
     before = _snapshot(out)
     line = _one_error_line(_evaluate(out))
-    assert "'notes.txt'" in line and "--force" in line
+    assert "'notes.txt'" in line and "--force" in line and "not an execrl evaluation" in line
     assert _snapshot(out) == before
 
 
@@ -178,9 +178,9 @@ def test_staged_folder_swaps_in_only_at_the_end(tmp_path):
 
 def test_check_output_folder_names_the_flag_and_the_foreign_file(tmp_path):
     (tmp_path / "x.csv").write_text("1")
-    with pytest.raises(ConfigError, match=r"--out .* holds 'x.csv'"):
-        check_output_folder(tmp_path, "--out", lambda e: False)
-    check_output_folder(tmp_path, "--out", lambda e: e.name == "x.csv")  # owned: fine
+    with pytest.raises(ConfigError, match=r"--out .* holds files that are not ours .*'x.csv'"):
+        check_output_folder(tmp_path, "--out", lambda e: False, "ours")
+    check_output_folder(tmp_path, "--out", lambda e: e.name == "x.csv", "ours")  # owned: fine
 
 
 # -- options ------------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ except ImportError:  # pragma: no cover - a typer that uses the click package
 
 from execrl import __version__
 from execrl.domain import ConfigError, ExecRLError, ParentOrder
-from execrl.domain.errors import shown_value
+from execrl.domain.errors import shown_value, warn_user
 from execrl.domain.files import load_config_object, load_json_object
+from execrl.domain.limits import MAX_SEED, MEMORY_LIMIT_ENV, memory_limit_bytes
 from execrl.domain.outputs import check_output_folder, staged_folder
 from execrl.env.factory import DEFAULT_ORDER, EnvConfig, order_feasibility
 from execrl.env.rewards import REWARDS
@@ -92,18 +93,13 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
 BASELINE_POLICIES = "twap,vwap,pov,ac,immediate"
-#: seeds go to numpy, torch and SB3, which take unsigned 32-bit seeds
-SEED_MAX = 2**32 - 1
-#: what a run may allocate (estimated up front); EXECRL_MAX_MEMORY_GB overrides it
-DEFAULT_MAX_MEMORY_GB = 8.0
 
 
 def _error(message: str) -> None:
     err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
 
 
-def _warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+_warn = warn_user
 
 
 def _version(value: bool) -> None:
@@ -210,7 +206,7 @@ def _check_evaluation(
     from execrl.evaluate.backtest import backtest_bytes
     from execrl.evaluate.results import is_evaluation_output
 
-    check_output_folder(out, "--out", is_evaluation_output, force=force)
+    check_output_folder(out, "--out", is_evaluation_output, "an execrl evaluation", force=force)
     labels = [spec.partition(":")[0] for spec in policies]
     for base in compare_to:
         if base not in labels:
@@ -218,31 +214,18 @@ def _check_evaluation(
                 f"--compare-to {base!r} is not among --policies ({', '.join(labels)})"
             )
     estimate = backtest_bytes(orders, len(policies), market, log_decisions)
-    limit = _memory_limit_bytes()
+    limit = memory_limit_bytes()
     if estimate > limit:
         raise ConfigError(
             f"--orders {orders:,} x {len(policies)} policies would need about "
             f"{estimate / 2**30:.1f} GiB, above this run's limit of {limit / 2**30:.1f} GiB "
-            f"(set EXECRL_MAX_MEMORY_GB to change it)"
+            f"(set {MEMORY_LIMIT_ENV} to change it)"
         )
 
 
 def _default_baselines(policies: list[str]) -> list[str]:
     labels = [spec.partition(":")[0] for spec in policies]
     return ["twap"] if "twap" in labels else labels[:1]
-
-
-def _memory_limit_bytes() -> float:
-    import os
-
-    text = os.environ.get("EXECRL_MAX_MEMORY_GB", "")
-    try:
-        value = float(text) if text else DEFAULT_MAX_MEMORY_GB
-    except ValueError:
-        raise ConfigError(f"EXECRL_MAX_MEMORY_GB = {text!r} is not a number") from None
-    if not value > 0:
-        raise ConfigError(f"EXECRL_MAX_MEMORY_GB = {text!r} must be > 0")
-    return value * 2**30
 
 
 def _interrupted(out: Path) -> typer.Exit:
@@ -352,7 +335,7 @@ def evaluate(
                      "immediate, signal_aware (needs --env ac-signal)."),
     ] = BASELINE_POLICIES,
     orders: Annotated[int, typer.Option(min=1, help="Parent orders per policy (K).")] = 2000,
-    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED,
                                       help="Seed of the market paths (shared by all).")] = 7,
     out: Annotated[Path, typer.Option(help="Folder for results.json, episodes.parquet, "
                                       "report.md and plots; replaced whole at the end, and "
@@ -414,7 +397,8 @@ def _load_hyperparams(path: Path | None) -> dict[str, Any]:
 @app.command()
 def train(
     algo: Annotated[str, typer.Option(help="qtable, dqn, qrdqn, ppo, maskable-ppo, bc, cql.")],
-    out: Annotated[Path, typer.Option(help="Checkpoint folder to write (replaced whole).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write: a new or empty folder, "
+                                      "or an execrl checkpoint (replaced whole).")],
     env: EnvOption = "ac",
     steps: Annotated[int, typer.Option(min=1, help="Environment steps (transitions); for "
                                        "offline algorithms, gradient steps.")] = 200_000,
@@ -425,7 +409,8 @@ def train(
         help="Action set: " + ", ".join(ACTION_SETS) + ".")] = "seed004",
     reward: Annotated[str, typer.Option(
         help="Reward: " + ", ".join(REWARDS) + ".")] = "risk_adjusted",
-    n_envs: Annotated[int, typer.Option(min=1, help="Environments stepped together.")] = 256,
+    n_envs: Annotated[int | None, typer.Option(min=1, help="Environments stepped together "
+                                               "(online algorithms; default 256).")] = None,
     order: Annotated[Path | None, typer.Option("--order", help="Parent order JSON.")] = None,
     market: Annotated[Path | None, typer.Option("--market", help="Market overrides JSON.")]
     = None,
@@ -435,17 +420,27 @@ def train(
     data: Annotated[Path | None, typer.Option("--data", help="Offline algorithms: decision log "
                                               "parquet from `execrl evaluate --log-decisions`.")]
     = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out even if it holds files "
+                                        "that are not an execrl checkpoint (they are deleted).")]
+    = False,
 ) -> None:
     """Train an execution agent; write a checkpoint folder with its numpy policy and hash."""
     try:
-        from execrl.agents.train import TrainRequest, run_training
+        from execrl.agents.checkpoint import check_checkpoint_out
+        from execrl.agents.train import OFFLINE_ALGOS, TrainRequest, run_training
 
+        check_checkpoint_out(out, force=force)
+        if n_envs is not None and algo in OFFLINE_ALGOS:
+            raise ConfigError(
+                f"--n-envs does not apply to {algo}: it learns from --data, not from "
+                "environments (its learning curve runs eval_orders orders)"
+            )
         parent = DEFAULT_ORDER if order is None else ParentOrder.from_file(order)
         request = TrainRequest(
             algo=algo, env_name=env,
             env_config=EnvConfig(market=_load_market(env, market), observations=observations,
                                  actions=actions, reward=reward),
-            order=parent, steps=steps, seed=seed, n_envs=n_envs,
+            order=parent, steps=steps, seed=seed, n_envs=256 if n_envs is None else n_envs,
             hyperparams=_load_hyperparams(config), data=data,
         )
         _warn_if_infeasible(parent, request.env_config.market)
@@ -456,7 +451,8 @@ def train(
         ) as progress:
             task = progress.add_task(f"training {algo}", total=steps)
             result = run_training(
-                request, out, on_progress=lambda done: progress.update(task, completed=done)
+                request, out, on_progress=lambda done: progress.update(task, completed=done),
+                force=force,
             )
     except ExecRLError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
@@ -472,7 +468,7 @@ def demo(
                                       "replaced whole at the end, and only if it holds nothing "
                                       "but an earlier execrl output.")] = Path("demo-report"),
     orders: Annotated[int, typer.Option(min=2, help="Parent orders per policy.")] = 4000,
-    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED,
                                       help="Seed of the market paths.")] = 7,
     force: Annotated[
         bool, typer.Option("--force", help="Replace --out even if it holds files execrl did "

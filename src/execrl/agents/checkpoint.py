@@ -9,15 +9,17 @@
     DIR/native/…             the algorithm's own weights (SB3 zip, Q table, d3rlpy model)
 
 The folder is written under a temporary name beside DIR and renamed into place at the end,
-so a failed or interrupted run leaves no half-written checkpoint.
+so a failed or interrupted run leaves no half-written checkpoint. DIR is replaced only when
+it is empty or holds an execrl checkpoint and nothing else (``check_checkpoint_out``, run
+before training starts and again before the swap); anything else needs ``force``, and the
+current folder or one above it is never replaced. The previous checkpoint is renamed aside
+before the new one is renamed in and deleted only after, so at every moment DIR holds the
+old or the new checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +30,10 @@ import pandas as pd
 
 from execrl import __version__
 from execrl.agents.export import NumpyPolicy
-from execrl.domain import ParentOrder
+from execrl.domain import ConfigError, ExecRLError, ParentOrder
+from execrl.domain.outputs import check_output_folder, staged_folder
 from execrl.env.factory import EnvConfig
+from execrl.sim.almgren_chriss import ACMarketConfig
 
 
 class CurveRecorder:
@@ -88,6 +92,42 @@ def env_config_dict(config: EnvConfig) -> dict[str, Any]:
     }
 
 
+#: what a checkpoint folder holds (module docstring): ``train --out`` replaces a folder
+#: with these entries only
+CHECKPOINT_ENTRIES = frozenset(
+    {"config.json", "policy.json", "policy.npz", "policy_hash", "learning_curve.csv",
+     "learning_curve.png", "native"}
+)
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """An execrl checkpoint: a config.json naming algo, policy_hash and execrl_version, and a
+    policy.json."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(config, dict)
+        and {"algo", "policy_hash", "execrl_version"} <= set(config)
+        and (folder / "policy.json").is_file()
+    )
+
+
+def check_checkpoint_out(out: Path, *, force: bool = False) -> None:
+    """Refuse an ``--out`` that training could not write or must not replace, before any
+    training starts (``execrl.domain.outputs.check_output_folder``): the current folder or one
+    above it (even with ``force``), an existing file, a path under a file, a folder that
+    cannot be written, and (without ``force``) a folder holding anything but an execrl
+    checkpoint."""
+    out = Path(out)
+
+    def owned(entry: Path) -> bool:
+        return entry.name in CHECKPOINT_ENTRIES and is_checkpoint(entry.parent)
+
+    check_output_folder(out, "--out", owned, "an execrl checkpoint", force=force)
+
+
 def write_checkpoint(
     out: Path,
     *,
@@ -100,11 +140,11 @@ def write_checkpoint(
     hyperparams: dict[str, Any],
     wall_time_s: float,
     output: TrainOutput,
+    force: bool = False,
 ) -> dict[str, Any]:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    check_checkpoint_out(out, force=force)
+    with staged_folder(out) as tmp:  # swapped in whole at the end, or not at all
         digest = output.policy.save(tmp)
         (tmp / "policy_hash").write_text(digest + "\n")
         config = {
@@ -127,14 +167,87 @@ def write_checkpoint(
         if output.save_native is not None:
             (tmp / "native").mkdir()
             output.save_native(tmp / "native")
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        check_checkpoint_out(out, force=force)  # the folder may have changed while training
     return config
+
+
+def training_mismatch(
+    policy: NumpyPolicy, market: ACMarketConfig, order: ParentOrder
+) -> str | None:
+    """What differs between the market and order a loaded checkpoint was trained on
+    (``policy.training``, its config.json) and those it is about to be evaluated on, as one
+    line; None when nothing does (or the policy is not a loaded checkpoint).
+
+    Markets are compared as given (preset plus ``--market``), except ``horizon`` (always the
+    order's) and ``s0`` (the order's arrival price when both orders have one). Orders are
+    compared on what shapes the execution problem: side, qty, arrival price, horizon and
+    constraints (not their id, symbol or start time)."""
+    trained = policy.training
+    if not trained:
+        return None
+    where = policy.provenance.get("path", policy.name)
+    env_config = trained.get("env_config")
+    then_market = env_config.get("market") if isinstance(env_config, dict) else None
+    try:
+        then_order = ParentOrder.from_dict(trained.get("order"))
+    except ExecRLError as exc:
+        raise ConfigError(f"checkpoint {where}: config.json holds no valid order ({exc})") \
+            from None
+    if not isinstance(then_market, dict):
+        raise ConfigError(f"checkpoint {where}: config.json holds no env_config.market object")
+    then_parts: list[str] = []
+    now_parts: list[str] = []
+    skip = {"horizon"}
+    if then_order.arrival_px is not None and order.arrival_px is not None:
+        skip.add("s0")
+    now_market = market.model_dump(mode="json")
+    _differences(then_market, now_market, skip, then_parts, now_parts, "market")
+    _differences(_problem(then_order), _problem(order), set(), then_parts, now_parts, "order")
+    if not then_parts:
+        return None
+    limit = 6
+    more = f" (and {len(then_parts) - limit} more)" if len(then_parts) > limit else ""
+    return (
+        f"checkpoint {where} was trained on {', '.join(then_parts[:limit])}, evaluating on "
+        f"{', '.join(now_parts[:limit])}{more}"
+    )
+
+
+def _problem(order: ParentOrder) -> dict[str, Any]:
+    """The fields of an order that change the execution problem, flat."""
+    out: dict[str, Any] = {
+        "side": order.side.value,
+        "qty": order.qty,
+        "arrival_px": order.arrival_px,
+        "horizon_s": order.horizon,
+    }
+    for key, value in order.constraints.model_dump(mode="json").items():
+        out[f"constraints.{key}"] = value
+    return out
+
+
+def _differences(
+    then: dict[str, Any], now: dict[str, Any], skip: set[str],
+    then_parts: list[str], now_parts: list[str], what: str,
+) -> None:
+    first = True
+    for key in sorted(set(then) | set(now)):
+        if key in skip or then.get(key) == now.get(key):
+            continue
+        prefix = f"{what} " if first else ""
+        first = False
+        then_parts.append(f"{prefix}{key}={_show(then.get(key))}")
+        now_parts.append(f"{prefix}{key}={_show(now.get(key))}")
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
 
 
 def _plot_curve(curve: pd.DataFrame, path: Path, title: str, x_label: str) -> None:
@@ -154,7 +267,8 @@ def _plot_curve(curve: pd.DataFrame, path: Path, title: str, x_label: str) -> No
     ax.set_xlabel(x_label)
     ax.set_ylabel("implementation shortfall (bps, + = cost)")
     ax.set_title(f"Learning curve: {title} (training episodes)")
-    ax.legend(loc="upper left")
+    if len(curve):  # an empty curve (a run shorter than one episode) has nothing to label
+        ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -93,11 +93,13 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 from torch.nn import functional as F
 
+from execrl.agents.budget import check_budget, mlp_bytes, warn_if_short
 from execrl.agents.checkpoint import TrainOutput
 from execrl.agents.export import NumpyPolicy
 from execrl.agents.sb3_common import (
     CurveCallback,
     activation_class,
+    learn,
     linear_weights,
     make_recorder,
     make_train_env,
@@ -106,6 +108,9 @@ from execrl.agents.sb3_common import (
     set_torch_threads,
     versions,
 )
+from execrl.domain import ConfigError
+from execrl.domain.errors import warn_user
+from execrl.env.spaces import resolve_action_set
 
 if TYPE_CHECKING:
     from execrl.agents.train import TrainRequest
@@ -409,6 +414,25 @@ def build_model(
     )
 
 
+def check_memory(request: TrainRequest, params: DQNParams | QRDQNParams) -> None:
+    """Refuse, before anything is built, a run whose environments, replay buffer (SB3 keeps
+    ``max(buffer_size // n_envs, 1)`` transitions per environment: observation and next
+    observation in float32, action, reward, done, timeout) or networks would not fit."""
+    n_envs, n_features = request.n_envs, request.n_features
+    stored = max(params.buffer_size // n_envs, 1) * n_envs
+    buffer_option = (f"{request.algo} hyper-parameter buffer_size = {params.buffer_size}"
+                     if params.buffer_size >= n_envs else f"--n-envs = {n_envs}")
+    n_actions = resolve_action_set(request.env_config.actions).n_actions or 1
+    outputs = n_actions * (params.n_quantiles if isinstance(params, QRDQNParams) else 1)
+    sizes = [n_features, *params.net_arch, outputs]
+    check_budget([
+        ("environments", f"--n-envs = {n_envs}", request.env_bytes()),
+        ("replay buffer", buffer_option, stored * (8 * n_features + 20)),
+        ("networks", f"{request.algo} hyper-parameters net_arch = {list(params.net_arch)} and "
+         f"batch_size = {params.batch_size}", mlp_bytes(sizes, params.batch_size, copies=2)),
+    ])
+
+
 def export_policy(
     model: DoubleDQN | RiskQRDQN, name: str, observations: tuple[str, ...], action_set: str
 ) -> NumpyPolicy:
@@ -462,10 +486,27 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
     set_torch_threads()
     params_class = QRDQNParams if request.algo == "qrdqn" else DQNParams
     params = parse_hyperparams(request.algo, params_class, request.hyperparams)
+    check_memory(request, params)
+    if params.train_freq is not None and params.train_freq * request.n_envs > request.steps:
+        raise ConfigError(
+            f"{request.algo} hyper-parameter train_freq = {params.train_freq} batched steps "
+            f"(x {request.n_envs} environments = {params.train_freq * request.n_envs:,} "
+            f"transitions) is longer than the run (--steps {request.steps:,}): SB3 would "
+            "collect them all before stopping"
+        )
+    warn_if_short(request)
+    if params.schedule(request.n_envs)[1] == 0:
+        warn_user(f"{request.algo} hyper-parameter gradient_steps = 0: the network never trains")
+    elif request.steps <= params.learning_starts:
+        warn_user(
+            f"{request.algo} starts learning after learning_starts = {params.learning_starts:,} "
+            f"steps; --steps {request.steps:,} ends before that: the policy is the network's "
+            "random initialisation"
+        )
     vec_env = make_train_env(request, discrete_only=True)
     model = build_model(request.algo, params, vec_env, int(request.seed))
     recorder = make_recorder(request.steps, vec_env.num_envs)
-    model.learn(int(request.steps), callback=CurveCallback(recorder, on_progress))
+    learn(model, request.steps, CurveCallback(recorder, on_progress), request.algo)
     policy = export_policy(
         model, request.algo, tuple(vec_env.core.observations), vec_env.core.action_set.name
     )

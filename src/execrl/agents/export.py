@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,11 @@ class NumpyPolicy:
     bin_edges: list[NDArray[np.float64]] = field(default_factory=list)  # qtable only
     q_table: NDArray[np.float64] | None = None  # qtable only: (n_states, n_actions)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: where a loaded policy came from: ``path``, ``policy_hash`` and, for a checkpoint,
+    #: ``algo`` and ``trained_with_execrl`` (for results.json); not part of the hash
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: a loaded checkpoint's config.json (market, order, … it was trained on); not hashed
+    training: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -66,6 +73,47 @@ class NumpyPolicy:
             self._strides = np.cumprod([1, *sizes[:0:-1]])[::-1].astype(np.int64)
         elif len(self.weights) % 2 or not self.weights:
             raise ConfigError("an MLP policy needs weights W0, b0, W1, b1, … (an even count > 0)")
+        self.check_shapes()
+
+    def check_shapes(self) -> None:
+        """Refuse arrays that cannot compute a decision: a layer whose input is not the
+        previous one's output, a Q table with one row per state missing, unsorted bin edges,
+        or quantile outputs that are not whole sets of ``n_quantiles``."""
+        if not 0.0 < self.cvar_alpha <= 1.0:
+            raise ConfigError(f"cvar_alpha = {self.cvar_alpha!r} must be in (0, 1]")
+        width = len(self.observations)
+        if self.head == "qtable":
+            for j, edges in enumerate(self.bin_edges):
+                if edges.ndim != 1 or np.any(np.diff(edges) <= 0):
+                    raise ConfigError(f"bin edges {j} must be one increasing row of numbers")
+            n_states = int(np.prod([len(e) + 1 for e in self.bin_edges]))
+            q = self.q_table
+            if q is None or q.ndim != 2 or q.shape[0] != n_states or q.shape[1] < 1:
+                shape = None if q is None else q.shape
+                raise ConfigError(
+                    f"q_table of shape {shape} must have {n_states} rows (one per state of the "
+                    "bin edges) and at least one action column"
+                )
+            return
+        for i in range(0, len(self.weights), 2):
+            w, b = self.weights[i], self.weights[i + 1]
+            if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
+                raise ConfigError(
+                    f"layer {i // 2}: weights w{i} of shape {w.shape} and bias w{i + 1} of "
+                    f"shape {b.shape} do not take {width} input(s) to one output per bias"
+                )
+            width = w.shape[1]
+        if self.head == "quantiles" and (self.n_quantiles < 1 or width % self.n_quantiles):
+            raise ConfigError(
+                f"{width} outputs are not whole sets of n_quantiles = {self.n_quantiles}"
+            )
+
+    @property
+    def n_outputs(self) -> int:
+        """Columns of ``outputs``: action scores, quantiles or the Gaussian's mean."""
+        if self.head == "qtable":
+            return int(self.q_table.shape[1])  # type: ignore[union-attr]
+        return int(self.weights[-2].shape[1])
 
     # -- the decision ---------------------------------------------------------------------------
     def outputs(self, observations: NDArray) -> NDArray[np.float64]:
@@ -155,33 +203,217 @@ class NumpyPolicy:
         return digest
 
     @classmethod
-    def load(cls, folder: Path, name: str | None = None) -> NumpyPolicy:
+    def load(
+        cls, folder: Path, name: str | None = None, *, checkpoint: bool = False
+    ) -> NumpyPolicy:
+        """The policy ``save`` wrote into ``folder``, verified against its recorded hash.
+
+        Anything wrong with the files (missing, not JSON / not an array file, a key or an
+        array missing, wrong shapes, no hash or a hash that does not match) is one
+        ``ConfigError`` naming the file. With ``checkpoint`` (what ``evaluate`` loads) the
+        folder must be a whole ``execrl train`` checkpoint: its ``policy_hash`` file and its
+        ``config.json`` must name the same hash; the policy's ``provenance`` (path, hash,
+        algorithm, execrl version) and ``training`` (the config.json content) are filled in.
+        """
         folder = Path(folder)
+        where = str(folder)
+        if not folder.is_dir():
+            what = "does not exist" if not folder.exists() else "is not a folder"
+            raise ConfigError(f"policy folder {where!r} {what}")
+        spec_path, arrays_path = folder / "policy.json", folder / "policy.npz"
+        spec = _read_json_object(spec_path, "policy file")
+        arrays = _read_arrays(arrays_path)
         try:
-            spec = json.loads((folder / "policy.json").read_text())
-            arrays = dict(np.load(folder / "policy.npz"))
-        except FileNotFoundError:
+            fields = {key: _spec_field(spec, key, kind) for key, kind in _SPEC_FIELDS.items()}
+        except ValueError as exc:
+            raise ConfigError(f"policy file {str(spec_path)!r}: {exc}") from None
+        recorded = spec.get("policy_hash")
+        if not isinstance(recorded, str) or not recorded:
             raise ConfigError(
-                f"{str(folder)!r} is not a trained policy folder (no policy.json / policy.npz)"
-            ) from None
-        policy = cls(
-            name=name or spec["name"],
-            observations=tuple(spec["observations"]),
-            action_set=spec["action_set"],
-            head=spec["head"],
-            weights=[arrays[f"w{i}"] for i in range(spec["n_weights"])],
-            activation=spec["activation"],
-            n_quantiles=spec["n_quantiles"],
-            cvar_alpha=spec["cvar_alpha"],
-            bin_edges=[arrays[f"edges{j}"] for j in range(spec["n_features_binned"])],
-            q_table=arrays.get("q_table"),
-            meta=spec.get("meta", {}),
-        )
-        if spec.get("policy_hash") and policy.policy_hash() != spec["policy_hash"]:
-            raise ConfigError(
-                f"policy in {str(folder)!r} does not match its recorded hash: files changed"
+                f"policy file {str(spec_path)!r} has no 'policy_hash': the policy cannot be "
+                "verified (retrain it, or restore the file written by execrl train)"
             )
+        meta = spec.get("meta", {})
+        if not isinstance(meta, dict):
+            raise ConfigError(f"policy file {str(spec_path)!r}: 'meta' must be an object")
+        keys = [f"w{i}" for i in range(fields["n_weights"])]
+        keys += [f"edges{j}" for j in range(fields["n_features_binned"])]
+        if fields["head"] == "qtable":
+            keys.append("q_table")
+        missing = [k for k in keys if k not in arrays]
+        if missing:
+            raise ConfigError(
+                f"policy file {str(arrays_path)!r} lacks array(s) {', '.join(missing)} "
+                f"(as {str(spec_path)!r} describes)"
+            )
+        for key in keys:
+            arr = arrays[key]
+            if arr.dtype.kind not in "fiu":
+                raise ConfigError(
+                    f"policy file {str(arrays_path)!r}: array {key!r} holds {arr.dtype}, "
+                    "not numbers"
+                )
+            if not np.isfinite(arr).all():
+                raise ConfigError(
+                    f"policy file {str(arrays_path)!r}: array {key!r} has non-finite values"
+                )
+        try:
+            policy = cls(
+                name=name or fields["name"],
+                observations=tuple(fields["observations"]),
+                action_set=fields["action_set"],
+                head=fields["head"],
+                weights=[arrays[f"w{i}"] for i in range(fields["n_weights"])],
+                activation=fields["activation"],
+                n_quantiles=fields["n_quantiles"],
+                cvar_alpha=fields["cvar_alpha"],
+                bin_edges=[arrays[f"edges{j}"] for j in range(fields["n_features_binned"])],
+                q_table=arrays.get("q_table"),
+                meta=meta,
+            )
+            policy.check_shapes()
+        except ConfigError as exc:
+            raise ConfigError(f"policy in {where!r} is not valid: {exc}") from None
+        digest = policy.policy_hash()
+        if digest != recorded:
+            raise ConfigError(
+                f"policy in {where!r} does not match its recorded hash: files changed "
+                f"({str(spec_path)!r} records {recorded[:16]}…, the arrays hash to "
+                f"{digest[:16]}…)"
+            )
+        policy.provenance = {"path": where, "policy_hash": digest}
+        hash_path, config_path = folder / "policy_hash", folder / "config.json"
+        if checkpoint or hash_path.exists():
+            try:
+                written = hash_path.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                raise ConfigError(
+                    f"checkpoint {where!r} lacks its policy_hash file (written by execrl train)"
+                ) from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"checkpoint file {str(hash_path)!r} cannot be read: "
+                                  f"{_reason(exc)}") from None
+            if written != digest:
+                raise ConfigError(
+                    f"checkpoint file {str(hash_path)!r} names hash {written[:16]!r}…, but the "
+                    f"policy hashes to {digest[:16]}…: files changed"
+                )
+        if checkpoint or config_path.exists():
+            if not config_path.exists():
+                raise ConfigError(
+                    f"checkpoint {where!r} lacks its config.json (written by execrl train)"
+                )
+            config = _read_json_object(config_path, "checkpoint file")
+            if config.get("policy_hash") != digest:
+                raise ConfigError(
+                    f"checkpoint file {str(config_path)!r} records policy_hash "
+                    f"{str(config.get('policy_hash'))[:16]!r}…, but the policy hashes to "
+                    f"{digest[:16]}…: files changed"
+                )
+            policy.training = config
+            policy.provenance.update(
+                algo=config.get("algo"), trained_with_execrl=config.get("execrl_version")
+            )
+        if checkpoint:
+            _check_runnable(policy, where)
         return policy
+
+
+#: policy.json keys ``load`` needs, and their kind
+_SPEC_FIELDS: dict[str, str] = {
+    "name": "str",
+    "observations": "str_list",
+    "action_set": "str",
+    "head": "str",
+    "activation": "str",
+    "n_weights": "count",
+    "n_quantiles": "count",
+    "cvar_alpha": "number",
+    "n_features_binned": "count",
+}
+
+
+def _spec_field(spec: dict[str, Any], key: str, kind: str) -> Any:
+    if key not in spec:
+        raise ValueError(f"key {key!r} is missing")
+    value = spec[key]
+    ok = {
+        "str": isinstance(value, str),
+        "str_list": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "count": isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10_000,
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool)
+        and bool(np.isfinite(value)),
+    }[kind]
+    if not ok:
+        expected = {"str": "a string", "str_list": "a list of strings",
+                    "count": "a whole number in [0, 10000]", "number": "a finite number"}[kind]
+        raise ValueError(f"{key!r} = {value!r} is not {expected}")
+    return value
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {str(path)!r} is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {str(path)!r} cannot be read: {_reason(exc)}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(path)!r} must hold a JSON object")
+    return data
+
+
+def _read_arrays(path: Path) -> dict[str, NDArray]:
+    """Every array of an ``.npz`` file (no pickled objects: a policy is numbers only)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not an .npz archive")
+        with data:
+            return {key: np.asarray(data[key]) for key in data.files}
+    except FileNotFoundError:
+        raise ConfigError(f"policy file {str(path)!r} is missing") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        reason = _reason(exc)
+        if "pickle" in reason:  # numpy's guess for any file that is not .npy / .npz
+            reason = "it is neither .npz nor .npy data"
+        raise ConfigError(
+            f"policy file {str(path)!r} is not a readable .npz array archive: {reason}"
+        ) from None
+
+
+def _check_runnable(policy: NumpyPolicy, where: str) -> None:
+    """Refuse a policy whose action set or features evaluate cannot build, or whose outputs
+    do not fit its action set."""
+    from execrl.env.spaces import resolve_action_set, resolve_observation_set
+
+    try:
+        resolve_observation_set(policy.observations)
+        actions = resolve_action_set(policy.action_set)
+    except ConfigError as exc:
+        raise ConfigError(f"policy in {where!r} is not valid: {exc}") from None
+    expected = {
+        "argmax": actions.n_actions,
+        "qtable": actions.n_actions,
+        "quantiles": actions.n_actions * policy.n_quantiles,
+        "gaussian_mean": 1,
+    }[policy.head]
+    if actions.is_discrete == (policy.head == "gaussian_mean") or policy.n_outputs != expected:
+        raise ConfigError(
+            f"policy in {where!r} is not valid: head {policy.head!r} with {policy.n_outputs} "
+            f"output(s) does not fit action set {actions.name!r} "
+            f"({f'{actions.n_actions} actions' if actions.is_discrete else 'continuous'})"
+        )
 
 
 def _activate(x: NDArray[np.float64], kind: str) -> NDArray[np.float64]:

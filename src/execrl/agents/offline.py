@@ -87,10 +87,11 @@ import pandas as pd
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from execrl.agents.budget import check_budget, mlp_bytes
 from execrl.agents.checkpoint import TrainOutput
 from execrl.agents.export import NumpyPolicy
 from execrl.domain import ConfigError
-from execrl.domain.errors import describe_pydantic_error
+from execrl.domain.errors import describe_pydantic_error, warn_user
 from execrl.env.factory import EnvConfig, make_execution
 from execrl.env.spaces import ActionSet, resolve_action_set, resolve_observation_set
 
@@ -114,7 +115,7 @@ _DEFAULT_LR = {"bc": 1e-3, "cql": 2e-4}
 class OfflineParams(BaseModel):
     """Hyper-parameters of ``bc`` and ``cql`` (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     learning_rate: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
     """Adam learning rate; default 1e-3 (bc), 2e-4 (cql)."""
@@ -307,6 +308,29 @@ def load_decision_log(
     if len(frame) == 0:
         raise ConfigError(f"decision log {str(path)!r} has no rows")
 
+    if frame["policy"].isna().any():
+        i = int(np.flatnonzero(frame["policy"].isna().to_numpy())[0])
+        raise ConfigError(f"decision log {str(path)!r} column 'policy' is empty in row {i}")
+    for col in ("order_idx", "step"):
+        values = frame[col]
+        whole = pd.api.types.is_integer_dtype(values.dtype)
+        if not whole and pd.api.types.is_float_dtype(values.dtype):
+            v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            whole = bool(np.all(np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < 2**53)))
+        if not whole or bool(values.isna().any()):
+            raise ConfigError(
+                f"decision log {str(path)!r} column {col!r} must hold whole numbers with no "
+                f"gaps (it holds {values.dtype})"
+            )
+        frame[col] = values.astype(np.int64)
+    for col in [*observations, *(NEXT_PREFIX + c for c in observations), action_col,
+                reward_col, "done"]:
+        dtype = frame[col].dtype
+        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
+            raise ConfigError(
+                f"decision log {str(path)!r} column {col!r} holds {dtype}, not numbers"
+            )
+
     frame = frame.sort_values(["policy", "order_idx", "step"], kind="stable", ignore_index=True)
     policy = frame["policy"].astype(str).to_numpy()
     order_idx = frame["order_idx"].to_numpy()
@@ -328,7 +352,7 @@ def load_decision_log(
             i = int(np.flatnonzero(bad)[0])
             raise ConfigError(
                 f"decision log {str(path)!r} column {col!r} has a non-finite value "
-                f"{values[i]!r} (row of policy {policy[i]!r}, order {int(order_idx[i])}, "
+                f"{float(values[i])!r} (row of policy {policy[i]!r}, order {int(order_idx[i])}, "
                 f"step {int(step[i])})"
             )
         return values.astype(dtype)
@@ -341,7 +365,7 @@ def load_decision_log(
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
         raise ConfigError(
-            f"decision log {str(path)!r} column {action_col!r} = {executed[i]!r} is not a "
+            f"decision log {str(path)!r} column {action_col!r} = {float(executed[i])!r} is not a "
             f"fraction in [0, 1] (policy {policy[i]!r}, order {int(order_idx[i])}, "
             f"step {int(step[i])})"
         )
@@ -535,10 +559,25 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
             f"--data is required for {request.algo}: a decision log parquet written by "
             "`execrl evaluate --log-decisions`"
         )
+    sizes = [len(observations), *params.hidden_units, action_set.n_actions]
+    check_budget([
+        ("evaluation environments", f"{request.algo} hyper-parameter eval_orders = "
+         f"{params.eval_orders}", request.env_bytes(params.eval_orders)),
+        ("networks", f"{request.algo} hyper-parameters hidden_units = "
+         f"{list(params.hidden_units)} and batch_size = {params.batch_size}",
+         mlp_bytes(sizes, params.batch_size, copies=2 if request.algo == "cql" else 1)),
+    ])
     data = load_decision_log(
         request.data, observations, action_set, request.env_config.reward,
         params.action_from, params.match_tolerance,
     )
+    if request.steps * params.batch_size < len(data):
+        passes = -(-len(data) // params.batch_size)
+        warn_user(
+            f"--steps {request.steps:,} x batch_size {params.batch_size} samples fewer than the "
+            f"log's {len(data):,} transitions (one pass takes {passes:,} gradient steps): the "
+            "policy will have learnt little of the log"
+        )
     d3rlpy = import_d3rlpy()
     import torch
 

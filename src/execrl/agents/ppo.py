@@ -56,6 +56,7 @@ mean clipped to [0, 1], SB3's deterministic action).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -63,11 +64,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from stable_baselines3 import PPO
 from stable_baselines3.common.policies import ActorCriticPolicy
 
+from execrl.agents.budget import check_budget, mlp_bytes, warn_if_short
 from execrl.agents.checkpoint import TrainOutput
 from execrl.agents.export import NumpyPolicy
 from execrl.agents.sb3_common import (
     CurveCallback,
     activation_class,
+    learn,
     make_recorder,
     make_train_env,
     mlp_weights,
@@ -76,6 +79,8 @@ from execrl.agents.sb3_common import (
     versions,
 )
 from execrl.domain import ConfigError
+from execrl.domain.errors import warn_user
+from execrl.env.spaces import resolve_action_set
 
 if TYPE_CHECKING:
     from execrl.agents.train import TrainRequest
@@ -125,6 +130,44 @@ class PPOParams(BaseModel):
         return out
 
 
+def check_rollout(request: TrainRequest, params: PPOParams) -> None:
+    """Refuse, before anything is built, a rollout SB3 cannot normalise (one transition) and
+    a run whose environments, rollout buffer or networks would not fit in memory."""
+    n_envs, n_features = request.n_envs, request.n_features
+    rollout = n_envs * params.n_steps
+    if rollout < 2 and params.normalize_advantage:
+        raise ConfigError(
+            f"{request.algo}: a rollout of --n-envs x n_steps = {rollout} transition cannot "
+            "normalise advantages; use more environments, n_steps >= 2 or "
+            "normalize_advantage = false"
+        )
+    batch = params.resolved_batch_size(n_envs)
+    if batch > rollout:
+        raise ConfigError(
+            f"{request.algo} hyper-parameter batch_size = {batch} is more than the rollout of "
+            f"--n-envs x n_steps = {n_envs} x {params.n_steps} = {rollout} transitions"
+        )
+    if rollout % batch:
+        warn_user(
+            f"{request.algo}: the rollout of {rollout} transitions (--n-envs x n_steps) is not "
+            f"a multiple of the minibatch of {batch}: each epoch ends with a minibatch of "
+            f"{rollout % batch}"
+        )
+    n_actions = resolve_action_set(request.env_config.actions).n_actions or 1
+    sizes = [n_features, *params.net_arch]
+    check_budget([
+        ("environments", f"--n-envs = {n_envs}", request.env_bytes()),
+        ("rollout buffer", f"--n-envs = {n_envs} x {request.algo} hyper-parameter n_steps = "
+         f"{params.n_steps}", rollout * 4 * (n_features + n_actions + 8)),
+        ("networks", f"{request.algo} minibatch of {batch} ("
+         + ("batch_size" if params.batch_size is not None else
+            f"--n-envs = {n_envs} x n_steps = {params.n_steps} / n_minibatches = "
+            f"{params.n_minibatches}")
+         + f") with net_arch = {list(params.net_arch)}",
+         mlp_bytes([*sizes, n_actions], batch) + mlp_bytes([*sizes, 1], batch)),
+    ])
+
+
 def build_model(
     request_algo: str, params: PPOParams, vec_env: ExecutionSB3VecEnv, seed: int
 ) -> PPO:
@@ -166,11 +209,13 @@ def build_model(
         device="cpu",
         verbose=0,
     )
-    if request_algo == "maskable-ppo":
-        from sb3_contrib import MaskablePPO
+    with warnings.catch_warnings():  # said in one line by check_rollout
+        warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+        if request_algo == "maskable-ppo":
+            from sb3_contrib import MaskablePPO
 
-        return MaskablePPO("MlpPolicy", vec_env, **kwargs)
-    return PPO("MlpPolicy", vec_env, **kwargs)
+            return MaskablePPO("MlpPolicy", vec_env, **kwargs)
+        return PPO("MlpPolicy", vec_env, **kwargs)
 
 
 def export_policy(
@@ -195,11 +240,19 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
     """Train ``request.algo`` (``ppo`` / ``maskable-ppo``) for ``request.steps`` env steps."""
     set_torch_threads()
     params = parse_hyperparams(request.algo, PPOParams, request.hyperparams)
+    check_rollout(request, params)
+    warn_if_short(request)
+    rollout = request.n_envs * params.n_steps
+    if rollout > request.steps:
+        warn_user(
+            f"{request.algo} collects whole rollouts: --steps {request.steps:,} runs one of "
+            f"--n-envs x n_steps = {rollout:,} steps"
+        )
     vec_env = make_train_env(request, discrete_only=request.algo == "maskable-ppo")
     seed = int(request.seed)
     model = build_model(request.algo, params, vec_env, seed)
     recorder = make_recorder(request.steps, vec_env.num_envs)
-    model.learn(int(request.steps), callback=CurveCallback(recorder, on_progress))
+    learn(model, request.steps, CurveCallback(recorder, on_progress), request.algo)
     policy = export_policy(
         model, request.algo, tuple(vec_env.core.observations), vec_env.core.action_set.name
     )

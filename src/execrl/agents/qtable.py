@@ -78,10 +78,11 @@ from numba import njit
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from execrl.agents.budget import check_budget, warn_if_short
 from execrl.agents.checkpoint import CurveRecorder, TrainOutput
 from execrl.agents.export import NumpyPolicy
 from execrl.domain import ConfigError
-from execrl.domain.errors import describe_pydantic_error
+from execrl.domain.errors import describe_pydantic_error, warn_user
 from execrl.env.factory import make_execution
 from execrl.env.spaces import ActionSet, resolve_action_set, resolve_observation_set
 
@@ -780,12 +781,27 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
         )
     observations = resolve_observation_set(request.env_config.observations)
     seed = int(request.seed)
+    # a feature with no bucket rule is refused first, then a run that would not fit in memory
+    n_states = StateDiscretiser(tuple(observations), config.state).n_states
+    rb = config.replay_buffer
+    check_budget([
+        ("environments", f"--n-envs = {request.n_envs}", request.env_bytes()),
+        ("Q table", "qtable config [state] buckets", 16 * n_states * action_set.n_actions),
+        ("replay buffer", f"qtable config replay_buffer.capacity = {rb.capacity}",
+         rb.capacity * (33 + action_set.n_actions)),
+    ])
     agent_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
-    # built before the environment, so a feature with no bucket rule is refused first
     agent = QTableAgent(config, observations, action_set, rng=agent_rng)
-    core = make_execution(request.env_config, request.order, n_envs=request.n_envs, autoreset=True)
-    n_envs = core.n_envs
+    warn_if_short(request)
+    n_envs = request.n_envs
     n_batched = -(-int(request.steps) // n_envs)
+    if n_batched * n_envs < rb.update_frequency:
+        warn_user(
+            f"qtable runs its first update batch after replay_buffer.update_frequency = "
+            f"{rb.update_frequency} transitions; --steps {request.steps} with --n-envs "
+            f"{n_envs} makes {n_batched * n_envs}: the Q table stays all zeros"
+        )
+    core = make_execution(request.env_config, request.order, n_envs=n_envs, autoreset=True)
     recorder = CurveRecorder(every=max(n_envs, int(request.steps) // 100), clock=time.perf_counter)
 
     obs = core.reset(seed=seed)

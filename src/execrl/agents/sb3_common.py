@@ -112,6 +112,21 @@ class CurveCallback(BaseCallback):
         return True
 
 
+def learn(model: Any, steps: int, callback: BaseCallback, algo: str) -> None:
+    """``model.learn``, with a run whose network outputs became NaN (torch's distributions
+    refuse them with a ValueError; too large a learning rate, ``vf_coef``, …) refused in one
+    line instead of a traceback."""
+    try:
+        model.learn(int(steps), callback=callback)
+    except ValueError as exc:
+        if "invalid value" not in str(exc):
+            raise
+        raise ConfigError(
+            f"{algo} training diverged: the network's outputs became NaN; lower "
+            "learning_rate (or vf_coef, ent_coef, max_grad_norm)"
+        ) from None
+
+
 def make_recorder(steps: int, n_envs: int) -> CurveRecorder:
     """About 100 curve rows over the run, never more than one per batched step."""
     return CurveRecorder(every=max(n_envs, int(steps) // 100), clock=time.perf_counter)

@@ -11,12 +11,18 @@ import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
-from execrl.agents.checkpoint import TrainOutput, write_checkpoint
+import numpy as np
+
+from execrl.agents.budget import check_budget, env_bytes
+from execrl.agents.checkpoint import TrainOutput, check_checkpoint_out, write_checkpoint
 from execrl.domain import ConfigError, ParentOrder
+from execrl.domain.limits import MAX_SEED
 from execrl.env.factory import EnvConfig
+from execrl.env.spaces import resolve_observation_set
 
 #: algorithm name -> (module under execrl.agents, what it is)
 ALGOS: dict[str, tuple[str, str]] = {
@@ -28,6 +34,11 @@ ALGOS: dict[str, tuple[str, str]] = {
     "bc": ("offline", "behaviour cloning from decision logs (d3rlpy, offline extra)"),
     "cql": ("offline", "conservative Q-learning from decision logs (d3rlpy, offline extra)"),
 }
+
+
+#: algorithms that learn from a decision log (``--data``) rather than from the simulator
+OFFLINE_ALGOS = ("bc", "cql")
+#: seeds every learner accepts: numpy's legacy seeding (SB3, d3rlpy) takes [0, 2**32)
 
 
 @dataclass
@@ -45,23 +56,72 @@ class TrainRequest:
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ConfigError(f"--algo {self.algo!r} is unknown; choose from {', '.join(ALGOS)}")
-        if self.steps < 1:
-            raise ConfigError(f"--steps = {self.steps!r} must be >= 1")
-        if self.n_envs < 1:
-            raise ConfigError(f"--n-envs = {self.n_envs!r} must be >= 1")
+        if not _whole(self.steps) or self.steps < 1:
+            raise ConfigError(f"--steps = {self.steps!r} must be a whole number >= 1")
+        if not _whole(self.n_envs) or self.n_envs < 1:
+            raise ConfigError(f"--n-envs = {self.n_envs!r} must be a whole number >= 1")
+        if not _whole(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"--seed = {self.seed!r} must be a whole number in [0, {MAX_SEED}]")
+        if not isinstance(self.hyperparams, dict):
+            raise ConfigError("hyper-parameters (--config) must be an object / table")
+        if self.offline:
+            if self.data is None:
+                raise ConfigError(
+                    f"--data is required for {self.algo}: a decision log parquet written by "
+                    "`execrl evaluate --log-decisions`"
+                )
+        else:
+            if self.data is not None:
+                raise ConfigError(
+                    f"--data does not apply to {self.algo}: it learns on the simulator; only "
+                    f"the offline algorithms ({', '.join(OFFLINE_ALGOS)}) read a decision log"
+                )
+            check_budget([("environments", f"--n-envs = {self.n_envs}", self.env_bytes())])
+
+    @property
+    def offline(self) -> bool:
+        return self.algo in OFFLINE_ALGOS
+
+    @property
+    def n_features(self) -> int:
+        return len(resolve_observation_set(self.env_config.observations))
+
+    @property
+    def episode_decisions(self) -> int:
+        """Decisions in one episode: the market's steps."""
+        return int(self.env_config.market.n_steps)
+
+    def env_bytes(self, n_envs: int | None = None) -> int:
+        """Estimated memory of ``n_envs`` (default: the request's) training environments."""
+        n = self.n_envs if n_envs is None else n_envs
+        return env_bytes(n, self.env_config.market, self.n_features)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def run_training(
     request: TrainRequest,
     out: Path,
     on_progress: Callable[[int], None] | None = None,
+    *,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Train, then write the checkpoint folder ``out``; returns its config.json content."""
+    """Train, then write the checkpoint folder ``out``; returns its config.json content.
+    ``out`` is checked before training starts (``check_checkpoint_out``: a folder that is
+    not empty nor a checkpoint is replaced only with ``force``)."""
+    check_checkpoint_out(Path(out), force=force)
     module_name, _ = ALGOS[request.algo]
     module = importlib.import_module(f"execrl.agents.{module_name}")
     started = time.perf_counter()
     output: TrainOutput = module.train(request, on_progress or (lambda steps: None))
     wall = time.perf_counter() - started
+    if not all(np.isfinite(a).all() for a in output.policy.arrays().values()):
+        raise ConfigError(
+            f"{request.algo} training diverged: the trained policy has non-finite weights; "
+            "lower the learning rate (nothing was written)"
+        )
     return write_checkpoint(
         out,
         algo=request.algo,
@@ -73,4 +133,5 @@ def run_training(
         hyperparams=request.hyperparams,
         wall_time_s=wall,
         output=output,
+        force=force,
     )

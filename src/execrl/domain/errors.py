@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import reprlib
+import sys
 from typing import Any
 
 
@@ -57,3 +58,9 @@ def _shown_key(part: Any) -> str:
     if not text.isprintable() or "'" in text:
         text = repr(text)[1:-1]
     return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def warn_user(message: str) -> None:
+    """One ``warning: …`` line on stderr: something the user should know that does not stop
+    the run (a checkpoint trained on another market, a run too short to learn anything)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)

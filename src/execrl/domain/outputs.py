@@ -69,12 +69,13 @@ def clean_leftovers(out: Path) -> None:
 
 
 def check_output_folder(
-    out: Path, flag: str, owned: Callable[[Path], bool], force: bool = False
+    out: Path, flag: str, owned: Callable[[Path], bool], what: str, force: bool = False
 ) -> None:
     """Refuse ``out`` now, with one line naming ``flag`` and the path, if the output could not
     be written there or would replace something execrl did not write.
 
-    ``owned(entry)`` says whether an entry of an existing folder is one this command writes.
+    ``owned(entry)`` says whether an entry of an existing folder is part of ``what`` this
+    command writes there (e.g. "an execrl checkpoint").
     """
     shown = str(out)
     resolved = out.resolve()
@@ -97,12 +98,15 @@ def check_output_folder(
             f"{flag} {shown!r}: folder {str(ancestor)!r} cannot be written ({exc.strerror})"
         ) from None
     if out.is_dir() and not force:
-        foreign = sorted(e.name for e in out.iterdir() if not owned(e))
+        try:
+            foreign = sorted(e.name for e in out.iterdir() if not owned(e))
+        except OSError as exc:
+            raise ConfigError(f"{flag} {shown!r} cannot be read ({exc.strerror})") from None
         if foreign:
             more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
             raise ConfigError(
-                f"{flag} {shown!r} holds {foreign[0]!r}{more}, which execrl did not write "
-                f"there; name another folder, or pass --force to replace it"
+                f"{flag} {shown!r} holds files that are not {what} (e.g. {foreign[0]!r}{more});"
+                f" name another folder, or pass --force to replace it"
             )
 
 
@@ -138,9 +142,15 @@ def staged_folder(out: Path) -> Iterator[Path]:
         os.chmod(staging, 0o755)
         retired = out.parent / f".{out.name}{_RETIRED}-{tag}"
         with _signals_held():
-            if out.exists():
+            had_output = out.exists()
+            if had_output:
                 os.replace(out, retired)
-            os.replace(staging, out)
+            try:
+                os.replace(staging, out)
+            except BaseException:
+                if had_output:
+                    os.replace(retired, out)
+                raise
         shutil.rmtree(retired, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

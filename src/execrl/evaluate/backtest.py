@@ -17,10 +17,11 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from execrl.domain import ConfigError, ParentOrder
+from execrl.domain.errors import warn_user
 from execrl.env.core import BatchedExecution
 from execrl.env.factory import EnvConfig, make_execution, market_for_order
 from execrl.policies.base import Policy, PolicyContext
-from execrl.policies.baselines import make_baseline
+from execrl.policies.baselines import BASELINES, make_baseline
 from execrl.sim.almgren_chriss import ACMarketConfig
 
 if TYPE_CHECKING:
@@ -144,14 +145,35 @@ def risk_proxy_bps(schedule: NDArray[np.int64], qty: int, market: ACMarketConfig
     return risk / (qty * market.s0) * 1e4
 
 
-def resolve_policy(spec: str, ctx: PolicyContext) -> Policy:
+def resolve_policy(
+    spec: str,
+    ctx: PolicyContext,
+    config: EnvConfig | None = None,
+    order: ParentOrder | None = None,
+) -> Policy:
     """A baseline (``twap``, ``pov:0.1``) or a trained checkpoint (``ppo:runs/ppo``, labelled
-    by the part before the colon)."""
+    by the part before the colon). A checkpoint is verified (``NumpyPolicy.load`` with
+    ``checkpoint=True``); its label may not be a baseline's name (``ac:runs/ppo`` would show a
+    learned policy as Almgren–Chriss); with ``config`` and ``order``, a checkpoint trained on
+    another market or order is run with a one-line warning naming what differs."""
     label, _, param = spec.partition(":")
     if param and ("/" in param or Path(param).is_dir()):
+        from execrl.agents.checkpoint import training_mismatch
         from execrl.agents.export import NumpyPolicy
 
-        return NumpyPolicy.load(Path(param), name=label)
+        if not label:
+            raise ConfigError(f"policy {spec!r} has no label: write LABEL:{param}")
+        if label in BASELINES:
+            raise ConfigError(
+                f"policy {spec!r}: label {label!r} is a baseline's name; label the checkpoint "
+                f"with another name (e.g. 'my-{label}:{param}')"
+            )
+        policy = NumpyPolicy.load(Path(param), name=label, checkpoint=True)
+        if config is not None and order is not None:
+            mismatch = training_mismatch(policy, config.market, order)
+            if mismatch:
+                warn_user(mismatch)
+        return policy
     return make_baseline(spec, ctx)
 
 
@@ -168,7 +190,8 @@ def run_policies(
     """Run every policy of ``specs``; ``on_start`` is called once they are all resolved and
     checked, right before the first runs (a caller's notices then follow every refusal)."""
     ctx = policy_context(config, order)
-    policies = [resolve_policy(spec, ctx) for spec in specs]  # all refused before any runs
+    # all refused before any runs
+    policies = [resolve_policy(spec, ctx, config, order) for spec in specs]
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
         raise ConfigError(f"policies {', '.join(names)} name one policy twice")
