@@ -107,7 +107,7 @@ class PairedComparison:
     ci95: tuple[float, float]
     t_pvalue: float
     wilcoxon_pvalue: float
-    improvement_pct: float
+    improvement_pct: float | None  # None where the baseline's mean IS is exactly 0
 
     def to_dict(self) -> dict[str, Any]:
         """The results.json ``comparisons`` entry (DESIGN.md) plus ``n`` and ``diff_bps_std``."""
@@ -168,8 +168,8 @@ def paired_comparison(
 
     Edge cases, chosen so results.json never holds an exception or a spurious NaN:
     all differences exactly zero (e.g. a policy against itself) -> p-values 1.0, CI (0, 0).
-    ``improvement_pct = -diff_mean / baseline_mean * 100`` is NaN only when the baseline's
-    mean IS is exactly 0 (a relative improvement over zero cost is undefined).
+    ``improvement_pct = -diff_mean / baseline_mean * 100`` is None when the baseline's mean
+    IS is exactly 0 (a relative improvement over zero cost is undefined; JSON has no NaN).
     At least two orders are required: with one there is no variance and no test.
     """
     p = np.asarray(policy_is, dtype=np.float64)
@@ -189,7 +189,7 @@ def paired_comparison(
     diff_mean = float(diff.mean())
     diff_std = float(diff.std(ddof=1))
     baseline_mean = float(b.mean())
-    improvement = -diff_mean / baseline_mean * 100.0 if baseline_mean != 0.0 else float("nan")
+    improvement = -diff_mean / baseline_mean * 100.0 if baseline_mean != 0.0 else None
 
     if not np.any(diff):
         t_p, w_p, ci = 1.0, 1.0, (0.0, 0.0)
@@ -209,5 +209,5 @@ def paired_comparison(
         ci95=ci,
         t_pvalue=t_p,
         wilcoxon_pvalue=w_p,
-        improvement_pct=float(improvement),
+        improvement_pct=None if improvement is None else float(improvement),
     )
