@@ -1163,8 +1163,8 @@ class OnlineNormaliser:
 
     >>> norm = OnlineNormaliser(1, halflife=1e9)
     >>> norm.update(np.array([[1.0], [3.0]]), np.array([0, 0]))
-    >>> norm.transform(np.array([[2.0], [4.0]]), np.array([0, 0])).round(6).tolist()
-    [[-0.0], [2.0]]
+    >>> norm.transform(np.array([[4.0]]), np.array([0])).round(6).tolist()
+    [[2.0]]
     """
 
     def __init__(
@@ -1237,7 +1237,7 @@ class OnlineNormaliser:
         inf = np.argwhere(np.isinf(x))
         if inf.size:
             r, j = (int(i) for i in inf[0])
-            raise ConfigError(f"normaliser update field 'values' = {x[r, j]!r} at row {r} "
+            raise ConfigError(f"normaliser update field 'values' = {float(x[r, j])!r} at row {r} "
                               f"feature {j} is not valid: must be finite (or NaN)")
         in_seconds = self.unit == "seconds"
         if in_seconds:
