@@ -447,6 +447,19 @@ def test_reset_of_some_envs_leaves_the_others_untouched() -> None:
     np.testing.assert_array_equal(a.fb.values(names, t)[others], b.fb.values(names, t)[others])
 
 
+def test_reset_starts_a_new_stream_whose_clock_may_go_back() -> None:
+    fb = FeatureBuilder(2, top_k=1)
+    fb.reset(t0=0.0)
+    fb.on_trades(_trades((0, 50.0, 10.0, 4, 1), (1, 50.0, 10.0, 6, -1)))
+    fb.reset([0], t0=0.0)
+    fb.on_trades(_trades((0, 1.0, 10.0, 2, -1)))
+    np.testing.assert_array_equal(fb.clock, [1.0, 50.0])
+    # one query time per environment, written into a given array
+    out = np.full((2, 2), np.nan)
+    got = fb.values(["tick_flow_10s", "time_since_trade_s"], np.array([3.0, 55.0]), out=out)
+    assert got is out and out.tolist() == [[-2.0, 2.0], [-6.0, 5.0]]
+
+
 # -- refusals -----------------------------------------------------------------------------------
 def _trades(*rows: tuple) -> np.ndarray:
     return np.array(list(rows), dtype=TRADE_DTYPE)

@@ -26,11 +26,12 @@ exponential decay per regime bucket (seed 001 §5), and ``FeatureSchema`` (names
 training domain) is saved with a checkpoint so that a policy refuses features it was not
 trained on.
 
-Speed (one core of the shared dev machine, ``n_envs = 1024``, timeit best of 5, after the
-first compile): ``on_trades`` 200 000 trades in one batch ~9 ms (~22 M trades/s);
-``on_book`` 1024 top-5 snapshots ~40 µs (~25 M snapshots/s); ``values`` of all 40 features
-for 1024 envs ~120 µs (~9 M feature values/s); ``on_fills`` 100 000 fills ~4 ms. Measured by
-the ``_speed`` function at the end of this module (``python -m execrl.market.features``).
+Speed (``python -m execrl.market.features``, i.e. ``_speed()`` at the end of this module:
+timeit best of 5 after the first compile, on the shared 2-core dev machine, ``n_envs = 1024``,
+default config): ``on_trades`` ~27 M trades/s (200 000 trades in one batch, ~7 ms, the reset
+before it included); ``on_book`` ~16 M top-5 snapshots/s (one per env, ~65 µs);
+``on_fills`` ~38 M fills/s; ``values`` of all 40 features ~0.26 ms (~160 M values/s; the
+window features cost most, ~18 ns each, one binary search per env and window).
 """
 
 from __future__ import annotations
@@ -234,8 +235,11 @@ def _first_after(ring_t: NDArray, start: int, count: int, x: float) -> int:
     cap = ring_t.shape[0]
     lo, hi = 0, count
     while lo < hi:
-        mid = (lo + hi) // 2
-        if ring_t[(start + mid) % cap] > x:
+        mid = (lo + hi) >> 1
+        p = start + mid
+        if p >= cap:  # cheaper than % in the hot loop
+            p -= cap
+        if ring_t[p] > x:
             hi = mid
         else:
             lo = mid + 1
@@ -538,10 +542,12 @@ def _values(
     cap = ring_t.shape[1]
     child_cap = children.shape[1]
     fill_cap = fill_qty.shape[1]
+    first_in = np.empty(windows.shape[0], dtype=np.int64)  # per window, searched once per env
     for e in range(out.shape[0]):
         tq = t_query[e]
         mid = fstate[e, _F_MID]
         side = istate[e, _I_SIDE]
+        first_in[:] = -1
         for j in range(kinds.shape[0]):
             kind = kinds[j]
             p = params[j]
@@ -578,7 +584,9 @@ def _values(
             elif kind == _TICK_FLOW or kind == _VOLUME or kind == _TRADES:
                 s = istate[e, _I_RING_START]
                 count = istate[e, _I_RING_COUNT]
-                k = _first_after(ring_t[e], s, count, tq - windows[p])
+                k = first_in[p]
+                if k < 0:
+                    k = first_in[p] = _first_after(ring_t[e], s, count, tq - windows[p])
                 if kind == _TRADES:
                     v = count - k
                 elif kind == _TICK_FLOW:
