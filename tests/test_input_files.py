@@ -332,6 +332,12 @@ def test_market_that_breaks_the_numbers_is_refused_by_the_cli(tmp_path: Path) ->
         ({}, {"volume_noise": 5.0, "volume_u_shape": 0.999999}, None),
         ({}, {"sigma": 0.0, "eta": 1e-300, "gamma": 0.0}, None),
         pytest.param(
+            {"qty": 10**11}, {"sigma": 1e-9}, None,
+            marks=pytest.mark.xfail(strict=False, reason="defect outside the input files: the "
+                                    "paired-difference histogram (bins='auto', evaluate/report.py)"
+                                    " raises 'Too many bins' when differences span a few ulps"),
+        ),
+        pytest.param(
             {}, {"sigma": 0.0, "eta": 1e-300, "gamma": 0.0, "epsilon": 0.0}, None,
             marks=pytest.mark.xfail(strict=False, reason="defect outside the input files: "
                                     "improvement_pct is NaN when the baseline's mean IS is 0 "
