@@ -96,7 +96,11 @@ BASELINE_POLICIES = "twap,vwap,pov,ac,immediate"
 
 
 def _error(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """One ``error:`` line on stderr; the message is the user's text too, never markup."""
+    from rich.text import Text
+
+    err_console.print(Text("error: ", style="red") + Text(message), highlight=False,
+                      soft_wrap=True)
 
 
 _warn = warn_user
@@ -231,7 +235,7 @@ def _default_baselines(policies: list[str]) -> list[str]:
 def _interrupted(out: Path) -> typer.Exit:
     where = f"the previous output in {str(out)!r} was kept" if out.exists() else (
         f"nothing was written to {str(out)!r}")
-    err_console.print(f"interrupted: {where}", highlight=False, soft_wrap=True)
+    err_console.print(f"interrupted: {where}", highlight=False, soft_wrap=True, markup=False)
     return typer.Exit(130)
 
 
@@ -455,7 +459,7 @@ def train(
                 force=force,
             )
     except ExecRLError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         raise typer.Exit(2) from None
     console.print(f"trained {algo} for {steps:,} steps in {result['wall_time_s']:.1f}s; "
                   f"policy hash {result['policy_hash'][:16]}…; wrote {out}")

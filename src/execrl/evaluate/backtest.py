@@ -145,6 +145,14 @@ def risk_proxy_bps(schedule: NDArray[np.int64], qty: int, market: ACMarketConfig
     return risk / (qty * market.s0) * 1e4
 
 
+def is_folder(path: str) -> bool:
+    """Path.is_dir, false where the name cannot even be looked up (too long, say)."""
+    try:
+        return Path(path).is_dir()
+    except OSError:
+        return False
+
+
 def resolve_policy(
     spec: str,
     ctx: PolicyContext,
@@ -157,7 +165,7 @@ def resolve_policy(
     learned policy as Almgren–Chriss); with ``config`` and ``order``, a checkpoint trained on
     another market or order is run with a one-line warning naming what differs."""
     label, _, param = spec.partition(":")
-    if param and ("/" in param or Path(param).is_dir()):
+    if param and ("/" in param or is_folder(param)):
         from execrl.agents.checkpoint import training_mismatch
         from execrl.agents.export import NumpyPolicy
 

@@ -148,7 +148,9 @@ def plot_paired_diffs(
         policy, baseline = str(comp["policy"]), str(comp["baseline"])
         diff = paired_differences(episodes, policy, baseline)
         mean = float(diff.mean())  # of the data drawn, so the line matches the histogram
-        ax.hist(diff, bins="auto", color="C0", alpha=0.75)
+        # numpy's "auto" asks for millions of bins when the differences span a few ulps
+        bins = "auto" if np.ptp(diff) > 1e-9 * max(1.0, float(np.abs(diff).max())) else 1
+        ax.hist(diff, bins=bins, color="C0", alpha=0.75)
         if comp.get("ci95") is not None:
             lo, hi = comp["ci95"]
             ax.axvspan(lo, hi, color="C3", alpha=0.2, label=f"95% CI [{lo:.2f}, {hi:.2f}]")

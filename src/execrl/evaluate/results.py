@@ -13,7 +13,12 @@ import pandas as pd
 from execrl import __version__
 from execrl.domain import ParentOrder
 from execrl.env.factory import EnvConfig, order_feasibility
-from execrl.evaluate.backtest import MIN_ORDERS_FOR_INFERENCE, PolicyRun, policy_context
+from execrl.evaluate.backtest import (
+    MIN_ORDERS_FOR_INFERENCE,
+    PolicyRun,
+    is_folder,
+    policy_context,
+)
 from execrl.evaluate.decisions import DECISIONS_FILE
 from execrl.evaluate.report import (
     BOXPLOT_PNG,
@@ -46,7 +51,7 @@ def provenance(command: Sequence[str], specs: Sequence[str], stage: Path, out: P
     for spec in specs:
         label, _, param = spec.partition(":")
         path = Path(param)
-        if not param or not path.is_dir():
+        if not param or not is_folder(param):
             continue
         shown = path.resolve()
         if shown.is_relative_to(stage.resolve()):
