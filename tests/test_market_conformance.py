@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from execrl.domain import OrderType
-from execrl.sim.almgren_chriss import ACMarket, ACMarketConfig
 from execrl.sim.base import (
     FILL_EVENT_DTYPE,
     ORDER_TYPE_CODES,
@@ -24,19 +23,20 @@ from execrl.sim.base import (
     ChildOrderBatch,
     reject_reason,
 )
+from execrl.sim.spec import parse_market
 
 QTY = 100_000
 
+#: market specification (``execrl.sim.spec``) per name; each builds its batched market
+SPECS = {
+    "almgren_chriss": {"model": "almgren_chriss", "n_steps": 8},
+    "almgren_chriss_signal": {"model": "almgren_chriss", "n_steps": 8, "risk_aversion": 0.0,
+                              "signal": {"kappa": 1.0, "sigma": 1.0}},
+}
 #: market name -> (n_envs, side) -> a fresh market
 MARKETS: dict[str, Callable[[int, int], BatchedMarket]] = {
-    "almgren_chriss": lambda n, side: ACMarket(ACMarketConfig(n_steps=8), n_envs=n, side=side),
-    "almgren_chriss_signal": lambda n, side: ACMarket(
-        ACMarketConfig.model_validate(
-            {"n_steps": 8, "risk_aversion": 0.0, "signal": {"kappa": 1.0, "sigma": 1.0}}
-        ),
-        n_envs=n,
-        side=side,
-    ),
+    name: (lambda n, side, spec=spec: parse_market(spec).build(n, side))
+    for name, spec in SPECS.items()
 }
 
 

@@ -90,7 +90,7 @@ def test_vwap_follows_the_volume_profile(u_shape: float) -> None:
     order = make_order(qty=1_000_003)
     weights = u_shape_weights_by_simpson(10, u_shape)
     ctx_market = policy_context(EnvConfig(market=market), order).market
-    np.testing.assert_allclose(ctx_market.volume_weights(), weights, rtol=1e-12)
+    np.testing.assert_allclose(ctx_market.volume_weights, weights, rtol=1e-12)
     got = schedules(["vwap"], market, order)["vwap"]
     assert np.all(np.abs(got - order.qty * weights) <= 1.0)
     if u_shape > 0:  # U-shaped: more at the open and close than mid-session
@@ -102,7 +102,7 @@ def test_vwap_follows_the_volume_profile(u_shape: float) -> None:
 def test_ac_follows_the_closed_form_trajectory(risk_aversion: float, side: str) -> None:
     market = ACMarketConfig(risk_aversion=risk_aversion)
     order = make_order(side=side)
-    ctx_market = policy_context(EnvConfig(market=market), order).market
+    ctx_market = policy_context(EnvConfig(market=market), order).market.cost_model
     assert ctx_market.horizon == pytest.approx(5.0)
     holdings = ac_holdings_by_hand(ctx_market, order.qty)
     np.testing.assert_allclose(ac_trajectory(ctx_market, order.qty), holdings, rtol=1e-12)
@@ -117,7 +117,7 @@ def test_ac_parameter_overrides_risk_aversion() -> None:
     market = ACMarketConfig(risk_aversion=1e-6)
     order = make_order()
     got = schedules(["ac:5e-6"], market, order)["ac:5e-6"]
-    ctx_market = policy_context(EnvConfig(market=market), order).market
+    ctx_market = policy_context(EnvConfig(market=market), order).market.cost_model
     expected = -np.diff(
         np.rint(
             ac_holdings_by_hand(ctx_market.model_copy(update={"risk_aversion": 5e-6}), order.qty)
@@ -271,7 +271,7 @@ def test_signal_aware_with_zero_signal_follows_the_ac_schedule() -> None:
     order = make_order()
     ctx = policy_context(EnvConfig(market=SIGNAL_MARKET), order)
     policy = make_baseline("signal_aware", ctx)
-    x = ac_holdings_by_hand(ctx.market, 1.0)
+    x = ac_holdings_by_hand(ctx.market.cost_model, 1.0)
     n = SIGNAL_MARKET.n_steps
     for k in range(n):
         got = float(policy.act(signal_obs(x[k], k, n, 0.0))[0, 0])

@@ -31,7 +31,7 @@ from execrl.env.rewards import REWARDS
 from execrl.env.spaces import ACTION_SETS, OBSERVATION_SETS
 from execrl.evaluate.stats import format_pvalue
 from execrl.presets import ENV_PRESETS, preset_market
-from execrl.sim.almgren_chriss import ACMarketConfig
+from execrl.sim.spec import MarketSpec, parse_market
 
 #: the arguments of the running command line, recorded in results.json
 _ARGS: list[str] = []
@@ -132,7 +132,7 @@ _ORDER_DECIDES = {
 }
 
 
-def _load_market(env: str, market_file: Path | None) -> ACMarketConfig:
+def _load_market(env: str, market_file: Path | None) -> MarketSpec:
     market = preset_market(env)
     if market_file is None:
         return market
@@ -143,12 +143,15 @@ def _load_market(env: str, market_file: Path | None) -> ACMarketConfig:
                 f"market file {str(market_file)!r} field {key!r} = "
                 f"{shown_value(overrides[key])} is not allowed: it is set by {decided_by}"
             )
-    return ACMarketConfig.from_dict({**market.model_dump(), **overrides})
+    # fields override the preset's; a file naming another model stands alone
+    if overrides.get("model", market.model) != market.model:
+        return parse_market(overrides)
+    return parse_market({**market.model_dump(), **overrides})
 
 
 def _run_evaluation(
     env: str,
-    market: ACMarketConfig,
+    market: MarketSpec,
     order: ParentOrder,
     policies: list[str],
     orders: int,
@@ -203,7 +206,7 @@ def _invocation() -> list[str]:
 
 
 def _check_evaluation(
-    market: ACMarketConfig, order: ParentOrder, policies: list[str], compare_to: list[str],
+    market: MarketSpec, order: ParentOrder, policies: list[str], compare_to: list[str],
     orders: int, out: Path, force: bool, log_decisions: bool,
 ) -> None:
     """Everything that can be refused or flagged about an evaluation, before any of it runs."""
@@ -239,14 +242,14 @@ def _interrupted(out: Path) -> typer.Exit:
     return typer.Exit(130)
 
 
-def _warn_if_infeasible(order: ParentOrder, market: ACMarketConfig) -> None:
+def _warn_if_infeasible(order: ParentOrder, market: MarketSpec) -> None:
     """One line on stderr before the run when the order's own limits cannot complete it."""
     warning = order_feasibility(order, market).warning()
     if warning is not None:
         _warn(warning)
 
 
-def _warn_before_running(order: ParentOrder, market: ACMarketConfig, orders: int) -> None:
+def _warn_before_running(order: ParentOrder, market: MarketSpec, orders: int) -> None:
     """What looks wrong about the evaluation, once nothing is left to refuse (so a refusal
     stays one line): too few orders, an order its limits cannot complete, an order beyond
     the market's liquidity."""
@@ -353,7 +356,8 @@ def evaluate(
     market: Annotated[
         Path | None,
         typer.Option("--market", help="JSON object of market parameters overriding the preset "
-                     "(fields of ACMarketConfig, e.g. {\"sigma\": 1.2, \"n_steps\": 20})."),
+                     "(fields of its \"model\", almgren_chriss by default, e.g. "
+                     "{\"sigma\": 1.2, \"n_steps\": 20})."),
     ] = None,
     compare_to: Annotated[
         str | None, typer.Option(help="Comma-separated policies (among --policies) every other "

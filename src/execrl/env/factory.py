@@ -12,7 +12,8 @@ from execrl.domain import ParentOrder, Side
 from execrl.env.core import BatchedExecution
 from execrl.env.rewards import Reward, make_reward
 from execrl.env.spaces import ActionSet, resolve_action_set, resolve_observation_set
-from execrl.sim.almgren_chriss import ACMarket, ACMarketConfig
+from execrl.sim.almgren_chriss import ACMarketConfig
+from execrl.sim.spec import MarketSpec
 
 #: One trading day in the AC paper's units; the default order is its 5-day sell of 1M shares.
 DEFAULT_ORDER = ParentOrder(
@@ -30,32 +31,25 @@ DEFAULT_ORDER = ParentOrder(
 class EnvConfig:
     """What an environment is made of: a market, what the policy sees and says, the reward."""
 
-    market: ACMarketConfig = field(default_factory=ACMarketConfig)
+    market: MarketSpec = field(default_factory=ACMarketConfig)
     observations: str | tuple[str, ...] = "seed004"
     actions: str | ActionSet = "seed004"
     reward: str = "is_bps"
 
 
-def market_for_order(market: ACMarketConfig, order: ParentOrder) -> ACMarketConfig:
-    """The market with the order's horizon (in the market's time unit) and arrival price;
-    a market and order whose numbers would not stay finite are refused by name
-    (``ACMarketConfig.validate_for_order``)."""
-    update = {"horizon": order.horizon / market.time_unit_s}
-    if order.arrival_px is not None:
-        update["s0"] = order.arrival_px
-    for_order = ACMarketConfig.from_dict({**market.model_dump(), **update})
-    for_order.validate_for_order(order.qty)
-    return for_order
+def market_for_order(market: MarketSpec, order: ParentOrder) -> MarketSpec:
+    """The market with the order's horizon and arrival price (``MarketSpec.for_order``)."""
+    return market.for_order(order)
 
 
-def reward_for_market(name: str, market: ACMarketConfig) -> Reward:
-    """The reward ``name`` with the market's constants (λ, η/τ)."""
-    return make_reward(name, market.risk_aversion, market.eta / market.tau)
+def reward_for_market(name: str, market: MarketSpec) -> Reward:
+    """The reward ``name`` with the market's constants (λ, the temporary impact per share)."""
+    return make_reward(name, market.risk_aversion, market.temp_impact_per_share())
 
 
-def risk_var_per_share2(market: ACMarketConfig) -> float:
-    """σ_eff²·τ: the price variance one held share adds per step (the risk term's scale)."""
-    return market.sigma_eff**2 * market.tau
+def risk_var_per_share2(market: MarketSpec) -> float:
+    """The price variance one held share adds per step (the risk term's scale)."""
+    return market.risk_var_per_share2()
 
 
 @dataclass(frozen=True)
@@ -112,7 +106,7 @@ class OrderFeasibility:
         }
 
 
-def order_feasibility(order: ParentOrder, market: ACMarketConfig) -> OrderFeasibility:
+def order_feasibility(order: ParentOrder, market: MarketSpec) -> OrderFeasibility:
     """The most shares ``order``'s hard limits allow over its horizon on ``market`` (before any
     run: the per-step limits depend only on the expected volume curve)."""
     m = market_for_order(market, order)
@@ -162,7 +156,7 @@ def make_execution(
     autoreset: bool = True,
 ) -> BatchedExecution:
     market_config = market_for_order(config.market, order)
-    market = ACMarket(market_config, n_envs=n_envs, side=order.side.sign)
+    market = market_config.build(n_envs, order.side.sign)
     return BatchedExecution(
         market,
         qty=order.qty,

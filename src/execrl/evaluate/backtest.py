@@ -22,7 +22,7 @@ from execrl.env.core import BatchedExecution
 from execrl.env.factory import EnvConfig, make_execution, market_for_order
 from execrl.policies.base import Policy, PolicyContext
 from execrl.policies.baselines import BASELINES, make_baseline
-from execrl.sim.almgren_chriss import ACMarketConfig
+from execrl.sim.spec import MarketSpec
 
 if TYPE_CHECKING:
     from execrl.evaluate.decisions import DecisionRecorder
@@ -40,7 +40,8 @@ class PolicyRun:
 
 
 def policy_context(config: EnvConfig, order: ParentOrder) -> PolicyContext:
-    return PolicyContext(market_for_order(config.market, order), order.qty, order.side.sign)
+    knowledge = market_for_order(config.market, order).knowledge()
+    return PolicyContext(knowledge, order.qty, order.side.sign)
 
 
 def run_policy(
@@ -98,36 +99,37 @@ MIN_ORDERS_FOR_INFERENCE = 10
 
 
 def backtest_bytes(
-    n_orders: int, n_policies: int, market: ACMarketConfig, log_decisions: bool = False
+    n_orders: int, n_policies: int, market: MarketSpec, log_decisions: bool = False
 ) -> int:
     """An upper estimate of what a backtest allocates, to refuse a run that cannot fit before
     it starts. Measured peak RSS above the imports: ~400 bytes per (order, policy) at 10 + 5
     steps (200,000 orders x 5 policies: 0.42 GB); this counts 32 bytes per (order, policy,
     step) with ten steps of slack, ~2x that, and 256 bytes per logged decision."""
-    steps = market.n_steps + market.pre_arrival_steps + 10
+    steps = market.n_steps + getattr(market, "pre_arrival_steps", 0) + 10
     total = n_orders * n_policies * steps * 32
     if log_decisions:
         total += n_orders * n_policies * market.n_steps * 256
     return int(total)
 
 
-def order_warnings(market: ACMarketConfig, order: ParentOrder) -> list[str]:
+def order_warnings(market: MarketSpec, order: ParentOrder) -> list[str]:
     """What is wrong-looking about running ``order`` in ``market`` (the market with the order's
     horizon and price, ``market_for_order``): each a one-line warning."""
     out = []
-    expected_volume = market.adv * market.horizon
+    expected_volume = float(market.expected_volumes().sum())
     if order.qty > expected_volume:
         out.append(
             f"the order's {order.qty:,} shares are {order.qty / expected_volume:.1f}x the market "
-            f"volume expected over its horizon ({expected_volume:,.0f} shares): the linear "
-            f"impact model is far outside what it describes"
+            f"volume expected over its horizon ({expected_volume:,.0f} shares): the market "
+            f"model is far outside what it describes"
         )
-    if order.side.sign < 0:
+    cost = market.knowledge().cost_model
+    if order.side.sign < 0 and cost is not None:
         # TWAP's last child: the price after the permanent impact of all the rest, less the
         # half spread and the temporary impact of one slice
-        slice_qty = order.qty / market.n_steps
-        last_px = (market.s0 - market.gamma * (order.qty - slice_qty) - market.epsilon
-                   - market.eta / market.tau * slice_qty)
+        slice_qty = order.qty / cost.n_steps
+        last_px = (cost.s0 - cost.gamma * (order.qty - slice_qty) - cost.epsilon
+                   - cost.eta / cost.tau * slice_qty)
         if last_px <= 0:
             out.append(
                 f"selling {order.qty:,} shares evenly would fill the last child at "
@@ -136,12 +138,13 @@ def order_warnings(market: ACMarketConfig, order: ParentOrder) -> list[str]:
     return out
 
 
-def risk_proxy_bps(schedule: NDArray[np.int64], qty: int, market: ACMarketConfig) -> NDArray:
-    """λ·Σ_k σ_eff²·τ·x_k² per order in bps of X·S0: the Almgren–Chriss variance term of the
-    schedule actually traded (equal to λ·Var[cost] for a schedule fixed in advance). IS plus
-    this is the per-order mean-variance objective the risk-averse optimum minimises."""
+def risk_proxy_bps(schedule: NDArray[np.int64], qty: int, market: MarketSpec) -> NDArray:
+    """λ·Σ_k v·x_k² per order in bps of X·S0, v the price variance a held share adds per step
+    (σ_eff²·τ in the AC market): the variance term of the schedule actually traded (equal to
+    λ·Var[cost] for a schedule fixed in advance in the AC market). IS plus this is the
+    per-order mean-variance objective the risk-averse optimum minimises."""
     holdings = qty - np.cumsum(schedule, axis=1).astype(np.float64)  # x_1 … x_N
-    risk = market.risk_aversion * market.sigma_eff**2 * market.tau * (holdings**2).sum(axis=1)
+    risk = market.risk_aversion * market.risk_var_per_share2() * (holdings**2).sum(axis=1)
     return risk / (qty * market.s0) * 1e4
 
 

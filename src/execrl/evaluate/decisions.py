@@ -71,7 +71,7 @@ from execrl.env.core import MARKET_FEATURE_SOURCES, BatchedExecution
 from execrl.env.factory import reward_for_market, risk_var_per_share2
 from execrl.env.rewards import LOGGED_REWARDS, RewardContext, StepOutcome
 from execrl.env.spaces import FEATURES, resolve_observation_set
-from execrl.sim.almgren_chriss import ACMarketConfig
+from execrl.sim.spec import MarketSpec
 
 if TYPE_CHECKING:
     from execrl.evaluate.backtest import PolicyRun
@@ -145,7 +145,7 @@ class DecisionRecorder:
         self.rewards = tuple(rewards)
 
     def start(
-        self, policy: str, core: BatchedExecution, market: ACMarketConfig
+        self, policy: str, core: BatchedExecution, market: MarketSpec
     ) -> DecisionLog:
         """Begin the log of one run on ``core`` (already reset); ``market`` is the market
         configuration the run's environment was made from (with the order's horizon)."""
@@ -160,7 +160,7 @@ class DecisionLog:
         self,
         policy: str,
         core: BatchedExecution,
-        market: ACMarketConfig,
+        market: MarketSpec,
         features: tuple[str, ...] | None,
         rewards: tuple[str, ...],
     ):

@@ -12,12 +12,11 @@ import pandas as pd
 
 from execrl import __version__
 from execrl.domain import ParentOrder
-from execrl.env.factory import EnvConfig, order_feasibility
+from execrl.env.factory import EnvConfig, market_for_order, order_feasibility
 from execrl.evaluate.backtest import (
     MIN_ORDERS_FOR_INFERENCE,
     PolicyRun,
     is_folder,
-    policy_context,
 )
 from execrl.evaluate.decisions import DECISIONS_FILE
 from execrl.evaluate.report import (
@@ -28,7 +27,6 @@ from execrl.evaluate.report import (
     write_report,
 )
 from execrl.evaluate.stats import is_summary, paired_comparison
-from execrl.sim.theory import ac_trajectory, schedule_moments, solve_signal_aware, twap_trajectory
 
 RESULTS_JSON = "results.json"
 EPISODES_PARQUET = "episodes.parquet"
@@ -63,39 +61,11 @@ def provenance(command: Sequence[str], specs: Sequence[str], stage: Path, out: P
 
 
 def theory_block(config: EnvConfig, order: ParentOrder, policies: Sequence[str]) -> dict[str, Any]:
-    """Closed-form E and std of IS (bps) for the static schedules that were run.
-
-    The closed forms know nothing of the order's hard limits. A schedule with a child order
-    above them (rounded to whole shares) is cut in the simulation, so its line is kept but
-    marked ``"unconstrained": true``: it is the schedule the limits did not let run. The
-    signal-aware optimum reacts to the path, so it is marked as soon as any limit is below
-    the order's quantity in some step."""
-    ctx = policy_context(config, order)
-    m, side = ctx.market, ctx.side
+    """The market's closed forms for the policies that were run (``MarketSpec.closed_forms``),
+    marked ``"unconstrained"`` where the order's limits cut the schedule they assume."""
+    market = market_for_order(config.market, order)
     limits = order_feasibility(order, config.market).step_limits
-    out: dict[str, Any] = {}
-    trajectories = {"twap": twap_trajectory(m, order.qty), "ac": ac_trajectory(m, order.qty)}
-    for name, x in trajectories.items():
-        if name in policies:
-            mo = schedule_moments(m, x, side)
-            out[name] = {
-                "expected_is_bps": mo.expected_bps,
-                "std_is_bps": mo.std_bps,
-                "objective_bps": mo.objective(m.risk_aversion) / mo.notional * 1e4,
-            }
-            trades = np.rint(-np.diff(np.asarray(x, dtype=np.float64)))
-            if limits is not None and (trades > limits).any():
-                out[name]["unconstrained"] = True
-    if m.signal is not None and m.drift == 0.0:
-        sol = solve_signal_aware(m, order.qty, side)
-        out["signal_aware"] = {
-            "objective_bps": sol.expected_objective / sol.notional * 1e4,
-            "blind_objective_bps": sol.blind_objective / sol.notional * 1e4,
-            "expected_gain_bps": sol.expected_gain_bps,
-        }
-        if limits is not None and (limits < order.qty).any():
-            out["signal_aware"]["unconstrained"] = True
-    return out
+    return market.closed_forms(order.qty, order.side.sign, list(policies), limits)
 
 
 def build_results(
@@ -108,8 +78,8 @@ def build_results(
     compare_to: Sequence[str] = ("twap",),
     n_boot: int = 10_000,
 ) -> dict[str, Any]:
-    ctx = policy_context(config, order)
-    lam, notional = ctx.market.risk_aversion, order.qty * ctx.market.s0
+    market = market_for_order(config.market, order)
+    lam, notional = market.risk_aversion, order.qty * market.s0
     policies: dict[str, Any] = {}
     for run in runs:
         e = run.episodes
@@ -156,7 +126,7 @@ def build_results(
         "side": order.side.value,
         "order": order.to_wire(),
         "order_feasibility": order_feasibility(order, config.market).to_results(),
-        "market": ctx.market.to_results(order.qty, order.side.value),
+        "market": market.to_results(order.qty, order.side.value),
         "policies": policies,
         "comparisons": comparisons,
         "theory": theory_block(config, order, [r.policy for r in runs]),

@@ -14,15 +14,15 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from execrl.sim.almgren_chriss import ACMarketConfig
+from execrl.sim.spec import MarketKnowledge
 
 
 @dataclass(frozen=True)
 class PolicyContext:
-    """The order and market a policy is built for (the market already has the order's
-    horizon and arrival price)."""
+    """The order and what a policy may know of the market (with the order's horizon and
+    arrival price)."""
 
-    market: ACMarketConfig
+    market: MarketKnowledge
     qty: int
     side: int
 

@@ -53,7 +53,7 @@ def twap(ctx: PolicyContext) -> StaticSchedulePolicy:
 
 def vwap(ctx: PolicyContext) -> StaticSchedulePolicy:
     """Shares in proportion to the expected (U-shaped) market volume of each step."""
-    w = ctx.market.volume_weights()
+    w = ctx.market.volume_weights
     holdings = np.concatenate([[1.0], 1.0 - np.cumsum(w)]).clip(0.0)
     holdings[-1] = 0.0  # the cumulative sum can end a rounding error away from 1
     return StaticSchedulePolicy("vwap", holdings)
@@ -61,7 +61,7 @@ def vwap(ctx: PolicyContext) -> StaticSchedulePolicy:
 
 def almgren_chriss(ctx: PolicyContext, risk_aversion: float | None = None) -> StaticSchedulePolicy:
     """The λ-optimal trajectory (λ from the market unless given)."""
-    market = ctx.market
+    market = ctx.market.require_cost_model("ac")
     if risk_aversion is not None:  # validated like any market field (refuses -1, nan, inf)
         market = ACMarketConfig.from_dict({**market.model_dump(), "risk_aversion": risk_aversion})
     return StaticSchedulePolicy("ac", ac_trajectory(market, 1.0))
@@ -116,7 +116,9 @@ class SignalAwarePolicy:
             raise ConfigError(
                 "policy 'signal_aware' needs a market with a signal (--env ac-signal)"
             )
-        self.solution: SignalAwareSolution = solve_signal_aware(ctx.market, ctx.qty, ctx.side)
+        self.solution: SignalAwareSolution = solve_signal_aware(
+            ctx.market.require_cost_model("signal_aware"), ctx.qty, ctx.side
+        )
         self._alpha_std = ctx.market.signal.stationary_std
         self._qty = ctx.qty
         self._n_steps = ctx.market.n_steps

@@ -22,17 +22,18 @@ every batch size ≥ i + 1 (common random numbers).
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from execrl.domain import ConfigError, OrderType
+from execrl.domain import ConfigError, OrderType, ParentOrder
 from execrl.domain.errors import describe_pydantic_error
 from execrl.market.volume import u_shape_weights
 from execrl.sim.base import ORDER_TYPE_CODES, REJECT_ORDER_TYPE, ChildOrderBatch, FillBatch
+from execrl.sim.spec import MarketKnowledge
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -81,6 +82,8 @@ class ACMarketConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
+    model: Literal["almgren_chriss"] = "almgren_chriss"
+    """The market-specification union's tag (``execrl.sim.spec``)."""
     s0: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] = 50.0
     sigma: NonNegative = 0.95
     eta: Positive = 2.5e-6
@@ -113,11 +116,79 @@ class ACMarketConfig(BaseModel):
         return self
 
     @classmethod
-    def from_dict(cls, data: Any) -> ACMarketConfig:
+    def from_dict(cls, data: Any, what: str = "market config") -> ACMarketConfig:
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(describe_pydantic_error("market config", exc)) from None
+            raise ConfigError(describe_pydantic_error(what, exc)) from None
+
+    # -- the market specification (execrl.sim.spec.MarketSpec) -------------------------------
+    def for_order(self, order: ParentOrder) -> ACMarketConfig:
+        """This market with the order's horizon (in the market's time unit) and arrival price;
+        a market and order whose numbers would not stay finite are refused by name
+        (``validate_for_order``)."""
+        update: dict[str, Any] = {"horizon": order.horizon / self.time_unit_s}
+        if order.arrival_px is not None:
+            update["s0"] = order.arrival_px
+        for_order = ACMarketConfig.from_dict({**self.model_dump(), **update})
+        for_order.validate_for_order(order.qty)
+        return for_order
+
+    def build(self, n_envs: int, side: int) -> ACMarket:
+        return ACMarket(self, n_envs=n_envs, side=side)
+
+    def knowledge(self) -> MarketKnowledge:
+        """A policy may know this whole model: it is its own exact cost model."""
+        return MarketKnowledge(self.n_steps, self.volume_weights(), cost_model=self)
+
+    def risk_var_per_share2(self) -> float:
+        """σ_eff²·τ: the price variance one held share adds per step (the risk term's scale)."""
+        return self.sigma_eff**2 * self.tau
+
+    def temp_impact_per_share(self) -> float:
+        """η/τ: the temporary impact per share of a step's trade."""
+        return self.eta / self.tau
+
+    def closed_forms(
+        self, qty: int, side: int, policies: list[str], step_limits: NDArray[np.int64] | None
+    ) -> dict[str, Any]:
+        """Closed-form E and std of IS (bps) for the static schedules that were run, and the
+        signal-aware optimum's expected gain (``execrl.sim.theory``).
+
+        The closed forms know nothing of the order's hard limits. A schedule with a child
+        order above ``step_limits`` (rounded to whole shares) is cut in the simulation, so its
+        line is kept but marked ``"unconstrained": true``. The signal-aware optimum reacts to
+        the path, so it is marked as soon as any limit is below the order's quantity."""
+        from execrl.sim.theory import (
+            ac_trajectory,
+            schedule_moments,
+            solve_signal_aware,
+            twap_trajectory,
+        )
+
+        out: dict[str, Any] = {}
+        trajectories = {"twap": twap_trajectory(self, qty), "ac": ac_trajectory(self, qty)}
+        for name, x in trajectories.items():
+            if name in policies:
+                mo = schedule_moments(self, x, side)
+                out[name] = {
+                    "expected_is_bps": mo.expected_bps,
+                    "std_is_bps": mo.std_bps,
+                    "objective_bps": mo.objective(self.risk_aversion) / mo.notional * 1e4,
+                }
+                trades = np.rint(-np.diff(np.asarray(x, dtype=np.float64)))
+                if step_limits is not None and (trades > step_limits).any():
+                    out[name]["unconstrained"] = True
+        if self.signal is not None and self.drift == 0.0:
+            sol = solve_signal_aware(self, qty, side)
+            out["signal_aware"] = {
+                "objective_bps": sol.expected_objective / sol.notional * 1e4,
+                "blind_objective_bps": sol.blind_objective / sol.notional * 1e4,
+                "expected_gain_bps": sol.expected_gain_bps,
+            }
+            if step_limits is not None and (step_limits < qty).any():
+                out["signal_aware"]["unconstrained"] = True
+        return out
 
     def validate_for_order(self, qty: int) -> None:
         """Refuse, naming the fields, a market and order (this config holds the order's
