@@ -29,20 +29,8 @@ from numpy.typing import NDArray
 from execrl.domain import ConfigError, OrderConstraints, implementation_shortfall_bps
 from execrl.env.rewards import IsBpsReward, Reward, RewardContext, StepOutcome
 from execrl.env.spaces import ActionSet, fraction_to_shares
+from execrl.market.observations import OBSERVATION_FEATURES
 from execrl.sim.base import BatchedMarket, ChildOrderBatch, FillBatch
-
-_ORDER_FEATURES = ("remaining_ratio", "elapsed_ratio")
-# observation feature -> (market feature, divide by parent qty?, scale)
-_MARKET_FEATURES: dict[str, tuple[str, bool, float]] = {
-    "price_drift": ("price_drift", False, 1.0),
-    "volatility": ("volatility", False, 1.0),
-    "spread": ("spread_bps", False, 0.01),
-    "signal": ("signal", False, 1.0),
-    "last_volume_ratio": ("last_volume", True, 1.0),
-    "expected_volume_ratio": ("expected_volume", True, 1.0),
-}
-#: observation feature -> the market feature it is read from
-MARKET_FEATURE_SOURCES: dict[str, str] = {k: v[0] for k, v in _MARKET_FEATURES.items()}
 
 
 @dataclass
@@ -106,14 +94,13 @@ class BatchedExecution:
         if qty <= 0:
             raise ConfigError(f"order field 'qty' = {qty!r} must be > 0")
         for name in observations:
-            if name in _ORDER_FEATURES:
+            source = OBSERVATION_FEATURES[name].source
+            if source is None or source in market.available_features:
                 continue
-            source = _MARKET_FEATURES[name][0]
-            if source not in market.available_features:
-                raise ConfigError(
-                    f"observation feature {name!r} needs market feature {source!r}, which this "
-                    f"market does not provide ({', '.join(market.available_features)})"
-                )
+            raise ConfigError(
+                f"observation feature {name!r} needs market feature {source!r}, which this "
+                f"market does not provide ({', '.join(market.available_features)})"
+            )
         self.market = market
         self.n_envs = market.n_envs
         self.n_steps = market.n_steps
@@ -170,8 +157,9 @@ class BatchedExecution:
             elif name == "elapsed_ratio":
                 self._obs_plan.append((_OBS_ELAPSED, "", 1.0))
             else:
-                source, per_qty, scale = _MARKET_FEATURES[name]
-                self._obs_plan.append((_OBS_MARKET, source, scale / self.qty if per_qty else scale))
+                f = OBSERVATION_FEATURES[name]
+                scale = f.scale / self.qty if f.per_parent_qty else f.scale
+                self._obs_plan.append((_OBS_MARKET, str(f.source), scale))
         self._obs_kinds = np.array([kind for kind, _, _ in self._obs_plan], dtype=np.int64)
 
     def _new_stats(self) -> EpisodeStats:

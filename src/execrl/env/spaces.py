@@ -19,18 +19,10 @@ from gymnasium import spaces
 from numpy.typing import NDArray
 
 from execrl.domain import ConfigError
+from execrl.market.observations import OBSERVATION_FEATURES
 
-#: feature -> what it is (for --help and the docs)
-FEATURES: dict[str, str] = {
-    "remaining_ratio": "shares left / parent quantity (1 -> 0)",
-    "elapsed_ratio": "decision steps done / steps in the horizon (0 -> 1)",
-    "price_drift": "(mid - arrival mid) in units of the horizon's price volatility",
-    "volatility": "volatility regime multiplier (1 = calm)",
-    "spread": "quoted spread in bps / 100",
-    "signal": "observed alpha signal in units of its stationary std",
-    "last_volume_ratio": "market volume of the last step / parent quantity",
-    "expected_volume_ratio": "expected market volume of the coming step / parent quantity",
-}
+#: feature -> what it is (for --help and the docs); the table is the market layer's
+FEATURES: dict[str, str] = {name: f.description for name, f in OBSERVATION_FEATURES.items()}
 
 OBSERVATION_SETS: dict[str, tuple[str, ...]] = {
     # seed 004's state: remaining, time, price drift from arrival, volatility

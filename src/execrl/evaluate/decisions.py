@@ -67,10 +67,11 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from execrl.domain import ConfigError
-from execrl.env.core import MARKET_FEATURE_SOURCES, BatchedExecution
+from execrl.env.core import BatchedExecution
 from execrl.env.factory import reward_for_market, risk_var_per_share2
 from execrl.env.rewards import LOGGED_REWARDS, RewardContext, StepOutcome
 from execrl.env.spaces import FEATURES, resolve_observation_set
+from execrl.market.observations import OBSERVATION_FEATURES
 from execrl.sim.spec import MarketSpec
 
 if TYPE_CHECKING:
@@ -92,7 +93,6 @@ STEP_COLUMNS = (
     "reward",
     "reward_name",
 )
-_ORDER_FEATURES = ("remaining_ratio", "elapsed_ratio")
 
 
 def log_features(market_features: Sequence[str]) -> tuple[str, ...]:
@@ -103,8 +103,7 @@ def log_features(market_features: Sequence[str]) -> tuple[str, ...]:
     return tuple(
         name
         for name in FEATURES
-        if name in _ORDER_FEATURES
-        or (name in MARKET_FEATURE_SOURCES and MARKET_FEATURE_SOURCES[name] in available)
+        if OBSERVATION_FEATURES[name].source in (None, *available)
     )
 
 
