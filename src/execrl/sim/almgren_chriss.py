@@ -465,6 +465,7 @@ def _execute_kernel(
     avg_px: NDArray[np.float64],
     reject: NDArray[np.int8],
     reject_order_type: int,
+    n_fills: NDArray[np.int32],
 ) -> None:
     """One step of every market (see the module docstring). A child order that is not a
     market order is rejected (``reject``), in its market alone, which then steps without
@@ -475,6 +476,7 @@ def _execute_kernel(
         reject[i] = reject_order_type if refused else 0
     for i in range(n):
         fill_qty[i] = qty[i] if active[i] and reject[i] == 0 else 0
+        n_fills[i] = 1 if fill_qty[i] > 0 else 0
     for i in range(n):
         q = fill_qty[i]
         traded = q > 0
@@ -535,6 +537,9 @@ class ACMarket:
             )
             self._alpha_std = c.signal.stationary_std
         self.tick_size = 0.0  # continuous prices: the model has no price grid
+        z_int, z_float = np.zeros(n_envs, dtype=np.int64), np.zeros(n_envs)
+        z_int.flags.writeable = z_float.flags.writeable = False  # shared by every step's fills
+        self._nothing_rests = (z_int, z_float)
         self.available_features: tuple[str, ...] = (
             "price_drift",
             "volatility",
@@ -684,6 +689,7 @@ class ACMarket:
         fill_qty = np.empty(n, dtype=np.int64)
         avg_px = np.empty(n)
         reject = np.empty(n, dtype=np.int8)
+        n_fills = np.empty(n, dtype=np.int32)
         step = self._k.copy() if record_events else None
         _execute_kernel(
             np.ascontiguousarray(orders.qty),
@@ -718,13 +724,17 @@ class ACMarket:
             avg_px,
             reject,
             REJECT_ORDER_TYPE,
+            n_fills,
         )
         # new arrays, not in-place updates: a caller holding ``mid`` from before the step
         # (the environment's reward does) keeps the pre-trade prices
         self._mid = new_mid
         self._alpha = new_alpha
         self._last_volume = new_last_volume
-        fills = FillBatch.immediate(fill_qty, avg_px, reject)
+        z_int, z_float = self._nothing_rests
+        # nothing rests in this market: no passive fills, fees, working or cancelled shares
+        fills = FillBatch(qty=fill_qty, avg_px=avg_px, passive_qty=z_int, fees=z_float,
+                          n_fills=n_fills, working_qty=z_int, cancelled_qty=z_int, reject=reject)
         if step is not None:
             fills.events = fills.fill_events(orders.child_id, step.astype(np.float64))
         return fills

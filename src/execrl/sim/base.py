@@ -91,23 +91,6 @@ class FillBatch:
     reject: NDArray[np.int8]  # REJECT_* code of the new child order, 0 = accepted
     events: NDArray | None = None  # FILL_EVENT_DTYPE rows, when asked for
 
-    @classmethod
-    def immediate(
-        cls, qty: NDArray[np.int64], avg_px: NDArray[np.float64], reject: NDArray[np.int8]
-    ) -> FillBatch:
-        """Fills of a market where nothing rests: all aggressive, one fill per order, no fee."""
-        n = qty.shape[0]
-        return cls(
-            qty=qty,
-            avg_px=avg_px,
-            passive_qty=np.zeros(n, dtype=np.int64),
-            fees=np.zeros(n),
-            n_fills=(qty > 0).astype(np.int32),
-            working_qty=np.zeros(n, dtype=np.int64),
-            cancelled_qty=np.zeros(n, dtype=np.int64),
-            reject=reject,
-        )
-
     def fill_events(self, child_id: NDArray[np.int64], t: NDArray) -> NDArray:
         """``FILL_EVENT_DTYPE`` rows of a market where each order fills at most once a step."""
         envs = np.flatnonzero(self.qty > 0)
