@@ -293,3 +293,61 @@ def test_library_warnings_do_not_reach_the_user(tmp_path, monkeypatch):
     monkeypatch.setattr(backtest, "run_policies", noisy)
     result = _evaluate(tmp_path / "out")
     assert result.exit_code == 0 and "Precision loss" not in result.output
+
+
+# -- found in review -----------------------------------------------------------------------------
+def test_out_may_not_hold_what_the_run_reads(tmp_path):
+    """The swap replaces --out whole: a checkpoint or order file inside it would be deleted."""
+    out = tmp_path / "o2"
+    trained = runner.invoke(app, ["train", "--algo", "qtable", "--steps", "2000",
+                                  "--out", str(out / "agent-qtable")])
+    assert trained.exit_code == 0, trained.output
+    before = _snapshot(out)
+    spec = f"twap,mine:{out / 'agent-qtable'}"
+    assert "not an execrl evaluation" in _one_error_line(_evaluate(out, "--policies", spec))
+    line = _one_error_line(_evaluate(out, "--policies", spec, "--force"))
+    assert "which this run reads" in line  # even --force does not delete the run's input
+    assert _snapshot(out) == before
+    order_file = tmp_path / "keep" / "order.json"
+    order_file.parent.mkdir()
+    order_file.write_text(json.dumps({"order_id": "A", "symbol": "X", "side": "buy",
+                                      "qty": 1000, "start_ts": 0, "horizon_s": 3600}))
+    line = _one_error_line(_evaluate(order_file.parent, "--order", str(order_file), "--force"))
+    assert "which this run reads" in line and order_file.exists()
+
+
+@pytest.mark.parametrize("model", [[], {"a": 1}, 3, None])
+def test_a_market_model_of_the_wrong_type_is_one_line(tmp_path, model):
+    market = tmp_path / "m.json"
+    market.write_text(json.dumps({"model": model}))
+    line = _one_error_line(_evaluate(tmp_path / "out", "--market", str(market)))
+    assert "field 'model'" in line
+
+
+def test_an_unexpected_error_is_not_masked_by_another(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("execrl.evaluate.results.write_report", broken)
+    result = _evaluate(tmp_path / "out")
+    assert isinstance(result.exception, RuntimeError)
+
+
+def test_ctrl_c_during_the_swap_comes_after_the_new_output(tmp_path, monkeypatch):
+    from execrl.domain import outputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    real_replace = os.replace
+
+    def replace_then_interrupt(src, dst):
+        real_replace(src, dst)
+        if "execrl-staging" in str(src):
+            os.kill(os.getpid(), signal.SIGINT)  # held until the swap is done
+
+    monkeypatch.setattr(outputs.os, "replace", replace_then_interrupt)
+    with pytest.raises(outputs.InterruptedAfterSwap), staged_folder(out) as stage:
+        (stage / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

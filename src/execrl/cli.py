@@ -25,7 +25,7 @@ from execrl.domain import ConfigError, ExecRLError, ParentOrder
 from execrl.domain.errors import shown_value, warn_user
 from execrl.domain.files import load_config_object, load_json_object
 from execrl.domain.limits import MAX_SEED, MEMORY_LIMIT_ENV, memory_limit_bytes
-from execrl.domain.outputs import check_output_folder, staged_folder
+from execrl.domain.outputs import InterruptedAfterSwap, check_output_folder, staged_folder
 from execrl.env.factory import DEFAULT_ORDER, EnvConfig, order_feasibility
 from execrl.env.rewards import REWARDS
 from execrl.env.spaces import ACTION_SETS, OBSERVATION_SETS
@@ -53,7 +53,7 @@ class _OneLineErrors(typer.core.TyperGroup):
             where = exc.ctx.command_path if getattr(exc, "ctx", None) else "execrl"
             _error(f"{_describe_click_error(exc)} (see '{where} --help')")
             code = exc.exit_code
-        except click_errors.Abort:
+        except typer.Abort:
             _error("aborted")
             code = 130
         code = code if isinstance(code, int) else 0
@@ -208,12 +208,29 @@ def _invocation() -> list[str]:
 def _check_evaluation(
     market: MarketSpec, order: ParentOrder, policies: list[str], compare_to: list[str],
     orders: int, out: Path, force: bool, log_decisions: bool,
+    inputs: list[Path] | None = None, owned: frozenset[str] | None = None,
 ) -> None:
-    """Everything that can be refused or flagged about an evaluation, before any of it runs."""
-    from execrl.evaluate.backtest import backtest_bytes
-    from execrl.evaluate.results import is_evaluation_output
+    """Everything that can be refused or flagged about an evaluation, before any of it runs.
+    ``inputs``: the files the run reads (order, market); ``owned``: what the command writes
+    into ``out`` (default: an evaluation's files)."""
+    from execrl.evaluate.backtest import backtest_bytes, is_folder
+    from execrl.evaluate.results import EVALUATION_OUTPUTS
 
-    check_output_folder(out, "--out", is_evaluation_output, "an execrl evaluation", force=force)
+    names = EVALUATION_OUTPUTS if owned is None else owned
+    check_output_folder(out, "--out", lambda entry: entry.name in names,
+                        "an execrl evaluation", force=force)
+    # the swap replaces --out whole: nothing this run reads may live inside it (even --force)
+    read = [Path(p) for p in inputs or []]
+    read += [Path(param) for _, _, param in (spec.partition(":") for spec in policies)
+             if param and is_folder(param)]
+    target = out.resolve()
+    for path in read:
+        where = path.resolve()
+        if where == target or target in where.parents or where in target.parents:
+            raise ConfigError(
+                f"--out {str(out)!r} holds {str(path)!r}, which this run reads, and would "
+                f"replace it; write the output to another folder"
+            )
     labels = [spec.partition(":")[0] for spec in policies]
     for base in compare_to:
         if base not in labels:
@@ -235,9 +252,19 @@ def _default_baselines(policies: list[str]) -> list[str]:
     return ["twap"] if "twap" in labels else labels[:1]
 
 
-def _interrupted(out: Path) -> typer.Exit:
-    where = f"the previous output in {str(out)!r} was kept" if out.exists() else (
-        f"nothing was written to {str(out)!r}")
+def _os_error(exc: OSError, out: Path) -> str:
+    """A failure of the disk or the system, not of the user's input: still one line."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}; nothing in {str(out)!r} was replaced"
+
+
+def _interrupted(out: Path, after_swap: bool = False) -> typer.Exit:
+    if after_swap:
+        where = f"after the new output was complete in {str(out)!r}"
+    elif out.exists():
+        where = f"the previous output in {str(out)!r} was kept"
+    else:
+        where = f"nothing was written to {str(out)!r}"
     err_console.print(f"interrupted: {where}", highlight=False, soft_wrap=True, markup=False)
     return typer.Exit(130)
 
@@ -382,17 +409,17 @@ def evaluate(
         baselines = _default_baselines(policy_specs) if compare_to is None else _split(
             compare_to, "--compare-to")
         _check_evaluation(market_config, parent, policy_specs, baselines, orders, out, force,
-                          log_decisions)
+                          log_decisions, inputs=[p for p in (order, market) if p is not None])
         with staged_folder(out) as stage:
             _run_evaluation(env, market_config, parent, policy_specs, orders, seed, stage, out,
                             baselines, log_decisions=log_decisions)
     except ExecRLError as exc:
         _error(str(exc))
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        raise _interrupted(out) from None
+    except KeyboardInterrupt as exc:
+        raise _interrupted(out, isinstance(exc, InterruptedAfterSwap)) from None
     except OSError as exc:  # the disk, not the user's input: still one line, no traceback
-        _error(f"cannot write {str(out)!r}: {exc.strerror or exc}; the previous output was kept")
+        _error(_os_error(exc, out))
         raise typer.Exit(1) from None
 
 
@@ -465,6 +492,11 @@ def train(
     except ExecRLError as exc:
         _error(str(exc))
         raise typer.Exit(2) from None
+    except KeyboardInterrupt as exc:
+        raise _interrupted(out, isinstance(exc, InterruptedAfterSwap)) from None
+    except OSError as exc:  # the disk, not the user's input: still one line, no traceback
+        _error(_os_error(exc, out))
+        raise typer.Exit(1) from None
     console.print(f"trained {algo} for {steps:,} steps in {result['wall_time_s']:.1f}s; "
                   f"policy hash {result['policy_hash'][:16]}…; wrote {out}")
     console.print(f"evaluate it: execrl evaluate --env {env} --policies twap,ac,{algo}:{out}")
@@ -498,7 +530,7 @@ def demo(
         market = preset_market("ac")
         policies = [*BASELINE_POLICIES.split(","), "qtable:AGENT"]
         _check_evaluation(market, DEFAULT_ORDER, policies, ["twap", "ac"], orders, out, force,
-                          log_decisions=False)
+                          log_decisions=False, owned=_demo_outputs())
         request = TrainRequest(
             algo="qtable", env_name="ac",
             env_config=EnvConfig(market=market, observations="seed004", actions="seed004",
@@ -530,16 +562,22 @@ def demo(
     except ExecRLError as exc:
         _error(str(exc))
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        raise _interrupted(out) from None
+    except KeyboardInterrupt as exc:
+        raise _interrupted(out, isinstance(exc, InterruptedAfterSwap)) from None
     except OSError as exc:  # the disk, not the user's input: still one line, no traceback
-        _error(f"cannot write {str(out)!r}: {exc.strerror or exc}; the previous output was kept")
+        _error(_os_error(exc, out))
         raise typer.Exit(1) from None
     console.print(f"done in {time.perf_counter() - started:.1f}s; open {out / 'report.md'}")
 
 
-#: the demo's agent checkpoint, inside its output folder
+#: the demo's agent checkpoint, inside its output folder, and all the demo writes there
 DEMO_AGENT_DIR = "agent-qtable"
+
+
+def _demo_outputs() -> frozenset[str]:
+    from execrl.evaluate.results import EVALUATION_OUTPUTS
+
+    return EVALUATION_OUTPUTS | {DEMO_AGENT_DIR}
 
 
 def _terminate(signum: int, frame: object) -> None:

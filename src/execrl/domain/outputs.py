@@ -77,6 +77,7 @@ def check_output_folder(
     ``owned(entry)`` says whether an entry of an existing folder is part of ``what`` this
     command writes there (e.g. "an execrl checkpoint").
     """
+    clean_leftovers(out)  # first: a previous output a killed swap left aside is put back
     shown = str(out)
     resolved = out.resolve()
     cwd = Path.cwd().resolve()
@@ -110,6 +111,10 @@ def check_output_folder(
             )
 
 
+class InterruptedAfterSwap(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) arrived during the swap: the new output is complete and in place."""
+
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """Hold SIGINT / SIGTERM for the two renames of a swap (they take microseconds)."""
@@ -137,10 +142,12 @@ def staged_folder(out: Path) -> Iterator[Path]:
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging = out.parent / f".{out.name}{_STAGING}-{tag}"
     staging.mkdir()
+    retired = out.parent / f".{out.name}{_RETIRED}-{tag}"
     try:
         yield staging
         os.chmod(staging, 0o755)
-        retired = out.parent / f".{out.name}{_RETIRED}-{tag}"
+        # Ctrl-C and SIGTERM are held over the swap and delivered once it is done: such an
+        # interrupt comes after the new output is in place (``InterruptedAfterSwap``)
         with _signals_held():
             had_output = out.exists()
             if had_output:
@@ -151,8 +158,13 @@ def staged_folder(out: Path) -> Iterator[Path]:
                 if had_output:
                     os.replace(retired, out)
                 raise
-        shutil.rmtree(retired, ignore_errors=True)
-    except BaseException:
+            shutil.rmtree(retired, ignore_errors=True)
+    except BaseException as exc:
+        if not staging.exists():  # swapped in: the new output stands
+            shutil.rmtree(retired, ignore_errors=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise InterruptedAfterSwap from None
+            raise
         shutil.rmtree(staging, ignore_errors=True)
         for folder in reversed(created):  # the parents this run made, innermost first
             with contextlib.suppress(OSError):

@@ -262,6 +262,7 @@ class BatchedExecution:
             self.n_steps,
             self._child_max,
             self._participation_cap(),
+            self.stats.order_ints,
             mask,
         )
         return mask
@@ -566,6 +567,7 @@ def _masks_kernel(
     n_steps: int,
     child_max: int,
     participation_cap: NDArray[np.int64],
+    order_ints: NDArray[np.int64],
     mask: NDArray[np.bool_],
 ) -> None:
     n_actions = fractions.shape[0]
@@ -574,7 +576,8 @@ def _masks_kernel(
             mask[i, :] = True
             continue
         r = remaining[i]
-        cap = _child_cap(r, child_max, participation_cap, i)
+        # as in _decide_kernel: new orders stay within what is left less what still works
+        cap = _child_cap(r - order_ints[i, _WORKING], child_max, participation_cap, i)
         allowed = False
         for a in range(n_actions):
             f = fractions[a]
@@ -734,10 +737,12 @@ def _book_kernel(
         avg_fill[i] = (cash[i] + (res * end_mid[i] if res > 0 else 0.0)) / (filled[i] + res)
     sign = float(side)
     for i in range(n):
-        # implementation_shortfall_bps(avg, arrival_vwap, side), same operations
+        # implementation_shortfall_bps(avg, arrival_vwap, side), same operations; a finished
+        # episode keeps its final value (its residual is no longer in avg_fill)
         vs_vwap = sign * (avg_fill[i] - arrival_vwap[i]) / arrival_vwap[i] * 1e4
         priced = (filled[i] > 0) | (done_now[i] & (remaining[i] > 0))
-        is_vs_arrival_vwap_bps[i] = vs_vwap if priced else 0.0
+        value = vs_vwap if priced else 0.0
+        is_vs_arrival_vwap_bps[i] = value if active[i] else is_vs_arrival_vwap_bps[i]
     if is_bps_reward:  # IsBpsReward: minus the step's IS, 0 for finished envs
         for i in range(n):
             r = -step_is[i] if active[i] else 0.0

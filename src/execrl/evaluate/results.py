@@ -30,14 +30,9 @@ from execrl.evaluate.stats import is_summary, paired_comparison
 
 RESULTS_JSON = "results.json"
 EPISODES_PARQUET = "episodes.parquet"
-#: what `execrl evaluate` / `execrl demo` write into their folder (the demo's agent too)
+#: what `execrl evaluate` writes into its folder
 EVALUATION_OUTPUTS = frozenset({RESULTS_JSON, EPISODES_PARQUET, DECISIONS_FILE, REPORT_MD,
-                                BOXPLOT_PNG, SCHEDULES_PNG, PAIRED_DIFF_PNG, "agent-qtable"})
-
-
-def is_evaluation_output(entry: Path) -> bool:
-    """Whether ``entry`` of an output folder is something an evaluation writes there."""
-    return entry.name in EVALUATION_OUTPUTS
+                                BOXPLOT_PNG, SCHEDULES_PNG, PAIRED_DIFF_PNG})
 
 
 def provenance(command: Sequence[str], specs: Sequence[str], stage: Path, out: Path

@@ -2,7 +2,7 @@
 
 A market specification is a validated configuration that names its model (``model``:
 ``almgren_chriss`` today, ``lob`` and ``replay`` next) and knows everything the layers above
-need from it, so that a new market is one new module registered in ``MARKET_MODELS``, not edits
+need from it, so that a new market is one new module registered in ``market_models()``, not edits
 across the environment, the policies and the evaluation:
 
 - ``for_order(order)``: the specification with the order's horizon and arrival price, refused
@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from execrl.domain import ConfigError, ParentOrder
+from execrl.domain.errors import shown_value
 
 if TYPE_CHECKING:
     from execrl.sim.almgren_chriss import ACMarketConfig, SignalConfig
@@ -97,8 +98,9 @@ def parse_market(data: Any, what: str = "market config") -> MarketSpec:
         raise ConfigError(f"{what} must be a JSON object, got {type(data).__name__}")
     models = market_models()
     model = data.get("model", "almgren_chriss")
-    if model not in models:
+    if not isinstance(model, str) or model not in models:
         raise ConfigError(
-            f"{what} field 'model' = {model!r} is not valid: choose from {', '.join(models)}"
+            f"{what} field 'model' = {shown_value(model)} is not valid: choose from "
+            f"{', '.join(models)}"
         )
     return models[model].from_dict(data, what)
