@@ -117,17 +117,27 @@ class InterruptedAfterSwap(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGINT / SIGTERM for the two renames of a swap (they take microseconds)."""
-    held = {signal.SIGINT, signal.SIGTERM}
+    """Defer SIGINT / SIGTERM over the two renames of a swap (they take microseconds) and
+    raise KeyboardInterrupt after them if one came. Python-level handlers, not a signal mask:
+    a mask holds only the calling thread's signals, and numba's or torch's threads would take
+    them instead."""
+    caught: list[int] = []
+
+    def defer(signum: int, frame: object) -> None:
+        caught.append(signum)
+
     try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, ValueError):  # not the main thread / no such call
+        previous = {s: signal.signal(s, defer) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: no handlers to swap
         yield
         return
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -158,7 +168,7 @@ def staged_folder(out: Path) -> Iterator[Path]:
                 if had_output:
                     os.replace(retired, out)
                 raise
-            shutil.rmtree(retired, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
     except BaseException as exc:
         if not staging.exists():  # swapped in: the new output stands
             shutil.rmtree(retired, ignore_errors=True)
