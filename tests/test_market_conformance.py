@@ -132,8 +132,10 @@ def test_shares_and_cash_are_conserved_and_nothing_fills_beyond_what_was_sent(ma
     run = _run(make_market(16, -1), 8, schedule)
     filled = np.zeros(16, dtype=np.int64)
     cash = np.zeros(16)
+    times: list[np.ndarray] = []
     for fills, events, sent in zip(run["fills"], run["events"], run["sent"], strict=True):
         assert events.dtype == FILL_EVENT_DTYPE
+        times.append(events)
         assert (fills.qty >= 0).all() and (fills.qty <= sent + fills.working_qty).all()
         assert (fills.passive_qty <= fills.qty).all() and (fills.working_qty >= 0).all()
         # the events are the fills, share for share and currency unit for currency unit
@@ -149,6 +151,12 @@ def test_shares_and_cash_are_conserved_and_nothing_fills_beyond_what_was_sent(ma
         cash += step_cash
     assert (filled <= QTY).all()
     assert np.array_equal(filled + run["remaining"], np.full(16, QTY))
+    # fill times are seconds since the order arrived, non-decreasing per environment
+    every = np.concatenate(times)
+    for env in range(16):
+        t = every["t"][every["env"] == env]
+        assert (t >= 0).all() and (np.diff(t) >= 0).all()
+    assert every["t"].max() > 0
     assert np.isfinite(cash).all()
 
 

@@ -66,3 +66,17 @@ def test_a_market_file_of_another_model_is_refused_by_name(tmp_path):
     assert result.exit_code == 2
     assert "'model' = 'lob' is not valid: choose from almgren_chriss" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_ac_fill_events_are_timed_in_seconds_from_the_order_start():
+    from execrl.sim.base import ChildOrderBatch
+
+    spec = ACMarketConfig(n_steps=4).for_order(DEFAULT_ORDER)
+    market = spec.build(2, -1)
+    market.reset(np.random.default_rng(0))
+    orders = ChildOrderBatch.market_orders(2)
+    orders.qty[:] = 1_000
+    step_s = DEFAULT_ORDER.horizon / 4
+    for k in range(4):
+        events = market.execute(orders, np.ones(2, dtype=bool), record_events=True).events
+        assert np.allclose(events["t"], k * step_s) and list(events["env"]) == [0, 1]

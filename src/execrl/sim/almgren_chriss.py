@@ -736,7 +736,9 @@ class ACMarket:
         fills = FillBatch(qty=fill_qty, avg_px=avg_px, passive_qty=z_int, fees=z_float,
                           n_fills=n_fills, working_qty=z_int, cancelled_qty=z_int, reject=reject)
         if step is not None:
-            fills.events = fills.fill_events(orders.child_id, step.astype(np.float64))
+            # the fill's time: the start of its step, in seconds since the order arrived
+            seconds = step * (self._tau * c.time_unit_s)
+            fills.events = fills.fill_events(orders.child_id, seconds)
         return fills
 
     def expected_mid_change(self, shares: NDArray[np.int64]) -> NDArray[np.float64]:

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from execrl.domain import OrderType
+from execrl.market.events import FILL_DTYPE
 
 ORDER_TYPE_CODES: dict[OrderType, int] = {t: i for i, t in enumerate(OrderType)}
 
@@ -32,20 +33,9 @@ REJECT_REASONS: tuple[str, ...] = (
 )
 REJECT_NONE, REJECT_ORDER_TYPE, REJECT_OFF_TICK, REJECT_NO_PRICE, REJECT_QTY = range(5)
 
-#: One row per fill, for the audit trail: which market (env), which child order, when
-#: (decision step), how many shares at what price, whether it rested (passive) and its fee
-#: (currency; negative = a rebate).
-FILL_EVENT_DTYPE = np.dtype(
-    [
-        ("env", np.int32),
-        ("child_id", np.int64),
-        ("t", np.float64),
-        ("qty", np.int64),
-        ("px", np.float64),
-        ("passive", np.bool_),
-        ("fee", np.float64),
-    ]
-)
+#: One row per fill, for the audit trail and the feature builder: the market layer's
+#: ``FILL_DTYPE`` (environment, child order id, time, shares, price, passive flag, fee).
+FILL_EVENT_DTYPE = FILL_DTYPE
 
 
 def reject_reason(code: int) -> str:
@@ -92,7 +82,8 @@ class FillBatch:
     events: NDArray | None = None  # FILL_EVENT_DTYPE rows, when asked for
 
     def fill_events(self, child_id: NDArray[np.int64], t: NDArray) -> NDArray:
-        """``FILL_EVENT_DTYPE`` rows of a market where each order fills at most once a step."""
+        """``FILL_EVENT_DTYPE`` rows of a market where each order fills at most once a step;
+        ``t``: each market's fill time in seconds."""
         envs = np.flatnonzero(self.qty > 0)
         events = np.empty(envs.size, dtype=FILL_EVENT_DTYPE)
         events["env"] = envs
