@@ -22,6 +22,9 @@ class ObservationFeature:
     per_parent_qty: bool = False
     """Divided by the parent order's quantity (volumes)."""
     scale: float = 1.0
+    per_step_volume: bool = False
+    """Divided by the market's expected volume of the coming step (order-flow volumes, so that
+    they read the same for a small and a large parent order)."""
 
 
 OBSERVATION_FEATURES: dict[str, ObservationFeature] = {
@@ -39,6 +42,48 @@ OBSERVATION_FEATURES: dict[str, ObservationFeature] = {
     "expected_volume_ratio": ObservationFeature(
         "expected market volume of the coming step / parent quantity", "expected_volume",
         per_parent_qty=True),
+    # order state beyond the two ratios (seed 001)
+    "twap_deviation": ObservationFeature(
+        "remaining_ratio - the TWAP schedule's remaining ratio (+ = behind schedule)", None),
+    "working_ratio": ObservationFeature(
+        "shares of the working child order / parent quantity", None),
+    # order-book features (markets with a book; ``execrl.market.features`` defines them);
+    # missing values (an empty side, no trade yet, no working order) read 0
+    "tick_flow_10s": ObservationFeature(
+        "signed trade volume of the last 10 s / expected volume of the step (seed 000)",
+        "tick_flow_10s", per_step_volume=True),
+    "tick_flow_30s": ObservationFeature(
+        "signed trade volume of the last 30 s / expected volume of the step (seed 000)",
+        "tick_flow_30s", per_step_volume=True),
+    "imbalance_1": ObservationFeature(
+        "top-of-book imbalance (bid - ask) / (bid + ask), -1..1", "imbalance_1"),
+    "imbalance_5": ObservationFeature(
+        "top-5-levels imbalance (bid - ask) / (bid + ask), -1..1", "imbalance_5"),
+    "bid_depth_ratio": ObservationFeature(
+        "shares on the top 5 bid levels / expected volume of the step", "bid_depth_5",
+        per_step_volume=True),
+    "ask_depth_ratio": ObservationFeature(
+        "shares on the top 5 ask levels / expected volume of the step", "ask_depth_5",
+        per_step_volume=True),
+    "bid_queue_ratio": ObservationFeature(
+        "shares at the best bid / expected volume of the step", "bid_qty_1",
+        per_step_volume=True),
+    "ask_queue_ratio": ObservationFeature(
+        "shares at the best ask / expected volume of the step", "ask_qty_1",
+        per_step_volume=True),
+    "realised_vol": ObservationFeature(
+        "realised volatility of the mid in bps / 10 (30 s half-life)", "realised_vol_bps",
+        scale=0.1),
+    "queue_ahead_ratio": ObservationFeature(
+        "shares ahead of the working order in its queue / expected volume of the step",
+        "queue_ahead", per_step_volume=True),
+    "time_since_trade": ObservationFeature(
+        "seconds since the last trade / 10 (seed 003)", "time_since_trade_s", scale=0.1),
+    "recent_fill_rate": ObservationFeature(
+        "shares filled / sent over the last 10 child orders (seed 003)", "recent_fill_rate"),
+    "avg_slippage": ObservationFeature(
+        "mean slippage of the last 10 fills vs the arrival mid, bps / 10 (seed 003)",
+        "avg_slippage_bps", scale=0.1),
 }
 
 #: observation features computed from the parent order's state
