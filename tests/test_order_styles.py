@@ -215,3 +215,20 @@ def test_passive_baselines_send_the_orders_they_describe():
                 assert sent["limit_px"][0] == pytest.approx(BID)
             if kind == "market":
                 assert sent["order_type"][0] == CODE[OrderType.MARKET]
+
+
+def test_seed003_reward_is_the_seeds_formula():
+    from execrl.env.rewards import RewardContext, StepOutcome, make_reward
+
+    reward = make_reward("seed003", 0.0, 0.0)
+    step = StepOutcome(
+        shares=np.array([250, 0]), exec_px=np.array([100.05, np.nan]),
+        mid_before=np.array([100.0, 100.0]), mid_after=np.array([100.02, 100.0]),
+        remaining_after=np.array([750, 1000]), is_bps=np.zeros(2),
+        cut=np.zeros(2, bool), done=np.zeros(2, bool), episode_is_bps=np.zeros(2),
+        episode_is_vs_arrival_vwap_bps=np.zeros(2), elapsed_after=np.array([0.95, 0.5]),
+    )
+    r = reward(RewardContext(1000, 1, np.full(2, 100.0), 0.0), step)
+    expected0 = (10 * 0.25 - 100 * 0.05 / 100 - 50 * (0.95 - 0.9)
+                 - 50 * abs(100.02 - 100.05) / 100.05)
+    assert r == pytest.approx([expected0, 0.0])

@@ -435,6 +435,7 @@ class BatchedExecution:
                 done=done_now,
                 episode_is_bps=s.is_bps,
                 episode_is_vs_arrival_vwap_bps=s.is_vs_arrival_vwap_bps,
+                elapsed_after=self.k / self.n_steps,
             )
             ctx = RewardContext(self.qty, self.side, arrival, self._risk_var)
             reward64 = np.where(active, self.reward(ctx, outcome), 0.0)

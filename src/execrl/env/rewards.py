@@ -42,6 +42,8 @@ class StepOutcome:
     episode_is_vs_arrival_vwap_bps: NDArray[np.float64]
     # E[mid move | before the step]; only markets that know their own dynamics provide it
     expected_mid_move: NDArray[np.float64] | None = None
+    # decision steps done / steps in the horizon, after this step
+    elapsed_after: NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +170,35 @@ class RiskAdjustedReward:
         return r
 
 
-REWARDS = ("is_bps", "arrival_vwap", "risk_adjusted", "expected_cost")
+@dataclass(frozen=True)
+class Seed003Reward:
+    """Seed 003's reward (its ``calculate_reward`` and ``[rl_execution.reward]`` weights):
+    fill_weight × the step's fill rate (shares / order) − slippage_weight × |fill px − mid| /
+    mid − time_weight × (elapsed − 0.9) past 90 % of the horizon − impact_weight × |mid after
+    − fill px| / fill px. The seed counts slippage and impact per step with a fill, unweighted
+    by its size. A share left unfilled earns no fill reward, and evaluation measures IS, so
+    not trading never looks cheap."""
+
+    fill_weight: float = 10.0
+    slippage_weight: float = 100.0
+    time_weight: float = 50.0
+    impact_weight: float = 50.0
+    name: str = "seed003"
+
+    def __call__(self, ctx: RewardContext, step: StepOutcome) -> NDArray[np.float64]:
+        traded = step.shares > 0
+        px = np.where(traded, step.exec_px, 1.0)
+        fill = self.fill_weight * step.shares / ctx.qty
+        slip = np.where(traded, np.abs(px - step.mid_before) / step.mid_before, 0.0)
+        impact = np.where(traded, np.abs(step.mid_after - px) / px, 0.0)
+        elapsed = step.elapsed_after if step.elapsed_after is not None else 0.0
+        late = np.maximum(np.asarray(elapsed) - 0.9, 0.0)
+        return fill - self.slippage_weight * slip - self.time_weight * late - (
+            self.impact_weight * impact
+        )
+
+
+REWARDS = ("is_bps", "arrival_vwap", "risk_adjusted", "expected_cost", "seed003")
 #: rewards a log of real decisions can carry (``expected_cost`` needs the simulator's model)
 LOGGED_REWARDS = ("is_bps", "arrival_vwap", "risk_adjusted")
 
@@ -189,4 +219,6 @@ def make_reward(name: str, risk_aversion: float, temp_impact_per_share: float) -
         return RiskAdjustedReward(
             risk_aversion, temp_impact_per_share=temp_impact_per_share, expected=True, name=name
         )
+    if name == "seed003":
+        return Seed003Reward()
     raise ConfigError(f"reward {name!r} is unknown; choose from {', '.join(REWARDS)}")
