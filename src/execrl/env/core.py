@@ -168,6 +168,7 @@ class BatchedExecution:
         band = self.constraints.price_band_bps
         self._band = 0.0 if band is None or not self._has_book else band * 1e-4
         self._tick = float(market.tick_size) if self._has_book else 0.0
+        self._last_quotes = _NO_QUOTES
         self.remaining = np.full(n, self.qty, dtype=np.int64)
         self.k = np.zeros(n, dtype=np.int64)
         self.done = np.zeros(n, dtype=bool)
@@ -339,6 +340,7 @@ class BatchedExecution:
             style_idx = self.action_set.to_style_index(actions)
             if style_idx.shape[0] != n:
                 style_idx = np.broadcast_to(style_idx, (n,)).copy()
+        quotes = self._last_quotes = self._quotes()
         bad = _decide_kernel(
             np.ascontiguousarray(idx),
             _NO_FRACTIONS if self._fractions is None else self._fractions,
@@ -357,7 +359,7 @@ class BatchedExecution:
             self.side,
             self._tick,
             self._band,
-            self._quotes(),
+            quotes,
             shares,
             self._orders.cancel,
             self._orders.child_id,
@@ -460,6 +462,21 @@ class BatchedExecution:
                 obs = self.observe()
         truncated = np.zeros(n, dtype=bool)
         return obs, reward, done_now, truncated, info
+
+    def last_order_kinds(self) -> NDArray[np.int8]:
+        """What each env's child order of the last step was: 0 none, 1 passive (a limit order
+        priced short of the far touch), 2 aggressive (it crossed the spread: a market or IOC
+        order, or a limit at or through the far touch). Seed 000 §5's correlation report."""
+        o = self._orders
+        kinds = np.where(o.qty > 0, 2, 0).astype(np.int8)
+        quotes = self._last_quotes
+        if quotes.shape[1] == 0:
+            return kinds
+        rests = (o.order_type == _LIMIT_CODE) | (o.order_type == _MARKETABLE_CODE)
+        with np.errstate(invalid="ignore"):
+            short = self.side * (o.limit_px - quotes[1]) < 0
+        kinds[(o.qty > 0) & rests & short] = 1
+        return kinds
 
     def episode_records(self, ids: NDArray[np.intp]) -> dict[str, NDArray]:
         return self._episode_records(np.asarray(ids))

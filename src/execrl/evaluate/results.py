@@ -97,7 +97,13 @@ def build_results(
             "breaches": int(e["breaches"].sum()),
             # the policy's requests the limits cut down, over all orders
             "cuts": int(e["cuts"].sum()),
+            # per order: fill events, cancels of a working order, child orders refused
+            "fills": float(e["fills"].mean()),
+            "cancels": float(e["cancels"].mean()),
+            "rejects": float(e["rejects"].mean()),
         }
+        if run.behaviour is not None:
+            policies[run.policy]["behaviour"] = run.behaviour
     by_name = {r.policy: r for r in runs}
     comparisons = []
     for base in compare_to:
