@@ -366,8 +366,11 @@ def evaluate(
     policies: Annotated[
         str,
         typer.Option(help="Comma-separated policies: twap, vwap, pov[:rate], ac[:lambda], "
-                     "immediate, signal_aware (needs --env ac-signal)."),
-    ] = BASELINE_POLICIES,
+                     "immediate, signal_aware (needs --env ac-signal); on an order book also "
+                     "passive_twap, submit_and_leave; LABEL:CHECKPOINT for a trained agent. "
+                     "Default: the market's baselines (" + BASELINE_POLICIES + " on "
+                     "Almgren-Chriss).", show_default=False),
+    ] = "",
     orders: Annotated[int, typer.Option(min=1, help="Parent orders per policy (K).")] = 2000,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED,
                                       help="Seed of the market paths (shared by all).")] = 7,
@@ -405,7 +408,8 @@ def evaluate(
     try:
         parent = DEFAULT_ORDER if order is None else ParentOrder.from_file(order)
         market_config = _load_market(env, market)
-        policy_specs = _split(policies, "--policies")
+        policy_specs = (_split(policies, "--policies") if policies
+                        else list(market_config.baselines))
         baselines = _default_baselines(policy_specs) if compare_to is None else _split(
             compare_to, "--compare-to")
         _check_evaluation(market_config, parent, policy_specs, baselines, orders, out, force,

@@ -123,6 +123,11 @@ class ACMarketConfig(BaseModel):
             raise ConfigError(describe_pydantic_error(what, exc)) from None
 
     # -- the market specification (execrl.sim.spec.MarketSpec) -------------------------------
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        """The rule-based policies `execrl evaluate` runs by default on this market."""
+        return ("twap", "vwap", "pov", "ac", "immediate")
+
     def for_order(self, order: ParentOrder) -> ACMarketConfig:
         """This market with the order's horizon (in the market's time unit) and arrival price;
         a market and order whose numbers would not stay finite are refused by name

@@ -14,7 +14,8 @@ across the environment, the policies and the evaluation:
 - ``temp_impact_per_share()``: the temporary impact a reward may penalise (0 where unknown);
 - ``expected_volumes()``: the expected market volume of each step (participation limits);
 - ``closed_forms(qty, side, policies, step_limits)``: exact results where the model has them;
-- ``to_results(qty, side)``: its parameters for ``results.json``.
+- ``to_results(qty, side)``: its parameters for ``results.json``;
+- ``baselines``: the rule-based policies evaluated by default on it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class MarketSpec(Protocol):
     n_steps: int
     s0: float
     risk_aversion: float
+
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        """The rule-based policies `execrl evaluate` runs by default on this market."""
+        ...
 
     def for_order(self, order: ParentOrder) -> MarketSpec: ...
 
