@@ -56,6 +56,8 @@ class NumpyPolicy:
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
     #: a loaded checkpoint's config.json (market, order, … it was trained on); not hashed
     training: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # a loaded checkpoint's features.json (execrl.market.features.FeatureSchema), or None
+    feature_schema: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -316,6 +318,7 @@ class NumpyPolicy:
             )
         if checkpoint:
             _check_runnable(policy, where)
+            policy.feature_schema = _feature_schema(policy, folder)
         return policy
 
 
@@ -390,6 +393,25 @@ def _read_arrays(path: Path) -> dict[str, NDArray]:
         raise ConfigError(
             f"policy file {str(path)!r} is not a readable .npz array archive: {reason}"
         ) from None
+
+
+def _feature_schema(policy: NumpyPolicy, folder: Path) -> Any:
+    """The checkpoint's ``features.json`` (``execrl.market.features.FeatureSchema``), checked
+    against the policy's features and what they mean now; None for a checkpoint written
+    before schemas were saved."""
+    from execrl.market.features import FeatureSchema
+    from execrl.market.observations import definition
+
+    path = folder / "features.json"
+    if not path.exists():
+        return None
+    schema = FeatureSchema.load(path)
+    try:
+        schema.check(policy.observations,
+                     definitions=[definition(name) for name in policy.observations])
+    except ConfigError as exc:
+        raise ConfigError(f"checkpoint {str(folder)!r}: {exc}") from None
+    return schema
 
 
 def _check_runnable(policy: NumpyPolicy, where: str) -> None:

@@ -54,9 +54,11 @@ def run_policy(
     seed: int,
     on_step: Callable[[], None] | None = None,
     recorder: DecisionRecorder | None = None,
+    on_obs: Callable[[NDArray], None] | None = None,
 ) -> PolicyRun:
     """Execute ``n_orders`` copies of ``order`` with ``policy``, episode i on path (seed, i);
-    with a ``recorder``, log every decision (``PolicyRun.decisions``)."""
+    with a ``recorder``, log every decision (``PolicyRun.decisions``); ``on_obs`` sees the
+    observations of the orders still running before each decision."""
     if n_orders < 1:
         raise ConfigError(f"orders = {n_orders!r} must be >= 1")
     env_config = EnvConfig(
@@ -70,13 +72,15 @@ def run_policy(
     market = market_for_order(config.market, order)
     log = None if recorder is None else recorder.start(policy.name, core, market)
     discrete = core.action_set.is_discrete
-    tally = BehaviourTally(core)
+    tally = BehaviourTally(core, getattr(policy, "feature_schema", None))
     while not core.done.all():
+        if on_obs is not None:
+            on_obs(obs[~core.done])
         masks = core.action_masks() if discrete else None
         actions = policy.act(obs, masks)
         if log is not None:
             log.before(actions)
-        tally.before(actions)
+        tally.before(actions, obs)
         obs, *_ = core.step(actions)
         tally.after()
         if log is not None:

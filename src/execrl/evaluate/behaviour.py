@@ -10,6 +10,10 @@ net flow), and by the child order it sent (none, passive, aggressive:
 ``BatchedExecution.last_order_kinds``). The difference of the aggressive shares between the
 two flow buckets comes with a 95 % interval from a bootstrap over orders (decisions of one
 order are not independent), so the seed's expectation is checked, not eyeballed.
+
+For a trained policy whose checkpoint records its training domain (``features.json``), the
+share of decisions taken on an observation outside that domain is counted too (seed 004 §6:
+a policy is not to be trusted far from where it learned).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from execrl.env.core import BatchedExecution
+from execrl.market.features import FeatureSchema
 
 FLOW_BUCKETS = ("opposite", "none", "same")
 ORDER_KINDS = ("hold", "passive", "aggressive")
@@ -30,8 +35,10 @@ class BehaviourTally:
     """Per order, decisions by (flow bucket, kind of child order); per action, how often it
     was chosen (discrete action sets)."""
 
-    def __init__(self, core: BatchedExecution):
+    def __init__(self, core: BatchedExecution, schema: FeatureSchema | None = None):
         self.core = core
+        self.schema = schema
+        self.out_of_domain = 0
         self.has_flow = "tick_flow_10s" in core.market.available_features
         self.counts = np.zeros((core.n_envs, len(FLOW_BUCKETS), len(ORDER_KINDS)), np.int64)
         n_actions = core.action_set.n_actions
@@ -39,9 +46,12 @@ class BehaviourTally:
         self._bucket: NDArray[np.intp] | None = None
         self._active: NDArray[np.bool_] | None = None
 
-    def before(self, actions: NDArray) -> None:
+    def before(self, actions: NDArray, obs: NDArray | None = None) -> None:
         core = self.core
         self._active = ~core.done
+        if self.schema is not None and obs is not None:
+            outside = self.schema.out_of_domain(obs[self._active]).any(axis=1)
+            self.out_of_domain += int(outside.sum())
         if self.has_flow:
             flow = np.nan_to_num(core.market.feature("tick_flow_10s")) * core.side
             self._bucket = np.where(flow < 0, 0, np.where(flow > 0, 2, 1)).astype(np.intp)
@@ -65,6 +75,9 @@ class BehaviourTally:
             "decisions": int(total.sum()),
             "share_by_kind": _shares(total.sum(axis=0)),
         }
+        if self.schema is not None:
+            n = out["decisions"]
+            out["out_of_training_domain_share"] = self.out_of_domain / n if n else None
         if self.actions.size:
             labels = self.core.action_set.labels or tuple(
                 str(a) for a in range(self.actions.size))

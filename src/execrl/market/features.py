@@ -1341,12 +1341,17 @@ class FeatureSchema(BaseModel):
     normaliser: NormaliserState | None = None
     domain_min: tuple[float | None, ...]
     domain_max: tuple[float | None, ...]
+    definitions: tuple[str, ...] | None = None
+    """What each feature meant when the policy was trained (an observation feature's meaning,
+    source and scale): a later definition that differs is refused by name."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"names = {list(self.names)} has duplicates")
         f = len(self.names)
+        if self.definitions is not None and len(self.definitions) != f:
+            raise ValueError(f"definitions must hold {f} values (one per name)")
         if len(self.domain_min) != f or len(self.domain_max) != f:
             raise ValueError(f"domain_min and domain_max must hold {f} values (one per name)")
         if self.normaliser is not None and self.normaliser.n_features != f:
@@ -1363,6 +1368,7 @@ class FeatureSchema(BaseModel):
         builder: FeatureConfig | None = None,
         domain_min: ArrayLike | None = None,
         domain_max: ArrayLike | None = None,
+        definitions: Sequence[str] | None = None,
     ) -> FeatureSchema:
         """The schema of a training run; the domain comes from ``normaliser`` unless given."""
         if domain_min is None or domain_max is None:
@@ -1375,15 +1381,22 @@ class FeatureSchema(BaseModel):
             "normaliser": None if normaliser is None else normaliser.state(),
             "domain_min": tuple(_finite_or_none(np.asarray(domain_min, dtype=float))),
             "domain_max": tuple(_finite_or_none(np.asarray(domain_max, dtype=float))),
+            "definitions": None if definitions is None else tuple(definitions),
         }
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(describe_pydantic_error("feature schema", exc)) from None
 
-    def check(self, names: Sequence[str], builder: FeatureConfig | None = None) -> None:
+    def check(
+        self,
+        names: Sequence[str],
+        builder: FeatureConfig | None = None,
+        definitions: Sequence[str] | None = None,
+    ) -> None:
         """Refuse (``ConfigError`` naming the feature) any features but the trained ones, in
-        their order, and a builder config that differs from the training one."""
+        their order, a builder config that differs from the training one, and a feature whose
+        definition changed since."""
         asked = tuple(names)
         seen: set[str] = set()
         for name in asked:
@@ -1404,6 +1417,13 @@ class FeatureSchema(BaseModel):
                     f"feature '{got}' is at position {i}; the policy was trained with "
                     f"'{want}' there"
                 )
+        if definitions is not None and self.definitions is not None:
+            for name, now, then in zip(asked, definitions, self.definitions, strict=True):
+                if now != then:
+                    raise ConfigError(
+                        f"feature '{name}' is defined as {now!r}; the policy was trained on "
+                        f"{then!r}"
+                    )
         if builder is not None and self.builder is not None and builder != self.builder:
             for field in FeatureConfig.model_fields:
                 now, then = getattr(builder, field), getattr(self.builder, field)

@@ -90,3 +90,15 @@ OBSERVATION_FEATURES: dict[str, ObservationFeature] = {
 ORDER_FEATURES: tuple[str, ...] = tuple(
     name for name, f in OBSERVATION_FEATURES.items() if f.source is None
 )
+
+
+def definition(name: str) -> str:
+    """One line that pins what observation feature ``name`` means (its description, source
+    and scaling): a checkpoint records it, so a policy refuses a feature redefined since."""
+    f = OBSERVATION_FEATURES[name]
+    parts = [f.description, f"source={f.source or 'order'}", f"scale={f.scale:g}"]
+    if f.per_parent_qty:
+        parts.append("/parent qty")
+    if f.per_step_volume:
+        parts.append("/step volume")
+    return "; ".join(parts)
