@@ -257,6 +257,45 @@ def _order_section(results: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _behaviour_section(policies: Mapping[str, Any]) -> list[str]:
+    """Seed 000 §5's correlation report: how each policy's child orders split into holds,
+    passive posts and aggressive orders, by the sign of the tick flow against the order's
+    side, with the aggressive-share difference and its 95 % CI (``evaluate.behaviour``)."""
+    flows = {p: e["behaviour"] for p, e in policies.items()
+             if "by_tick_flow" in (e.get("behaviour") or {})}
+    if not flows:
+        return []
+    out = ["", "## Behaviour and tick flow (seed 000 §5)", ""]
+    out.append(
+        "Share of decisions that crossed the spread (aggressive), posted passively or held, "
+        "by the 10-second tick flow at the decision: *opposite* = the other side's trades "
+        "dominate (selling pressure for a buy), *same* = the order's own side's do. Seed 000 "
+        "expects more aggressive orders under opposite flow; the difference comes with a 95 % "
+        "bootstrap CI over orders."
+    )
+    out.append("")
+    rows = []
+    for p, b in flows.items():
+        by = b["by_tick_flow"]
+        d = b.get("aggressive_opposite_minus_same") or {}
+        ci = d.get("ci95")
+        holds = d.get("expected_sign_holds")
+        rows.append([
+            p,
+            _num(by["opposite"].get("aggressive"), ".3f"),
+            _num(by["same"].get("aggressive"), ".3f"),
+            _num(by["opposite"].get("hold"), ".3f"),
+            _num(by["same"].get("hold"), ".3f"),
+            _num(d.get("value"), ".3f"),
+            f"[{_num(ci[0], '.3f')}, {_num(ci[1], '.3f')}]" if ci else "n/a",
+            "n/a" if holds is None else ("yes" if holds else "no"),
+        ])
+    header = ["policy", "aggressive | opposite", "aggressive | same", "hold | opposite",
+              "hold | same", "difference", "95% CI", "seed's expectation holds"]
+    out += _table(header, rows, "lrrrrrrl")
+    return out
+
+
 def render_markdown(results: Mapping[str, Any], images: Sequence[tuple[str, str]]) -> str:
     """The report page: headline run info, the parent order and its limits, per-policy
     tables (IS; objective, residual, breaches and cuts), comparisons, theory, market, and the
@@ -308,6 +347,8 @@ def render_markdown(results: Mapping[str, Any], images: Sequence[tuple[str, str]
     header = ["policy", "E+λ·Var (bps)", "residual (shares)", "residual charge (bps)",
               "breaches", "cuts"]  # fmt: skip
     out += _table(header, rows, "lrrrrr")
+
+    out += _behaviour_section(policies)
 
     comparisons = results.get("comparisons") or []
     if comparisons:
