@@ -183,6 +183,7 @@ class BatchedExecution:
             else:
                 f = OBSERVATION_FEATURES[name]
                 scale = f.scale / self.qty if f.per_parent_qty else f.scale
+                scale = scale * self.side if f.side_relative else scale
                 if f.per_step_volume and "expected_volume" not in market.available_features:
                     raise ConfigError(
                         f"observation feature {name!r} needs market feature 'expected_volume'"
