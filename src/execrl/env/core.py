@@ -135,6 +135,7 @@ class BatchedExecution:
         c = self.constraints
         self._child_max = _NO_LIMIT if c.child_max is None else min(c.child_max, _NO_LIMIT)
         self._is_bps_reward = type(reward) is IsBpsReward
+        self._reward_needs_events = bool(getattr(reward, "needs_fill_events", False))
         self._fractions: NDArray[np.float64] | None = None
         self._can_cut = np.zeros(0, dtype=bool)
         self._smallest = 0
@@ -380,7 +381,8 @@ class BatchedExecution:
         expected_move = None
         if getattr(self.reward, "needs_expected_move", False):
             expected_move = self.market.expected_mid_change(shares)
-        fill = self.market.execute(self._orders, active, record_events=self.record_fill_events)
+        record = self.record_fill_events or self._reward_needs_events
+        fill = self.market.execute(self._orders, active, record_events=record)
         self.last_fills = fill
 
         s = self.stats
@@ -439,6 +441,7 @@ class BatchedExecution:
                 episode_is_bps=s.is_bps,
                 episode_is_vs_arrival_vwap_bps=s.is_vs_arrival_vwap_bps,
                 elapsed_after=self.k / self.n_steps,
+                fill_events=fill.events if self._reward_needs_events else None,
             )
             ctx = RewardContext(self.qty, self.side, arrival, self._risk_var)
             reward64 = np.where(active, self.reward(ctx, outcome), 0.0)
