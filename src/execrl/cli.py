@@ -415,7 +415,10 @@ def evaluate(
         _check_evaluation(market_config, parent, policy_specs, baselines, orders, out, force,
                           log_decisions, inputs=[p for p in (order, market) if p is not None])
         with staged_folder(out) as stage:
-            _run_evaluation(env, market_config, parent, policy_specs, orders, seed, stage, out,
+            # a --market file naming another model than the preset's is that model's market
+            label = env if market_config.model == preset_market(env).model else (
+                market_config.model)
+            _run_evaluation(label, market_config, parent, policy_specs, orders, seed, stage, out,
                             baselines, log_decisions=log_decisions)
     except ExecRLError as exc:
         _error(str(exc))

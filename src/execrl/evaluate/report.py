@@ -290,8 +290,9 @@ def _behaviour_section(policies: Mapping[str, Any]) -> list[str]:
             f"[{_num(ci[0], '.3f')}, {_num(ci[1], '.3f')}]" if ci else "n/a",
             "n/a" if holds is None else ("yes" if holds else "no"),
         ])
-    header = ["policy", "aggressive | opposite", "aggressive | same", "hold | opposite",
-              "hold | same", "difference", "95% CI", "seed's expectation holds"]
+    header = ["policy", "aggressive, opposite flow", "aggressive, same flow",
+              "hold, opposite flow", "hold, same flow", "difference", "95% CI",
+              "seed's expectation holds"]
     out += _table(header, rows, "lrrrrrrl")
     return out
 
