@@ -115,6 +115,8 @@ def _difference_ci(counts: NDArray[np.int64], seed: int) -> dict[str, Any]:
     point = float(diff(np.ones((1, counts.shape[0])))[0])
     if not np.isfinite(point):
         return {"value": None, "ci95": None, "expected_sign_holds": None}
+    if agg.sum() in (0, dec.sum()):  # never or always aggressive: the difference is 0 exactly
+        return {"value": 0.0, "ci95": [0.0, 0.0], "expected_sign_holds": None}
     rng = np.random.default_rng(seed)
     n = counts.shape[0]
     draws = []
