@@ -256,3 +256,40 @@ def test_seed000_per_fill_reward_prices_each_fill_at_its_own_price():
     assert r == pytest.approx([0.15 * per_fill_0, 0.0])
     # one fill per step at the step's average price would give another number
     assert 0.15 * np.clip(0.025, -1, 1) != pytest.approx(r[0])
+
+
+def test_the_behaviour_tally_splits_decisions_by_tick_flow_against_the_side():
+    from execrl.evaluate.behaviour import BehaviourTally
+
+    class FlowBook(StaticBook):
+        """Selling pressure in even envs, buying pressure in odd ones."""
+
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.available_features = (*self.available_features, "tick_flow_10s")
+
+        def feature(self, name):
+            if name == "tick_flow_10s":
+                return np.where(np.arange(self.n_envs) % 2 == 0, -500.0, 300.0)
+            return super().feature(name)
+
+    n = 40
+    market = FlowBook(n, 4)
+    core = BatchedExecution(market, 1000, 1, ("remaining_ratio",), ACTION_SETS["seed000"],
+                            IsBpsReward(), autoreset=False)
+    core.reset(seed=0)
+    tally = BehaviourTally(core)
+    # the seed's buyer: aggressive under selling pressure (even envs), passive otherwise
+    actions = np.where(np.arange(n) % 2 == 0, 2, 1)
+    for _ in range(3):
+        tally.before(actions)
+        core.step(actions)
+        tally.after()
+    out = tally.summary(seed=1)
+    by = out["by_tick_flow"]
+    assert by["opposite"] == {"decisions": 60, "hold": 0.0, "passive": 0.0, "aggressive": 1.0}
+    assert by["same"] == {"decisions": 60, "hold": 0.0, "passive": 1.0, "aggressive": 0.0}
+    diff = out["aggressive_opposite_minus_same"]
+    assert diff["value"] == 1.0 and diff["ci95"] == [1.0, 1.0]
+    assert diff["expected_sign_holds"] is True
+    assert out["action_histogram"] == {"hold": 0, "passive": 60, "aggressive": 60}
