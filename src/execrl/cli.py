@@ -160,6 +160,7 @@ def _run_evaluation(
     out: Path,
     compare_to: list[str],
     log_decisions: bool = False,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Run the backtest and write every output into ``stage`` (a staging folder that becomes
     ``out`` when the caller's ``staged_folder`` block ends)."""
@@ -189,14 +190,14 @@ def _run_evaluation(
         results = build_results(runs, config, order, orders, seed, env, compare_to)
         results["provenance"] = provenance(_invocation(), policies, stage, out)
         progress.update(task, description="writing report")
-        report = write_outputs(stage, results, runs)
+        report = write_outputs(stage, results, runs, plots=plots)
         if log_decisions:
             write_decisions(stage, runs)
     _print_table(results)
     written = ["results.json", "episodes.parquet", report.name]
     if log_decisions:
         written.append("decisions.parquet (one row per decision)")
-    console.print(f"wrote {out}/: {', '.join(written)} and plots")
+    console.print(f"wrote {out}/: {', '.join(written)}" + (" and plots" if plots else ""))
     return results
 
 
@@ -403,6 +404,9 @@ def evaluate(
         bool, typer.Option("--force", help="Replace --out even if it holds files execrl did "
                            "not write there.")
     ] = False,
+    no_plots: Annotated[
+        bool, typer.Option("--no-plots", help="Write the report without its plots (faster).")
+    ] = False,
 ) -> None:
     """Run each policy on the same K orders and market paths; write results and a report."""
     try:
@@ -419,7 +423,7 @@ def evaluate(
             label = env if market_config.model == preset_market(env).model else (
                 market_config.model)
             _run_evaluation(label, market_config, parent, policy_specs, orders, seed, stage, out,
-                            baselines, log_decisions=log_decisions)
+                            baselines, log_decisions=log_decisions, plots=not no_plots)
     except ExecRLError as exc:
         _error(str(exc))
         raise typer.Exit(2) from None
