@@ -499,7 +499,37 @@ def train(
         raise typer.Exit(1) from None
     console.print(f"trained {algo} for {steps:,} steps in {result['wall_time_s']:.1f}s; "
                   f"policy hash {result['policy_hash'][:16]}…; wrote {out}")
-    console.print(f"evaluate it: execrl evaluate --env {env} --policies twap,ac,{algo}:{out}")
+    for line in evaluate_hint(request, out, market, order):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def evaluate_hint(request: Any, out: Path, market_file: Path | None,
+                  order_file: Path | None) -> list[str]:
+    """The ``execrl evaluate`` command that runs a trained checkpoint where it was trained
+    (the same --env, --market file and --order, so no "trained on another market" warning),
+    beside the baselines that market supports, and what the checkpoint itself carries."""
+    import shlex
+
+    knowledge = request.env_config.market.knowledge()
+    baselines = ["twap"] + (["ac"] if knowledge.cost_model is not None else [])
+    if knowledge.signal is not None:
+        baselines.append("signal_aware")
+    args = ["execrl", "evaluate", "--env", request.env_name]
+    if market_file is not None:
+        args += ["--market", str(market_file)]
+    if order_file is not None:
+        args += ["--order", str(order_file)]
+    args += ["--policies", ",".join([*baselines, f"{request.algo}:{out}"]),
+             "--out", str(out.with_name(out.name + "-eval"))]
+    config = request.env_config
+    observations = (config.observations if isinstance(config.observations, str)
+                    else ",".join(config.observations))
+    actions = config.actions if isinstance(config.actions, str) else config.actions.name
+    return [
+        f"evaluate it where it was trained: {shlex.join(args)}",
+        f"  (the checkpoint carries its observations ({observations}) and actions ({actions}); "
+        f"evaluation measures the realised IS, whatever the training reward ({config.reward}))",
+    ]
 
 
 @app.command()

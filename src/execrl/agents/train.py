@@ -8,6 +8,8 @@ asked for, so the tabular agent needs no torch and the offline ones need d3rlpy 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +40,54 @@ ALGOS: dict[str, tuple[str, str]] = {
 
 #: algorithms that learn from a decision log (``--data``) rather than from the simulator
 OFFLINE_ALGOS = ("bc", "cql")
-#: seeds every learner accepts: numpy's legacy seeding (SB3, d3rlpy) takes [0, 2**32)
+
+#: optional extra (pyproject ``[project.optional-dependencies]``) -> the packages it brings
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "rl": ("torch", "stable_baselines3", "sb3_contrib"),
+    "offline": ("torch", "d3rlpy"),
+}
+#: algorithm -> the extra it needs (the tabular agent needs none: numpy and numba only)
+ALGO_EXTRAS: dict[str, str] = {
+    "dqn": "rl", "qrdqn": "rl", "ppo": "rl", "maskable-ppo": "rl", "bc": "offline",
+    "cql": "offline",
+}
+
+
+def _missing_extra_error(algo: str, extra: str, module: str) -> ConfigError:
+    return ConfigError(
+        f"--algo {algo} needs the {extra!r} extra ({', '.join(EXTRAS[extra])}), which is not "
+        f"installed (no module {module!r}): pip install 'execrl[{extra}]'"
+    )
+
+
+def check_extra(algo: str) -> None:
+    """Refuse, in one line naming the extra and its install command, an algorithm whose
+    optional packages are not installed (before anything is built or imported)."""
+    extra = ALGO_EXTRAS.get(algo)
+    if extra is None:
+        return
+    for module in EXTRAS[extra]:
+        try:
+            found = importlib.util.find_spec(module) is not None  # None: blocked or absent
+        except (ImportError, ValueError):  # ValueError: imported, but without a __spec__
+            found = sys.modules.get(module) is not None
+        if not found:
+            raise _missing_extra_error(algo, extra, module)
+
+
+def import_algorithm(algo: str) -> Any:
+    """The module that trains ``algo``; a package of its extra that fails to import (present
+    but broken, or removed since ``check_extra``) is the same one line, not a traceback."""
+    check_extra(algo)
+    module_name, _ = ALGOS[algo]
+    try:
+        return importlib.import_module(f"execrl.agents.{module_name}")
+    except ModuleNotFoundError as exc:
+        extra = ALGO_EXTRAS.get(algo)
+        top = (exc.name or "").partition(".")[0]
+        if extra is None or top not in EXTRAS[extra]:
+            raise
+        raise _missing_extra_error(algo, extra, top) from None
 
 
 @dataclass
@@ -64,6 +113,7 @@ class TrainRequest:
             raise ConfigError(f"--seed = {self.seed!r} must be a whole number in [0, {MAX_SEED}]")
         if not isinstance(self.hyperparams, dict):
             raise ConfigError("hyper-parameters (--config) must be an object / table")
+        check_extra(self.algo)
         if self.offline:
             if self.data is None:
                 raise ConfigError(
@@ -112,8 +162,7 @@ def run_training(
     ``out`` is checked before training starts (``check_checkpoint_out``: a folder that is
     not empty nor a checkpoint is replaced only with ``force``)."""
     check_checkpoint_out(Path(out), force=force)
-    module_name, _ = ALGOS[request.algo]
-    module = importlib.import_module(f"execrl.agents.{module_name}")
+    module = import_algorithm(request.algo)
     started = time.perf_counter()
     output: TrainOutput = module.train(request, on_progress or (lambda steps: None))
     wall = time.perf_counter() - started
