@@ -25,6 +25,7 @@ from execrl.domain import ConfigError, ParentOrder
 from execrl.domain.limits import MAX_SEED
 from execrl.env.factory import EnvConfig
 from execrl.env.spaces import resolve_observation_set
+from execrl.sim.spec import MarketSpec
 
 #: algorithm name -> (module under execrl.agents, what it is)
 ALGOS: dict[str, tuple[str, str]] = {
@@ -101,6 +102,11 @@ class TrainRequest:
     n_envs: int = 256
     hyperparams: dict[str, Any] = field(default_factory=dict)
     data: Path | None = None  # offline algorithms: decision logs (parquet)
+    #: benchmarks: ``watch(env_steps, policy)`` is called about every ``watch_every`` env steps
+    #: with the greedy policy learnt so far (online algorithms; its time is the caller's to
+    #: subtract). Not part of the checkpoint.
+    watch: Callable[[int, Any], None] | None = None
+    watch_every: int = 0
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -127,6 +133,47 @@ class TrainRequest:
                     f"the offline algorithms ({', '.join(OFFLINE_ALGOS)}) read a decision log"
                 )
             check_budget([("environments", f"--n-envs = {self.n_envs}", self.env_bytes())])
+
+    @classmethod
+    def with_defaults(
+        cls,
+        algo: str,
+        *,
+        env_name: str = "ac",
+        market: MarketSpec | None = None,
+        order: ParentOrder | None = None,
+        observations: str | tuple[str, ...] = "seed004",
+        actions: str | None = None,
+        reward: str | None = None,
+        steps: int | None = None,
+        n_envs: int | None = None,
+        seed: int = 0,
+        hyperparams: dict[str, Any] | None = None,
+        data: Path | None = None,
+    ) -> TrainRequest:
+        """The request ``execrl train`` makes: what is not given takes the algorithm's
+        measured defaults (``execrl.agents.defaults``) and the market's default reward."""
+        from execrl.agents.defaults import FALLBACK_REWARD, algo_defaults, default_reward
+        from execrl.env.factory import DEFAULT_ORDER
+        from execrl.presets import preset_market
+
+        defaults = algo_defaults(algo)
+        market = preset_market(env_name) if market is None else market
+        config = EnvConfig(
+            market=market,
+            observations=observations,
+            actions=defaults.actions if actions is None else actions,
+            # a decision log carries realised rewards only: offline, seed 001's risk-adjusted
+            reward=(FALLBACK_REWARD if algo in OFFLINE_ALGOS else default_reward(market))
+            if reward is None else reward,
+        )
+        return cls(
+            algo=algo, env_name=env_name, env_config=config,
+            order=DEFAULT_ORDER if order is None else order,
+            steps=defaults.steps if steps is None else steps, seed=seed,
+            n_envs=defaults.n_envs if n_envs is None else n_envs,
+            hyperparams={} if hyperparams is None else hyperparams, data=data,
+        )
 
     @property
     def offline(self) -> bool:
