@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -156,13 +157,26 @@ class ReplayMarketConfig(BaseModel):
         return load_replay_data(self.data, self.levels, self.proxy_spread_k)
 
     @property
+    def stats(self) -> DataStatistics:
+        """The data's estimates (volatility, volume, spread, slope, Kyle λ) from the train
+        part of a walk-forward split, or from all of it with ``split="all"`` (in-sample)."""
+        d = self.replay_data
+        end = math.inf if self.split == "all" else d.split_time(*self._window(),
+                                                                self.train_fraction)
+        return d.statistics(end)
+
+    @property
     def tau(self) -> float:
         return self.horizon / self.n_steps
 
     @property
     def s0(self) -> float:
-        """The data's mean mid over the episode window (the notional's price scale)."""
-        return self.replay_data.mean_mid(*self.start_range())
+        """The data's mean mid (the notional's price scale), over the train part of a
+        walk-forward split (over all of it with ``split="all"``)."""
+        d = self.replay_data
+        end = d.t[-1] if self.split == "all" else d.split_time(*self._window(),
+                                                               self.train_fraction)
+        return d.mean_mid(float(d.t[0]), float(end))
 
     @property
     def kappa(self) -> float:
@@ -170,7 +184,7 @@ class ReplayMarketConfig(BaseModel):
         if self.impact == "off":
             return 0.0
         if self.impact == "calibrated":
-            return self.replay_data.kyle_lambda
+            return self.stats.kyle_lambda
         return float(self.impact)
 
     def start_range(self) -> tuple[float, float]:
@@ -231,29 +245,29 @@ class ReplayMarketConfig(BaseModel):
         (price per share walked), γ the Kyle λ (clipped so that η − γτ/2 > 0)."""
         from execrl.sim.almgren_chriss import ACMarketConfig
 
-        d = self.replay_data
+        st = self.stats
         unit = self.horizon
         tau = 1.0 / self.n_steps
-        eta = max(d.book_slope * tau, 1e-12)
-        gamma = min(max(d.kyle_lambda, 0.0), 1.9 * eta / tau)
+        eta = max(st.book_slope * tau, 1e-12)
+        gamma = min(st.kyle_lambda, 1.9 * eta / tau)
         return ACMarketConfig(
-            s0=self.s0, sigma=d.sigma_per_sqrt_s * math.sqrt(unit), eta=eta, gamma=gamma,
-            epsilon=d.half_spread, risk_aversion=self.risk_aversion, horizon=1.0,
+            s0=self.s0, sigma=st.sigma_per_sqrt_s * math.sqrt(unit), eta=eta, gamma=gamma,
+            epsilon=st.half_spread, risk_aversion=self.risk_aversion, horizon=1.0,
             n_steps=self.n_steps, time_unit_s=unit,
-            adv=max(d.volume_per_s * unit, 1.0), volume_noise=0.0, volume_u_shape=0.0,
+            adv=max(st.volume_per_s * unit, 1.0), volume_noise=0.0, volume_u_shape=0.0,
         )
 
     def risk_var_per_share2(self) -> float:
         """σ²·τ from the data: the price variance one held share adds per step."""
-        return self.replay_data.sigma_per_sqrt_s**2 * self.tau
+        return self.stats.sigma_per_sqrt_s**2 * self.tau
 
     def temp_impact_per_share(self) -> float:
-        """The data's mean book slope: price per share a marketable order walks."""
-        return self.replay_data.book_slope
+        """The data's median book slope: price per share a marketable order walks."""
+        return self.stats.book_slope
 
     def expected_volumes(self) -> NDArray[np.float64]:
         """The data's mean volume per second × the step length, every step."""
-        return np.full(self.n_steps, self.replay_data.volume_per_s * self.tau)
+        return np.full(self.n_steps, self.stats.volume_per_s * self.tau)
 
     def closed_forms(
         self, qty: int, side: int, policies: list[str], step_limits: NDArray[np.int64] | None
@@ -355,47 +369,15 @@ class ReplayData:
         if start is not None:
             spans.append((start, np.inf))
         self.halts = np.array(spans, dtype=np.float64).reshape(-1, 2)
-        self._statistics()
+        self._stats: dict[float, DataStatistics] = {}
 
-    def _statistics(self) -> None:
-        t, mid = self.t, self.mid_units / self.price_scale
-        span = max(self.t[-1] - self.t[0], 1e-9)
-        self.volume_per_s = float(self.size[self.is_trade].sum()) / span
-        grid = np.arange(self.t[0], self.t[-1], 60.0)
-        if grid.size >= 3:
-            idx = np.searchsorted(t, grid, side="right") - 1
-            m = mid[np.maximum(idx, 0)]
-            dm = np.diff(m)
-            dm = dm[np.isfinite(dm)]
-            self.sigma_per_sqrt_s = float(dm.std() / math.sqrt(60.0)) if dm.size > 1 else 0.0
-            signed = np.where(self.is_trade, -self.side * self.size, 0).astype(np.float64)
-            cum = np.concatenate([[0.0], np.cumsum(signed)])
-            flow = np.diff(cum[np.searchsorted(t, grid, side="right")])
-            dm_all = np.diff(m)
-            ok = np.isfinite(dm_all)
-            var = float(np.var(flow[ok])) if ok.sum() > 2 else 0.0
-            self.kyle_lambda = (float(np.cov(dm_all[ok], flow[ok])[0, 1] / var)
-                                if var > 0 else 0.0)
-        else:
-            self.sigma_per_sqrt_s = 0.0
-            self.kyle_lambda = 0.0
-        self.kyle_lambda = max(self.kyle_lambda, 0.0)
-        two = (self.bid_qty[:, 0] > 0) & (self.ask_qty[:, 0] > 0)
-        dt = np.diff(t, append=t[-1])
-        w = dt[two] if dt[two].sum() > 0 else np.ones(int(two.sum()))
-        spread = (self.ask_px[two, 0] - self.bid_px[two, 0]) / self.price_scale
-        self.half_spread = float(np.average(spread, weights=w)) / 2 if spread.size else 0.0
-        # the visible book's slope: price per share from the touch to the deepest level
-        q = self.ask_qty.sum(axis=1) + self.bid_qty.sum(axis=1)
-        ok = (q > 0) & two & (q < _UNLIMITED)
-        if self.levels > 1 and ok.any():
-            far = (self.ask_px[ok, -1] * (self.ask_qty[ok, -1] > 0)
-                   + self.ask_px[ok, 0] * (self.ask_qty[ok, -1] == 0) - self.ask_px[ok, 0])
-            slope = 2.0 * far / self.price_scale / np.maximum(q[ok], 1.0)
-            self.book_slope = float(np.median(slope))
-        else:
-            self.book_slope = self.tick / self.price_scale / 1_000.0
-        self.book_slope = max(self.book_slope, 1e-12)
+    def statistics(self, end_t: float = math.inf) -> DataStatistics:
+        """What the data says about itself, from its events up to ``end_t`` only (the train
+        part of a walk-forward split: nothing a test episode meets is used)."""
+        key = float(end_t)
+        if key not in self._stats:
+            self._stats[key] = _statistics(self, int(np.searchsorted(self.t, end_t, "right")))
+        return self._stats[key]
 
     def mean_mid(self, lo: float, hi: float) -> float:
         a, b = np.searchsorted(self.t, [lo, hi])
@@ -411,6 +393,60 @@ class ReplayData:
             k = max(1, min(self.day_first.size - 1, round(fraction * self.day_first.size)))
             return float(self.t[self.day_first[k]])
         return lo + fraction * (hi - lo)
+
+
+@dataclass(frozen=True)
+class DataStatistics:
+    """Estimates from a part of the data (``ReplayData.statistics``)."""
+
+    volume_per_s: float
+    sigma_per_sqrt_s: float
+    """Standard deviation of the mid's one-minute changes, per √second (currency)."""
+    kyle_lambda: float
+    """One-minute mid change per share of signed traded volume (currency per share, >= 0)."""
+    half_spread: float
+    """Time-weighted mean half spread (currency)."""
+    book_slope: float
+    """Median price per share from the touch to the deepest visible level (currency)."""
+
+
+def _statistics(d: ReplayData, n: int) -> DataStatistics:
+    n = max(n, 2)
+    t = d.t[:n]
+    mid = d.mid_units[:n] / d.price_scale
+    trade = d.is_trade[:n]
+    span = max(t[-1] - t[0], 1e-9)
+    volume_per_s = float(d.size[:n][trade].sum()) / span
+    grid = np.arange(t[0], t[-1], 60.0)
+    sigma = kyle = 0.0
+    if grid.size >= 3:
+        idx = np.searchsorted(t, grid, side="right") - 1
+        dm = np.diff(mid[np.maximum(idx, 0)])
+        signed = np.where(trade, -d.side[:n] * d.size[:n], 0).astype(np.float64)
+        cum = np.concatenate([[0.0], np.cumsum(signed)])
+        flow = np.diff(cum[np.searchsorted(t, grid, side="right")])
+        ok = np.isfinite(dm)
+        if ok.sum() > 2:
+            sigma = float(dm[ok].std() / math.sqrt(60.0))
+            var = float(np.var(flow[ok]))
+            kyle = float(np.cov(dm[ok], flow[ok])[0, 1] / var) if var > 0 else 0.0
+    bq, aq = d.bid_qty[:n], d.ask_qty[:n]
+    bp, ap = d.bid_px[:n], d.ask_px[:n]
+    two = (bq[:, 0] > 0) & (aq[:, 0] > 0)
+    dt = np.diff(t, append=t[-1])[two]
+    spread = (ap[two, 0] - bp[two, 0]) / d.price_scale
+    half = float(np.average(spread, weights=dt if dt.sum() > 0 else None)) / 2 if (
+        spread.size) else 0.0
+    depth = aq.sum(axis=1) + bq.sum(axis=1)
+    ok = two & (depth > 0) & (depth < _UNLIMITED)
+    slope = d.tick / d.price_scale / 1_000.0
+    if d.levels > 1 and ok.any():
+        deepest = np.where(aq[ok, -1] > 0, ap[ok, -1], ap[ok, 0])
+        slope = float(np.median(2.0 * (deepest - ap[ok, 0]) / d.price_scale
+                                / np.maximum(depth[ok], 1.0)))
+    return DataStatistics(volume_per_s=volume_per_s, sigma_per_sqrt_s=sigma,
+                          kyle_lambda=max(kyle, 0.0), half_spread=half,
+                          book_slope=max(slope, 1e-12))
 
 
 def _carry_forward(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -812,9 +848,8 @@ class ReplayMarket:
         self._last_vol = np.zeros(n)
         self._rows = np.arange(n)
         self._obs_cache: dict[str, NDArray[np.float64]] | None = None
-        vol_day = max(d.sigma_per_sqrt_s, 1e-12)
-        self._vol_norm = vol_day / d.tick_size if d.tick_size > 0 else 1.0
-        self._sigma_horizon = d.sigma_per_sqrt_s * math.sqrt(config.horizon)
+        self._stats = config.stats
+        self._sigma_horizon = self._stats.sigma_per_sqrt_s * math.sqrt(config.horizon)
 
     # -- protocol -------------------------------------------------------------------------
     @property
@@ -1061,7 +1096,7 @@ class ReplayMarket:
         if name == "last_volume":
             return self._last_vol.copy()
         if name == "expected_volume":
-            return np.full(self.n_envs, self.data.volume_per_s * self._dt)
+            return np.full(self.n_envs, self._stats.volume_per_s * self._dt)
         if name == "queue_ahead":
             return np.nan_to_num(self.queue_ahead, nan=0.0)
         if name not in self.available_features:
@@ -1070,7 +1105,7 @@ class ReplayMarket:
         obs = self._observed()
         if name == "volatility":  # realised vol now / the day's, 1 = an average moment
             rv = obs["realised_vol_bps"] / 1e4 * self._arrival
-            return np.nan_to_num(rv / max(self.data.sigma_per_sqrt_s, 1e-12), nan=1.0)
+            return np.nan_to_num(rv / max(self._stats.sigma_per_sqrt_s, 1e-12), nan=1.0)
         values = obs[name]
         return np.nan_to_num(values, nan=0.0)
 
