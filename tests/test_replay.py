@@ -406,3 +406,43 @@ def test_execrl_evaluate_runs_policies_on_a_replay(tmp_path):
     for name in ("twap", "immediate", "ac"):
         assert results["policies"][name]["fill_rate"] == 1.0
     assert results["policies"]["immediate"]["is_bps"]["mean"] > 0  # it pays the spread
+
+
+def test_the_builder_fed_both_streams_at_once_matches_the_merged_feed():
+    from execrl.market.events import TRADE_DTYPE
+    from execrl.market.features import FeatureBuilder
+
+    rng = np.random.default_rng(4)
+    n, rows = 3, 60
+    t = np.sort(rng.choice(np.arange(0.0, 30.0, 0.5), rows))
+    env = rng.integers(0, n, rows)
+    is_trade = rng.random(rows) < 0.4
+    mid = 100 + np.cumsum(rng.normal(0, 0.02, rows))
+    bid, ask = np.round(mid - 0.01, 2)[:, None], np.round(mid + 0.01, 2)[:, None]
+    bq, aq = rng.integers(1, 9, (rows, 1)) * 100.0, rng.integers(1, 9, (rows, 1)) * 100.0
+    order = np.lexsort((t, env))  # per environment, time order
+    trades = np.zeros(int(is_trade.sum()), dtype=TRADE_DTYPE)
+    names = ["tick_flow_10s", "volume_30s", "mid", "spread_bps", "realised_vol_bps",
+             "time_since_trade_s", "imbalance_1"]
+    merged, once = (FeatureBuilder(n, windows_s=(10.0, 30.0), top_k=1) for _ in range(2))
+    for fb in (merged, once):
+        fb.reset(t0=0.0)
+    j = 0
+    for r in order:  # one event at a time, in time order per environment
+        if is_trade[r]:
+            row = np.array([(env[r], t[r], mid[r], 100, 1 if r % 2 else -1)], TRADE_DTYPE)
+            merged.on_trades(row)
+            trades[j] = row[0]
+            j += 1
+        else:
+            merged.on_book(t[r], bid[r:r + 1], bq[r:r + 1], ask[r:r + 1], aq[r:r + 1],
+                           env_ids=[env[r]])
+    books = order[~is_trade[order]]
+    once.on_market_events(trades, t[books], bid[books], bq[books], ask[books], aq[books],
+                          env_ids=env[books])
+    np.testing.assert_array_equal(merged.clock, once.clock)
+    np.testing.assert_array_equal(merged.values(names, t=40.0), once.values(names, t=40.0))
+    late = np.array([(0, 1.0, 100.0, 5, 1)], TRADE_DTYPE)  # before environment 0's clock
+    with pytest.raises(ConfigError, match="trades field 't'"):
+        once.on_market_events(late, [41.0], [[99.0]], [[1.0]], [[101.0]], [[1.0]], [0])
+    assert once.clock[0] == 40.0  # nothing was applied

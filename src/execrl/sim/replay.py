@@ -848,6 +848,9 @@ class ReplayMarket:
         self._last_vol = np.zeros(n)
         self._rows = np.arange(n)
         self._obs_cache: dict[str, NDArray[np.float64]] | None = None
+        #: feed the feature builder after each step (off: benchmarks, or runs that observe
+        #: none of the builder's features; ``feature`` then reads stale values)
+        self.feed_features = True
         self._stats = config.stats
         self._sigma_horizon = self._stats.sigma_per_sqrt_s * math.sqrt(config.horizon)
 
@@ -877,6 +880,16 @@ class ReplayMarket:
     def episode_start(self) -> NDArray[np.float64]:
         """Each episode's start on the data's clock (seconds)."""
         return self._t0.copy()
+
+    @property
+    def touch(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Each episode's recorded best bid and best ask now (currency; NaN where a side is
+        empty)."""
+        d = self.data
+        b = np.maximum(self._ptr - 1, 0)
+        bid = np.where(d.bid_qty[b, 0] > 0, d.bid_px[b, 0] / self._scale, np.nan)
+        ask = np.where(d.ask_qty[b, 0] > 0, d.ask_px[b, 0] / self._scale, np.nan)
+        return bid, ask
 
     @property
     def working_qty(self) -> NDArray[np.int64]:
@@ -951,22 +964,10 @@ class ReplayMarket:
         ev_px = np.empty(cap)
         ev_passive = np.empty(cap, dtype=np.bool_)
         ev_fee = np.empty(cap)
-        c = self.config
-        rows = _step(
-            d.t, d.kind, d.size, d.price, d.side, d.sub_row, d.bid_px, d.bid_qty, d.ask_px,
-            d.ask_qty, act, self._keys, self._t0, self._k, self._ptr, self._dt,
-            c.order_latency_s, c.latency_jitter_s, self.side, self._queue_rule,
-            c.queue_power, c.taker_fee_per_share, c.maker_fee_per_share, d.tick,
-            self._kappa_units, c.impact_decay_s, self._arrival_units,
-            self._w_qty, self._w_px, self._w_ahead, self._w_join, self._w_level,
-            self._w_pending, self._w_expire, self._w_child, self._imp, self._imp_t,
-            self._iv_num, self._iv_den, self._last_vol,
-            qty, otype, px_units, np.ascontiguousarray(orders.ttl_steps, dtype=np.int64),
-            np.ascontiguousarray(orders.cancel, dtype=np.bool_),
-            np.ascontiguousarray(orders.child_id, dtype=np.int64), reject,
-            f_qty, f_notional, f_passive, f_fees, f_nfills, f_cancelled,
-            record_events, ev_env, ev_child, ev_t, ev_qty, ev_px, ev_passive, ev_fee,
-        )
+        rows = _step(*self._step_args(
+            act, qty, otype, px_units, orders, reject, f_qty, f_notional, f_passive, f_fees,
+            f_nfills, f_cancelled, record_events, ev_env, ev_child, ev_t, ev_qty, ev_px,
+            ev_passive, ev_fee))
         with np.errstate(invalid="ignore", divide="ignore"):
             avg_px = np.where(f_qty > 0, f_notional / f_qty / self._scale, np.nan)
         fills = FillBatch(qty=f_qty, avg_px=avg_px, passive_qty=f_passive, fees=f_fees,
@@ -982,9 +983,28 @@ class ReplayMarket:
             ev["passive"] = ev_passive[:rows]
             ev["fee"] = ev_fee[:rows]
             fills.events = ev
-        self._feed(np.flatnonzero(act))
+        if self.feed_features:
+            self._feed(np.flatnonzero(act))
         self._obs_cache = None
         return fills
+
+    def _step_args(self, act, qty, otype, px_units, orders, reject, *outputs):  # type: ignore[no-untyped-def]
+        """The kernel's arguments, in its order (the benchmark runs the same kernel
+        interpreted, ``_step.py_func``, on them)."""
+        d, c = self.data, self.config
+        return (
+            d.t, d.kind, d.size, d.price, d.side, d.sub_row, d.bid_px, d.bid_qty, d.ask_px,
+            d.ask_qty, act, self._keys, self._t0, self._k, self._ptr, self._dt,
+            c.order_latency_s, c.latency_jitter_s, self.side, self._queue_rule,
+            c.queue_power, c.taker_fee_per_share, c.maker_fee_per_share, d.tick,
+            self._kappa_units, c.impact_decay_s, self._arrival_units,
+            self._w_qty, self._w_px, self._w_ahead, self._w_join, self._w_level,
+            self._w_pending, self._w_expire, self._w_child, self._imp, self._imp_t,
+            self._iv_num, self._iv_den, self._last_vol,
+            qty, otype, px_units, np.ascontiguousarray(orders.ttl_steps, dtype=np.int64),
+            np.ascontiguousarray(orders.cancel, dtype=np.bool_),
+            np.ascontiguousarray(orders.child_id, dtype=np.int64), reject, *outputs,
+        )
 
     def _check_prices(self, qty, otype, limit_px, active):  # type: ignore[no-untyped-def]
         """Per order: the reject code of a limit price that is missing or off the tick grid,
@@ -1005,8 +1025,8 @@ class ReplayMarket:
 
     def _feed(self, ids: NDArray[np.intp]) -> None:
         """Feed the feature builder every event of ``ids`` stamped at or before its next
-        observation time (the step's end less the market-data delay), in time order per
-        episode: a trade before the book it left, each run of trades or books one batch."""
+        observation time (the step's end less the market-data delay): the trades and the book
+        rows of the interval in one call (``FeatureBuilder.on_market_events``)."""
         if ids.size == 0:
             return
         d = self.data
@@ -1014,48 +1034,24 @@ class ReplayMarket:
         now = self._t0[ids] + self._k[ids] * self._dt - self.config.market_data_delay_s
         lo = self._fed[ids]
         hi = np.maximum(np.searchsorted(d.t, now, side="right"), lo)
-        counts = hi - lo
         self._fed[ids] = hi
-        total = int(counts.sum())
+        total = int((hi - lo).sum())
         if total > 0:
-            env = np.repeat(ids, counts)
-            idx = np.arange(total) + np.repeat(hi - counts.cumsum(), counts)
-            kind = d.kind[idx]
-            trade = d.is_trade[idx] & (kind != 6)
-            if np.isnan(d.proxy_half_spread):
-                book = (kind != HALT) & (kind != TRADE) & (kind != EXECUTE_HIDDEN)
-            else:  # trades only: the proxy book moves with each trade
-                book = kind == TRADE
-            both = np.stack([trade, book], axis=1).reshape(-1)
-            ent = np.flatnonzero(both)
-            ev = idx[ent // 2]
-            is_book = (ent % 2).astype(bool)
-            ent_env = env[ent // 2]
-            change = np.r_[True, (is_book[1:] != is_book[:-1]) | (ent_env[1:] != ent_env[:-1])]
-            run = np.cumsum(change) - 1
-            first = np.r_[True, ent_env[1:] != ent_env[:-1]]
-            run -= np.maximum.accumulate(np.where(first, run, 0))
             k = self._top_k
-            order = np.argsort(run, kind="stable")
-            bounds = np.searchsorted(run[order], np.arange(int(run.max()) + 2))
-            for j in range(bounds.size - 1):
-                sel = order[bounds[j]:bounds[j + 1]]
-                tsel = sel[~is_book[sel]]
-                if tsel.size:
-                    r = ev[tsel]
-                    trades = np.empty(r.size, dtype=TRADE_DTYPE)
-                    trades["env"] = ent_env[tsel]
-                    trades["t"] = d.t[r]
-                    trades["px"] = d.price[r] / self._scale
-                    trades["qty"] = d.size[r]
-                    trades["aggressor"] = -d.side[r]
-                    fb.on_trades(trades)
-                bsel = sel[is_book[sel]]
-                if bsel.size:
-                    r = ev[bsel]
-                    fb.on_book(d.t[r], d.bid_px[r, :k] / self._scale, d.bid_qty[r, :k],
-                               d.ask_px[r, :k] / self._scale, d.ask_qty[r, :k],
-                               env_ids=ent_env[bsel])
+            proxy = not np.isnan(d.proxy_half_spread)
+            trades = np.empty(total, dtype=TRADE_DTYPE)
+            bt = np.empty(total)
+            benv = np.empty(total, dtype=np.int64)
+            bbp = np.empty((total, k))
+            bbq = np.empty((total, k))
+            bap = np.empty((total, k))
+            baq = np.empty((total, k))
+            n_tr, n_bk = _gather(ids, lo, hi, d.t, d.kind, d.price, d.size, d.side, d.bid_px,
+                                 d.bid_qty, d.ask_px, d.ask_qty, 1.0 / self._scale, proxy,
+                                 trades["env"], trades["t"], trades["px"], trades["qty"],
+                                 trades["aggressor"], bt, benv, bbp, bbq, bap, baq)
+            fb.on_market_events(trades[:n_tr], bt[:n_bk], bbp[:n_bk], bbq[:n_bk], bap[:n_bk],
+                                baq[:n_bk], env_ids=benv[:n_bk])
         fb.set_queue_position(self.queue_ahead[ids], ids)
 
     def _observed(self) -> dict[str, NDArray[np.float64]]:
@@ -1108,6 +1104,39 @@ class ReplayMarket:
             return np.nan_to_num(rv / max(self._stats.sigma_per_sqrt_s, 1e-12), nan=1.0)
         values = obs[name]
         return np.nan_to_num(values, nan=0.0)
+
+
+@njit(cache=True)
+def _gather(ids, lo, hi, t, kind, price, size, side, bid_px, bid_qty, ask_px, ask_qty,  # type: ignore[no-untyped-def]
+            inv_scale, proxy, tr_env, tr_t, tr_px, tr_qty, tr_aggr, bk_t, bk_env, bk_bid_px,
+            bk_bid_qty, bk_ask_px, bk_ask_qty):
+    """The trades and the book rows (top k) of events [lo, hi) of each episode in ``ids``,
+    in the feature builder's units: (trades, book rows) written."""
+    n_tr = 0
+    n_bk = 0
+    k = bk_bid_px.shape[1]
+    for j in range(ids.shape[0]):
+        e = ids[j]
+        for r in range(lo[j], hi[j]):
+            kr = kind[r]
+            if kr == 4 or kr == 5 or kr == 8:
+                tr_env[n_tr] = e
+                tr_t[n_tr] = t[r]
+                tr_px[n_tr] = price[r] * inv_scale
+                tr_qty[n_tr] = size[r]
+                tr_aggr[n_tr] = -side[r]
+                n_tr += 1
+            book = (kr == 8) if proxy else (kr != 5 and kr != 6 and kr != 7 and kr != 8)
+            if book:
+                bk_t[n_bk] = t[r]
+                bk_env[n_bk] = e
+                for c in range(k):
+                    bk_bid_px[n_bk, c] = bid_px[r, c] * inv_scale
+                    bk_bid_qty[n_bk, c] = bid_qty[r, c]
+                    bk_ask_px[n_bk, c] = ask_px[r, c] * inv_scale
+                    bk_ask_qty[n_bk, c] = ask_qty[r, c]
+                n_bk += 1
+    return n_tr, n_bk
 
 
 @njit(cache=True)
