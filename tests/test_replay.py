@@ -104,6 +104,20 @@ def test_the_exact_queue_moves_only_as_the_orders_ahead_leave(tmp_path):
     assert m.feature("queue_ahead")[0] == 0.0  # nothing works any more
 
 
+def test_the_risk_averse_estimator_lags_the_exact_queue_on_the_same_messages(tmp_path):
+    # without order ids the cancel of 50 ahead at 12 is put behind us: 300 stay ahead
+    m = _market(tmp_path, _exact_msgs(), RESTING, n_steps=10, queue="risk_averse")
+    on = np.ones(1, dtype=bool)
+    ahead = []
+    for k in range(5):
+        o = _orders(qty=100, order_type=LIMIT, px=99.99, ttl=20) if k == 0 else _orders()
+        m.execute(o, on)
+        ahead.append(float(m.queue_ahead[0]))
+    # 12: 350 at the level, cancels behind first; 13: the execution takes 100 off the front;
+    # 14: the delete of 100 leaves 150 at the level, all of it ahead
+    assert ahead == [300, 300, 200, 150, 0]
+
+
 def test_an_order_behind_us_never_counts_as_ahead_and_a_cancel_is_not_a_fill(tmp_path):
     msgs = [*BEFORE, (11.0, 1, 4, 100, _px(99.99), 1), (12.0, 3, 4, 100, _px(99.99), 1),
             (13.0, 3, 1, 100, _px(99.99), 1), (14.0, 3, 2, 200, _px(99.99), 1)]
