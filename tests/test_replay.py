@@ -460,3 +460,23 @@ def test_the_builder_fed_both_streams_at_once_matches_the_merged_feed():
     with pytest.raises(ConfigError, match="trades field 't'"):
         once.on_market_events(late, [41.0], [[99.0]], [[1.0]], [[101.0]], [[1.0]], [0])
     assert once.clock[0] == 40.0  # nothing was applied
+
+
+GOOG = Path("/work/shared/data/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip")
+if not GOOG.exists():
+    GOOG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lobster" / GOOG.name
+
+
+@pytest.mark.skipif(not GOOG.exists(), reason=f"the LOBSTER GOOG sample is not at {GOOG}")
+def test_goog_replays_with_exact_queues_and_sensible_costs():
+    spec = ReplayMarketConfig.from_dict({"data": str(GOOG), "horizon": 600.0, "n_steps": 10,
+                                         "pre_arrival_s": 60.0})
+    assert spec.replay_data.tick_size == 0.01 and spec.replay_data.has_order_ids
+    m = spec.build(64, 1)
+    m.reset(np.random.default_rng(0))
+    bid, ask = m.touch
+    assert (bid < ask).all() and np.allclose(m.arrival_mid, 0.5 * (bid + ask))
+    f = m.execute(_orders(n=64, qty=100), np.ones(64, dtype=bool))
+    assert (f.qty == 100).all() and (f.avg_px >= ask - 1e-9).all()  # a buy pays the ask or more
+    cost = m.config.estimated_cost_model()
+    assert 0 < cost.epsilon < 0.5 and cost.sigma > 0  # half a spread of a few cents
