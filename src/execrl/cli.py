@@ -629,6 +629,12 @@ def demo(
     console.print(f"done in {time.perf_counter() - started:.1f}s; open {out / 'report.md'}")
 
 
+# -- execrl data (import / validate recorded market data): its own module ----------------------
+from execrl.data.cli import data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
+
+
 #: the demo's agent checkpoint, inside its output folder, and all the demo writes there
 DEMO_AGENT_DIR = "agent-qtable"
 

@@ -904,6 +904,42 @@ class FeatureBuilder:
                     arrays["ask_qty"], self._lam, self._f, self._i, self._book_bid_px,
                     self._book_bid_qty, self._book_ask_px, self._book_ask_qty)
 
+    def on_market_events(
+        self,
+        trades: NDArray[Any],
+        t: ArrayLike,
+        bid_px: ArrayLike,
+        bid_qty: ArrayLike,
+        ask_px: ArrayLike,
+        ask_qty: ArrayLike,
+        env_ids: ArrayLike | None = None,
+    ) -> None:
+        """The trades and the book snapshots of one interval at once (a replay's step): the
+        same state as feeding the two merged in time order, in one call each.
+
+        No feature reads both streams (tick flow, volume, time since trade and the arrival VWAP
+        read the trades; mid, spread, imbalance, depth and realised volatility the book), so
+        each stream only has to be in time order itself and not older than its environment's
+        clock; both are checked before either is applied, and each clock then moves to the
+        later of its last trade and its last snapshot.
+        """
+        before = self._f[:, _F_CLOCK].copy()
+        tr = as_events(trades, TRADE_DTYPE, "trades")
+        if tr.shape[0]:
+            _r, code = _check_trades(tr["env"], tr["t"], tr["px"], tr["qty"], tr["aggressor"],
+                                    self.n_envs, before.copy())
+            if code != _OK:
+                self.on_trades(trades)  # raises, naming the row and the field
+            self._ensure_trade_capacity(tr["env"], tr["t"], before.copy())  # may refuse
+        ids = self._env_ids(env_ids, "book", check_range=False)
+        if ids.shape[0]:
+            self.on_book(t, bid_px, bid_qty, ask_px, ask_qty, env_ids)  # checks, then applies
+        after_book = self._f[:, _F_CLOCK].copy()
+        self._f[:, _F_CLOCK] = before
+        if tr.shape[0]:
+            self.on_trades(tr)
+        np.maximum(self._f[:, _F_CLOCK], after_book, out=self._f[:, _F_CLOCK])
+
     def _best(self, bid_px: NDArray, bid_qty: NDArray, ask_px: NDArray, ask_qty: NDArray
               ) -> tuple[float, float]:
         """Best bid and ask prices of one row (for a message)."""

@@ -93,8 +93,9 @@ class MarketSpec(Protocol):
 def market_models() -> dict[str, type]:
     """``model`` name -> specification class: every market execrl can build."""
     from execrl.sim.almgren_chriss import ACMarketConfig
+    from execrl.sim.replay import ReplayMarketConfig
 
-    return {"almgren_chriss": ACMarketConfig}
+    return {"almgren_chriss": ACMarketConfig, "replay": ReplayMarketConfig}
 
 
 def parse_market(data: Any, what: str = "market config") -> MarketSpec:
