@@ -293,3 +293,23 @@ def test_the_behaviour_tally_splits_decisions_by_tick_flow_against_the_side():
     assert diff["value"] == 1.0 and diff["ci95"] == [1.0, 1.0]
     assert diff["expected_sign_holds"] is True
     assert out["action_histogram"] == {"hold": 0, "passive": 60, "aggressive": 60}
+
+
+def test_passive_baselines_run_on_a_replayed_book():
+    from execrl.domain import ParentOrder, Side
+    from execrl.env.factory import EnvConfig
+    from execrl.evaluate.backtest import run_policies
+    from execrl.sim.spec import parse_market
+
+    market = parse_market({"model": "replay", "data": "synthetic:1", "horizon": 60.0,
+                           "n_steps": 8, "pre_arrival_s": 30.0})
+    order = ParentOrder(order_id="R", symbol="SYN", side=Side.BUY, qty=400, start_ts=0.0,
+                        horizon_s=60.0)
+    runs = run_policies(["twap", "passive_twap", "submit_and_leave"], EnvConfig(market=market),
+                        order, 24, seed=3)
+    for run in runs:
+        e = run.episodes
+        assert (e["breaches"] == 0).all() and (e["fill_rate"] == 1.0).all(), run.policy
+    passive = runs[1].behaviour["share_by_kind"]["passive"]
+    assert runs[0].behaviour["share_by_kind"]["aggressive"] == 1.0
+    assert passive > 0.3  # posted at the touch every other step

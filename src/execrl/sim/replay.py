@@ -274,6 +274,12 @@ class ReplayMarketConfig(BaseModel):
     ) -> dict[str, Any]:
         return {}  # a recording has no closed forms
 
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        """The rule-based policies `execrl evaluate` runs by default on a replay (limit
+        orders rest in the recorded queues, so the passive baselines run too)."""
+        return ("twap", "passive_twap", "vwap", "pov", "ac", "immediate", "submit_and_leave")
+
     def to_results(self, qty: int, side: str) -> dict[str, Any]:
         d = self.replay_data
         lo, last = self.start_range()
@@ -820,10 +826,11 @@ class ReplayMarket:
         self.available_features: tuple[str, ...] = (
             "price_drift", "volatility", "spread_bps", "last_volume", "expected_volume",
             "tick_flow_10s", "tick_flow_30s", "imbalance_1", f"imbalance_{self._top_k}",
-            "realised_vol_bps", "queue_ahead",
+            "realised_vol_bps", "queue_ahead", "best_bid", "best_ask",
         ) if self._top_k > 1 else (
             "price_drift", "volatility", "spread_bps", "last_volume", "expected_volume",
-            "tick_flow_10s", "tick_flow_30s", "imbalance_1", "realised_vol_bps", "queue_ahead")
+            "tick_flow_10s", "tick_flow_30s", "imbalance_1", "realised_vol_bps", "queue_ahead",
+            "best_bid", "best_ask")
         n = n_envs
         self._keys = np.zeros(n, dtype=np.uint64)
         self._t0 = np.zeros(n)
@@ -1095,6 +1102,8 @@ class ReplayMarket:
             return np.full(self.n_envs, self._stats.volume_per_s * self._dt)
         if name == "queue_ahead":
             return np.nan_to_num(self.queue_ahead, nan=0.0)
+        if name in ("best_bid", "best_ask"):  # the recorded touch the agent's limits price from
+            return self.touch[0 if name == "best_bid" else 1]
         if name not in self.available_features:
             raise KeyError(f"feature {name!r} is not provided by the replay market; "
                            f"available: {', '.join(self.available_features)}")
