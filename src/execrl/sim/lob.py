@@ -65,8 +65,8 @@ _FB_CONFIG = FeatureConfig(windows_s=(10.0, 30.0), top_k=TOP_K)
 LOB_FEATURES: dict[str, str] = {
     "price_drift": "(mid - arrival mid) / (sigma * sqrt(horizon)), sigma = this model's "
     "estimated volatility (estimate_book) [horizon sd]",
-    "volatility": "realised_vol_bps / reference_vol_bps (config; None: this model's estimated "
-    "volatility) [1 = the reference]",
+    "volatility": "the realised volatility in ticks / reference_vol_ticks (config; None: this "
+    "model's estimated volatility; regimes: calm's) [1 = the reference]",
     "spread_bps": "FB quoted spread (best ask - best bid) / mid x 1e4 [bps]",
     "last_volume": "market volume traded in the last step (everyone's, the agent's included; "
     "before the first step: the last warm-up step's) [shares]",
@@ -140,7 +140,7 @@ class LOBEstimate:
 
 _ESTIMATE_FIELDS = ("ticks_per_level", "n_levels", "aes", "limit_rate", "cancel_rate",
                     "market_rate", "init_queue", "limit_size", "market_size", "theta",
-                    "resilience", "max_refill_rate", "hawkes")
+                    "resilience", "hawkes")
 
 
 def estimate_book(config: LOBMarketConfig, seconds: float = 1800.0, n_books: int = 64,
@@ -212,13 +212,10 @@ class LOBMarket:
         self._msize_v = np.asarray(c.market_size.values, dtype=np.int64)
         self._msize_c = c.market_size.cdf()
         # the thinning slots: per side, limit at each level, cancel at each level, market,
-        # Hawkes market, refill (lob_kernels docstring)
+        # Hawkes market (lob_kernels docstring)
         h = c.hawkes
-        block = np.concatenate([
-            limit.max(axis=1), cancel.max(axis=1),
-            [market.max(), h.max_rate if h is not None else 0.0,
-             c.max_refill_rate if c.resilience > 0 else 0.0],
-        ])
+        block = np.concatenate([limit.max(axis=1), cancel.max(axis=1),
+                                [market.max(), h.max_rate if h is not None else 0.0]])
         self._edges = np.concatenate([[0.0], np.cumsum(np.concatenate([block, block]))])
         lam = float(self._edges[-1])
         # cell m of [0, 1) -> the slot holding u = m / n_cells (kern.flow's lookup)
@@ -230,7 +227,6 @@ class LOBMarket:
         par[kern.P_THETA] = c.theta
         par[kern.P_AES] = c.aes
         par[kern.P_RESILIENCE] = c.resilience
-        par[kern.P_MAX_REFILL] = c.max_refill_rate
         if h is not None:
             par[kern.P_HAWKES] = 1.0
             par[kern.P_H_SELF], par[kern.P_H_CROSS] = h.alpha_self, h.alpha_cross
@@ -499,6 +495,21 @@ class LOBMarket:
             fb.set_queue_position(self._own[ids, 0], env_ids=ids)
         self._values = None
 
+    def load_book(self, env: int, r: int, bid: NDArray[np.int64], ask: NDArray[np.int64]) -> None:
+        """Replace book ``env``'s queues (others' shares at levels 0 .. n_levels-1 of each side)
+        and frame (bid level 0 at price index ``r``, ask level 0 at r + 1); its agent order is
+        dropped. For hand-built scenarios (tests); the flow then goes on from there."""
+        K = self._K
+        bid_q, ask_q = np.asarray(bid, dtype=np.int64), np.asarray(ask, dtype=np.int64)
+        if bid_q.shape != (K,) or ask_q.shape != (K,) or (bid_q < 0).any() or (ask_q < 0).any():
+            raise ValueError(f"bid and ask must be {K} non-negative share counts")
+        self._q[env, kern.BID] = bid_q
+        self._q[env, kern.ASK] = ask_q
+        self._ints[env, kern.I_R] = int(r)
+        self._ints[env, kern.I_OWN_QTY] = 0
+        self._snapshot(np.array([env], dtype=np.intp))
+        self._values = None
+
     def expected_mid_change(self, shares: NDArray[np.int64]) -> NDArray[np.float64]:
         raise ConfigError(
             "the order-book market has no expected mid change (its impact is the book's "
@@ -550,10 +561,11 @@ class LOBMarket:
             return self._touch_qty(s)
         values = self._fb_values()
         if name == "volatility":
-            ref = c.reference_vol_bps
+            ref = c.reference_vol_ticks
             if ref is None:
-                ref = self.estimate().sigma_ticks * tick / self.s0 * 1e4
-            return np.nan_to_num(values["realised_vol_bps"]) / (ref or 1.0)
+                ref = self.estimate().sigma_ticks
+            ticks = np.nan_to_num(values["realised_vol_bps"]) * 1e-4 * self._mid / tick
+            return ticks / (ref or 1.0)
         v = values[name].copy()
         bad = np.isnan(v)
         if not bad.any():
