@@ -143,11 +143,12 @@ class HawkesConfig(BaseModel):
 
 
 class ShockConfig(BaseModel):
-    """A scheduled price move (crash, flash crash): p_ref is pushed one tick at a time,
+    """A scheduled price move (crash, flash crash): the book is pushed one tick at a time,
     evenly over ``duration`` (a fraction of the horizon from ``start``), by forced sweeps:
     each clears the level-0 queue on the side the price moves through (a trade printed there,
-    resting orders filled FIFO), then shifts the frame. With ``recovery`` the move is walked back
-    the same way over that fraction of the horizon, right after."""
+    resting orders filled FIFO), then moves the whole book a tick (the other side's orders
+    re-price with it; the agent's order keeps its price). With ``recovery`` the move is walked
+    back the same way over that fraction of the horizon, right after."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -508,7 +509,8 @@ LOB_REGIMES: dict[str, tuple[str, LOBMarketConfig]] = {
                  "the depth (210..110), the same volume",
                  _regime("stressed", _STRESSED_FLOW, 0.55)),
     "crash": ("the stressed book with a -10% move over a quarter of the horizon from its "
-              "first quarter (forced sweeps of the bid)",
+              "first quarter (forced sweeps of the bid; measured -11.4% over the window with "
+              "the flow's own reaction)",
               _regime("crash", _STRESSED_FLOW, 0.55,
                       shock=ShockConfig(move=-0.10, start=0.25, duration=0.25))),
     "flash_crash": ("the calm book falling 10% within 5% of the horizon from 30% of it, and "

@@ -189,6 +189,30 @@ def shift(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.int64
 
 
 @njit(cache=True)
+def forced_shift(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.int64],
+                 i: int, down: bool, own_side: int, init_cdf: NDArray[np.float64], aes: float,
+                 key: np.uint64, stream: int, counter: int) -> None:
+    """A shock's move of the whole book by one tick (its level 0 on the side the price moves
+    through was just swept): that side's queues move up one level (a fresh one enters at the
+    far end), the other side's queues keep their levels, so their prices follow the move (the
+    others re-price; the agent's order keeps its price and so ends one level further back)."""
+    K = q.shape[2]
+    r = ints[i, I_R]
+    if down and r - K <= 1:
+        return
+    s = BID if down else ASK
+    u1, u2 = uniform2(key, stream, counter)
+    for j in range(K - 1):
+        q[i, s, j] = q[i, s, j + 1]
+    q[i, s, K - 1] = fresh_queue(init_cdf, K - 1, aes, u1, u2)
+    ints[i, I_R] = r - 1 if down else r + 1
+    lvl = own_level(ints, i, own_side)
+    if lvl != -1000 and lvl >= K:
+        acc_i[i, A_CANCELLED] += ints[i, I_OWN_QTY]
+        ints[i, I_OWN_QTY] = 0
+
+
+@njit(cache=True)
 def recenter(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.int64], i: int,
              own_side: int, conservative: bool, init_cdf: NDArray[np.float64], aes: float,
              key: np.uint64, stream: int, counter: int) -> int:
@@ -425,8 +449,8 @@ def flow(
                         record_fill(fl_env, fl_child, fl_t, fl_qty, fl_px, fl_passive, fl_fee,
                                     n_fl, acc_i, acc_f, i, ints[i, I_OWN_CHILD], t_f, px,
                                     own_fill, True, -maker * own_fill)
-                shift(q, ints, acc_i, i, not down, own_side, init_cdf, aes, key,
-                      S_FORCED_REVEAL, 128 * move)
+                forced_shift(q, ints, acc_i, i, down, own_side, init_cdf, aes, key,
+                             S_FORCED_REVEAL, 128 * move)
                 recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key,
                          S_FORCED_REVEAL, 128 * move + 1)
                 ints[i, I_FORCED] = move + 1

@@ -190,7 +190,10 @@ class ReferenceBook:
                     self._trade(t_f, s, 0, d)
                     self.q[s][0] = 0
                 move = self.n_forced
-                self._shift(not down, kern.S_FORCED_REVEAL, 128 * move)
+                if not down or self.r - K > 1:  # the whole book moves a tick
+                    u1, u2 = uniform2(key, kern.S_FORCED_REVEAL, 128 * move)
+                    self.q[s] = [*self.q[s][1:], self._fresh(K - 1, u1, u2)]
+                    self.r += -1 if down else 1
                 self._recenter(kern.S_FORCED_REVEAL, 128 * move + 1)
                 self.n_forced += 1
                 self.events += 1
