@@ -491,3 +491,60 @@ def test_lob_presets_resolve_and_build():
     assert preset_market("lob:stressed").regime == "stressed"
     with pytest.raises(ConfigError, match="'lob:windy' is unknown"):
         preset_market("lob:windy")
+
+
+# -- the market specification -------------------------------------------------------------------
+def test_the_spec_gives_the_orders_grid_a_cost_model_estimated_from_the_book_and_results():
+    import json
+
+    from execrl.domain import ParentOrder
+    from execrl.sim.almgren_chriss import ACMarketConfig
+
+    order = ParentOrder(order_id="L-1", symbol="XYZ", side="sell", qty=5_000, arrival_px=40.0,
+                        start_ts=0.0, horizon_s=120.0)
+    spec = LOBMarketConfig().for_order(order)
+    assert spec.s0 == 40.0 and spec.horizon_s == 120.0 and spec.n_steps == 12
+    est = spec.estimate()
+    known = spec.knowledge()
+    assert known.n_steps == 12 and known.volume_weights.sum() == pytest.approx(1.0)
+    cost = known.cost_model
+    assert isinstance(cost, ACMarketConfig) and cost.time_unit_s == 1.0
+    assert cost.sigma == pytest.approx(est.sigma_ticks * 0.01)
+    assert cost.epsilon == pytest.approx(0.5 * est.spread_ticks * 0.01)
+    assert spec.temp_impact_per_share() == pytest.approx(0.01 / (2 * np.mean(est.depth[:5])))
+    assert cost.eta / cost.tau == pytest.approx(spec.temp_impact_per_share())
+    assert spec.risk_var_per_share2() == pytest.approx(cost.sigma**2 * 10.0)
+    np.testing.assert_allclose(spec.expected_volumes(), est.volume_per_s * 10.0)
+    assert spec.closed_forms(5_000, -1, ["twap"], None) == {}
+    block = json.loads(json.dumps(spec.to_results(5_000, "sell")))
+    assert block["model"] == "lob" and block["config"]["s0"] == 40.0
+    market = spec.build(3, -1)
+    assert isinstance(market, LOBMarket) and market.n_steps == 12 and market.tick_size == 0.01
+    with pytest.raises(ConfigError, match="order-book market has no expected mid change"):
+        market.expected_mid_change(np.zeros(3, dtype=np.int64))
+    long = order.model_copy(update={"horizon_s": 10 * 86_400.0})
+    with pytest.raises(ConfigError, match="'step_seconds' = 10 splits the horizon"):
+        LOBMarketConfig().for_order(long)
+
+
+def test_a_partial_reset_restarts_those_books_alone():
+    config = LOBMarketConfig(horizon_s=60.0)
+    n = 4
+    a = config.build(n, 1)
+    a.reset(np.random.default_rng(0))
+    for _ in range(2):
+        a.execute(_orders(n, 100, MARKET), np.ones(n, bool))
+    before_q, before_mid = a._q.copy(), a.mid.copy()
+    a.reset(np.random.default_rng(5), np.array([1]))
+    fresh = config.build(1, 1)
+    fresh.reset(np.random.default_rng(5))
+    assert np.array_equal(a._q[1], fresh._q[0]) and a.mid[1] == fresh.mid[0]
+    assert a.arrival_vwap[1] == fresh.arrival_vwap[0] and a._t[1] == 0.0
+    others = [0, 2, 3]
+    assert np.array_equal(a._q[others], before_q[others])
+    assert np.array_equal(a.mid[others], before_mid[others])
+    f = a.execute(_orders(n, 100, MARKET), np.ones(n, bool))
+    g = fresh.execute(_orders(1, 100, MARKET), np.ones(1, bool))
+    assert f.avg_px[1] == g.avg_px[0] and f.qty[1] == g.qty[0]
+    for name in a.available_features:
+        assert a.feature(name)[1] == pytest.approx(fresh.feature(name)[0], nan_ok=True), name
