@@ -18,7 +18,7 @@ from execrl.sim.base import (
     REJECT_OFF_TICK,
     REJECT_ORDER_TYPE,
     REJECT_OUTSIDE_BOOK,
-    REJECT_SECOND_ORDER,
+    REJECT_WORKING,
     ChildOrderBatch,
     reject_reason,
 )
@@ -182,6 +182,42 @@ def test_queue_position_only_improves_and_fills_wait_for_it_with_cancels_in_the_
     assert checked > 5
 
 
+@pytest.mark.parametrize(("regime", "side"), [("calm", 1), ("calm", -1), ("crash", -1),
+                                              ("flash_crash", 1)])
+def test_queues_stay_whole_whatever_the_agent_does(regime, side):
+    """Random child orders of every type, cancels and partial resets: every queue stays >= 0
+    and the volume ahead of a resting order within 0 .. the others' volume at its level."""
+    from execrl.presets import preset_market
+
+    config = preset_market(f"lob:{regime}").model_copy(update={"horizon_s": 200.0})
+    n = 64
+    rng = np.random.default_rng(11)
+    market = config.build(n, side)
+    market.reset(np.random.default_rng(12))
+    kinds = np.array([MARKET, LIMIT, MARKETABLE, IOC])
+    own_side = kern.BID if side > 0 else kern.ASK
+    for step in range(60):
+        touch = market.feature("best_bid" if side > 0 else "best_ask")
+        offset = rng.integers(-2, 4, n) * side * -1  # from 3 ticks inside to 2 through
+        o = _orders(n, rng.integers(1, 600, n), kinds[rng.integers(0, 4, n)],
+                    px=np.round(touch + offset * 0.01, 2), ttl=rng.integers(0, 6, n),
+                    cancel=rng.random(n) < 0.2, child=step + 1)
+        o.qty[rng.random(n) < 0.3] = 0
+        market.execute(o, rng.random(n) < 0.9)
+        if step % 7 == 6:
+            market.reset(rng, np.flatnonzero(rng.random(n) < 0.25))
+        q, ints = market._q, market._ints
+        assert (q >= 0).all()
+        working = ints[:, kern.I_OWN_QTY] > 0
+        lvl = market._own_level()
+        inside = working & (lvl >= 0) & (lvl < config.n_levels)
+        assert (inside == working).all()
+        rows = np.flatnonzero(working)
+        ahead = ints[rows, kern.I_OWN_AHEAD]
+        assert (ahead >= 0).all() and (ahead <= q[rows, own_side, lvl[rows]]).all()
+        assert (market.feature("queue_ahead") >= 0).all()
+
+
 def test_the_agents_shares_are_the_shares_the_others_traded_with_it():
     """Conservation: every fill is one side of a trade on the tape (same time, price; an
     aggressive fill is the whole trade, a passive one part of an opposite-side trade)."""
@@ -248,10 +284,11 @@ def test_a_resting_order_expires_after_its_time_to_live_and_a_cancel_takes_it_of
     market.load_book(0, R0, LADDER, LADDER)
     f = market.execute(_orders(1, 100, LIMIT, px=24.97, ttl=2), ACTIVE1)
     assert f.working_qty[0] == 100 and f.cancelled_qty[0] == 0
-    f = market.execute(_none(1), ACTIVE1)
-    assert f.working_qty[0] == 100 and f.cancelled_qty[0] == 0
-    f = market.execute(_none(1), ACTIVE1)  # the start of its third step: expired
+    f = market.execute(_none(1), ACTIVE1)  # the end of its second step: expired
     assert f.working_qty[0] == 0 and f.cancelled_qty[0] == 100 and f.qty[0] == 0
+    f = market.execute(_orders(1, 100, LIMIT, px=24.97, ttl=1), ACTIVE1)
+    assert f.working_qty[0] == 0 and f.cancelled_qty[0] == 100  # one step: gone at its end
+    assert market.feature("working_qty")[0] == 0
     f = market.execute(_orders(1, 100, LIMIT, px=24.97, ttl=50), ACTIVE1)
     assert f.working_qty[0] == 100
     cancel = _none(1)
@@ -275,11 +312,11 @@ def test_the_book_refuses_by_name_per_environment_and_the_batch_goes_on():
     o.order_type[5] = 9
     o.order_type[6] = MARKET
     fills = market.execute(o, np.ones(n, bool))
-    assert fills.reject.tolist() == [REJECT_NO_PRICE, REJECT_OFF_TICK, REJECT_SECOND_ORDER,
+    assert fills.reject.tolist() == [REJECT_NO_PRICE, REJECT_OFF_TICK, REJECT_WORKING,
                                      0, REJECT_OUTSIDE_BOOK, REJECT_ORDER_TYPE, 0]
     assert "no limit price" in reject_reason(fills.reject[0])
     assert "tick grid" in reject_reason(fills.reject[1])
-    assert "second resting order" in reject_reason(fills.reject[2])
+    assert "already works" in reject_reason(fills.reject[2])
     assert "outside the simulated book" in reject_reason(fills.reject[4])
     assert "not supported" in reject_reason(fills.reject[5])
     # refused orders change nothing; the cancel-and-replace and the market order went through
@@ -548,3 +585,24 @@ def test_a_partial_reset_restarts_those_books_alone():
     assert f.avg_px[1] == g.avg_px[0] and f.qty[1] == g.qty[0]
     for name in a.available_features:
         assert a.feature(name)[1] == pytest.approx(fresh.feature(name)[0], nan_ok=True), name
+
+
+@pytest.mark.parametrize("resilience", [0.0, 0.005, 1.0, 20.0])
+def test_impact_keeps_its_sign_in_a_wide_spread_book(resilience):
+    """A book whose spread is ~3 ticks (as a small-tick stock aggregated): a buy of 2,000
+    shares lifts the mid over the same books untouched, a sell lowers it, however strongly
+    the book gives the liquidity back (it comes back at the agent's prices, never better)."""
+    from execrl.sim.lob_config import _default_tables
+
+    tables = _default_tables(touch=0.02, behind=0.5, decay=1.0, cancel_per_aes=0.25,
+                             market=0.3)
+    config = LOBMarketConfig(**tables, resilience=resilience, horizon_s=20.0)
+    n = 128
+    mid = {}
+    for qty, side in ((0, 1), (2_000, 1), (2_000, -1)):
+        market = config.build(n, side)
+        market.reset(np.random.default_rng(3))
+        market.execute(_orders(n, qty, MARKET), np.ones(n, bool))
+        mid[qty * side] = market.mid.copy()
+    assert np.mean(mid[2_000] - mid[0]) > 0.002
+    assert np.mean(mid[-2_000] - mid[0]) < -0.002

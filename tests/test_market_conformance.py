@@ -19,6 +19,7 @@ from execrl.presets import preset_market
 from execrl.sim.base import (
     FILL_EVENT_DTYPE,
     ORDER_TYPE_CODES,
+    REJECT_OFF_TICK,
     REJECT_ORDER_TYPE,
     BatchedMarket,
     ChildOrderBatch,
@@ -40,6 +41,14 @@ SPECS = {
     "lob_conservative": {"model": "lob", "horizon_s": 80.0, "step_seconds": 10.0,
                          "conservative_fills": True, "hawkes": {"alpha_self": 0.3,
                                                                 "beta": 1.0, "max_rate": 2.0}},
+    # historical replay of a synthetic LOBSTER-format day (no data needed): exact queues,
+    # latency and fees; and with transient impact, an estimated queue and a data delay
+    "replay": {"model": "replay", "data": "synthetic:1", "horizon": 60.0, "n_steps": 8,
+               "pre_arrival_s": 30.0, "order_latency_s": 0.05, "latency_jitter_s": 0.02,
+               "taker_fee_per_share": 0.003, "maker_fee_per_share": -0.002},
+    "replay_impact": {"model": "replay", "data": "synthetic:1", "horizon": 60.0, "n_steps": 8,
+                      "pre_arrival_s": 30.0, "queue": "power", "impact": 1e-5,
+                      "impact_decay_s": 20.0, "market_data_delay_s": 0.5},
 }
 #: market name -> (n_envs, side) -> a fresh market
 MARKETS: dict[str, Callable[[int, int], BatchedMarket]] = {
@@ -194,22 +203,28 @@ def test_shares_and_cash_are_conserved_and_nothing_fills_beyond_what_was_sent(ma
 
 
 def test_a_market_refuses_by_name_per_market_and_the_batch_goes_on(make_market):
+    """An order type the market does not support (``order_types``, market orders only when
+    undeclared) is refused by name; a market that supports them all refuses a limit price
+    off its tick grid instead."""
     market = make_market(6, -1)
     market.reset(np.random.default_rng(0))
     orders = ChildOrderBatch.market_orders(6)
     orders.qty[:] = 1_000
-    # an order type the market does not support: for a market of every type, a code that
-    # names none (every market refuses what it cannot do by name)
-    supported = {ORDER_TYPE_CODES[OrderType.MARKET]}
-    if market.tick_size > 0:  # a market with a price grid supports resting orders
-        supported = set(ORDER_TYPE_CODES.values())
+    supported = set(getattr(market, "order_types", {ORDER_TYPE_CODES[OrderType.MARKET]}))
     unsupported = [code for t, code in ORDER_TYPE_CODES.items() if code not in supported]
-    unsupported.append(max(ORDER_TYPE_CODES.values()) + 1)
-    orders.order_type[2] = unsupported[0]
-    orders.limit_px[2] = market.mid[2]
+    if unsupported:
+        orders.order_type[2] = unsupported[0]
+        orders.limit_px[2] = market.mid[2]
+        expected, words = REJECT_ORDER_TYPE, "not supported"
+    elif market.tick_size > 0:
+        orders.order_type[2] = ORDER_TYPE_CODES[OrderType.LIMIT]
+        orders.limit_px[2] = (np.floor(market.mid[2] / market.tick_size) + 0.5) * market.tick_size
+        expected, words = REJECT_OFF_TICK, "off the market's tick grid"
+    else:
+        pytest.skip("this market supports every order type on continuous prices")
     fills = market.execute(orders, np.ones(6, dtype=bool))
-    assert fills.reject[2] == REJECT_ORDER_TYPE and fills.qty[2] == 0
-    assert "not supported" in reject_reason(fills.reject[2])
+    assert fills.reject[2] == expected and fills.qty[2] == 0
+    assert words in reject_reason(fills.reject[2])
     others = np.delete(np.arange(6), 2)
     assert (fills.reject[others] == 0).all() and (fills.qty[others] > 0).all()
     # the others trade exactly as if the refused order had not been sent

@@ -15,6 +15,13 @@ with the fill rate. Two counters keep the limits honest: a *cut* is a request of
 that the limits cut down (a masked discrete action, a continuous request above the cap), a
 *breach* a child order that actually went beyond a limit (sent or filled above it), which the
 core's own orders never are.
+
+Order styles (``env.spaces.OrderStyle``): an action names a size and how the child order meets
+the book; the core prices limit orders from the touch on the market's tick grid, keeps every
+limit price within ``price_band_bps`` of the mid (a market order on a book becomes an IOC at
+the band's edge; an action priced beyond the band is masked, and cut to the edge when taken
+anyway), and replaces the working order when a new one would rest (cancel / replace: at most
+one child order works per parent order).
 """
 
 from __future__ import annotations
@@ -26,11 +33,11 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from execrl.domain import ConfigError, OrderConstraints, implementation_shortfall_bps
+from execrl.domain import ConfigError, OrderConstraints, OrderType, implementation_shortfall_bps
 from execrl.env.rewards import IsBpsReward, Reward, RewardContext, StepOutcome
-from execrl.env.spaces import ActionSet, fraction_to_shares
+from execrl.env.spaces import MARKET_ORDER, ActionSet, OrderStyle, fraction_to_shares
 from execrl.market.observations import OBSERVATION_FEATURES
-from execrl.sim.base import BatchedMarket, ChildOrderBatch, FillBatch
+from execrl.sim.base import ORDER_TYPE_CODES, BatchedMarket, ChildOrderBatch, FillBatch
 
 
 @dataclass
@@ -128,6 +135,7 @@ class BatchedExecution:
         c = self.constraints
         self._child_max = _NO_LIMIT if c.child_max is None else min(c.child_max, _NO_LIMIT)
         self._is_bps_reward = type(reward) is IsBpsReward
+        self._reward_needs_events = bool(getattr(reward, "needs_fill_events", False))
         self._fractions: NDArray[np.float64] | None = None
         self._can_cut = np.zeros(0, dtype=bool)
         self._smallest = 0
@@ -144,23 +152,45 @@ class BatchedExecution:
             self._can_cut = frac != 0.0
             if not (frac == 0.0).any():
                 self._can_cut[self._smallest] = False
+        # order styles: per discrete action, or per style index of a continuous set
+        styles: tuple[OrderStyle, ...] = action_set.styles or (
+            (MARKET_ORDER,) * max(action_set.n_actions, 1)
+        )
+        self._styles = _style_table(styles, self.n_steps)
+        self._twap_base = action_set.size_base == "twap_slice"
+        self._has_book = {"best_bid", "best_ask"} <= set(market.available_features) and (
+            market.tick_size > 0
+        )
+        if not action_set.market_orders_only and not self._has_book:
+            raise ConfigError(
+                f"action set {action_set.name!r} sends limit orders, which this market cannot "
+                f"fill (it takes market orders only: use seed004, seed003, fine or continuous)"
+            )
+        band = self.constraints.price_band_bps
+        self._band = 0.0 if band is None or not self._has_book else band * 1e-4
+        self._tick = float(market.tick_size) if self._has_book else 0.0
+        self._last_quotes = _NO_QUOTES
         self.remaining = np.full(n, self.qty, dtype=np.int64)
         self.k = np.zeros(n, dtype=np.int64)
         self.done = np.zeros(n, dtype=bool)
         self._cash = np.zeros(n)
         self.stats = self._new_stats()
-        # observation plan: per feature, where it comes from (and the market's, its scale)
-        self._obs_plan: list[tuple[int, str, float]] = []
+        # observation plan: per feature, where it comes from (and the market's, its scale
+        # and whether it is divided by the step's expected volume)
+        self._obs_plan: list[tuple[int, str, float, bool]] = []
         for name in observations:
-            if name == "remaining_ratio":
-                self._obs_plan.append((_OBS_REMAINING, "", 1.0))
-            elif name == "elapsed_ratio":
-                self._obs_plan.append((_OBS_ELAPSED, "", 1.0))
+            if name in _ORDER_OBS:
+                self._obs_plan.append((_ORDER_OBS[name], "", 1.0, False))
             else:
                 f = OBSERVATION_FEATURES[name]
                 scale = f.scale / self.qty if f.per_parent_qty else f.scale
-                self._obs_plan.append((_OBS_MARKET, str(f.source), scale))
-        self._obs_kinds = np.array([kind for kind, _, _ in self._obs_plan], dtype=np.int64)
+                scale = scale * self.side if f.side_relative else scale
+                if f.per_step_volume and "expected_volume" not in market.available_features:
+                    raise ConfigError(
+                        f"observation feature {name!r} needs market feature 'expected_volume'"
+                    )
+                self._obs_plan.append((_OBS_MARKET, str(f.source), scale, f.per_step_volume))
+        self._obs_kinds = np.array([plan[0] for plan in self._obs_plan], dtype=np.int64)
 
     def _new_stats(self) -> EpisodeStats:
         n = self.n_envs
@@ -245,6 +275,19 @@ class BatchedExecution:
         volume = self.market.feature("expected_volume")
         return np.ascontiguousarray(np.floor(participation * volume).astype(np.int64))
 
+    def _quotes(self) -> NDArray[np.float64]:
+        """(3, n_envs): the near touch, the far touch and the mid (the band's reference), for
+        the order's side; (3, 0) on a market without a book."""
+        if not self._has_book:
+            return _NO_QUOTES
+        bid = self.market.feature("best_bid")
+        ask = self.market.feature("best_ask")
+        quotes = np.empty((3, self.n_envs))
+        quotes[0] = bid if self.side > 0 else ask
+        quotes[1] = ask if self.side > 0 else bid
+        quotes[2] = self.market.mid
+        return quotes
+
     def action_masks(self) -> NDArray[np.bool_]:
         """(n_envs, n_actions): the discrete actions the hard limits allow now. A fraction of
         0 (wait) is always allowed; when nothing else is, the smallest action is; at the last
@@ -263,6 +306,12 @@ class BatchedExecution:
             self._child_max,
             self._participation_cap(),
             self.stats.order_ints,
+            self._twap_base,
+            self._styles,
+            self.side,
+            self._tick,
+            self._band,
+            self._quotes(),
             mask,
         )
         return mask
@@ -279,16 +328,21 @@ class BatchedExecution:
         limit = np.empty(n, dtype=np.int64)
         shares = self._orders.qty
         if self._fractions is not None:
-            idx = np.asarray(actions).reshape(-1).astype(np.int64, copy=False)
+            idx = self.action_set.flat_actions(actions)
             if idx.shape[0] != n:  # one action for every env
                 idx = np.broadcast_to(idx, (n,)).copy()
             requested = np.empty(n, dtype=np.int64)  # filled by the kernel
+            style_idx = idx
         else:
             idx = _NO_ACTIONS
             fraction = self.action_set.to_fraction(actions)
             requested = fraction_to_shares(fraction, self.remaining)
             if requested.shape[0] != n:
                 requested = np.broadcast_to(requested, (n,)).copy()
+            style_idx = self.action_set.to_style_index(actions)
+            if style_idx.shape[0] != n:
+                style_idx = np.broadcast_to(style_idx, (n,)).copy()
+        quotes = self._last_quotes = self._quotes()
         bad = _decide_kernel(
             np.ascontiguousarray(idx),
             _NO_FRACTIONS if self._fractions is None else self._fractions,
@@ -301,9 +355,19 @@ class BatchedExecution:
             self._child_max,
             self._participation_cap(),
             self.stats.order_ints,
+            self._twap_base,
+            np.ascontiguousarray(style_idx, dtype=np.int64),
+            self._styles,
+            self.side,
+            self._tick,
+            self._band,
+            quotes,
             shares,
             self._orders.cancel,
             self._orders.child_id,
+            self._orders.order_type,
+            self._orders.limit_px,
+            self._orders.ttl_steps,
             limit,
             cut,
         )
@@ -317,7 +381,8 @@ class BatchedExecution:
         expected_move = None
         if getattr(self.reward, "needs_expected_move", False):
             expected_move = self.market.expected_mid_change(shares)
-        fill = self.market.execute(self._orders, active, record_events=self.record_fill_events)
+        record = self.record_fill_events or self._reward_needs_events
+        fill = self.market.execute(self._orders, active, record_events=record)
         self.last_fills = fill
 
         s = self.stats
@@ -375,6 +440,8 @@ class BatchedExecution:
                 done=done_now,
                 episode_is_bps=s.is_bps,
                 episode_is_vs_arrival_vwap_bps=s.is_vs_arrival_vwap_bps,
+                elapsed_after=self.k / self.n_steps,
+                fill_events=fill.events if self._reward_needs_events else None,
             )
             ctx = RewardContext(self.qty, self.side, arrival, self._risk_var)
             reward64 = np.where(active, self.reward(ctx, outcome), 0.0)
@@ -399,6 +466,21 @@ class BatchedExecution:
                 obs = self.observe()
         truncated = np.zeros(n, dtype=bool)
         return obs, reward, done_now, truncated, info
+
+    def last_order_kinds(self) -> NDArray[np.int8]:
+        """What each env's child order of the last step was: 0 none, 1 passive (a limit order
+        priced short of the far touch), 2 aggressive (it crossed the spread: a market or IOC
+        order, or a limit at or through the far touch). Seed 000 §5's correlation report."""
+        o = self._orders
+        kinds = np.where(o.qty > 0, 2, 0).astype(np.int8)
+        quotes = self._last_quotes
+        if quotes.shape[1] == 0:
+            return kinds
+        rests = (o.order_type == _LIMIT_CODE) | (o.order_type == _MARKETABLE_CODE)
+        with np.errstate(invalid="ignore"):
+            short = self.side * (o.limit_px - quotes[1]) < 0
+        kinds[(o.qty > 0) & rests & short] = 1
+        return kinds
 
     def episode_records(self, ids: NDArray[np.intp]) -> dict[str, NDArray]:
         return self._episode_records(np.asarray(ids))
@@ -428,9 +510,17 @@ class BatchedExecution:
         """A new (n_envs, n_features) float32 array: each feature computed in float64, then
         rounded once to float32."""
         values = np.empty((len(self.observations), self.n_envs))  # market features, row-wise
-        for j, (kind, source, scale) in enumerate(self._obs_plan):
-            if kind == _OBS_MARKET:
-                np.multiply(self.market.feature(source), scale, out=values[j])
+        step_volume = None
+        for j, (kind, source, scale, per_volume) in enumerate(self._obs_plan):
+            if kind != _OBS_MARKET:
+                continue
+            np.multiply(self.market.feature(source), scale, out=values[j])
+            if per_volume:
+                if step_volume is None:
+                    step_volume = np.maximum(self.market.feature("expected_volume"), 1.0)
+                values[j] /= step_volume
+            if not _all_finite(values[j]):  # an empty side, no trade yet, no working order
+                np.nan_to_num(values[j], copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         obs = np.empty((self.n_envs, len(self.observations)), dtype=np.float32)
         _observe_kernel(
             self._obs_kinds,
@@ -439,6 +529,7 @@ class BatchedExecution:
             self.qty,
             self.k,
             self.n_steps,
+            self.stats.order_ints,
             obs,
         )
         return obs
@@ -458,7 +549,13 @@ _NO_ACTIONS = np.zeros(0, dtype=np.int64)
 _NO_FRACTIONS = np.zeros(0, dtype=np.float64)
 _NO_CAP = np.zeros(0, dtype=np.int64)
 _NO_LIMIT = np.iinfo(np.int64).max
-_OBS_REMAINING, _OBS_ELAPSED, _OBS_MARKET = 0, 1, 2
+_OBS_REMAINING, _OBS_ELAPSED, _OBS_MARKET, _OBS_TWAP_DEV, _OBS_WORKING = range(5)
+_ORDER_OBS = {
+    "remaining_ratio": _OBS_REMAINING,
+    "elapsed_ratio": _OBS_ELAPSED,
+    "twap_deviation": _OBS_TWAP_DEV,
+    "working_ratio": _OBS_WORKING,
+}
 # columns of EpisodeStats.order_ints
 _WORKING, _CHILD_SEQ, _FILLS, _CANCELS, _REJECTS = range(5)
 _N_ORDER_INTS = 5
@@ -505,6 +602,14 @@ def _reset_order_rows(
 
 
 @njit(cache=True)
+def _all_finite(x: NDArray[np.float64]) -> bool:
+    for v in x:
+        if not np.isfinite(v):
+            return False
+    return True
+
+
+@njit(cache=True)
 def _observe_kernel(
     kinds: NDArray[np.int64],
     values: NDArray[np.float64],
@@ -512,10 +617,12 @@ def _observe_kernel(
     qty: int,
     k: NDArray[np.int64],
     n_steps: int,
+    order_ints: NDArray[np.int64],
     obs: NDArray[np.float32],
 ) -> None:
-    """obs[i, j] = remaining/qty, k/n_steps or the (scaled) market value, rounded to float32;
-    column by column."""
+    """obs[i, j] = the order's state (remaining/qty, k/n_steps, remaining/qty - the TWAP
+    schedule's, working/qty) or the (scaled) market value, rounded to float32; column by
+    column."""
     n, m = obs.shape
     flat = obs.reshape(-1)
     for j in range(m):
@@ -526,6 +633,12 @@ def _observe_kernel(
         elif kinds[j] == _OBS_ELAPSED:
             for i in range(n):
                 row[i] = k[i] / n_steps
+        elif kinds[j] == _OBS_TWAP_DEV:
+            for i in range(n):
+                row[i] = remaining[i] / qty - (1.0 - min(k[i], n_steps) / n_steps)
+        elif kinds[j] == _OBS_WORKING:
+            for i in range(n):
+                row[i] = order_ints[i, _WORKING] / qty
         for i in range(n):
             flat[i * m + j] = row[i]
 
@@ -557,6 +670,70 @@ def _child_cap(remaining: int, child_max: int, participation_cap: NDArray[np.int
     return min(remaining, _limit(child_max, participation_cap, i))
 
 
+# columns of the order-style table (``_style_table``)
+_S_TYPE, _S_ANCHOR, _S_TICKS, _S_TTL, _S_CANCEL = range(5)
+_MARKET_CODE = ORDER_TYPE_CODES[OrderType.MARKET]
+_IOC_CODE = ORDER_TYPE_CODES[OrderType.IOC]
+_LIMIT_CODE = ORDER_TYPE_CODES[OrderType.LIMIT]
+_MARKETABLE_CODE = ORDER_TYPE_CODES[OrderType.MARKETABLE_LIMIT]
+_NO_QUOTES = np.zeros((3, 0))
+
+
+def _style_table(styles: tuple[OrderStyle, ...], n_steps: int) -> NDArray[np.int64]:
+    """(n_styles, 5) int64: order type code, anchor (0 near, 1 far), ticks, resting steps
+    (the horizon for "until cancelled", 0 for what never rests) and cancel-first."""
+    table = np.zeros((len(styles), 5), dtype=np.int64)
+    for j, st in enumerate(styles):
+        table[j, _S_TYPE] = ORDER_TYPE_CODES[st.order_type]
+        table[j, _S_ANCHOR] = 0 if st.anchor == "near" else 1
+        table[j, _S_TICKS] = st.ticks
+        table[j, _S_TTL] = (st.ttl_steps or n_steps) if st.rests else 0
+        table[j, _S_CANCEL] = 1 if st.cancel else 0
+    return table
+
+
+@njit(cache=True, inline="always")
+def _wanted_shares(fraction: float, r: int, steps_left: int, twap_base: bool) -> int:
+    """Shares of a discrete action: ``fraction`` of what remains, or of the TWAP slice (what
+    remains over the steps left), at least one share for a positive fraction, at most what
+    remains."""
+    if not twap_base:
+        return fraction_to_shares_one(fraction, r)
+    shares = np.int64(np.rint(fraction * r / max(steps_left, 1)))
+    if shares == 0 and fraction > 0:
+        shares = 1
+    return min(shares, r)
+
+
+@njit(cache=True, inline="always")
+def _style_price(
+    style: NDArray[np.int64], side: int, tick: float, quotes: NDArray[np.float64], i: int
+) -> float:
+    """Limit price of a style for env ``i``: ``ticks`` from the near or far touch in the
+    aggressive direction, on the tick grid; NaN for a market order or without a book."""
+    if style[_S_TYPE] == _MARKET_CODE or quotes.shape[1] == 0:
+        return np.nan
+    anchor = quotes[style[_S_ANCHOR], i]
+    return np.rint((anchor + side * style[_S_TICKS] * tick) / tick) * tick
+
+
+@njit(cache=True, inline="always")
+def _band_edge(side: int, tick: float, band: float, quotes: NDArray[np.float64], i: int) -> float:
+    """The most aggressive limit price the price band allows env ``i`` now, on the grid
+    (a buy's ceiling, a sell's floor); NaN without a band."""
+    if band <= 0.0 or quotes.shape[1] == 0:
+        return np.nan
+    mid = quotes[2, i]
+    if side > 0:
+        return np.floor(mid * (1.0 + band) / tick + 1e-9) * tick
+    return np.ceil(mid * (1.0 - band) / tick - 1e-9) * tick
+
+
+@njit(cache=True, inline="always")
+def _beyond_band(px: float, edge: float, side: int) -> bool:
+    return (not np.isnan(edge)) and (not np.isnan(px)) and side * (px - edge) > 1e-12
+
+
 @njit(cache=True)
 def _masks_kernel(
     fractions: NDArray[np.float64],
@@ -568,6 +745,12 @@ def _masks_kernel(
     child_max: int,
     participation_cap: NDArray[np.int64],
     order_ints: NDArray[np.int64],
+    twap_base: bool,
+    styles: NDArray[np.int64],
+    side: int,
+    tick: float,
+    band: float,
+    quotes: NDArray[np.float64],
     mask: NDArray[np.bool_],
 ) -> None:
     n_actions = fractions.shape[0]
@@ -576,12 +759,19 @@ def _masks_kernel(
             mask[i, :] = True
             continue
         r = remaining[i]
-        # as in _decide_kernel: new orders stay within what is left less what still works
-        cap = _child_cap(r - order_ints[i, _WORKING], child_max, participation_cap, i)
+        working = order_ints[i, _WORKING]
+        edge = _band_edge(side, tick, band, quotes, i)
         allowed = False
         for a in range(n_actions):
             f = fractions[a]
-            ok = fraction_to_shares_one(f, r) <= cap or f == 0.0
+            style = styles[a]
+            # as in _decide_kernel: a new order stays within what is left less what still
+            # works, unless it cancels or replaces the working order
+            replaces = style[_S_CANCEL] == 1 or style[_S_TTL] > 0
+            cap = _child_cap(r if replaces else r - working, child_max, participation_cap, i)
+            ok = _wanted_shares(f, r, n_steps - k[i], twap_base) <= cap or f == 0.0
+            ok = ok and not (f > 0.0 and _beyond_band(_style_price(style, side, tick, quotes, i),
+                                                      edge, side))
             mask[i, a] = ok
             allowed = allowed or ok
         if not allowed:
@@ -601,20 +791,33 @@ def _decide_kernel(
     child_max: int,
     participation_cap: NDArray[np.int64],
     order_ints: NDArray[np.int64],
+    twap_base: bool,
+    style_idx: NDArray[np.int64],
+    styles: NDArray[np.int64],
+    side: int,
+    tick: float,
+    band: float,
+    quotes: NDArray[np.float64],
     shares: NDArray[np.int64],
     cancel: NDArray[np.bool_],
     child_id: NDArray[np.int64],
+    order_type: NDArray[np.int8],
+    limit_px: NDArray[np.float64],
+    ttl_steps: NDArray[np.int32],
     limit: NDArray[np.int64],
     cut: NDArray[np.bool_],
 ) -> int:
     """Child order per env: the requested shares (from a discrete action, or given) cut to the
-    hard limits; at the last step everything left, cut to the same limits (the rest stays
-    unfilled); nothing after the episode. ``limit``: the largest child the limits allow now.
-    ``cut``: the policy asked for more than they allow (a discrete action the mask forbids, or
-    a continuous request above the cap; not the last step, whose size the policy does not
-    choose). New orders stay within what is left less what still works; at the horizon the
-    working order is cancelled and the rest sent as one marketable order. Returns -1, or the
-    position of the first discrete action outside the set (then nothing is written)."""
+    hard limits, in the action's order style; at the last step everything left, cut to the
+    same limits (the rest stays unfilled), as a marketable order; nothing after the episode.
+    ``limit``: the largest child the limits allow now. ``cut``: the policy asked for more than
+    they allow (a discrete action the mask forbids, a continuous request above the cap, a
+    limit price beyond the band; not the last step, whose order the policy does not choose).
+    New orders stay within what is left less what still works; an order that cancels first,
+    or that would rest (cancel / replace), frees the working order's shares; at the horizon
+    the working order is cancelled. Prices beyond the band are cut to its edge, and a market
+    order on a book with a band becomes an IOC at the edge. Returns -1, or the position of the
+    first discrete action outside the set (then nothing is written)."""
     n = remaining.shape[0]
     discrete = fractions.shape[0] > 0
     if discrete:
@@ -623,7 +826,9 @@ def _decide_kernel(
                 return i
     if discrete:  # requested is the output buffer, filled here
         for i in range(n):
-            requested[i] = fraction_to_shares_one(fractions[actions[i]], remaining[i])
+            requested[i] = _wanted_shares(
+                fractions[actions[i]], remaining[i], n_steps - k[i], twap_base
+            )
     for i in range(n):
         r = remaining[i]
         working = order_ints[i, _WORKING]
@@ -632,16 +837,37 @@ def _decide_kernel(
         lim = _limit(child_max, participation_cap, i)
         on = not done[i]
         last = k[i] >= n_steps - 1
-        free = r if last else r - working  # at the horizon the working order is cancelled
+        style = styles[style_idx[i]]
+        code = style[_S_TYPE]
+        ttl = style[_S_TTL]
+        replaces = style[_S_CANCEL] == 1 or (ttl > 0 and req > 0)
+        if last:  # the horizon: cancel what works, send the rest as a marketable order
+            code = _MARKET_CODE
+            ttl = 0
+            replaces = True
+        free = r if replaces else r - working
         cap = min(free, lim)
         qty = min(r if last else req, cap)  # at the horizon: what is left, within the limits
         if not on:
             qty = 0
+        px = _style_price(style, side, tick, quotes, i) if code != _MARKET_CODE else np.nan
+        edge = _band_edge(side, tick, band, quotes, i)
+        priced_out = _beyond_band(px, edge, side)
+        if priced_out:
+            px = edge
+        if code == _MARKET_CODE and not np.isnan(edge):
+            code = _IOC_CODE  # a market order may not walk beyond the band
+            px = edge
         shares[i] = qty
-        cancel[i] = on and last and working > 0
+        cancel[i] = on and replaces and working > 0
         child_id[i] = order_ints[i, _CHILD_SEQ] + 1 if qty > 0 else 0
+        order_type[i] = code
+        limit_px[i] = px
+        ttl_steps[i] = ttl
         limit[i] = lim
-        cut[i] = on and not last and may_cut and req > cap
+        cut[i] = on and not last and (
+            (may_cut and req > cap) or (priced_out and qty > 0)
+        )
     return -1
 
 

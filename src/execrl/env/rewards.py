@@ -42,6 +42,11 @@ class StepOutcome:
     episode_is_vs_arrival_vwap_bps: NDArray[np.float64]
     # E[mid move | before the step]; only markets that know their own dynamics provide it
     expected_mid_move: NDArray[np.float64] | None = None
+    # decision steps done / steps in the horizon, after this step
+    elapsed_after: NDArray[np.float64] | None = None
+    # the step's fills, one row each (``execrl.sim.base.FILL_EVENT_DTYPE``), for rewards that
+    # ask for them (``needs_fill_events``)
+    fill_events: NDArray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +80,8 @@ class ArrivalVwapReward:
     """Seed 000: a terminal reward against the arrival VWAP plus a capped per-fill reward.
 
     main = (VWAP_arrival − P_avg)/VWAP_arrival·100 for a buy (sign flipped for a sell),
-    given when the order ends; aux = (P_mid − P_fill)/P_mid·10 per fill, capped to ±aux_cap.
+    given when the order ends; aux = (P_mid − P_fill)/P_mid·10 per fill, capped to ±aux_cap,
+    each fill at its own price (P_mid: the mid at the decision), summed over the step's fills.
     Weighted ``main_weight`` : 1 − main_weight (seed: 80–90 % main). Returned in bps/100 units
     as the seed writes them.
     """
@@ -83,6 +89,7 @@ class ArrivalVwapReward:
     main_weight: float = 0.85
     aux_cap: float = 1.0
     name: str = "arrival_vwap"
+    needs_fill_events = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.main_weight <= 1.0:
@@ -95,10 +102,19 @@ class ArrivalVwapReward:
     def __call__(self, ctx: RewardContext, step: StepOutcome) -> NDArray[np.float64]:
         # IS in bps / 100 = percent, the seed's unit; positive IS is a cost, so negate.
         main = np.where(step.done, -step.episode_is_vs_arrival_vwap_bps / 100.0, 0.0)
-        traded = step.shares > 0
-        with np.errstate(invalid="ignore"):
-            aux_raw = -ctx.side * (step.exec_px - step.mid_before) / step.mid_before * 10.0
-        aux = np.where(traded, np.clip(aux_raw, -self.aux_cap, self.aux_cap), 0.0)
+        events = step.fill_events
+        if events is None:  # one fill per step at the step's price
+            traded = step.shares > 0
+            with np.errstate(invalid="ignore"):
+                aux_raw = -ctx.side * (step.exec_px - step.mid_before) / step.mid_before * 10.0
+            aux = np.where(traded, np.clip(aux_raw, -self.aux_cap, self.aux_cap), 0.0)
+        else:
+            env = events["env"]
+            mid = step.mid_before[env]
+            per_fill = np.clip(-ctx.side * (events["px"] - mid) / mid * 10.0,
+                               -self.aux_cap, self.aux_cap)
+            aux = np.zeros(step.shares.shape[0])
+            np.add.at(aux, env, per_fill)
         return self.main_weight * main + (1.0 - self.main_weight) * aux
 
 
@@ -168,7 +184,35 @@ class RiskAdjustedReward:
         return r
 
 
-REWARDS = ("is_bps", "arrival_vwap", "risk_adjusted", "expected_cost")
+@dataclass(frozen=True)
+class Seed003Reward:
+    """Seed 003's reward (its ``calculate_reward`` and ``[rl_execution.reward]`` weights):
+    fill_weight × the step's fill rate (shares / order) − slippage_weight × |fill px − mid| /
+    mid − time_weight × (elapsed − 0.9) past 90 % of the horizon − impact_weight × |mid after
+    − fill px| / fill px. The seed counts slippage and impact per step with a fill, unweighted
+    by its size. A share left unfilled earns no fill reward, and evaluation measures IS, so
+    not trading never looks cheap."""
+
+    fill_weight: float = 10.0
+    slippage_weight: float = 100.0
+    time_weight: float = 50.0
+    impact_weight: float = 50.0
+    name: str = "seed003"
+
+    def __call__(self, ctx: RewardContext, step: StepOutcome) -> NDArray[np.float64]:
+        traded = step.shares > 0
+        px = np.where(traded, step.exec_px, 1.0)
+        fill = self.fill_weight * step.shares / ctx.qty
+        slip = np.where(traded, np.abs(px - step.mid_before) / step.mid_before, 0.0)
+        impact = np.where(traded, np.abs(step.mid_after - px) / px, 0.0)
+        elapsed = step.elapsed_after if step.elapsed_after is not None else 0.0
+        late = np.maximum(np.asarray(elapsed) - 0.9, 0.0)
+        return fill - self.slippage_weight * slip - self.time_weight * late - (
+            self.impact_weight * impact
+        )
+
+
+REWARDS = ("is_bps", "arrival_vwap", "risk_adjusted", "expected_cost", "seed003")
 #: rewards a log of real decisions can carry (``expected_cost`` needs the simulator's model)
 LOGGED_REWARDS = ("is_bps", "arrival_vwap", "risk_adjusted")
 
@@ -189,4 +233,6 @@ def make_reward(name: str, risk_aversion: float, temp_impact_per_share: float) -
         return RiskAdjustedReward(
             risk_aversion, temp_impact_per_share=temp_impact_per_share, expected=True, name=name
         )
+    if name == "seed003":
+        return Seed003Reward()
     raise ConfigError(f"reward {name!r} is unknown; choose from {', '.join(REWARDS)}")

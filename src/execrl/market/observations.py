@@ -22,6 +22,12 @@ class ObservationFeature:
     per_parent_qty: bool = False
     """Divided by the parent order's quantity (volumes)."""
     scale: float = 1.0
+    per_step_volume: bool = False
+    """Divided by the market's expected volume of the coming step (order-flow volumes, so that
+    they read the same for a small and a large parent order)."""
+    side_relative: bool = False
+    """Multiplied by the order's side (+1 buy, -1 sell): + = flow or depth on the order's own
+    side, so one policy reads buys and sells alike."""
 
 
 OBSERVATION_FEATURES: dict[str, ObservationFeature] = {
@@ -39,9 +45,74 @@ OBSERVATION_FEATURES: dict[str, ObservationFeature] = {
     "expected_volume_ratio": ObservationFeature(
         "expected market volume of the coming step / parent quantity", "expected_volume",
         per_parent_qty=True),
+    # order state beyond the two ratios (seed 001)
+    "twap_deviation": ObservationFeature(
+        "remaining_ratio - the TWAP schedule's remaining ratio (+ = behind schedule)", None),
+    "working_ratio": ObservationFeature(
+        "shares of the working child order / parent quantity", None),
+    # order-book features (markets with a book; ``execrl.market.features`` defines them);
+    # missing values (an empty side, no trade yet, no working order) read 0
+    "tick_flow_10s": ObservationFeature(
+        "buyer- minus seller-initiated volume of the last 10 s x side / expected volume of the "
+        "step (+ = the order's own side is trading; seed 000)",
+        "tick_flow_10s", per_step_volume=True, side_relative=True),
+    "tick_flow_30s": ObservationFeature(
+        "the same over 30 s (seed 000)", "tick_flow_30s", per_step_volume=True,
+        side_relative=True),
+    "imbalance_1": ObservationFeature(
+        "top-of-book imbalance (bid - ask) / (bid + ask) x side, -1..1 (+ = more depth on the "
+        "order's own side)", "imbalance_1", side_relative=True),
+    "imbalance_5": ObservationFeature(
+        "top-5-levels imbalance (bid - ask) / (bid + ask) x side, -1..1", "imbalance_5",
+        side_relative=True),
+    "bid_depth_ratio": ObservationFeature(
+        "shares on the top 5 bid levels / expected volume of the step", "bid_depth_5",
+        per_step_volume=True),
+    "ask_depth_ratio": ObservationFeature(
+        "shares on the top 5 ask levels / expected volume of the step", "ask_depth_5",
+        per_step_volume=True),
+    "own_touch_ratio": ObservationFeature(
+        "shares at the best level of the order's own side (the bid for a buy) / expected "
+        "volume of the step", "own_touch_qty", per_step_volume=True),
+    "opposite_touch_ratio": ObservationFeature(
+        "shares at the best level the order takes from (the ask for a buy) / expected volume "
+        "of the step", "opposite_touch_qty", per_step_volume=True),
+    "queue_depth_ratio": ObservationFeature(
+        "shares shown at the working order's price (at the own touch when none works) / "
+        "expected volume of the step (seed 003)", "queue_depth_at_price",
+        per_step_volume=True),
+    "spread_ticks": ObservationFeature("quoted spread in ticks / 10", "spread_ticks",
+                                       scale=0.1),
+    "realised_vol": ObservationFeature(
+        "realised volatility of the mid in bps / 10 (30 s half-life)", "realised_vol_bps",
+        scale=0.1),
+    "queue_ahead_ratio": ObservationFeature(
+        "shares ahead of the working order in its queue / expected volume of the step",
+        "queue_ahead", per_step_volume=True),
+    "time_since_trade": ObservationFeature(
+        "seconds since the last trade / 10 (seed 003)", "time_since_trade_s", scale=0.1),
+    "recent_fill_rate": ObservationFeature(
+        "shares filled / sent over the last 10 child orders (seed 003)", "recent_fill_rate"),
+    "avg_slippage": ObservationFeature(
+        "mean slippage of the last 10 fills vs the arrival mid, bps / 10 (seed 003)",
+        "avg_slippage_bps", scale=0.1),
 }
 
 #: observation features computed from the parent order's state
 ORDER_FEATURES: tuple[str, ...] = tuple(
     name for name, f in OBSERVATION_FEATURES.items() if f.source is None
 )
+
+
+def definition(name: str) -> str:
+    """One line that pins what observation feature ``name`` means (its description, source
+    and scaling): a checkpoint records it, so a policy refuses a feature redefined since."""
+    f = OBSERVATION_FEATURES[name]
+    parts = [f.description, f"source={f.source or 'order'}", f"scale={f.scale:g}"]
+    if f.per_parent_qty:
+        parts.append("/parent qty")
+    if f.per_step_volume:
+        parts.append("/step volume")
+    if f.side_relative:
+        parts.append("x side")
+    return "; ".join(parts)

@@ -134,6 +134,54 @@ class SignalAwarePolicy:
         return np.clip(frac, 0.0, 1.0)[:, None].astype(np.float32)
 
 
+class PassiveTWAPPolicy:
+    """TWAP over slices of two decision steps: post the slice at the near touch for one step,
+    then sweep what it left with a market order (and the core sweeps what is left at the
+    horizon). Speaks the ``orders`` action set (a size and a style column)."""
+
+    name = "passive_twap"
+    action_set = "orders"
+    observations = ("remaining_ratio", "elapsed_ratio")
+
+    def __init__(self, ctx: PolicyContext):
+        self._n_steps = ctx.market.n_steps
+        self._n_slices = max((self._n_steps + 1) // 2, 1)
+        self._idx = FeatureIndex(self.observations)
+
+    def act(self, observations: NDArray, masks: NDArray | None = None) -> NDArray:
+        k = _step_index(self._idx, observations, self._n_steps)
+        x = self._idx(observations, "remaining_ratio")
+        target = np.clip(1.0 - (k // 2 + 1) / self._n_slices, 0.0, 1.0)  # holdings after
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(x > 0, np.clip((x - target) / x, 0.0, 1.0), 0.0)
+        style = np.where(k % 2 == 0, _POST_ONE_STEP, _MARKET)
+        return np.stack([frac, style], axis=1).astype(np.float32)
+
+
+class SubmitAndLeavePolicy:
+    """Nevmyvaka, Feng & Kearns (2006)'s baseline: the whole order as one limit order at the
+    near touch, left until the horizon, where the core sweeps what did not fill."""
+
+    name = "submit_and_leave"
+    action_set = "orders"
+    observations = ("remaining_ratio", "elapsed_ratio", "working_ratio")
+
+    def __init__(self, ctx: PolicyContext):
+        self._idx = FeatureIndex(self.observations)
+
+    def act(self, observations: NDArray, masks: NDArray | None = None) -> NDArray:
+        x = self._idx(observations, "remaining_ratio")
+        working = self._idx(observations, "working_ratio")
+        first = self._idx(observations, "elapsed_ratio") == 0.0
+        frac = np.where(first & (working == 0.0) & (x > 0), 1.0, 0.0)
+        style = np.full(frac.shape, _POST_UNTIL_CANCELLED)
+        return np.stack([frac, style], axis=1).astype(np.float32)
+
+
+# style indices of the ``orders`` action set (``execrl.env.spaces``)
+_MARKET, _POST_ONE_STEP, _POST_UNTIL_CANCELLED, _CANCEL = 0, 1, 2, 3
+
+
 BASELINES: dict[str, Callable[..., object]] = {
     "twap": twap,
     "vwap": vwap,
@@ -141,6 +189,8 @@ BASELINES: dict[str, Callable[..., object]] = {
     "ac": almgren_chriss,
     "immediate": immediate,
     "signal_aware": SignalAwarePolicy,
+    "passive_twap": PassiveTWAPPolicy,
+    "submit_and_leave": SubmitAndLeavePolicy,
 }
 _PARAMETRISED = {"pov", "ac"}
 

@@ -13,7 +13,7 @@ them behind the market protocol (``execrl.sim.base.BatchedMarket``):
   the rest resting at the back of its queue or dropped); then the others' events one by one
   until the step ends, resting orders filling FIFO as market orders reach them.
 - One working order per book: a new order that would rest while one works (and is not
-  cancelled in the same step) is refused (``REJECT_SECOND_ORDER``); aggressive orders (market,
+  cancelled in the same step) is refused (``REJECT_WORKING``); aggressive orders (market,
   IOC, time to live 0) may be sent while one works. A resting order whose price level leaves
   the simulated window (the price ran n_levels ticks away) is cancelled by the market.
 - Features: trades (with aggressor), top-5 book snapshots at each step's end, the agent's
@@ -40,7 +40,7 @@ from execrl.sim.base import (
     REJECT_OFF_TICK,
     REJECT_ORDER_TYPE,
     REJECT_OUTSIDE_BOOK,
-    REJECT_SECOND_ORDER,
+    REJECT_WORKING,
     ChildOrderBatch,
     FillBatch,
 )
@@ -50,9 +50,9 @@ from execrl.sim.rng import episode_keys
 __all__ = ["LOB_FEATURES", "LOBEstimate", "LOBMarket", "LOBMarketConfig", "estimate_book"]
 
 # the kernels' codes are the protocol's
-assert (kern.R_ORDER_TYPE, kern.R_OFF_TICK, kern.R_NO_PRICE, kern.R_SECOND_ORDER,
+assert (kern.R_ORDER_TYPE, kern.R_OFF_TICK, kern.R_NO_PRICE, kern.R_WORKING,
         kern.R_OUTSIDE_BOOK) == (REJECT_ORDER_TYPE, REJECT_OFF_TICK, REJECT_NO_PRICE,
-                                 REJECT_SECOND_ORDER, REJECT_OUTSIDE_BOOK)
+                                 REJECT_WORKING, REJECT_OUTSIDE_BOOK)
 assert (kern.T_MARKET, kern.T_LIMIT, kern.T_MARKETABLE, kern.T_IOC) == tuple(
     ORDER_TYPE_CODES[t] for t in (OrderType.MARKET, OrderType.LIMIT,
                                   OrderType.MARKETABLE_LIMIT, OrderType.IOC))
@@ -201,6 +201,7 @@ class LOBMarket:
         self.tick_size = float(c.tick_size)
         self.step_s = c.step_s
         self.available_features: tuple[str, ...] = tuple(LOB_FEATURES)
+        self.order_types = frozenset(ORDER_TYPE_CODES.values())  # every type the core sends
         K, n = c.n_levels, n_envs
         self._K = K
         limit, cancel, market, init = c.tables()
@@ -441,6 +442,7 @@ class LOBMarket:
         reject = self._reject.copy()
         t_end = np.where(active, t0 + self.step_s, t0)
         self._run_flow(active, t_end, in_order=True)
+        kern.expire(active, self._ints, self._acc_i)
         ids = np.flatnonzero(active)
         snap = self._snapshot(ids)
         self._t = t_end

@@ -314,6 +314,13 @@ class LOBMarketConfig(BaseModel):
             raise ConfigError(describe_pydantic_error(what, exc)) from None
 
     # -- the market specification (execrl.sim.spec.MarketSpec) -------------------------------
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        """The rule-based policies `execrl evaluate` runs by default on the order book: the
+        market-order schedules, the passive ones (post at the touch, sweep at each slice end /
+        submit and leave, Nevmyvaka et al. 2006) and AC on the book's estimated cost model."""
+        return ("twap", "passive_twap", "vwap", "pov", "ac", "immediate", "submit_and_leave")
+
     def for_order(self, order: ParentOrder) -> LOBMarketConfig:
         """This book with the order's horizon (seconds) and arrival price; refused by name
         where the two would leave the range the simulator handles (``validate_for_order``)."""

@@ -72,7 +72,7 @@ N_PARAMS = 21
 T_MARKET, T_LIMIT, T_MARKETABLE, T_IOC = 0, 1, 2, 3
 # reject codes (execrl.sim.base)
 R_NONE, R_ORDER_TYPE, R_OFF_TICK, R_NO_PRICE = 0, 1, 2, 3
-R_SECOND_ORDER, R_OUTSIDE_BOOK = 5, 6
+R_WORKING, R_OUTSIDE_BOOK = 5, 6
 
 # channels within a side's block of slots: limit 0..K-1, cancel K..2K-1, then these
 CH_MARKET, CH_HAWKES = 0, 1  # offsets after the 2K level slots
@@ -210,6 +210,9 @@ def forced_shift(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[n
     if lvl != -1000 and lvl >= K:
         acc_i[i, A_CANCELLED] += ints[i, I_OWN_QTY]
         ints[i, I_OWN_QTY] = 0
+    elif lvl != -1000 and own_side != s:
+        # the orders now at the agent's price re-priced onto it just now: all behind it
+        ints[i, I_OWN_AHEAD] = 0
 
 
 @njit(cache=True)
@@ -499,9 +502,14 @@ def flow(
                     accepted = True
                     size = min(draw_size(lsize_v, lsize_c, u_size), others)
                     if not conservative and s == own_side and own_level(ints, i, own_side) == j:
+                        # one order at a uniform place in the others' volume: ahead of ours
+                        # (taking at most what is ahead) or behind it (at most what is behind)
                         ahead = ints[i, I_OWN_AHEAD]
                         if u_pos * others < ahead:
-                            ints[i, I_OWN_AHEAD] = ahead - min(size, ahead)
+                            size = min(size, ahead)
+                            ints[i, I_OWN_AHEAD] = ahead - size
+                        else:
+                            size = min(size, others - ahead)
                     q[i, s, j] = others - size
                     if display(q, ints, i, s, j, own_side, conservative) == 0:
                         if j == 0 and uniform(key, S_THETA, c) < theta:
@@ -564,7 +572,7 @@ def agent_orders(
     fl_passive: NDArray, fl_fee: NDArray, n_fl: NDArray[np.int64],
 ) -> None:
     """The agent's side of a decision step, at its start, in every active book: the cancel
-    asked for, the time-to-live expiry, then the new child order: checked (a reject code per
+    asked for, then the new child order: checked (a reject code per
     book), walked through the opposite side up to its limit price (at most n_levels price
     levels, each paid at its own price), and what is left rests at its limit price at the back
     of its level's queue (limit and marketable limit orders with a time to live) or is dropped
@@ -590,15 +598,9 @@ def agent_orders(
         key = book_keys[i]
         step = ints[i, I_STEP]
         t = t_now[i]
-        working = ints[i, I_OWN_QTY] > 0
-        if working and cancel_flag[i]:
+        if ints[i, I_OWN_QTY] > 0 and cancel_flag[i]:
             acc_i[i, A_CANCELLED] += ints[i, I_OWN_QTY]
             ints[i, I_OWN_QTY] = 0
-        elif working:
-            ints[i, I_OWN_TTL] -= 1
-            if ints[i, I_OWN_TTL] <= 0:
-                acc_i[i, A_CANCELLED] += ints[i, I_OWN_QTY]
-                ints[i, I_OWN_QTY] = 0
         need = qty[i]
         if need <= 0:
             continue
@@ -626,7 +628,7 @@ def agent_orders(
                 reject[i] = R_OUTSIDE_BOOK
                 continue
         if rests and ints[i, I_OWN_QTY] > 0:
-            reject[i] = R_SECOND_ORDER
+            reject[i] = R_WORKING
             continue
         child = child_id[i]
         n_theta = 0  # draws of S_AGENT_THETA and S_AGENT_REVEAL in this step (1024 each)
@@ -690,6 +692,19 @@ def agent_orders(
         ints[i, I_OWN_IDX] = lim
         ints[i, I_OWN_TTL] = ttl[i]
         ints[i, I_OWN_CHILD] = child
+
+
+@njit(cache=True)
+def expire(active: NDArray[np.bool_], ints: NDArray[np.int64], acc_i: NDArray[np.int64]) -> None:
+    """At the end of a step: a resting order's time to live runs down by one step, and one
+    that has none left is cancelled (sent in step k with ttl m: it rests in steps k .. k+m-1
+    and that last step's fills show it cancelled, so the next decision sees nothing working)."""
+    for i in range(ints.shape[0]):
+        if active[i] and ints[i, I_OWN_QTY] > 0:
+            ints[i, I_OWN_TTL] -= 1
+            if ints[i, I_OWN_TTL] <= 0:
+                acc_i[i, A_CANCELLED] += ints[i, I_OWN_QTY]
+                ints[i, I_OWN_QTY] = 0
 
 
 @njit(cache=True)
