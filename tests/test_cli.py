@@ -111,7 +111,7 @@ def test_missing_field_and_missing_file(tmp_path):
     [
         (["--policies", "twap,magic"], "'magic'"),
         (["--policies", "pov:abc"], "'abc'"),
-        (["--env", "lob"], "'lob'"),
+        (["--env", "lob:windy"], "'lob:windy'"),
         (["--policies", "signal_aware"], "signal"),
     ],
 )
