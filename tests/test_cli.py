@@ -161,3 +161,17 @@ def test_demo_trains_an_agent_and_reports_it_beside_the_baselines(tmp_path):
     # the agent learned the risk-averse schedule: far closer to AC's objective than TWAP's
     objective = {p: v["objective_proxy_bps"] for p, v in results["policies"].items()}
     assert abs(objective["qtable"] - objective["ac"]) < 0.1 * (objective["twap"] - objective["ac"])
+
+
+def test_evaluate_on_the_order_book_runs_its_own_baselines_and_default_order(tmp_path):
+    out = tmp_path / "ev"
+    result = runner.invoke(app, ["evaluate", "--env", "lob:stressed", "--orders", "12",
+                                 "--out", str(out), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["env"] == "lob:stressed"
+    assert list(results["policies"]) == ["twap", "passive_twap", "vwap", "pov", "ac",
+                                         "immediate", "submit_and_leave"]
+    assert results["order"]["qty"] == 5_000 and results["order"]["horizon_s"] == 300.0
+    passive = results["policies"]["passive_twap"]["behaviour"]["share_by_kind"]["passive"]
+    assert passive > 0.3

@@ -128,6 +128,7 @@ def _root(
 #: Market fields the parent order decides: refused in a --market file rather than overwritten.
 _ORDER_DECIDES = {
     "horizon": "the order's horizon (horizon_s, or end_ts - start_ts)",
+    "horizon_s": "the order's horizon (horizon_s, or end_ts - start_ts)",
     "s0": "the order's arrival_px",
 }
 
@@ -410,8 +411,8 @@ def evaluate(
 ) -> None:
     """Run each policy on the same K orders and market paths; write results and a report."""
     try:
-        parent = DEFAULT_ORDER if order is None else ParentOrder.from_file(order)
         market_config = _load_market(env, market)
+        parent = market_config.default_order() if order is None else ParentOrder.from_file(order)
         policy_specs = (_split(policies, "--policies") if policies
                         else list(market_config.baselines))
         baselines = _default_baselines(policy_specs) if compare_to is None else _split(
@@ -498,7 +499,7 @@ def train(
                 f"--n-envs does not apply to {algo}: it learns from --data, not from "
                 "environments (its learning curve runs eval_orders orders)"
             )
-        parent = DEFAULT_ORDER if order is None else ParentOrder.from_file(order)
+        parent = None if order is None else ParentOrder.from_file(order)
         named = None if config is None else named_config(algo, config)
         request = TrainRequest.with_defaults(
             algo, env_name=env, market=_load_market(env, market), order=parent,
@@ -507,7 +508,7 @@ def train(
             hyperparams=named if named is not None else _load_hyperparams(config),
         )
         steps = request.steps
-        _warn_if_infeasible(parent, request.env_config.market)
+        _warn_if_infeasible(request.order, request.env_config.market)
         with Progress(
             TextColumn("[progress.description]{task.description}"), BarColumn(),
             TextColumn("{task.completed:,}/{task.total:,} steps"), TimeElapsedColumn(),

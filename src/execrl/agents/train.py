@@ -154,7 +154,6 @@ class TrainRequest:
         """The request ``execrl train`` makes: what is not given takes the algorithm's
         measured defaults (``execrl.agents.defaults``) and the market's default reward."""
         from execrl.agents.defaults import FALLBACK_REWARD, algo_defaults, default_reward
-        from execrl.env.factory import DEFAULT_ORDER
         from execrl.presets import preset_market
 
         defaults = algo_defaults(algo)
@@ -169,7 +168,7 @@ class TrainRequest:
         )
         return cls(
             algo=algo, env_name=env_name, env_config=config,
-            order=DEFAULT_ORDER if order is None else order,
+            order=market.default_order() if order is None else order,
             steps=defaults.steps if steps is None else steps, seed=seed,
             n_envs=defaults.n_envs if n_envs is None else n_envs,
             hyperparams={} if hyperparams is None else hyperparams, data=data,

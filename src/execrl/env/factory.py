@@ -8,23 +8,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from execrl.domain import ParentOrder, Side
+from execrl.domain import ParentOrder
 from execrl.env.core import BatchedExecution
 from execrl.env.rewards import Reward, make_reward
 from execrl.env.spaces import ActionSet, resolve_action_set, resolve_observation_set
-from execrl.sim.almgren_chriss import ACMarketConfig
+from execrl.sim.almgren_chriss import AC_PAPER_ORDER, ACMarketConfig
 from execrl.sim.spec import MarketSpec
 
-#: One trading day in the AC paper's units; the default order is its 5-day sell of 1M shares.
-DEFAULT_ORDER = ParentOrder(
-    order_id="DEMO-1",
-    symbol="DEMO",
-    side=Side.SELL,
-    qty=1_000_000,
-    arrival_px=50.0,
-    start_ts=0.0,
-    horizon_s=5 * 23_400.0,
-)
+#: The default market's default order (``MarketSpec.default_order``): the AC paper's 5-day sell
+#: of 1M shares.
+DEFAULT_ORDER = AC_PAPER_ORDER
 
 
 @dataclass(frozen=True)

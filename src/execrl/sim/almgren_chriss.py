@@ -32,7 +32,7 @@ from numba import njit
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from execrl.domain import ConfigError, OrderType, ParentOrder
+from execrl.domain import ConfigError, OrderType, ParentOrder, Side
 from execrl.domain.errors import describe_pydantic_error
 from execrl.market.volume import u_shape_weights
 from execrl.sim.base import ORDER_TYPE_CODES, REJECT_ORDER_TYPE, ChildOrderBatch, FillBatch
@@ -69,6 +69,18 @@ class SignalConfig(BaseModel):
     @property
     def stationary_std(self) -> float:
         return self.sigma / math.sqrt(2.0 * self.kappa)
+
+
+#: The AC paper's example order: a 5-day sell of 1M shares at 50 (one trading day per time unit).
+AC_PAPER_ORDER = ParentOrder(
+    order_id="DEMO-1",
+    symbol="DEMO",
+    side=Side.SELL,
+    qty=1_000_000,
+    arrival_px=50.0,
+    start_ts=0.0,
+    horizon_s=5 * 23_400.0,
+)
 
 
 class ACMarketConfig(BaseModel):
@@ -131,6 +143,10 @@ class ACMarketConfig(BaseModel):
     def baselines(self) -> tuple[str, ...]:
         """The rule-based policies `execrl evaluate` runs by default on this market."""
         return ("twap", "vwap", "pov", "ac", "immediate")
+
+    def default_order(self) -> ParentOrder:
+        """The order run when none is given: the AC paper's 5-day sell of 1M shares."""
+        return AC_PAPER_ORDER
 
     def for_order(self, order: ParentOrder) -> ACMarketConfig:
         """This market with the order's horizon (in the market's time unit) and arrival price;

@@ -77,7 +77,7 @@ from execrl.data.store import (
     TRADE,
     EventStore,
 )
-from execrl.domain import ConfigError, OrderType, ParentOrder
+from execrl.domain import ConfigError, OrderType, ParentOrder, Side
 from execrl.domain.errors import describe_pydantic_error
 from execrl.market.events import FILL_DTYPE, TRADE_DTYPE
 from execrl.sim.base import (
@@ -279,6 +279,12 @@ class ReplayMarketConfig(BaseModel):
         """The rule-based policies `execrl evaluate` runs by default on a replay (limit
         orders rest in the recorded queues, so the passive baselines run too)."""
         return ("twap", "passive_twap", "vwap", "pov", "ac", "immediate", "submit_and_leave")
+
+    def default_order(self) -> ParentOrder:
+        """The order run when none is given: buy 1,000 shares over 30 minutes of the data,
+        at the price the episode meets."""
+        return ParentOrder(order_id="REPLAY-1", symbol="DATA", side=Side.BUY, qty=1_000,
+                           start_ts=0.0, horizon_s=1800.0)
 
     def to_results(self, qty: int, side: str) -> dict[str, Any]:
         d = self.replay_data

@@ -15,7 +15,8 @@ across the environment, the policies and the evaluation:
 - ``expected_volumes()``: the expected market volume of each step (participation limits);
 - ``closed_forms(qty, side, policies, step_limits)``: exact results where the model has them;
 - ``to_results(qty, side)``: its parameters for ``results.json``;
-- ``baselines``: the rule-based policies evaluated by default on it.
+- ``baselines``: the rule-based policies evaluated by default on it;
+- ``default_order()``: the order run when none is given, sized for it.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class MarketSpec(Protocol):
     @property
     def baselines(self) -> tuple[str, ...]:
         """The rule-based policies `execrl evaluate` runs by default on this market."""
+        ...
+
+    def default_order(self) -> ParentOrder:
+        """The parent order run when the user gives none, sized for this market."""
         ...
 
     def for_order(self, order: ParentOrder) -> MarketSpec: ...
