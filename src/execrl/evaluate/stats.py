@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
-from scipy import stats
 
 
 def _as_clean_1d(values: np.ndarray, name: str) -> np.ndarray:
@@ -300,6 +299,10 @@ def paired_comparisons(
                                 seed=seed)
         cis = {policy: percentile_ci(row) for policy, row in zip(resampled, means, strict=True)}
     baseline_mean = float(b.mean())
+    # imported here: scipy.stats takes ~0.5 s to import, which every command line (its help
+    # included) would pay through format_pvalue
+    from scipy import stats
+
     out = []
     for policy, p in checked.items():
         diff = diffs[policy]
