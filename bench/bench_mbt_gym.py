@@ -13,7 +13,7 @@ Cells: 1,000 and 10,000 environments, synchronous and random episode ends. Each 
 every cell's mbt_gym side (a child process in mbt_gym's venv, this process group) and then its
 execrl side (this process), ``--seconds`` each after a warm-up; figures are medians over
 ``--rounds`` rounds. One core each (thread pools pinned to 1), env-steps = environments x
-steps, decisions included.
+steps, decisions included; rates by wall time and by each side's CPU time.
 
 * mbt_gym: ``TradingEnvironment`` with ``TradinghWithSpeedModelDynamics``
   (``BrownianMotionMidpriceModel`` + ``TemporaryAndPermanentPriceImpact``), the
@@ -89,7 +89,7 @@ agent = CarteaJaimungalOeAgent(phi=0.01, alpha=0.1, env=env)
 def run(limit):
     obs = env.reset()
     steps = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while True:
         obs, reward, done, info = env.step(agent.get_action(obs))
         steps += 1
@@ -97,11 +97,12 @@ def run(limit):
             obs = env.reset()
         now = time.perf_counter()
         if now - t0 >= limit:
-            return steps, now - t0
+            return steps, now - t0, time.process_time() - c0
 
 run(0.3)
-steps, wall = run(seconds)
-print(json.dumps({"env_steps": steps * n, "seconds": wall, "env_steps_per_s": steps * n / wall}))
+steps, wall, cpu = run(seconds)
+print(json.dumps({"env_steps": steps * n, "seconds": wall, "env_steps_per_s": steps * n / wall,
+                  "env_steps_per_cpu_s": steps * n / cpu}))
 '''
 
 
@@ -164,15 +165,16 @@ def run_execrl(n: int, ends: str, seconds: float) -> dict:
     while time.perf_counter() < t_end:
         step()
     steps = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while True:
         step()
         steps += 1
         now = time.perf_counter()
         if now - t0 >= seconds:
             break
-    wall = now - t0
-    return {"env_steps": steps * n, "seconds": wall, "env_steps_per_s": steps * n / wall}
+    wall, cpu = now - t0, time.process_time() - c0
+    return {"env_steps": steps * n, "seconds": wall, "env_steps_per_s": steps * n / wall,
+            "env_steps_per_cpu_s": steps * n / cpu}
 
 
 def main() -> None:
@@ -189,26 +191,39 @@ def main() -> None:
     samples: dict[str, dict[str, list[float]]] = {}
     for r in range(args.rounds):
         for n in SIZES:
-            mbt = run_mbt_gym(path, python, n, args.seconds)["env_steps_per_s"]
+            mbt = run_mbt_gym(path, python, n, args.seconds)
             for ends in ENDS:
                 cell = f"{n}_{ends}"
-                ours = run_execrl(n, ends, args.seconds)["env_steps_per_s"]
-                got = samples.setdefault(cell, {"execrl": [], "mbt_gym": []})
-                got["execrl"].append(ours)
-                got["mbt_gym"].append(mbt)
-                log(f"round {r} {cell:>18}: execrl {ours:>12,.0f}  mbt_gym {mbt:>12,.0f}  "
-                    f"ratio {ours / mbt:.2f}")
+                ours = run_execrl(n, ends, args.seconds)
+                got = samples.setdefault(cell, {k: [] for k in ("execrl", "mbt_gym",
+                                                                 "execrl_cpu", "mbt_gym_cpu")})
+                got["execrl"].append(ours["env_steps_per_s"])
+                got["mbt_gym"].append(mbt["env_steps_per_s"])
+                got["execrl_cpu"].append(ours["env_steps_per_cpu_s"])
+                got["mbt_gym_cpu"].append(mbt["env_steps_per_cpu_s"])
+                log(f"round {r} {cell:>18}: execrl {ours['env_steps_per_s']:>12,.0f}  mbt_gym "
+                    f"{mbt['env_steps_per_s']:>12,.0f}  ratio "
+                    f"{ours['env_steps_per_s'] / mbt['env_steps_per_s']:.2f} (CPU time: "
+                    f"{ours['env_steps_per_cpu_s'] / mbt['env_steps_per_cpu_s']:.2f})")
     cells = {}
     for cell, got in samples.items():
-        ours, mbt = statistics.median(got["execrl"]), statistics.median(got["mbt_gym"])
-        cells[cell] = {"execrl_env_steps_per_s": ours, "mbt_gym_env_steps_per_s": mbt,
-                       "ratio": ours / mbt, "samples": got}
+        med = {k: statistics.median(v) for k, v in got.items()}
+        cells[cell] = {"execrl_env_steps_per_s": med["execrl"],
+                       "mbt_gym_env_steps_per_s": med["mbt_gym"],
+                       "ratio": med["execrl"] / med["mbt_gym"],
+                       "execrl_env_steps_per_cpu_s": med["execrl_cpu"],
+                       "mbt_gym_env_steps_per_cpu_s": med["mbt_gym_cpu"],
+                       "ratio_cpu": med["execrl_cpu"] / med["mbt_gym_cpu"],
+                       "samples": got}
     commit = subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or None
     out = {
         "benchmark": "env_core_vs_mbt_gym",
         "cells": cells,
         "ratios": {cell: round(v["ratio"], 2) for cell, v in cells.items()},
+        # by each side's own CPU seconds: on a shared machine, waiting for a core is in the
+        # wall time and hits the two sides unequally
+        "ratios_cpu": {cell: round(v["ratio_cpu"], 2) for cell, v in cells.items()},
         "seconds": args.seconds,
         "rounds": args.rounds,
         "n_steps": N_STEPS,
