@@ -34,6 +34,7 @@ from pathlib import Path
 
 PHASES = r'''
 import json, sys, time
+c0 = time.process_time()
 t0 = time.perf_counter()
 import execrl.cli  # noqa: F401
 from execrl.env.factory import DEFAULT_ORDER, EnvConfig
@@ -41,15 +42,19 @@ from execrl.evaluate.backtest import run_policies
 from execrl.evaluate.results import build_results, write_outputs
 from execrl.presets import preset_market
 t1 = time.perf_counter()
+c1 = time.process_time()
 orders, out = int(sys.argv[1]), sys.argv[2]
 config = EnvConfig(market=preset_market("ac"))
 specs = ["twap", "vwap", "pov", "ac", "immediate"]
 runs = run_policies(specs, config, DEFAULT_ORDER, orders, 7)
 t2 = time.perf_counter()
+c2 = time.process_time()
 results = build_results(runs, config, DEFAULT_ORDER, orders, 7, "ac", ["twap"])
 t3 = time.perf_counter()
+c3 = time.process_time()
 write_outputs(__import__("pathlib").Path(out) / "plots", results, runs)
 t4 = time.perf_counter()
+c4 = time.process_time()
 write_outputs(__import__("pathlib").Path(out) / "no_plots", results, runs, plots=False)
 t5 = time.perf_counter()
 import numpy as np
@@ -69,6 +74,8 @@ compiled = bootstrap_means(np.stack(diffs), n_boot=10_000, seed=7)
 t8 = time.perf_counter()
 print(json.dumps({"imports_s": t1 - t0, "simulation_s": t2 - t1, "statistics_s": t3 - t2,
                   "outputs_s": t4 - t3, "outputs_no_plots_s": t5 - t4,
+                  "imports_cpu_s": c1 - c0, "simulation_cpu_s": c2 - c1,
+                  "statistics_cpu_s": c3 - c2, "outputs_cpu_s": c4 - c3,
                   "statistics_numpy_bootstrap_s": t7 - t6,
                   "compiled_bootstrap_s": t8 - t7,
                   "bootstrap_max_abs_diff": float(np.abs(compiled[-1] - means).max())}))
@@ -79,15 +86,21 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_cli(orders: int, out: Path, no_plots: bool) -> float:
+def run_cli(orders: int, out: Path, no_plots: bool) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one ``execrl evaluate`` process: on a shared
+    machine the wall time includes waiting for a core, the CPU time does not."""
     args = [sys.executable, "-m", "execrl", "evaluate", "--orders", str(orders), "--out",
             str(out), "--force"] + (["--no-plots"] if no_plots else [])
+    before = os.times()
     t = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True)
     wall = time.perf_counter() - t
+    after = os.times()
     if done.returncode != 0:
         raise SystemExit(f"execrl evaluate failed: {done.stderr}")
-    return wall
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system)
+    return wall, cpu
 
 
 def main() -> None:
@@ -101,8 +114,10 @@ def main() -> None:
         # warm numba's cache (a first run compiles), not timed
         run_cli(200, Path(tmp) / "warm", no_plots=False)
         for r in range(args.repeats):
-            row = {"cli_s": run_cli(args.orders, Path(tmp) / "cli", no_plots=False),
-                   "cli_no_plots_s": run_cli(args.orders, Path(tmp) / "cli", no_plots=True)}
+            row = {}
+            row["cli_s"], row["cli_cpu_s"] = run_cli(args.orders, Path(tmp) / "cli", False)
+            row["cli_no_plots_s"], row["cli_no_plots_cpu_s"] = run_cli(
+                args.orders, Path(tmp) / "cli", True)
             done = subprocess.run([sys.executable, "-c", PHASES, str(args.orders), tmp],
                                   capture_output=True, text=True)
             if done.returncode != 0:

@@ -14,16 +14,21 @@ Almgren–Chriss market, seed004 observations and actions, ``risk_adjusted`` rew
 
 * ``batched``: execrl's defaults, i.e. what ``execrl train --algo ppo`` does:
   ``ExecutionSB3VecEnv(256, config)`` (``TrainRequest``'s default n_envs) and
-  ``execrl.agents.ppo.PPOParams()`` (n_steps 16, 4 minibatches of 1024, 4 epochs, ReLU, γ 1);
+  ``execrl.agents.ppo.PPOParams()`` (n_steps 16, 4 minibatches of 1024, 4 epochs, ReLU, γ 1,
+  torch's fused Adam);
+* ``batched_previous``: the same with torch's per-tensor Adam (the set-up before);
 * ``sb3_default``: ``make_vec_env(lambda: ExecutionEnv(config), n_envs=8)`` (a
   ``DummyVecEnv`` of gymnasium envs) and ``PPO("MlpPolicy", env)`` with every SB3 default
   (n_steps 2048, batch 64, 10 epochs, tanh, γ 0.99).
 
-Timing: after a warm-up of one full training iteration (rollout + update; torch and numba get
-going there) that is not timed, each variant trains in whole iterations (``learn`` of one
-rollout's worth at a time, so every timed step includes its share of the update) until
-``--budget`` seconds have passed; env-steps/s = steps of those iterations / their wall time.
-``ratio`` = batched / sb3_default.
+Timing: after a warm-up of one full training iteration each (rollout + update; torch and numba
+get going there) that is not timed, the variants train in whole iterations (``learn`` of one
+rollout's worth at a time, so every timed step includes its share of the update), in turn, so
+that each meets the same minutes of a shared machine, until each has had ``--budget``
+seconds; env-steps/s = steps of those iterations / their wall time.
+``ratio`` = batched / sb3_default (and ``ratio_previous`` = batched_previous / sb3_default),
+by wall time and by this process's CPU time (``env_steps_per_cpu_s``: on a machine shared with
+other work, waiting for a core counts in the wall time and hits the variants unequally).
 
 Learning: each variant's final policy (warm-up included) is exported to a ``NumpyPolicy`` and
 backtested with ``run_policy`` on ``--orders`` orders (same seed, so the same market paths);
@@ -31,7 +36,7 @@ mean / std IS and mean episode return (the risk-adjusted objective, higher is be
 reported, with the Almgren–Chriss schedule (the optimum of that objective) and TWAP for
 reference. ``batched_at_equal_steps`` is a fresh batched run stopped at the number of env
 steps ``sb3_default`` reached: what the batched defaults learn per sample, not per second.
-Default runtime ≈ 2 × budget + ~25 s.
+Default runtime ≈ 3 × budget + ~30 s.
 
 ``--actions`` changes the action set of both (default seed004, as specified). On seed004's
 five fractions every variant tends to reach the same best grid schedule, so the learning
@@ -79,29 +84,44 @@ def rollout_size(model: PPO) -> int:
     return int(model.n_steps) * int(model.n_envs)
 
 
-def timed_training(model: PPO, budget_s: float) -> dict[str, Any]:
-    """One untimed warm-up iteration, then whole iterations until ``budget_s`` has passed."""
-    chunk = rollout_size(model)
-    started = time.perf_counter()
-    model.learn(chunk, reset_num_timesteps=True)
-    warmup_s = time.perf_counter() - started
-    steps0 = model.num_timesteps
-    iterations = 0
-    started = time.perf_counter()
-    while time.perf_counter() - started < budget_s:
-        model.learn(chunk, reset_num_timesteps=False)
-        iterations += 1
-    wall = time.perf_counter() - started
-    steps = model.num_timesteps - steps0
-    return {
-        "warmup_s": round(warmup_s, 3),
-        "timed_iterations": iterations,
-        "timed_env_steps": int(steps),
-        "timed_wall_s": round(wall, 3),
-        "env_steps_per_s": round(steps / wall, 1),
-        "total_env_steps": int(model.num_timesteps),
-        "rollout_size": chunk,
-    }
+def timed_trainings(models: dict[str, PPO], budget_s: float) -> dict[str, dict[str, Any]]:
+    """One untimed warm-up iteration each, then whole iterations of the models in turn (so
+    every variant meets the machine's load of the same minutes) until each has trained for
+    ``budget_s`` seconds of its own."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        started = time.perf_counter()
+        model.learn(rollout_size(model), reset_num_timesteps=True)
+        out[name] = {"warmup_s": round(time.perf_counter() - started, 3), "wall": 0.0,
+                     "cpu": 0.0, "iterations": 0, "steps0": model.num_timesteps}
+    while any(row["wall"] < budget_s for row in out.values()):
+        for name, model in models.items():
+            row = out[name]
+            if row["wall"] >= budget_s:
+                continue
+            started, cpu = time.perf_counter(), time.process_time()
+            model.learn(rollout_size(model), reset_num_timesteps=False)
+            row["wall"] += time.perf_counter() - started
+            row["cpu"] += time.process_time() - cpu
+            row["iterations"] += 1
+    result = {}
+    for name, model in models.items():
+        row = out[name]
+        steps = model.num_timesteps - row["steps0"]
+        result[name] = {
+            "warmup_s": row["warmup_s"],
+            "timed_iterations": row["iterations"],
+            "timed_env_steps": int(steps),
+            "timed_wall_s": round(row["wall"], 3),
+            "env_steps_per_s": round(steps / row["wall"], 1),
+            # CPU seconds of this process: on a shared machine the wall time also counts
+            # waiting for a core, which hits the variants unequally
+            "timed_cpu_s": round(row["cpu"], 3),
+            "env_steps_per_cpu_s": round(steps / row["cpu"], 1),
+            "total_env_steps": int(model.num_timesteps),
+            "rollout_size": rollout_size(model),
+        }
+    return result
 
 
 def evaluate(policy: Any, config: EnvConfig, orders: int, seed: int) -> dict[str, float]:
@@ -134,21 +154,31 @@ def main() -> None:
     # default AC market, seed004 observations (and actions unless --actions says otherwise)
     config = EnvConfig(reward="risk_adjusted", actions=args.actions)
 
-    log(f"batched: {BATCHED_N_ENVS} envs, execrl PPO defaults, {args.budget:.0f} s")
     params = PPOParams()
     vec_env = ExecutionSB3VecEnv(BATCHED_N_ENVS, config, DEFAULT_ORDER)
     vec_env.seed(args.seed)
     batched = build_model("ppo", params, vec_env, args.seed)
-    batched_run = timed_training(batched, args.budget)
-    batched_eval = evaluate(export(batched, "batched", config), config, args.orders, args.seed)
-    log(f"  {batched_run['env_steps_per_s']:.0f} env-steps/s, {batched_eval}")
-
-    log(f"sb3_default: DummyVecEnv of {SB3_N_ENVS} ExecutionEnv, SB3 PPO defaults")
+    previous_params = PPOParams()
+    vec_env_p = ExecutionSB3VecEnv(BATCHED_N_ENVS, config, DEFAULT_ORDER)
+    vec_env_p.seed(args.seed)
+    previous = build_model("ppo", previous_params, vec_env_p, args.seed)
+    previous.policy.optimizer = th.optim.Adam(previous.policy.parameters(),
+                                              lr=params.learning_rate, eps=1e-5)
     sb3_env = make_vec_env(lambda: ExecutionEnv(config), n_envs=SB3_N_ENVS, seed=args.seed)
     sb3 = PPO("MlpPolicy", sb3_env, seed=args.seed, device="cpu", verbose=0)
-    sb3_run = timed_training(sb3, args.budget)
+    log(f"training batched ({BATCHED_N_ENVS} envs, execrl defaults), batched_previous (per-"
+        f"tensor Adam) and sb3_default (DummyVecEnv of {SB3_N_ENVS}, SB3 defaults) in "
+        f"turn, {args.budget:.0f} s each")
+    runs = timed_trainings({"batched": batched, "previous": previous, "sb3": sb3}, args.budget)
+    batched_run, previous_run, sb3_run = runs["batched"], runs["previous"], runs["sb3"]
+    batched_eval = evaluate(export(batched, "batched", config), config, args.orders, args.seed)
+    previous_eval = evaluate(export(previous, "batched_previous", config), config,
+                             args.orders, args.seed)
     sb3_eval = evaluate(export(sb3, "sb3_default", config), config, args.orders, args.seed)
-    log(f"  {sb3_run['env_steps_per_s']:.0f} env-steps/s, {sb3_eval}")
+    for name, run, ev in (("batched", batched_run, batched_eval),
+                          ("batched_previous", previous_run, previous_eval),
+                          ("sb3_default", sb3_run, sb3_eval)):
+        log(f"  {name}: {run['env_steps_per_s']:.0f} env-steps/s, {ev}")
 
     log(f"batched_at_equal_steps: {sb3.num_timesteps} env steps")
     vec_env2 = ExecutionSB3VecEnv(BATCHED_N_ENVS, config, DEFAULT_ORDER)
@@ -183,6 +213,13 @@ def main() -> None:
             **batched_run,
             "eval": batched_eval,
         },
+        "batched_previous": {
+            "set_up": f"ExecutionSB3VecEnv({BATCHED_N_ENVS}) + PPOParams(), per-tensor Adam "
+                      "(the set-up before)",
+            "hyperparams": previous_params.resolved(BATCHED_N_ENVS, args.actions != "continuous"),
+            **previous_run,
+            "eval": previous_eval,
+        },
         "sb3_default": {
             "set_up": f"make_vec_env(ExecutionEnv, n_envs={SB3_N_ENVS}) + PPO defaults",
             "n_envs": SB3_N_ENVS,
@@ -191,6 +228,12 @@ def main() -> None:
         },
         "ratio_env_steps_per_s": round(
             batched_run["env_steps_per_s"] / sb3_run["env_steps_per_s"], 2
+        ),
+        "ratio_env_steps_per_cpu_s": round(
+            batched_run["env_steps_per_cpu_s"] / sb3_run["env_steps_per_cpu_s"], 2
+        ),
+        "ratio_previous_env_steps_per_s": round(
+            previous_run["env_steps_per_s"] / sb3_run["env_steps_per_s"], 2
         ),
         "batched_at_equal_steps": {
             "env_steps": int(equal.num_timesteps),

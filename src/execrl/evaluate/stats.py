@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
-from scipy import stats
 
 
 def _as_clean_1d(values: np.ndarray, name: str) -> np.ndarray:
@@ -131,52 +130,57 @@ _BOOT_WORDS = 1 << 20
 _BOOT_RESERVE = 64
 _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
+_ONE = np.uint64(1)
 
 
 @njit(cache=True)
 def _resample_sums(
-    cols: NDArray[np.float64],
+    values: NDArray[np.float64],
     words: NDArray[np.uint64],
     first_half: int,
     cursor: NDArray[np.int64],
-    acc: NDArray[np.float64],
+    idx: NDArray[np.uint64],
     means: NDArray[np.float64],
 ) -> int:
-    """Resume the bootstrap at resample ``cursor[0]``, order ``cursor[1]`` (partial sums in
-    ``acc``), reading 32-bit values from ``words`` from half ``first_half`` on: the low then
+    """Resume the bootstrap at resample ``cursor[0]``, its first ``cursor[1]`` indices already
+    in ``idx``, reading 32-bit values from ``words`` from half ``first_half`` on: the low then
     the high half of each word, as PCG64's ``next_uint32``. Each index is numpy's
     ``buffered_bounded_lemire_uint32`` of them (what ``Generator.integers(0, n)`` draws for
-    int64 below 2**32). Returns the halves read, or −1 if a draw ran out of values."""
-    n, m = cols.shape
+    int64 below 2**32); once a resample's n indices are drawn, each row is summed over them
+    in draw order. Returns the halves read, or −1 if a draw ran out of values."""
+    m, n = values.shape
     n_boot = means.shape[1]
     n_excl = np.uint64(n)
     threshold = (np.uint64(2**32) - n_excl) % n_excl
     halves = 2 * words.shape[0]
     h = first_half
     b, j = cursor[0], cursor[1]
-    while b < n_boot:
-        if halves - h < _BOOT_RESERVE:
-            break
-        word = words[h >> 1]
-        v = (word >> _S32) if h & 1 else (word & _MASK32)
-        h += 1
-        prod = v * n_excl
-        if (prod & _MASK32) < n_excl:
-            while (prod & _MASK32) < threshold:
-                if h >= halves:
-                    return -1
-                word = words[h >> 1]
-                v = (word >> _S32) if h & 1 else (word & _MASK32)
-                h += 1
-                prod = v * n_excl
-        row = cols[np.intp(prod >> _S32)]
-        for r in range(m):
-            acc[r] += row[r]
-        j += 1
+    while b < n_boot and halves - h > _BOOT_RESERVE:
+        # as many draws of resample b as the values surely cover (a draw reads at least one;
+        # the reserve covers the rare rejections' extra ones)
+        count = min(n - j, halves - h - _BOOT_RESERVE)
+        for t in range(j, j + count):
+            # unsigned indices all through: numba then emits no negative-index wraparound
+            v = (words[np.uint64(h) >> _ONE] >> (_S32 * (np.uint64(h) & _ONE))) & _MASK32
+            h += 1
+            prod = v * n_excl
+            if (prod & _MASK32) < n_excl:  # Lemire's rejection zone (~n / 2**32 of draws)
+                while (prod & _MASK32) < threshold:
+                    if h >= halves:
+                        return -1
+                    v = (words[np.uint64(h) >> _ONE] >> (_S32 * (np.uint64(h) & _ONE))) \
+                        & _MASK32
+                    h += 1
+                    prod = v * n_excl
+            idx[t] = prod >> _S32
+        j += count
         if j == n:
             for r in range(m):
-                means[r, b] = acc[r] / n
-                acc[r] = 0.0
+                row = values[r]
+                total = 0.0
+                for t in range(n):
+                    total += row[idx[t]]
+                means[r, b] = total / n
             j = 0
             b += 1
     cursor[0], cursor[1] = b, j
@@ -187,22 +191,23 @@ def _resample_means(values: NDArray[np.float64], n_boot: int, seed: int) -> NDAr
     """(rows, n_boot): the mean of every row over resamples b = 0 … n_boot − 1 of its n
     columns, resample b holding draws b·n … b·n + n − 1 of ``default_rng(seed).integers(0,
     n)``, i.e. the indices of ``integers(0, n, size=(n_boot, n))`` (a test checks it), read
-    from the generator's raw words in blocks and never stored. One pass over the indices
-    serves every row, so comparisons against one baseline share their resamples and cost."""
+    from the generator's raw words in blocks; one resample's indices are kept at a time. One
+    pass over the indices serves every row, so comparisons against one baseline share their
+    resamples and the cost of drawing them."""
     m, n = values.shape
     if n >= 2**32:
         raise ValueError(f"bootstrap of {n} values: at most 2**32 - 1")
     bits = np.random.default_rng(seed).bit_generator
-    cols = np.ascontiguousarray(values.T)  # (n, rows): one resampled order's rows together
+    rows = np.ascontiguousarray(values)
     means = np.empty((m, n_boot))
-    acc = np.zeros(m)
+    idx = np.empty(n, dtype=np.uint64)
     cursor = np.zeros(2, dtype=np.int64)
     words = np.empty(0, dtype=np.uint64)
     half = 0
     while cursor[0] < n_boot:
         left = words[half >> 1 :]  # the values not read yet (from an odd half: its high half)
         words = np.concatenate([left, np.asarray(bits.random_raw(_BOOT_WORDS), np.uint64)])
-        read = _resample_sums(cols, words, half & 1, cursor, acc, means)
+        read = _resample_sums(rows, words, half & 1, cursor, idx, means)
         if read < 0:  # pragma: no cover - 64 rejections in a row
             raise RuntimeError("bootstrap: a draw needed more random values than reserved")
         half = (half & 1) + read
@@ -300,6 +305,10 @@ def paired_comparisons(
                                 seed=seed)
         cis = {policy: percentile_ci(row) for policy, row in zip(resampled, means, strict=True)}
     baseline_mean = float(b.mean())
+    # imported here: scipy.stats takes ~0.5 s to import, which every command line (its help
+    # included) would pay through format_pvalue
+    from scipy import stats
+
     out = []
     for policy, p in checked.items():
         diff = diffs[policy]
