@@ -225,6 +225,8 @@ def main() -> None:
                     "the seed's is_bps for seed004, the market's default elsewhere)")
     ap.add_argument("--work", type=Path, default=Path("bench/results/agents"))
     ap.add_argument("--reuse", action="store_true", help="evaluate existing checkpoints")
+    ap.add_argument("--reference-sets", default="",
+                    help="signal: also round the exact optimum to these action sets")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
     setting = args.setting
@@ -240,7 +242,7 @@ def main() -> None:
     started = time.perf_counter()
 
     agent_sets = {actions_per.get(a) or TrainRequest.with_defaults(a).env_config.actions
-                  for a in algos}
+                  for a in algos} | {x for x in args.reference_sets.split(",") if x}
     refs = references(setting, agent_sets)
     base = run_is(refs["twap"], setting, args.orders, args.eval_seed)
     result: dict[str, Any] = {"setting": setting, "orders": args.orders,
