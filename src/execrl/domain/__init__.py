@@ -1,7 +1,7 @@
 """Domain types shared by every layer: orders, fills, sides and the IS arithmetic."""
 
 from execrl.domain.costs import implementation_shortfall_bps, vwap
-from execrl.domain.errors import ConfigError, ExecRLError, OrderValidationError
+from execrl.domain.errors import ConfigError, DataError, ExecRLError, OrderValidationError
 from execrl.domain.orders import (
     ChildOrder,
     Fill,
@@ -14,6 +14,7 @@ from execrl.domain.orders import (
 __all__ = [
     "ChildOrder",
     "ConfigError",
+    "DataError",
     "ExecRLError",
     "Fill",
     "OrderConstraints",

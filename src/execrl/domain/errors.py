@@ -19,6 +19,10 @@ class ConfigError(ExecRLError, ValueError):
     """A configuration was refused; the message names the field and the bad value."""
 
 
+class DataError(ExecRLError, ValueError):
+    """A market data file was refused; the message names the file, the row and the problem."""
+
+
 def describe_pydantic_error(what: str, exc: Any) -> str:
     """One line naming the first offending field, its value and what was expected.
 
