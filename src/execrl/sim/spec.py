@@ -1,7 +1,7 @@
 """One market protocol for configuration: the market-specification union.
 
 A market specification is a validated configuration that names its model (``model``:
-``almgren_chriss`` today, ``lob`` and ``replay`` next) and knows everything the layers above
+``almgren_chriss``, ``lob``, and ``replay`` next) and knows everything the layers above
 need from it, so that a new market is one new module registered in ``market_models()``, not edits
 across the environment, the policies and the evaluation:
 
@@ -87,8 +87,9 @@ class MarketSpec(Protocol):
 def market_models() -> dict[str, type]:
     """``model`` name -> specification class: every market execrl can build."""
     from execrl.sim.almgren_chriss import ACMarketConfig
+    from execrl.sim.lob_config import LOBMarketConfig
 
-    return {"almgren_chriss": ACMarketConfig}
+    return {"almgren_chriss": ACMarketConfig, "lob": LOBMarketConfig}
 
 
 def parse_market(data: Any, what: str = "market config") -> MarketSpec:

@@ -1,0 +1,333 @@
+"""The stochastic limit order book's parameters (``LOBMarketConfig``): every table and unit.
+
+The model (``execrl.sim.lob`` has the simulator; /work/notes/lob-schema.md the long form):
+
+Price frame. Prices are on a grid of ``tick_size = exchange_tick × ticks_per_level`` (a
+small-tick stock such as GOOG aggregates several exchange ticks into one simulated level).
+Each book has a reference price p_ref = (r + ½)·tick on the half-tick grid and ``n_levels``
+levels a side around it: bid level j (0-based) at price index r − j, ask level j at r + 1 + j
+(Huang, Lehalle & Rosenbaum 2015's Q_{−(j+1)} and Q_{j+1}). A level may be empty, so the spread
+is one tick or more. p_ref moves by one tick (the frame shifts, queues keep their prices, the
+level entering the window is drawn from ``init_queue``) (a) with probability ``theta`` when a
+level-0 queue depletes, toward the depleted side (HLR's model II) and (b) whenever the empty
+levels on one side of p_ref outnumber those on the other by two or more (p_ref stays at the mid
+when the spread is an odd number of ticks, within half a tick of it otherwise).
+
+Queue sizes are counted in units of the average event size ``aes`` (shares): a queue of q
+shares is in bucket 0 when q = 0 and min(ceil(q / aes), B − 1) otherwise, B = the tables' number
+of columns (bucket b ≥ 1 holds (b − 1, b] AES; the last one everything above B − 2 AES).
+
+Other traders' flow (per side, the two sides symmetric): limit orders arrive at level j at rate
+``limit_rate[j][b]`` (events/s), b = that level's bucket; cancels at rate
+``cancel_rate[j][b]``; market orders hit the side's best non-empty level j at
+``market_rate[j][b]`` (b = that level's bucket), plus an optional Hawkes self-exciting part.
+Limit and cancel sizes are drawn from ``limit_size``, market orders from ``market_size``
+(shares; a cancel takes at most the others' volume at the level, a market order at most the
+level's volume). Events happen one by one in continuous time.
+
+The agent's effect on the flow: each share it takes aggressively from a side adds to that
+side's refill deficit D (shares); extra limit orders then arrive on that side at rate
+min(``resilience`` × D / aes, ``max_refill_rate``), each at the first empty level counting
+from p_ref (level 0 when none is empty), and reduce D by their size. With Hawkes market orders
+and ``agent_excites``, the agent's aggressive shares also excite the flow on its side.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from execrl.domain import ConfigError
+from execrl.domain.errors import describe_pydantic_error
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Rate = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+#: one row per level, one column per queue-size bucket
+Table = Annotated[
+    tuple[Annotated[tuple[Rate, ...], Field(strict=False)], ...], Field(min_length=1, strict=False)
+]
+ProbTable = Annotated[
+    tuple[Annotated[tuple[Fraction, ...], Field(strict=False)], ...],
+    Field(min_length=1, strict=False),
+]
+
+#: Fewest and most levels a side.
+MIN_LEVELS, MAX_LEVELS = 10, 64
+#: Most queue-size buckets per level.
+MAX_BUCKETS = 256
+#: Largest total event rate of one book (events/s, thinning bound included): a step of a
+#: minute then holds at most a few million events.
+MAX_TOTAL_RATE = 1e5
+_PROB_TOLERANCE = 1e-6
+
+
+class SizeDistribution(BaseModel):
+    """A discrete distribution of order sizes: ``values`` (whole shares, increasing) with
+    ``probs`` (summing to 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    values: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=10**9)], ...], Field(min_length=1, strict=False)
+    ]
+    probs: Annotated[tuple[Fraction, ...], Field(min_length=1, strict=False)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SizeDistribution:
+        if len(self.values) != len(self.probs):
+            raise ValueError(
+                f"values has {len(self.values)} sizes and probs {len(self.probs)}: one each"
+            )
+        if any(b <= a for a, b in zip(self.values, self.values[1:], strict=False)):
+            raise ValueError(f"values = {list(self.values)} must be strictly increasing")
+        total = math.fsum(self.probs)
+        if abs(total - 1.0) > _PROB_TOLERANCE:
+            raise ValueError(f"probs sum to {total!r}, not 1")
+        return self
+
+    @property
+    def mean(self) -> float:
+        return math.fsum(v * p for v, p in zip(self.values, self.probs, strict=True))
+
+    def cdf(self) -> NDArray[np.float64]:
+        """Cumulative probabilities, the last one exactly 1 (what the kernels draw from)."""
+        c = np.cumsum(np.asarray(self.probs, dtype=np.float64))
+        c[-1] = 1.0
+        return c
+
+
+class HawkesConfig(BaseModel):
+    """Self-exciting market orders (exponential kernel), per aggressor side.
+
+    Each market order of one side adds ``alpha_self`` (events/s) to that side's excitation and
+    ``alpha_cross`` to the other's; excitation decays at rate ``beta`` (1/s) and adds to the
+    queue-reactive market-order rate, capped at ``max_rate`` (the simulator's thinning bound).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    alpha_self: NonNegative
+    alpha_cross: NonNegative = 0.0
+    beta: Annotated[float, Field(gt=0, le=1e4, allow_inf_nan=False)]
+    max_rate: Annotated[float, Field(gt=0, le=1e4, allow_inf_nan=False)]
+    agent_excites: bool = True
+    """The agent's aggressive fills excite its side too: ``alpha_self`` per AES it takes."""
+
+    @model_validator(mode="after")
+    def _stationary(self) -> HawkesConfig:
+        ratio = (self.alpha_self + self.alpha_cross) / self.beta
+        if not ratio < 1.0:
+            raise ValueError(
+                f"branching ratio (alpha_self + alpha_cross) / beta = {ratio:.3g} must be < 1 "
+                "(the flow explodes otherwise)"
+            )
+        return self
+
+
+class ShockConfig(BaseModel):
+    """A scheduled price move (crash, flash crash): p_ref is pushed one tick at a time,
+    evenly over ``duration`` (a fraction of the horizon from ``start``), by forced sweeps:
+    each clears the level-0 queue on the side the price moves through (a trade printed there,
+    resting orders filled FIFO), then shifts the frame. With ``recovery`` the move is walked back
+    the same way over that fraction of the horizon, right after."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    move: Annotated[float, Field(ge=-0.5, le=0.5, allow_inf_nan=False)]
+    """Size of the move as a fraction of s0 (−0.10: a 10 % fall)."""
+    start: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.25
+    duration: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.25
+    recovery: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _nonzero(self) -> ShockConfig:
+        if self.move == 0.0:
+            raise ValueError("move = 0 is no shock: leave 'shock' out instead")
+        return self
+
+
+def _default_tables(n_levels: int = 10, n_buckets: int = 11) -> dict[str, Any]:
+    """The calm default: limit rates falling with the distance from p_ref (twice as fast into
+    an empty level), cancels proportional to the queue (each AES cancels at 0.2/s), market
+    orders at 0.6/s on the best level; initial queues Poisson around limit/cancel balance."""
+    limit, cancel, market, init = [], [], [], []
+    for j in range(n_levels):
+        base = 1.2 * 0.8**j
+        limit.append(tuple([2.0 * base] + [base] * (n_buckets - 1)))
+        cancel.append(tuple([0.0] + [0.2 * b for b in range(1, n_buckets)]))
+        market.append(tuple([0.0] + [0.6 * 0.7**j] * (n_buckets - 1)))
+        mean = base / 0.2
+        pmf = [math.exp(-mean) * mean**b / math.factorial(b) for b in range(n_buckets)]
+        pmf[-1] = max(0.0, 1.0 - math.fsum(pmf[:-1]))
+        total = math.fsum(pmf)
+        init.append(tuple(p / total for p in pmf))
+    return {"limit_rate": tuple(limit), "cancel_rate": tuple(cancel),
+            "market_rate": tuple(market), "init_queue": tuple(init)}
+
+
+_DEFAULTS = _default_tables()
+
+
+class LOBMarketConfig(BaseModel):
+    """Parameters of the stochastic limit order book (module docstring; units per field).
+
+    Each field is validated alone (strictly: no string for a number); the tables together
+    (one shape, probabilities summing to one); ``validate_for_order`` checks a market and an
+    order together. ``s0`` and ``horizon_s`` are the order's (``for_order``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    model: Literal["lob"] = "lob"
+    """The market-specification union's tag (``execrl.sim.spec``)."""
+    regime: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] = (
+        "custom")
+    """A label for reports and regime buckets (presets: calm, stressed, crash, ...)."""
+    s0: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] = 25.0
+    """Arrival price (currency); the book's mid at arrival is within half a tick of it."""
+    exchange_tick: Annotated[float, Field(gt=0, le=1e3, allow_inf_nan=False)] = 0.01
+    """The venue's tick (currency)."""
+    ticks_per_level: Annotated[int, Field(ge=1, le=10_000)] = 1
+    """Exchange ticks aggregated into one simulated price level (small-tick stocks)."""
+    n_levels: Annotated[int, Field(ge=MIN_LEVELS, le=MAX_LEVELS)] = 10
+    """Levels a side in the simulated window (the tables' rows)."""
+    aes: Annotated[int, Field(ge=1, le=10**9)] = 100
+    """Average event size (shares): the unit of the queue-size buckets."""
+    limit_rate: Table = _DEFAULTS["limit_rate"]
+    """[level][bucket] limit orders per second arriving at one side's level."""
+    cancel_rate: Table = _DEFAULTS["cancel_rate"]
+    """[level][bucket] cancels per second at one side's level (bucket 0 must be 0)."""
+    market_rate: Table = _DEFAULTS["market_rate"]
+    """[level][bucket] market orders per second hitting one side's best level, when that best
+    is this level with this bucket (bucket 0 must be 0)."""
+    init_queue: ProbTable = _DEFAULTS["init_queue"]
+    """[level][bucket] probability that a fresh queue (the initial book, a level entering the
+    window) is in this bucket; within a bucket b ≥ 1 its size is uniform on ((b−1)·aes, b·aes]
+    shares."""
+    limit_size: SizeDistribution = SizeDistribution(values=(50, 100, 200), probs=(0.3, 0.5, 0.2))
+    """Shares per limit order and per cancel."""
+    market_size: SizeDistribution = SizeDistribution(values=(50, 100, 200), probs=(0.3, 0.5, 0.2))
+    """Shares per market order (capped at the best level's volume)."""
+    theta: Fraction = 0.5
+    """Probability that p_ref moves when a level-0 queue depletes (HLR model II)."""
+    resilience: Annotated[float, Field(ge=0, le=1e4, allow_inf_nan=False)] = 0.2
+    """Refill rate per AES of the volume the agent took from a side (1/s)."""
+    max_refill_rate: Annotated[float, Field(gt=0, le=1e4, allow_inf_nan=False)] = 5.0
+    """Cap of the refill rate per side (events/s; the simulator's thinning bound)."""
+    hawkes: HawkesConfig | None = None
+    shock: ShockConfig | None = None
+    conservative_fills: bool = False
+    """A resting order fills only when a trade prints strictly through its price (seed 000
+    Q2): it never queues, takes no volume from the book, and fills up to the size of each
+    such trade at its own price."""
+    taker_fee: Annotated[float, Field(ge=0, le=1e3, allow_inf_nan=False)] = 0.0
+    """Fee per share the agent pays when it takes liquidity (currency)."""
+    maker_rebate: Annotated[float, Field(ge=0, le=1e3, allow_inf_nan=False)] = 0.0
+    """Rebate per share the agent earns when its resting order fills (currency)."""
+    step_seconds: Annotated[float, Field(ge=1e-3, le=86_400, allow_inf_nan=False)] = 10.0
+    """Target decision interval (s): the horizon is split into n_steps = max(1,
+    round(horizon_s / step_seconds)) equal steps."""
+    horizon_s: Annotated[float, Field(ge=1e-3, le=1e7, allow_inf_nan=False)] = 300.0
+    """The order's horizon (s)."""
+    warmup_s: Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)] = 60.0
+    """Seconds of flow simulated before the order arrives (its arrival VWAP, the features'
+    windows)."""
+    risk_aversion: NonNegative = 1e-6
+    """λ of the mean-variance objective E[cost] + λ·Var[cost] (per currency unit)."""
+    reference_vol_bps: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] | None = None
+    """The ``volatility`` feature divides the realised volatility (bps per √s) by this; None:
+    by this model's own estimate (1 = its usual level). Regime presets use the calm one's."""
+
+    @model_validator(mode="after")
+    def _tables_agree(self) -> LOBMarketConfig:
+        K = self.n_levels
+        shape = None
+        for name in ("limit_rate", "cancel_rate", "market_rate", "init_queue"):
+            table = getattr(self, name)
+            if len(table) != K:
+                raise ValueError(f"{name} has {len(table)} rows, expected n_levels = {K}")
+            widths = {len(row) for row in table}
+            if len(widths) != 1:
+                raise ValueError(f"{name} rows have different lengths {sorted(widths)}")
+            b = widths.pop()
+            if not 2 <= b <= MAX_BUCKETS:
+                raise ValueError(f"{name} has {b} buckets, expected 2 to {MAX_BUCKETS}")
+            if shape is None:
+                shape = b
+            elif b != shape:
+                raise ValueError(f"{name} has {b} buckets, limit_rate has {shape}")
+        for name in ("cancel_rate", "market_rate"):
+            for j, row in enumerate(getattr(self, name)):
+                if row[0] != 0.0:
+                    raise ValueError(
+                        f"{name}[{j}][0] = {row[0]!r} must be 0: an empty queue cannot be "
+                        "cancelled or hit"
+                    )
+        for j, row in enumerate(self.init_queue):
+            total = math.fsum(row)
+            if abs(total - 1.0) > _PROB_TOLERANCE:
+                raise ValueError(f"init_queue[{j}] sums to {total!r}, not 1")
+        if not any(any(row) for row in self.market_rate) and self.hawkes is None:
+            raise ValueError("market_rate is all zero and there is no hawkes: nothing ever trades")
+        total = self.thinning_rate()
+        if total > MAX_TOTAL_RATE:
+            raise ValueError(
+                f"the book's total event rate bound {total:.3g}/s is above {MAX_TOTAL_RATE:g}/s"
+            )
+        if self.s0 / self.tick_size < 4 * K:
+            raise ValueError(
+                f"s0 = {self.s0!r} is only {self.s0 / self.tick_size:.3g} ticks of "
+                f"{self.tick_size:g}: at least 4 × n_levels = {4 * K} are needed for prices to "
+                "stay positive"
+            )
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "market config") -> LOBMarketConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_pydantic_error(what, exc)) from None
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def tick_size(self) -> float:
+        """The simulated price grid (currency)."""
+        return self.exchange_tick * self.ticks_per_level
+
+    @property
+    def n_buckets(self) -> int:
+        return len(self.limit_rate[0])
+
+    @property
+    def n_steps(self) -> int:
+        return max(1, round(self.horizon_s / self.step_seconds))
+
+    @property
+    def step_s(self) -> float:
+        """The decision interval actually used: horizon_s / n_steps."""
+        return self.horizon_s / self.n_steps
+
+    def tables(self) -> tuple[NDArray[np.float64], ...]:
+        """(limit, cancel, market, init_queue) as (n_levels, n_buckets) float64 arrays."""
+        return tuple(
+            np.ascontiguousarray(np.asarray(getattr(self, name), dtype=np.float64))
+            for name in ("limit_rate", "cancel_rate", "market_rate", "init_queue")
+        )
+
+    def thinning_rate(self) -> float:
+        """Λ: the constant candidate-event rate of one book (events/s) that the simulator
+        thins down to the actual intensities (each flow channel gets a fixed slot as wide as
+        its largest rate)."""
+        limit, cancel, market, _ = self.tables()
+        per_side = limit.max(axis=1).sum() + cancel.max(axis=1).sum() + market.max()
+        per_side += self.max_refill_rate if self.resilience > 0 else 0.0
+        if self.hawkes is not None:
+            per_side += self.hawkes.max_rate
+        return float(2.0 * per_side)
