@@ -104,8 +104,11 @@ def test_depth_profile_bins_by_distance_and_counts_only_what_the_file_shows() ->
     bid_q = np.array([[10, 20, 30], [10, 20, 0]])
     ask_px = np.array([[100.05, 100.06, 100.20], [100.05, 100.06, 100.20]])
     ask_q = np.array([[5, 6, 7], [5, 6, 7]])
+    # as a 3-level file shows it: a side with all three levels occupied may hold more beyond
     tape = tape_from_arrays(t, np.zeros(2, np.int8), bid_px, bid_q, ask_px, ask_q, [], [],
-                            [], start_s=0.0, end_s=4.0, tick=0.01)
+                            [], start_s=0.0, end_s=4.0, tick=0.01,
+                            bid_seen_to=np.array([99.93, -np.inf]),
+                            ask_seen_to=np.array([100.20, 100.20]))
     d = depth_profile(tape, bin_cents=5, n_bins=4)
     # row 0 stands 1 s, row 1 3 s; per level: time-weighted sizes
     np.testing.assert_allclose(d["bid_by_level"], [10, 20, 30 * 0.25])

@@ -19,9 +19,11 @@ its side's level 0, and counted (``clipped_events``).
 
 States and intensities. A queue of q shares is in bucket 0 if q = 0, else min(ceil(q / aes),
 B − 1). ``aes``, the "average event size" unit, is the *median* size of the window's events
-(limit orders, cancels, market orders): on GOOG 100 shares, the round lot; the mean (63) would
-put the common 100- and 200-share queues in buckets 2 and 4 and leave bucket 3 nearly never
-seen, a pattern of the lot size rather than of the market. For level j and
+(limit orders, cancels, market orders), snapped to the round lot (100 shares) when within 10 %
+of it (``average_event_size``): on GOOG 100 shares. The mean (63) would put the common 100- and
+200-share queues in buckets 2 and 4 and leave bucket 3 nearly never seen, and a median of 99
+would put a 100-share queue in bucket 2: patterns of the lot size, not of the market. For
+level j and
 bucket b, both sides pooled:
 
     limit_rate[j][b]  = #limit orders at level j while it was in bucket b / time it spent so
@@ -143,6 +145,20 @@ class QueueReactiveFit:
         return int(self.limit_rate.shape[1])
 
 
+#: Shares in a round lot (US equities).
+ROUND_LOT = 100
+
+
+def average_event_size(sizes: NDArray[np.integer]) -> int:
+    """The bucket unit: the median event size, snapped to a whole number of round lots when
+    within 10 % of one (module docstring); 100 when there are no events."""
+    if np.size(sizes) == 0:
+        return ROUND_LOT
+    med = float(np.median(sizes))
+    lots = max(1, round(med / ROUND_LOT)) * ROUND_LOT
+    return int(lots) if abs(med - lots) <= 0.1 * lots else max(1, round(med))
+
+
 def bucket_of(q: NDArray[np.integer], aes: int, n_buckets: int) -> NDArray[np.int64]:
     """The simulator's queue-size bucket: 0 if empty, else min(ceil(q / aes), B − 1)."""
     q = np.asarray(q, dtype=np.int64)
@@ -234,7 +250,7 @@ def estimate_queue_reactive(
     mo_sizes = mos["visible_size"][~mos["hidden"]]
     if aes is None:
         sizes = np.concatenate([lim_sizes, can_sizes, mo_sizes])
-        aes = max(1, round(float(np.median(sizes)))) if sizes.size else 100
+        aes = average_event_size(sizes)
     if n_buckets is None:
         nonempty = (q > 0) & seen
         w = np.broadcast_to(dur[:, None, None], q.shape)[nonempty]

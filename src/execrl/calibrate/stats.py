@@ -73,8 +73,11 @@ def depth_profile(tape: BookTape, bin_cents: int, n_bins: int = 10) -> dict[str,
     dur = tape.durations()
     total = dur.sum()
     out: dict[str, Any] = {"bin_cents": int(bin_cents), "unit": "shares"}
-    for side, px, qty, sign in (("bid", tape.bid_px, tape.bid_qty, 1.0),
-                                ("ask", tape.ask_px, tape.ask_qty, -1.0)):
+    n = tape.n_events
+    bid_to = np.full(n, -np.inf) if tape.bid_seen_to is None else tape.bid_seen_to
+    ask_to = np.full(n, np.inf) if tape.ask_seen_to is None else tape.ask_seen_to
+    for side, px, qty, sign, seen_to in (("bid", tape.bid_px, tape.bid_qty, 1.0, bid_to),
+                                         ("ask", tape.ask_px, tape.ask_qty, -1.0, ask_to)):
         out[f"{side}_by_level"] = (dur @ qty / total).tolist()
         best = px[:, :1]
         dist = np.round(sign * (best - px) * 100.0)  # cents behind the best, NaN if empty
@@ -84,12 +87,12 @@ def depth_profile(tape: BookTape, bin_cents: int, n_bins: int = 10) -> dict[str,
         rows = np.broadcast_to(np.arange(tape.n_events)[:, None], j.shape)
         inside = occupied & (j >= 0) & (j < n_bins)
         np.add.at(sums, (rows[inside], j[inside]), qty[inside])
-        # a bin is seen whole while the deepest level shown lies at or behind its far edge,
-        # or the tape shows fewer levels than it holds (the book itself ends there)
-        last = np.where(occupied, dist, -np.inf).max(axis=1)
-        book_ends = ~occupied[:, -1]
+        # a bin is seen whole while the farthest price the tape can show lies at or behind
+        # its far edge (LOBSTER: its last level when all are occupied; else the book ends)
+        reach = np.round(sign * (best[:, 0] - seen_to) * 100.0)  # cents, inf: everything
+        reach = np.where(np.isnan(reach), np.inf, reach)
         edges = (np.arange(n_bins) + 1) * bin_cents - 1
-        seen = book_ends[:, None] | (last[:, None] >= edges[None, :])
+        seen = reach[:, None] >= edges[None, :]
         w_seen = dur @ seen
         out[f"{side}_by_distance"] = [
             float((dur * seen[:, k]) @ sums[:, k] / w_seen[k]) if w_seen[k] > 0 else math.nan
@@ -215,9 +218,33 @@ def volatility_signature(tape: BookTape, intervals: tuple[float, ...] = SIGNATUR
             "unit": "fraction per sqrt(trading day)"}
 
 
+def spread_levels(tape: BookTape, level_cents: int) -> dict[str, Any]:
+    """Time-weighted distribution of the spread on a grid of ``level_cents`` (the simulator's
+    levels): ceil(ask / level) − floor(bid / level), as the calibration aggregates the book."""
+    dur = tape.durations()
+    ok = np.isfinite(tape.spread) & (dur > 0)
+    bid = np.round(tape.bid_px[ok, 0] * 100).astype(np.int64)
+    ask = np.round(tape.ask_px[ok, 0] * 100).astype(np.int64)
+    levels = -((-ask) // level_cents) - bid // level_cents
+    w = dur[ok]
+    values, inverse = np.unique(levels, return_inverse=True)
+    share = np.bincount(inverse, weights=w) / w.sum()
+    return {"unit": f"levels of {level_cents} cents", "values": values.tolist(),
+            "time_share": share.tolist(), "mean": float(np.average(levels, weights=w))}
+
+
 def market_statistics(tape: BookTape, bin_cents: int, n_bins: int = 10) -> dict[str, Any]:
     """Every statistic of the calibration report for one tape."""
     mo = tape.market_orders
+    depth = depth_profile(tape, bin_cents, n_bins)
+    depth["best_mean"] = 0.5 * (depth["bid_by_level"][0] + depth["ask_by_level"][0])
+    depth["bin1_mean"] = 0.5 * (depth["bid_by_distance"][1] + depth["ask_by_distance"][1])
+    signature = volatility_signature(tape)
+    signature["daily_vol_pct"] = [100 * v for v in signature["daily_vol"]]
+    five = signature["interval_s"].index(300) if 300 in signature["interval_s"] else -1
+    signature["daily_vol_pct_300s"] = signature["daily_vol_pct"][five]
+    visible = mo["visible_size"][~mo["hidden"]]
+    span = tape.end_s - tape.start_s
     return {
         "label": tape.label,
         "span_s": [tape.start_s, tape.end_s],
@@ -227,10 +254,12 @@ def market_statistics(tape: BookTape, bin_cents: int, n_bins: int = 10) -> dict[
         "volume": int(mo["size"].sum()),
         "mid_first_last": [float(tape.mid[np.isfinite(tape.mid)][0]),
                            float(tape.mid[np.isfinite(tape.mid)][-1])],
+        "volume_per_hour": float(visible.sum() / span * 3600.0),
         "spread": spread_distribution(tape),
-        "depth": depth_profile(tape, bin_cents, n_bins),
+        "spread_levels": spread_levels(tape, bin_cents),
+        "depth": depth,
         "trade_size": trade_sizes(tape),
         "inter_event": inter_event_times(tape),
         "autocorrelation": return_autocorrelation(tape),
-        "signature": volatility_signature(tape),
+        "signature": signature,
     }

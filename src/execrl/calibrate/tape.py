@@ -66,6 +66,12 @@ class BookTape:
     tick: float
     """Price grid, dollars (LOBSTER: one cent)."""
     label: str = ""
+    bid_seen_to: NDArray[np.float64] | None = None
+    """(n,) the lowest bid price the tape can show (a level beyond it may hold shares it does
+    not show): LOBSTER's deepest level when all levels are occupied, else -inf; a simulator's
+    window edge. None: -inf everywhere."""
+    ask_seen_to: NDArray[np.float64] | None = None
+    """(n,) the highest ask price the tape can show (as ``bid_seen_to``)."""
 
     @property
     def levels(self) -> int:
@@ -138,14 +144,17 @@ def tape_from_lobster(day: LobsterDay) -> BookTape:
     m = day.messages
     rows, kind, mos = event_rows(day)
     b = day.book[rows]
+    bid_px, ask_px = _px(b["bid_px"], b["bid_qty"]), _px(b["ask_px"], b["ask_qty"])
+    # a full file (every level occupied) says nothing beyond its last level
+    bid_to = np.where(b["bid_qty"][:, -1] > 0, bid_px[:, -1], -np.inf)
+    ask_to = np.where(b["ask_qty"][:, -1] > 0, ask_px[:, -1], np.inf)
     start = day.start_s if day.start_s is not None else float(m["t"][0])
     end = day.end_s if day.end_s is not None else float(m["t"][-1])
     return BookTape(
         t=m["t"][rows], kind=kind,
-        bid_px=_px(b["bid_px"], b["bid_qty"]), bid_qty=b["bid_qty"].copy(),
-        ask_px=_px(b["ask_px"], b["ask_qty"]), ask_qty=b["ask_qty"].copy(),
+        bid_px=bid_px, bid_qty=b["bid_qty"].copy(), ask_px=ask_px, ask_qty=b["ask_qty"].copy(),
         market_orders=mos, start_s=float(start), end_s=float(end), tick=1.0 / 100,
-        label=f"{day.symbol} {day.date}",
+        label=f"{day.symbol} {day.date}", bid_seen_to=bid_to, ask_seen_to=ask_to,
     )
 
 
@@ -154,9 +163,11 @@ def tape_from_arrays(
     bid_qty: NDArray[np.integer], ask_px: NDArray[np.float64], ask_qty: NDArray[np.integer],
     mo_t: NDArray[np.float64], mo_size: NDArray[np.integer], mo_aggressor: NDArray[np.integer],
     start_s: float, end_s: float, tick: float, label: str = "",
+    bid_seen_to: NDArray[np.float64] | None = None, ask_seen_to: NDArray[np.float64] | None = None,
 ) -> BookTape:
     """A tape from a simulator's trace (the book on a price grid after each event): empty
-    levels are dropped so that level k is the k-th *occupied* price level, as in LOBSTER."""
+    levels are dropped so that level k is the k-th *occupied* price level, as in LOBSTER.
+    ``*_seen_to``: the window's edge prices per row (None: the tape shows the whole book)."""
     bid_px, bid_qty = _occupied(np.asarray(bid_px, float), np.asarray(bid_qty, np.int64))
     ask_px, ask_qty = _occupied(np.asarray(ask_px, float), np.asarray(ask_qty, np.int64))
     mos = np.empty(len(mo_t), dtype=MARKET_ORDER_DTYPE)
@@ -166,7 +177,8 @@ def tape_from_arrays(
     mos["first_row"] = mos["last_row"] = -1
     return BookTape(t=np.asarray(t, float), kind=np.asarray(kind, np.int8), bid_px=bid_px,
                     bid_qty=bid_qty, ask_px=ask_px, ask_qty=ask_qty, market_orders=mos,
-                    start_s=float(start_s), end_s=float(end_s), tick=float(tick), label=label)
+                    start_s=float(start_s), end_s=float(end_s), tick=float(tick), label=label,
+                    bid_seen_to=bid_seen_to, ask_seen_to=ask_seen_to)
 
 
 def _occupied(
