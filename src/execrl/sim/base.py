@@ -30,8 +30,11 @@ REJECT_REASONS: tuple[str, ...] = (
     "limit price off the market's tick grid",
     "no limit price for a limit order",
     "quantity above what the order has left to send",
+    "a second resting order while one works (cancel it first)",
+    "limit price outside the simulated book window",
 )
-REJECT_NONE, REJECT_ORDER_TYPE, REJECT_OFF_TICK, REJECT_NO_PRICE, REJECT_QTY = range(5)
+(REJECT_NONE, REJECT_ORDER_TYPE, REJECT_OFF_TICK, REJECT_NO_PRICE, REJECT_QTY,
+ REJECT_SECOND_ORDER, REJECT_OUTSIDE_BOOK) = range(7)
 
 #: One row per fill, for the audit trail and the feature builder: the market layer's
 #: ``FILL_DTYPE`` (environment, child order id, time, shares, price, passive flag, fee).

@@ -35,14 +35,19 @@ and ``agent_excites``, the agent's aggressive shares also excite the flow on its
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from execrl.domain import ConfigError
+from execrl.domain import ConfigError, ParentOrder
 from execrl.domain.errors import describe_pydantic_error
+from execrl.sim.spec import MarketKnowledge
+
+if TYPE_CHECKING:
+    from execrl.sim.almgren_chriss import ACMarketConfig
+    from execrl.sim.lob import LOBEstimate, LOBMarket
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -64,6 +69,10 @@ MAX_BUCKETS = 256
 #: Largest total event rate of one book (events/s, thinning bound included): a step of a
 #: minute then holds at most a few million events.
 MAX_TOTAL_RATE = 1e5
+#: Most candidate events one book may simulate over an order (warm-up included).
+MAX_EVENTS_PER_ORDER = 1e9
+#: Most decision steps over a horizon.
+MAX_STEPS = 10_000
 _PROB_TOLERANCE = 1e-6
 
 
@@ -295,7 +304,142 @@ class LOBMarketConfig(BaseModel):
         except ValidationError as exc:
             raise ConfigError(describe_pydantic_error(what, exc)) from None
 
+    # -- the market specification (execrl.sim.spec.MarketSpec) -------------------------------
+    def for_order(self, order: ParentOrder) -> LOBMarketConfig:
+        """This book with the order's horizon (seconds) and arrival price; refused by name
+        where the two would leave the range the simulator handles (``validate_for_order``)."""
+        update: dict[str, Any] = {"horizon_s": float(order.horizon)}
+        if order.arrival_px is not None:
+            update["s0"] = order.arrival_px
+        for_order = LOBMarketConfig.from_dict({**self.model_dump(), **update})
+        for_order.validate_for_order(order.qty)
+        return for_order
+
+    def build(self, n_envs: int, side: int) -> LOBMarket:
+        from execrl.sim.lob import LOBMarket
+
+        return LOBMarket(self, n_envs=n_envs, side=side)
+
+    def estimate(self) -> LOBEstimate:
+        """The book's statistics without the agent (``execrl.sim.lob.estimate_book``: a fixed
+        simulation, cached per flow parameters)."""
+        from execrl.sim.lob import estimate_book
+
+        return estimate_book(self)
+
+    def knowledge(self) -> MarketKnowledge:
+        """The decision grid, a flat volume profile (the model has no intraday seasonality)
+        and the cost model estimated from the book (``cost_model``)."""
+        return MarketKnowledge(self.n_steps, self.volume_weights(), cost_model=self.cost_model())
+
+    def cost_model(self) -> ACMarketConfig:
+        """An Almgren–Chriss model of this book, in seconds (time_unit_s = 1), estimated from
+        a simulation without the agent (``estimate``): σ = the standard deviation of the mid's
+        change per √s; ε = the mean half spread; η/τ = tick / (2·d̄), d̄ the mean depth of the
+        first five levels from the touch (walking a book of d̄ shares per tick costs
+        tick·n / (2·d̄) a share beyond the touch for n shares: the linear-book approximation
+        of the temporary impact); γ = 0 (the book's permanent impact is not estimated); the
+        volume per second as ADV."""
+        from execrl.sim.almgren_chriss import ACMarketConfig
+
+        est = self.estimate()
+        tick = self.tick_size
+        return ACMarketConfig(
+            s0=self.s0,
+            sigma=est.sigma_ticks * tick,
+            eta=self.temp_impact_per_share() * self.step_s,
+            gamma=0.0,
+            epsilon=0.5 * est.spread_ticks * tick,
+            risk_aversion=self.risk_aversion,
+            horizon=self.horizon_s,
+            n_steps=self.n_steps,
+            time_unit_s=1.0,
+            adv=max(1.0, est.volume_per_s),
+            volume_u_shape=0.0,
+            volume_noise=0.0,
+            pre_arrival_steps=max(1, self.pre_arrival_steps),
+        )
+
+    def risk_var_per_share2(self) -> float:
+        """σ²·τ: the mid's variance over one step, per share held (price²)."""
+        sigma = self.estimate().sigma_ticks * self.tick_size
+        return sigma * sigma * self.step_s
+
+    def temp_impact_per_share(self) -> float:
+        """tick / (2·d̄), price per share per share of one child order (``cost_model``)."""
+        depth = self.estimate().depth[:5]
+        mean_depth = max(1.0, sum(depth) / len(depth))
+        return self.tick_size / (2.0 * mean_depth)
+
+    def expected_volumes(self) -> NDArray[np.float64]:
+        """The estimated market volume of each step, in shares (the same every step)."""
+        return np.full(self.n_steps, self.estimate().volume_per_s * self.step_s)
+
+    def volume_weights(self) -> NDArray[np.float64]:
+        return np.full(self.n_steps, 1.0 / self.n_steps)
+
+    def closed_forms(
+        self, qty: int, side: int, policies: list[str], step_limits: NDArray[np.int64] | None
+    ) -> dict[str, Any]:
+        """None: the order book has no closed-form execution costs."""
+        return {}
+
+    def to_results(self, qty: int, side: str) -> dict[str, Any]:
+        """The ``"market"`` block of results.json: the whole configuration and the book's
+        estimated statistics."""
+        est = self.estimate()
+        return {
+            "model": "lob",
+            "regime": self.regime,
+            "X": qty,
+            "S0": self.s0,
+            "side": side,
+            "T": self.horizon_s,
+            "N": self.n_steps,
+            "tick_size": self.tick_size,
+            "lambda": self.risk_aversion,
+            "estimate": {
+                "sigma_ticks_per_sqrt_s": est.sigma_ticks,
+                "mean_spread_ticks": est.spread_ticks,
+                "mean_depth_from_touch": list(est.depth),
+                "volume_per_s": est.volume_per_s,
+                "events_per_s": est.events_per_s,
+            },
+            "config": self.model_dump(mode="json"),
+        }
+
+    def validate_for_order(self, qty: int) -> None:
+        """Refuse, naming the fields, a book and order beyond what the simulator handles: more
+        than ``MAX_STEPS`` decisions, more than ``MAX_EVENTS_PER_ORDER`` candidate events a
+        book, or more trades in the features' 30 s window than the feature builder keeps."""
+        steps = self.horizon_s / self.step_seconds
+        if round(steps) > MAX_STEPS:
+            raise ConfigError(
+                f"market field 'step_seconds' = {self.step_seconds:g} splits the horizon of "
+                f"{self.horizon_s:g} s into {steps:.0f} steps, more than {MAX_STEPS}"
+            )
+        events = self.thinning_rate() * (self.horizon_s + self.warmup_s + self.step_s)
+        if events > MAX_EVENTS_PER_ORDER:
+            raise ConfigError(
+                f"the order's horizon of {self.horizon_s:g} s (+ market field 'warmup_s' = "
+                f"{self.warmup_s:g}) at this book's event rate bound {self.thinning_rate():.3g}/s "
+                f"is {events:.3g} events a book, more than {MAX_EVENTS_PER_ORDER:g}"
+            )
+        from execrl.sim.lob import max_trades_in_window
+
+        trades, cap = max_trades_in_window(self)
+        if trades > cap:
+            raise ConfigError(
+                f"market fields 'market_rate' / 'hawkes' allow up to {trades:.3g} trades in 30 "
+                f"s, more than the feature builder keeps ({cap})"
+            )
+
     # -- derived ---------------------------------------------------------------------------
+    @property
+    def pre_arrival_steps(self) -> int:
+        """Decision steps of warm-up simulated before the order arrives."""
+        return math.ceil(self.warmup_s / self.step_s - 1e-9) if self.warmup_s > 0 else 0
+
     @property
     def tick_size(self) -> float:
         """The simulated price grid (currency)."""
