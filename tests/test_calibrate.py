@@ -432,3 +432,21 @@ def test_synthetic_day_calibrates_end_to_end() -> None:
     assert fit.summary["limit_events_used"] > 500
     assert np.all(np.isfinite(fit.limit_rate))
     assert np.allclose(fit.init_queue.sum(axis=1), 1.0)
+
+
+def test_power_law_fit_recovers_a_square_root_and_a_line() -> None:
+    from execrl.calibrate.simulate import power_law_fit
+
+    x = [0.001, 0.002, 0.005, 0.01, 0.02, 0.04]
+    sqrt = power_law_fit(x, [0.8 * v**0.5 for v in x], [0.01 * 0.8 * v**0.5 for v in x])
+    assert sqrt is not None
+    assert sqrt["exponent"] == pytest.approx(0.5, abs=1e-9)
+    assert sqrt["prefactor"] == pytest.approx(0.8)
+    assert sqrt["concave"]
+    line = power_law_fit(x, [3.0 * v for v in x], [0.05 * 3.0 * v for v in x])
+    assert line is not None and line["exponent"] == pytest.approx(1.0) and not line["concave"]
+    # a noisy point with a huge error bar barely moves the weighted fit
+    noisy = power_law_fit([*x, 0.0005], [*(0.8 * v**0.5 for v in x), 0.5],
+                          [*(0.01 * 0.8 * v**0.5 for v in x), 10.0])
+    assert noisy is not None and noisy["exponent"] == pytest.approx(0.5, abs=0.01)
+    assert power_law_fit([0.1, 0.2], [1.0, 2.0], [0.1, 0.1]) is None

@@ -26,10 +26,17 @@ from execrl.calibrate.hawkes import HawkesFit
 from execrl.calibrate.queue_reactive import QueueReactiveFit, size_distribution
 from execrl.domain import DataError
 
-#: Fields of the schema the calibration leaves at their defaults, and why.
+#: Fields of the schema the calibration leaves at their defaults (or sets without the data),
+#: and why.
 NOT_FROM_DATA: dict[str, str] = {
-    "resilience": "the book's reaction to the agent's own trades: no agent in the data",
-    "max_refill_rate": "the cap of that reaction",
+    "resilience": "set to 0: the data hold no agent, so nothing measures an extra reaction to "
+                  "one; the book still refills after the agent's trades through the estimated "
+                  "flow itself (limit orders into empty levels at limit_rate[j][0], more "
+                  "orders where queues are short). Also, with the h-lob simulator as merged, a "
+                  "refill is placed at the first empty level from p_ref, i.e. inside this "
+                  "wide spread, which moved the mid against the agent's trade (a buy lowered "
+                  "it): measured, and reported to the lead",
+    "max_refill_rate": "the cap of that reaction (unused with resilience 0)",
     "taker_fee": "a venue's fee schedule, not in LOBSTER",
     "maker_rebate": "a venue's fee schedule, not in LOBSTER",
     "step_seconds": "the decision interval is the user's choice",
@@ -67,14 +74,15 @@ def market_config(
     fit: QueueReactiveFit, s0: float, theta: float, hawkes: HawkesFit | None = None,
     hawkes_cap: float | None = None, exchange_tick: float = 0.01,
 ) -> dict[str, Any]:
-    """The ``lob`` market configuration of ``fit`` (module docstring), validated."""
+    """The ``lob`` market configuration of ``fit`` (module docstring), validated at the day's
+    price ``s0``. ``s0`` itself is left out of the file: ``execrl evaluate --market`` takes the
+    arrival price from the order (give the order GOOG's ~$570 for GOOG's bps)."""
     from execrl.sim.lob_config import LOBMarketConfig
 
     market = fit.market_rate
     out: dict[str, Any] = {
         "model": "lob",
         "regime": "calibrated",
-        "s0": float(round(s0, 6)),
         "exchange_tick": float(exchange_tick),
         "ticks_per_level": int(fit.ticks_per_level),
         "n_levels": int(fit.n_levels),
@@ -85,6 +93,7 @@ def market_config(
         "limit_size": size_distribution(np.concatenate([fit.limit_sizes, fit.cancel_sizes])),
         "market_size": size_distribution(fit.market_sizes),
         "theta": float(round(theta, 6)),
+        "resilience": 0.0,
         "hawkes": None,
     }
     if hawkes is not None:
@@ -96,7 +105,7 @@ def market_config(
                          "max_rate": float(round(cap, 6)), "agent_excites": True}
     out["market_rate"] = _table(market)
     try:
-        LOBMarketConfig.from_dict(out, "calibrated market")
+        LOBMarketConfig.from_dict({**out, "s0": float(s0)}, "calibrated market")
     except Exception as exc:  # a calibration that the simulator refuses is this code's bug
         raise DataError(f"the calibrated configuration is not valid: {exc}") from None
     return out

@@ -13,7 +13,8 @@ queue. The choice is recorded in the output (``aggregation``).
 Frame. p_ref = (r + ½)·tick with bid level j at index r − j and ask level j at r + 1 + j. The
 data's r follows the simulator's frame rule deterministically: the empty levels between p_ref
 and the best quotes differ by at most one between the sides (r is the mid for an odd spread;
-for an even spread the previous r is kept while valid, else the one nearer the true mid). An
+for an even spread the previous r is kept while valid, else moved as little as it takes, as
+the simulator does; the first row takes the candidate nearer the true mid). An
 event priced on the far side of p_ref (an improvement past the middle of the spread) is put on
 its side's level 0, and counted (``clipped_events``).
 
@@ -50,7 +51,15 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from execrl.calibrate.tape import KIND_CANCEL, KIND_LIMIT, KIND_MARKET, event_rows
+from execrl.calibrate.tape import (
+    KIND_CANCEL,
+    KIND_LIMIT,
+    KIND_MARKET,
+    BookTape,
+    event_rows,
+    tape_from_arrays,
+    tape_from_lobster,
+)
 from execrl.data.lobster import PRICE_SCALE, LobsterDay
 from execrl.domain import DataError
 
@@ -83,8 +92,12 @@ def _frame(bid_px, bid_qty, ask_px, ask_qty, unit, n_levels):  # pragma: no cove
             r = (a + b - 1) // 2
         else:
             lo = (a + b) // 2 - 1
-            if not (have and (r == lo or r == lo + 1)):
-                # the candidate whose p_ref is nearer the true mid
+            if have and r != lo and r != lo + 1:
+                # the previous p_ref is no longer valid: move it as little as it takes (the
+                # simulator moves p_ref one tick at a time until the frame is balanced)
+                r = lo if abs(r - lo) < abs(r - lo - 1) else lo + 1
+            elif not have:
+                # no previous one: the candidate whose p_ref is nearer the true mid
                 mid2 = bid_px[i, 0] + ask_px[i, 0]  # twice the mid, price units
                 d_lo = abs((2 * lo + 1) * unit - mid2)
                 d_hi = abs((2 * lo + 3) * unit - mid2)
@@ -186,6 +199,34 @@ def frame_queues(book: NDArray, ticks_per_level: int, n_levels: int) -> Frame:
     unit = CENT * int(ticks_per_level)
     return Frame(*_frame(book["bid_px"], book["bid_qty"], book["ask_px"], book["ask_qty"],
                          unit, n_levels))
+
+
+def aggregated_tape(day: LobsterDay, ticks_per_level: int, n_levels: int = 10) -> BookTape:
+    """The day's tape on the simulator's grid and window: the aggregated queues of the frame
+    (``frame_queues``) as the simulator would show them, priced at their grid level, with the
+    window's edge (or the file's last level, whichever is nearer) as what the tape can show.
+    The simulator's statistics are compared with this tape, like with like."""
+    rows, kind, mos = event_rows(day)
+    book = day.book[rows]
+    fr = frame_queues(book, ticks_per_level, n_levels)
+    tick = ticks_per_level / 100.0
+    r = fr.r[:, None]
+    j = np.arange(n_levels)[None, :]
+    q = np.where(fr.seen, fr.queues, 0)
+    bid_px = np.where(q[:, 0] > 0, (r - j) * tick, np.nan)
+    ask_px = np.where(q[:, 1] > 0, (r + 1 + j) * tick, np.nan)
+    # the deepest level seen whole (the window's edge at most)
+    nb = fr.seen[:, 0].sum(axis=1)
+    na = fr.seen[:, 1].sum(axis=1)
+    bid_to = (fr.r - np.maximum(nb, 1) + 1) * tick
+    ask_to = (fr.r + np.maximum(na, 1)) * tick
+    base = tape_from_lobster(day)
+    return tape_from_arrays(
+        day.messages["t"][rows], kind, bid_px, q[:, 0], ask_px, q[:, 1], [], [], [],
+        start_s=base.start_s, end_s=base.end_s, tick=tick,
+        label=f"{base.label} on {ticks_per_level} c levels", bid_seen_to=bid_to,
+        ask_seen_to=ask_to,
+    ).with_market_orders(mos)
 
 
 def estimate_queue_reactive(

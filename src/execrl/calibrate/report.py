@@ -29,8 +29,14 @@ PLOTS = {
 }
 REPORT_MD = "report.md"
 _DPI = 110
-_REAL = {"color": "C0", "label": "GOOG (LOBSTER)"}
-_SIM = {"color": "C3", "label": "simulator (calibrated)"}
+_RAW = {"color": "0.6", "label": "GOOG, raw (one-cent prices)"}
+_REAL = {"color": "C0", "label": "GOOG on the simulator's grid"}
+_SIM = {"color": "C3", "label": "simulator (market.json)"}
+
+
+def _arr(values: Any) -> np.ndarray:
+    """A list from calibration.json (null for a statistic that has no value) as floats."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -38,27 +44,32 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, format="png", dpi=_DPI)
 
 
-def _pairs(real: dict[str, Any], sim: dict[str, Any] | None):
+def _pairs(real: dict[str, Any], sim: dict[str, Any] | None,
+           raw: dict[str, Any] | None = None):
+    """(statistics, style) of each market drawn: the raw day first (thin, grey), where given."""
+    if raw is not None:
+        yield raw, _RAW
     yield real, _REAL
     if sim is not None:
         yield sim, _SIM
 
 
-def plot_spread(path: Path, real: dict, sim: dict | None, tick_cents: int) -> None:
+def plot_spread(path: Path, real: dict, sim: dict | None, tick_cents: int,
+                raw: dict | None = None) -> None:
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     width = 0.4
     for k, (stats, style) in enumerate(_pairs(real, sim)):
         lv = stats["spread_levels"]
-        v = np.asarray(lv["values"], float)
+        v = _arr(lv["values"])
         keep = v <= 20
-        ax1.bar(v[keep] + (k - 0.5) * width * (sim is not None), np.asarray(
+        ax1.bar(v[keep] + (k - 0.5) * width * (sim is not None), _arr(
             lv["time_share"])[keep], width=width, **style)
     ax1.set_xlabel(f"spread in simulated levels ({tick_cents} c each)")
     ax1.set_ylabel("share of time")
     ax1.set_title("Spread on the aggregated grid")
     ax1.legend()
-    for stats, style in _pairs(real, sim):
+    for stats, style in _pairs(real, sim, raw):
         s = stats["spread"]
         ax2.step(s["values"], np.cumsum(s["time_share"]), where="post", **style)
     ax2.set_xlabel("quoted spread (cents)")
@@ -69,21 +80,21 @@ def plot_spread(path: Path, real: dict, sim: dict | None, tick_cents: int) -> No
     _save(fig, path)
 
 
-def plot_depth(path: Path, real: dict, sim: dict | None) -> None:
+def plot_depth(path: Path, real: dict, sim: dict | None, raw: dict | None = None) -> None:
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
-    for stats, style in _pairs(real, sim):
+    for stats, style in _pairs(real, sim, raw):
         d = stats["depth"]
         n = len(d["bid_by_distance"])
         x = np.arange(n) * d["bin_cents"]
-        avg = 0.5 * (np.asarray(d["bid_by_distance"]) + np.asarray(d["ask_by_distance"]))
+        avg = 0.5 * (_arr(d["bid_by_distance"]) + _arr(d["ask_by_distance"]))
         ax1.plot(x, avg, marker="o", **style)
-        lv = 0.5 * (np.asarray(d["bid_by_level"]) + np.asarray(d["ask_by_level"]))
+        lv = 0.5 * (_arr(d["bid_by_level"]) + _arr(d["ask_by_level"]))
         ax2.plot(np.arange(1, lv.size + 1), lv, marker="o", **style)
     ax1.set_xlabel("distance behind the best quote (cents, start of the bin)")
     ax1.set_ylabel("mean shares in the bin (bid and ask averaged)")
     ax1.set_title(f"Depth profile by price distance ({real['depth']['bin_cents']} c bins)")
-    ax2.set_xlabel("occupied price level (1 = best)")
+    ax2.set_xlabel("occupied price level (1 = best; raw: one-cent prices, else grid levels)")
     ax2.set_ylabel("mean shares")
     ax2.set_title("Depth profile per occupied level")
     for ax in (ax1, ax2):
@@ -97,8 +108,8 @@ def plot_trade_sizes(path: Path, real: dict, sim: dict | None) -> None:
     ax = fig.add_subplot()
     for stats, style in _pairs(real, sim):
         ts = stats["trade_size"]
-        edges = np.asarray(ts["hist_edges"])
-        counts = np.asarray(ts["hist_counts"], float)
+        edges = _arr(ts["hist_edges"])
+        counts = _arr(ts["hist_counts"])
         dens = counts / max(counts.sum(), 1) / np.diff(edges)
         ax.stairs(dens, edges, **style, lw=1.5)
     ax.set_xscale("log")
@@ -117,7 +128,7 @@ def plot_inter_event(path: Path, real: dict, sim: dict | None) -> None:
                            (axes[1], "market_gaps_sample", "market orders")):
         for stats, style in _pairs(real, sim):
             h = stats["inter_event"][key]
-            edges = np.asarray(h["log10_edges"])
+            edges = _arr(h["log10_edges"])
             ax.stairs(h["density"], edges, lw=1.5, **{**style, "label":
                       f"{style['label']} (zero gaps {h['zero_share']:.1%})"})
         ax.set_xlabel("log10 of the time between consecutive events (s)")
@@ -127,15 +138,19 @@ def plot_inter_event(path: Path, real: dict, sim: dict | None) -> None:
     _save(fig, path)
 
 
-def plot_autocorrelation(path: Path, real: dict, sim: dict | None) -> None:
+def plot_autocorrelation(path: Path, real: dict, sim: dict | None,
+                         raw: dict | None = None) -> None:
     fig = Figure(figsize=(11, 4), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, key, title in ((axes[0], "event_time", "event time (successive mid changes)"),
                            (axes[1], "clock_10s", "clock time (10 s log-mid returns)")):
-        for k, (stats, style) in enumerate(_pairs(real, sim)):
+        series = list(_pairs(real, sim, raw))
+        width = 0.8 / len(series)
+        for k, (stats, style) in enumerate(series):
             ac = stats["autocorrelation"]
-            lags = np.asarray(ac["lags"], float)
-            ax.bar(lags + (k - 0.5) * 0.4 * (sim is not None), ac[key], width=0.4, **style)
+            lags = _arr(ac["lags"])
+            ax.bar(lags + (k - (len(series) - 1) / 2) * width, _arr(ac[key]), width=width,
+                   **style)
             n = ac[f"{key}_n"]
             if n:
                 ax.axhline(2 / math.sqrt(n), color=style["color"], ls=":", lw=0.8)
@@ -148,12 +163,12 @@ def plot_autocorrelation(path: Path, real: dict, sim: dict | None) -> None:
     _save(fig, path)
 
 
-def plot_signature(path: Path, real: dict, sim: dict | None) -> None:
+def plot_signature(path: Path, real: dict, sim: dict | None, raw: dict | None = None) -> None:
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
-    for stats, style in _pairs(real, sim):
+    for stats, style in _pairs(real, sim, raw):
         s = stats["signature"]
-        ax.plot(s["interval_s"], 100 * np.asarray(s["daily_vol"]), marker="o", **style)
+        ax.plot(s["interval_s"], 100 * _arr(s["daily_vol"]), marker="o", **style)
     ax.set_xscale("log")
     ax.set_xlabel("sampling interval Δ (s)")
     ax.set_ylabel("daily volatility implied by RV(Δ) (%)")
@@ -170,9 +185,9 @@ def plot_impact(path: Path, impact: dict | None) -> None:
         ax.text(0.5, 0.5, "the simulator did not run:\nno metaorder impact curve",
                 ha="center", va="center", transform=ax.transAxes)
     else:
-        x = np.asarray(impact["q_over_v"])
-        y = np.asarray(impact["impact_over_sigma"])
-        se = np.asarray(impact["impact_over_sigma_se"])
+        x = _arr(impact["q_over_v"])
+        y = _arr(impact["impact_over_sigma"])
+        se = _arr(impact["impact_over_sigma_se"])
         ax.errorbar(x, y, yerr=2 * se, fmt="o", **_SIM, capsize=3)
         grid = np.logspace(math.log10(x.min() / 1.5), math.log10(x.max() * 1.5), 50)
         ax.plot(grid, np.sqrt(grid), color="k", ls="--",
@@ -180,11 +195,12 @@ def plot_impact(path: Path, impact: dict | None) -> None:
         fit = impact.get("power_law")
         if fit:
             ax.plot(grid, fit["prefactor"] * grid ** fit["exponent"], color="C3", ls=":",
-                    label=f"fit: I/σ = {fit['prefactor']:.2g} (Q/V)^{fit['exponent']:.2f}")
+                    label=f"weighted fit: I/σ = {fit['prefactor']:.2g} (Q/V)^"
+                    f"{fit['exponent']:.2f} ± {fit['exponent_se']:.2f}")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("metaorder size Q / daily volume V (GOOG's)")
-        ax.set_ylabel("peak impact / daily volatility σ (GOOG's)")
+        ax.set_xlabel("metaorder size Q / the day's volume V")
+        ax.set_ylabel("peak impact / the day's volatility σ")
         ax.legend(fontsize=8)
     ax.set_title("Price impact of a metaorder in the simulator")
     _save(fig, path)
@@ -195,7 +211,7 @@ def plot_tables(path: Path, tables: dict[str, Any]) -> None:
     fig = Figure(figsize=(13, 4), layout="constrained")
     axes = fig.subplots(1, 3)
     for ax, name in zip(axes, names, strict=True):
-        a = np.asarray(tables[name])
+        a = _arr(tables[name])
         im = ax.imshow(a, aspect="auto", origin="lower", cmap="viridis")
         fig.colorbar(im, ax=ax, label="events / s")
         ax.set_xlabel("queue-size bucket (AES units; 0 = empty)")
@@ -250,15 +266,15 @@ def comparison_rows(real: dict, sim: dict | None) -> list[tuple[str, Any, Any]]:
 def write_report(stage: Path, result: dict[str, Any]) -> Path:
     """Every plot and report.md into ``stage`` from the calibration ``result``
     (``execrl.calibrate.run.calibrate``)."""
-    real, sim = result["real"], result.get("simulated")
+    real, sim, raw = result["real"], result.get("simulated"), result.get("raw")
     agg = result["aggregation"]
     k = agg["ticks_per_level"]
-    plot_spread(stage / PLOTS["spread"], real, sim, k)
-    plot_depth(stage / PLOTS["depth"], real, sim)
+    plot_spread(stage / PLOTS["spread"], real, sim, k, raw)
+    plot_depth(stage / PLOTS["depth"], real, sim, raw)
     plot_trade_sizes(stage / PLOTS["trade_size"], real, sim)
     plot_inter_event(stage / PLOTS["inter_event"], real, sim)
-    plot_autocorrelation(stage / PLOTS["autocorrelation"], real, sim)
-    plot_signature(stage / PLOTS["signature"], real, sim)
+    plot_autocorrelation(stage / PLOTS["autocorrelation"], real, sim, raw)
+    plot_signature(stage / PLOTS["signature"], real, sim, raw)
     plot_impact(stage / PLOTS["impact"], result.get("impact"))
     plot_tables(stage / PLOTS["tables"], result["market"])
     path = stage / REPORT_MD
@@ -272,6 +288,7 @@ def _markdown(result: dict[str, Any]) -> str:
     fit = result["fit"]
     hawkes = result["hawkes"]
     sim = result.get("simulated")
+    k = agg["ticks_per_level"]
     lines = [
         f"# Calibration of the order-book market to {src['symbol']} {src['date']}",
         "",
@@ -280,8 +297,10 @@ def _markdown(result: dict[str, Any]) -> str:
         f"Written by `{' '.join(result['provenance']['command'])}` "
         f"(execrl {result['provenance']['execrl_version']}).",
         "",
-        "Files: `market.json` (the calibrated market: `execrl evaluate --env lob --market "
-        "market.json`), `market-hawkes.json` (the same with self-exciting market orders), "
+        "Files: `market.json` (the calibrated market: `execrl evaluate --market market.json "
+        "--order ORDER.json`; it carries no price: give the order an `arrival_px` near the "
+        f"day's median mid, {src['median_mid']:.2f}, for {src['symbol']}'s bps), "
+        "`market-hawkes.json` (the same with self-exciting market orders), "
         "`calibration.json` (every number below and the raw counts and times), and the plots.",
         "",
         "## How the queues are aggregated",
@@ -342,6 +361,34 @@ def _markdown(result: dict[str, Any]) -> str:
                        ("autocorrelation", "Return autocorrelation"),
                        ("signature", "Volatility signature")):
         lines += [f"### {title}", "", f"![{title}]({PLOTS[key]})", ""]
+    rt = result.get("round_trip")
+    lines += ["## Round trip: the estimator on the simulator's own output", ""]
+    if rt is None:
+        lines += ["Not run: the simulator did not run.", ""]
+    else:
+        lines += [
+            f"`market.json` with θ = 0 (so the simulator's frame is deterministic and the data's "
+            f"frame reconstruction must find it) simulated for {rt['seconds']:,.0f} s "
+            f"({rt['events']:,} events), turned into a LOBSTER day and estimated again. Each "
+            "table cell seen at least 200 s, as z = (estimate − table) / Poisson s.e.:", "",
+            "| table | cells | max abs(z) | mean z | share abs(z) > 3 |", "|---|---:|---:|---:|---:|"]
+        for name in ("limit_rate", "cancel_rate", "market_rate"):
+            c = rt[name]
+            lines.append(f"| {name} | {c['cells']} | {_fmt(c['max_abs_z'])} | "
+                         f"{_fmt(c['mean_z'])} | {_fmt(c['share_abs_z_above_3'])} |")
+        lines += ["", "So what the simulator does with the tables is what the estimator measures "
+                  "in the data: where the simulated statistics miss GOOG's, the queue-reactive "
+                  "model (independent queues reacting to their own size) is what misses, not "
+                  "the reading of it.", ""]
+    hs = result.get("hawkes_simulated")
+    if hs:
+        lines += ["## The Hawkes variant (`market-hawkes.json`)", "",
+                  f"Simulated for {hs['seconds']:,.0f} s: coefficient of variation of the gaps "
+                  f"between market orders {_fmt(hs['market_gap_cv'])} (GOOG: "
+                  f"{_fmt(hs['real_market_gap_cv'])}, `market.json`: "
+                  f"{_fmt(hs['poisson_market_gap_cv'])}), market orders per second "
+                  f"{_fmt(hs['market_per_s'])}, daily volatility from 1 s returns "
+                  f"{_fmt(100 * hs['daily_vol_1s'] if hs['daily_vol_1s'] else None)} %.", ""]
     lines += ["## Metaorder impact in the simulator", ""]
     imp = result.get("impact")
     if imp is None:
@@ -357,10 +404,10 @@ def _markdown(result: dict[str, Any]) -> str:
                          f"{math.sqrt(x):.3f} |")
         pl = imp.get("power_law")
         if pl:
-            lines += ["", f"Log-log fit: impact / σ = {pl['prefactor']:.3g} · (Q/V)^"
-                      f"{pl['exponent']:.3f} (exponent s.e. {pl['exponent_se']:.3f}); "
-                      f"the square-root law has exponent 0.5 and prefactor Y ≈ 0.5-1. "
-                      f"{pl['verdict']}"]
+            lines += ["", f"Weighted log-log fit over {pl['points']} sizes: impact / σ = "
+                      f"{pl['prefactor']:.3g} · (Q/V)^{pl['exponent']:.3f} (exponent s.e. "
+                      f"{pl['exponent_se']:.3f}); the square-root law has exponent 0.5 and "
+                      f"prefactor Y ≈ 0.5-1. **{pl['verdict']}**"]
         lines += ["", f"![impact]({PLOTS['impact']})", ""]
     lines += ["## Not from the data", ""]
     for name, why in result["not_from_data"].items():

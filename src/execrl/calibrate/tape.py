@@ -17,6 +17,7 @@ the same in both markets.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,10 @@ class BookTape:
     @property
     def spread(self) -> NDArray[np.float64]:
         return self.ask_px[:, 0] - self.bid_px[:, 0]
+
+    def with_market_orders(self, market_orders: NDArray) -> BookTape:
+        """This tape with other market orders (``MARKET_ORDER_DTYPE``)."""
+        return dataclasses.replace(self, market_orders=market_orders)
 
     def durations(self) -> NDArray[np.float64]:
         """How long each row's book stood: until the next event, the last until ``end_s``."""
