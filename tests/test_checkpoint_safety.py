@@ -520,3 +520,37 @@ def test_a_train_freq_longer_than_the_run_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--algo", "qrdqn", "--out", str(tmp_path / "ck"),
                                  "--steps", "100", "--n-envs", "4", "--config", str(config)])
     assert "train_freq = 1000000000 batched steps" in one_error_line(result)
+
+
+# -- the feature schema a checkpoint carries ---------------------------------------------------
+def test_a_checkpoint_records_its_features_and_refuses_a_redefined_one(tmp_path: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ck", mlp_policy())
+    schema = json.loads((folder / "features.json").read_text())
+    assert schema["names"] == list(mlp_policy().observations)
+    lo, hi = np.array(schema["domain_min"]), np.array(schema["domain_max"])
+    assert lo[0] >= 0.0 and hi[0] == 1.0  # remaining_ratio starts at 1 and only falls
+    assert (lo <= hi).all()
+    loaded = NumpyPolicy.load(folder, checkpoint=True)
+    assert loaded.feature_schema.names == mlp_policy().observations
+    # the policy hash does not cover features.json: a definition that no longer matches the
+    # one trained on is refused by name
+    schema["definitions"][2] = "something else"
+    (folder / "features.json").write_text(json.dumps(schema))
+    with pytest.raises(ConfigError, match="feature 'price_drift' is defined as"):
+        NumpyPolicy.load(folder, checkpoint=True)
+
+
+def test_evaluate_reports_decisions_outside_the_training_domain(tmp_path: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ck", mlp_policy())
+    schema = json.loads((folder / "features.json").read_text())
+    result = evaluate(tmp_path, f"mine:{folder},twap")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "ev" / "results.json").read_text())
+    inside = report["policies"]["mine"]["behaviour"]["out_of_training_domain_share"]
+    assert inside == 0.0  # same market and order as its training: nothing outside
+    schema["domain_max"][2] = schema["domain_min"][2] = 0.0  # price drift pinned at 0
+    (folder / "features.json").write_text(json.dumps(schema))
+    result = evaluate(tmp_path, f"mine:{folder},twap", "--force")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert report["policies"]["mine"]["behaviour"]["out_of_training_domain_share"] > 0.5

@@ -52,6 +52,16 @@ def test_evaluate_writes_results_episodes_and_report(tmp_path):
         assert (out / name).stat().st_size > 0
 
 
+def test_evaluate_no_plots_writes_everything_but_the_plots(tmp_path):
+    result = _evaluate(tmp_path, "--policies", "twap,ac", "--orders", "50", "--no-plots")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["episodes.parquet", "report.md",
+                                                      "results.json"]
+    assert "and plots" not in result.output
+    assert json.loads((out / "results.json").read_text())["comparisons"][0]["policy"] == "ac"
+
+
 def test_evaluate_with_an_order_file_uses_its_side_size_and_price(tmp_path):
     order_file = tmp_path / "order.json"
     order_file.write_text(json.dumps(GOOD_ORDER))
@@ -101,7 +111,7 @@ def test_missing_field_and_missing_file(tmp_path):
     [
         (["--policies", "twap,magic"], "'magic'"),
         (["--policies", "pov:abc"], "'abc'"),
-        (["--env", "lob"], "'lob'"),
+        (["--env", "lob:windy"], "'lob:windy'"),
         (["--policies", "signal_aware"], "signal"),
     ],
 )

@@ -666,7 +666,7 @@ def test_expected_cost_reward_keeps_every_policys_expected_return():
     m = core.market
     c = m.config
     holdings = DEFAULT_ORDER.qty - np.cumsum(schedule, axis=1)  # x_1 … x_N
-    xi = m._xi.T  # the market keeps its path noise step-major: (n_steps, n_envs)
+    xi = m.price_innovations()  # ξ_k of every episode, (n_envs, n_steps)
     innovation = (holdings * c.sigma_eff * np.sqrt(c.tau) * xi).sum(axis=1)
     notional = DEFAULT_ORDER.qty * c.s0
     side = DEFAULT_ORDER.side.sign

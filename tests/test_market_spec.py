@@ -21,12 +21,12 @@ def test_the_model_field_selects_the_market_and_defaults_to_almgren_chriss():
     assert isinstance(parse_market({}), ACMarketConfig)
     spec = parse_market({"model": "almgren_chriss", "sigma": 1.2})
     assert spec.model == "almgren_chriss" and spec.sigma == 1.2
-    assert set(market_models()) == {"almgren_chriss"}
+    assert set(market_models()) == {"almgren_chriss", "lob", "replay"}
 
 
 @pytest.mark.parametrize(
     ("data", "needle"),
-    [({"model": "lob"}, "'model' = 'lob'"), ({"model": 3}, "'model' = 3"),
+    [({"model": "heston"}, "'model' = 'heston'"), ({"model": 3}, "'model' = 3"),
      ({"sigma": -1}, "'sigma' = -1"), ([1, 2], "must be a JSON object")],
 )
 def test_a_bad_specification_is_refused_naming_the_field(data, needle):
@@ -60,11 +60,12 @@ def test_risk_scale_and_impact_come_from_the_spec():
 
 def test_a_market_file_of_another_model_is_refused_by_name(tmp_path):
     market = tmp_path / "m.json"
-    market.write_text(json.dumps({"model": "lob", "levels": 10}))
+    market.write_text(json.dumps({"model": "heston", "levels": 10}))
     result = CliRunner().invoke(app, ["evaluate", "--market", str(market), "--orders", "20",
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert "'model' = 'lob' is not valid: choose from almgren_chriss" in result.output
+    needle = "'model' = 'heston' is not valid: choose from almgren_chriss, lob, replay"
+    assert needle in result.output
     assert not (tmp_path / "out").exists()
 
 

@@ -34,7 +34,7 @@ torch.set_num_threads(1)
 SEED004 = ("remaining_ratio", "elapsed_ratio", "price_drift", "volatility")
 AC_FEATURES = (
     "remaining_ratio", "elapsed_ratio", "price_drift", "volatility", "spread",
-    "last_volume_ratio", "expected_volume_ratio",
+    "last_volume_ratio", "expected_volume_ratio", "twap_deviation", "working_ratio",
 )
 SMALL = {"hidden_units": [64, 64], "eval_orders": 0}
 runner = CliRunner()

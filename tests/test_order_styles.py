@@ -232,3 +232,64 @@ def test_seed003_reward_is_the_seeds_formula():
     expected0 = (10 * 0.25 - 100 * 0.05 / 100 - 50 * (0.95 - 0.9)
                  - 50 * abs(100.02 - 100.05) / 100.05)
     assert r == pytest.approx([expected0, 0.0])
+
+
+def test_seed000_per_fill_reward_prices_each_fill_at_its_own_price():
+    from execrl.env.rewards import RewardContext, StepOutcome, make_reward
+    from execrl.sim.base import FILL_EVENT_DTYPE
+
+    reward = make_reward("arrival_vwap", 0.0, 0.0)
+    events = np.zeros(3, dtype=FILL_EVENT_DTYPE)
+    events["env"] = [0, 0, 1]
+    events["qty"] = [100, 100, 50]
+    events["px"] = [100.5, 99.0, 100.0]  # env 0: one fill beyond the cap, one inside
+    step = StepOutcome(
+        shares=np.array([200, 50]), exec_px=np.array([99.75, 100.0]),
+        mid_before=np.array([100.0, 100.0]), mid_after=np.array([100.0, 100.0]),
+        remaining_after=np.array([800, 950]), is_bps=np.zeros(2),
+        cut=np.zeros(2, bool), done=np.zeros(2, bool), episode_is_bps=np.zeros(2),
+        episode_is_vs_arrival_vwap_bps=np.zeros(2), fill_events=events,
+    )
+    r = reward(RewardContext(1000, 1, np.full(2, 100.0), 0.0), step)
+    # a buy: aux = (mid - px) / mid x 10, capped at +-1, per fill; weight 1 - 0.85
+    per_fill_0 = np.clip(-0.05, -1, 1) + np.clip(0.1, -1, 1)
+    assert r == pytest.approx([0.15 * per_fill_0, 0.0])
+    # one fill per step at the step's average price would give another number
+    assert 0.15 * np.clip(0.025, -1, 1) != pytest.approx(r[0])
+
+
+def test_the_behaviour_tally_splits_decisions_by_tick_flow_against_the_side():
+    from execrl.evaluate.behaviour import BehaviourTally
+
+    class FlowBook(StaticBook):
+        """Selling pressure in even envs, buying pressure in odd ones."""
+
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.available_features = (*self.available_features, "tick_flow_10s")
+
+        def feature(self, name):
+            if name == "tick_flow_10s":
+                return np.where(np.arange(self.n_envs) % 2 == 0, -500.0, 300.0)
+            return super().feature(name)
+
+    n = 40
+    market = FlowBook(n, 4)
+    core = BatchedExecution(market, 1000, 1, ("remaining_ratio",), ACTION_SETS["seed000"],
+                            IsBpsReward(), autoreset=False)
+    core.reset(seed=0)
+    tally = BehaviourTally(core)
+    # the seed's buyer: aggressive under selling pressure (even envs), passive otherwise
+    actions = np.where(np.arange(n) % 2 == 0, 2, 1)
+    for _ in range(3):
+        tally.before(actions)
+        core.step(actions)
+        tally.after()
+    out = tally.summary(seed=1)
+    by = out["by_tick_flow"]
+    assert by["opposite"] == {"decisions": 60, "hold": 0.0, "passive": 0.0, "aggressive": 1.0}
+    assert by["same"] == {"decisions": 60, "hold": 0.0, "passive": 1.0, "aggressive": 0.0}
+    diff = out["aggressive_opposite_minus_same"]
+    assert diff["value"] == 1.0 and diff["ci95"] == [1.0, 1.0]
+    assert diff["expected_sign_holds"] is True
+    assert out["action_histogram"] == {"hold": 0, "passive": 60, "aggressive": 60}

@@ -336,9 +336,19 @@ def test_evaluation_mode_is_greedy_and_equals_the_export() -> None:
 
 
 # -- configuration --------------------------------------------------------------------------------
-def test_config_file_holds_the_seed_defaults() -> None:
+def test_config_file_and_named_configuration_hold_the_seed_values() -> None:
+    """configs/rl_execution.toml and `--config seed003` are seed 003's values; execrl's own
+    defaults differ from them where measurement said so (remaining buckets, alpha, gamma)."""
+    from execrl.agents.defaults import named_config
+
     cfg = QLearningConfig.from_toml(REPO / "configs" / "rl_execution.toml")
-    assert cfg == QLearningConfig()
+    assert cfg == QLearningConfig.from_dict(named_config("qtable", "seed003"))
+    default = QLearningConfig()
+    assert cfg != default
+    assert (default.state.remaining_buckets, default.q_learning.alpha,
+            default.q_learning.gamma) == (20, 0.01, 1.0)
+    assert default.model_copy(update={
+        "state": cfg.state, "q_learning": cfg.q_learning}) == cfg  # nothing else differs
     ql, st, rb = cfg.q_learning, cfg.state, cfg.replay_buffer
     assert (ql.alpha, ql.gamma, ql.epsilon, ql.epsilon_min, ql.epsilon_decay) == (
         0.1,
@@ -515,7 +525,12 @@ def test_training_is_reproducible_and_reports_progress(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_short_training_beats_random(seed: int) -> None:
-    out = train(request(steps=150_000, n_envs=256, seed=seed), lambda n: None)
+    """Seed 003's own configuration on its own actions and the seed-004 reward (execrl's
+    defaults learn slower per step, with alpha 0.01: tests/test_train_defaults.py)."""
+    from execrl.agents.defaults import SEED003_QTABLE
+
+    out = train(request(steps=150_000, n_envs=256, seed=seed, hyperparams=SEED003_QTABLE),
+                lambda n: None)
     trained = run_policy(out.policy, AC_SEED003, DEFAULT_ORDER, 400, seed=1000 + seed)
     random = run_policy(
         UniformRandom(out.policy.observations, seed),

@@ -151,3 +151,28 @@ def test_missing_columns_and_bad_schedule_shape(tmp_path: Path) -> None:
     schedules["ppo"] = np.ones(N_STEPS)
     with pytest.raises(ValueError, match=r"schedules\['ppo'\].*\(5,\)"):
         write_report(tmp_path, results, episodes, schedules)
+
+
+def test_no_plots_writes_the_report_alone_without_matplotlib(tmp_path: Path) -> None:
+    """``plots=False``: report.md only (stale plots of an earlier run removed), saying the
+    plots were not drawn; matplotlib is not imported for it (a fresh interpreter checks)."""
+    import subprocess
+    import sys
+
+    results, episodes, schedules = _synthetic()
+    write_report(tmp_path, results, episodes, schedules)  # an earlier run with plots
+    text = write_report(tmp_path, results, episodes, schedules, plots=False).read_text("utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+    assert "Not drawn (`--no-plots`)" in text and "![" not in text
+    assert "## Paired comparisons" in text
+    code = (
+        "import sys, pandas as pd, numpy as np\n"
+        "from pathlib import Path\n"
+        "from execrl.evaluate.report import write_report\n"
+        "res = {'policies': {'a': {'is_bps': {'mean': 1.0}}}}\n"
+        "ep = pd.DataFrame({'order_idx': [0, 1], 'policy': 'a', 'is_bps': [1.0, 2.0]})\n"
+        f"write_report(Path({str(tmp_path)!r}), res, ep, {{}}, plots=False)\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -397,7 +397,8 @@ def test_continuous_actions_are_refused_for_discrete_algorithms(algo: str) -> No
 
 
 def test_dqn_schedule_keeps_the_replay_ratio() -> None:
-    params = deep_q.DQNParams()
+    assert deep_q.DQNParams().schedule(256) == (1, 4)  # default replay ratio 4: 4 x 256
+    params = deep_q.DQNParams(replay_ratio=8.0)
     assert params.schedule(256) == (1, 8)  # 256 transitions per call, 8 × 256 samples
     assert params.schedule(16) == (2, 1)  # 32 transitions per gradient step of 256
     assert params.schedule(1) == (32, 1)

@@ -14,9 +14,11 @@ from hypothesis.extra.numpy import arrays
 from execrl.evaluate.stats import (
     PairedComparison,
     bootstrap_mean_ci,
+    bootstrap_means,
     cvar,
     is_summary,
     paired_comparison,
+    paired_comparisons,
 )
 
 finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False)
@@ -190,13 +192,34 @@ def test_to_dict_shape() -> None:
     assert isinstance(c, PairedComparison)
 
 
-def test_bootstrap_is_deterministic_and_chunking_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
-    import execrl.evaluate.stats as stats_mod
+def test_bootstrap_uses_numpys_resamples_and_is_deterministic() -> None:
+    """The compiled bootstrap averages exactly the resamples of numpy's
+    ``default_rng(seed).integers(0, n, size=(n_boot, n))`` (the plain numpy computation,
+    here), for any n (odd ones included: no draw is skipped between resamples)."""
+    for n in (300, 301):
+        x = np.random.default_rng(5).standard_normal(n)
+        idx = np.random.default_rng(9).integers(0, n, size=(1000, n))
+        reference = x[idx].mean(axis=1)
+        means = bootstrap_means(x, n_boot=1000, seed=9)[0]
+        np.testing.assert_allclose(means, reference, rtol=1e-12, atol=1e-15)
+        ci = bootstrap_mean_ci(x, n_boot=1000, seed=9)
+        lo, hi = np.percentile(reference, [2.5, 97.5])
+        assert ci == pytest.approx((lo, hi), rel=1e-12, abs=1e-15)
+        assert bootstrap_mean_ci(x, n_boot=1000, seed=9) == ci
+        assert bootstrap_mean_ci(x, n_boot=1000, seed=10) != ci
 
-    x = np.random.default_rng(5).standard_normal(300)
-    ci_a = bootstrap_mean_ci(x, n_boot=1000, seed=9)
-    assert bootstrap_mean_ci(x, n_boot=1000, seed=9) == ci_a
-    # Chunk boundaries must not change the stream of resamples (rows are drawn in order).
-    monkeypatch.setattr(stats_mod, "_BOOT_CHUNK_ELEMENTS", 300 * 7)
-    assert bootstrap_mean_ci(x, n_boot=1000, seed=9) == ci_a
-    assert bootstrap_mean_ci(x, n_boot=1000, seed=10) != ci_a
+
+def test_comparisons_against_one_baseline_share_resamples_and_match_one_by_one() -> None:
+    rng = np.random.default_rng(6)
+    base = 10.0 + rng.standard_normal(500)
+    policies = {"a": base + 0.3 + rng.standard_normal(500), "b": base.copy(),
+                "c": base - 0.1 + 0.5 * rng.standard_normal(500)}
+    together = paired_comparisons(policies, "twap", base, n_boot=700, seed=4)
+    for got, (name, values) in zip(together, policies.items(), strict=True):
+        assert got == paired_comparison(name, values, "twap", base, n_boot=700, seed=4)
+    assert together[1].ci95 == (0.0, 0.0) and together[1].t_pvalue == 1.0
+    # rows of one kernel pass are the single-row bootstraps
+    both = bootstrap_means(np.stack([policies["a"] - base, policies["c"] - base]), n_boot=50,
+                           seed=2)
+    np.testing.assert_array_equal(both[1], bootstrap_means(policies["c"] - base, n_boot=50,
+                                                           seed=2)[0])

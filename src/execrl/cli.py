@@ -160,6 +160,7 @@ def _run_evaluation(
     out: Path,
     compare_to: list[str],
     log_decisions: bool = False,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Run the backtest and write every output into ``stage`` (a staging folder that becomes
     ``out`` when the caller's ``staged_folder`` block ends)."""
@@ -189,14 +190,14 @@ def _run_evaluation(
         results = build_results(runs, config, order, orders, seed, env, compare_to)
         results["provenance"] = provenance(_invocation(), policies, stage, out)
         progress.update(task, description="writing report")
-        report = write_outputs(stage, results, runs)
+        report = write_outputs(stage, results, runs, plots=plots)
         if log_decisions:
             write_decisions(stage, runs)
     _print_table(results)
     written = ["results.json", "episodes.parquet", report.name]
     if log_decisions:
         written.append("decisions.parquet (one row per decision)")
-    console.print(f"wrote {out}/: {', '.join(written)} and plots")
+    console.print(f"wrote {out}/: {', '.join(written)}" + (" and plots" if plots else ""))
     return results
 
 
@@ -366,8 +367,11 @@ def evaluate(
     policies: Annotated[
         str,
         typer.Option(help="Comma-separated policies: twap, vwap, pov[:rate], ac[:lambda], "
-                     "immediate, signal_aware (needs --env ac-signal)."),
-    ] = BASELINE_POLICIES,
+                     "immediate, signal_aware (needs --env ac-signal); on an order book also "
+                     "passive_twap, submit_and_leave; LABEL:CHECKPOINT for a trained agent. "
+                     "Default: the market's baselines (" + BASELINE_POLICIES + " on "
+                     "Almgren-Chriss).", show_default=False),
+    ] = "",
     orders: Annotated[int, typer.Option(min=1, help="Parent orders per policy (K).")] = 2000,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED,
                                       help="Seed of the market paths (shared by all).")] = 7,
@@ -400,19 +404,26 @@ def evaluate(
         bool, typer.Option("--force", help="Replace --out even if it holds files execrl did "
                            "not write there.")
     ] = False,
+    no_plots: Annotated[
+        bool, typer.Option("--no-plots", help="Write the report without its plots (faster).")
+    ] = False,
 ) -> None:
     """Run each policy on the same K orders and market paths; write results and a report."""
     try:
         parent = DEFAULT_ORDER if order is None else ParentOrder.from_file(order)
         market_config = _load_market(env, market)
-        policy_specs = _split(policies, "--policies")
+        policy_specs = (_split(policies, "--policies") if policies
+                        else list(market_config.baselines))
         baselines = _default_baselines(policy_specs) if compare_to is None else _split(
             compare_to, "--compare-to")
         _check_evaluation(market_config, parent, policy_specs, baselines, orders, out, force,
                           log_decisions, inputs=[p for p in (order, market) if p is not None])
         with staged_folder(out) as stage:
-            _run_evaluation(env, market_config, parent, policy_specs, orders, seed, stage, out,
-                            baselines, log_decisions=log_decisions)
+            # a --market file naming another model than the preset's is that model's market
+            label = env if market_config.model == preset_market(env).model else (
+                market_config.model)
+            _run_evaluation(label, market_config, parent, policy_specs, orders, seed, stage, out,
+                            baselines, log_decisions=log_decisions, plots=not no_plots)
     except ExecRLError as exc:
         _error(str(exc))
         raise typer.Exit(2) from None
@@ -429,28 +440,42 @@ def _load_hyperparams(path: Path | None) -> dict[str, Any]:
     return load_config_object(path, "config file")
 
 
+def _train_defaults_help() -> str:
+    from execrl.agents.defaults import ALGO_DEFAULTS
+
+    return "; ".join(f"{algo}: {d.steps:,}" for algo, d in ALGO_DEFAULTS.items())
+
+
 @app.command()
 def train(
     algo: Annotated[str, typer.Option(help="qtable, dqn, qrdqn, ppo, maskable-ppo, bc, cql.")],
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write: a new or empty folder, "
                                       "or an execrl checkpoint (replaced whole).")],
     env: EnvOption = "ac",
-    steps: Annotated[int, typer.Option(min=1, help="Environment steps (transitions); for "
-                                       "offline algorithms, gradient steps.")] = 200_000,
+    steps: Annotated[int | None, typer.Option(
+        min=1, help="Environment steps (transitions); for offline algorithms, gradient steps. "
+        "Default: the budget measured to learn, per algorithm (" + _train_defaults_help()
+        + ").")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the market paths and the learner.")] = 0,
     observations: Annotated[str, typer.Option(
         help="Observation set: " + ", ".join(OBSERVATION_SETS) + ".")] = "seed004",
-    actions: Annotated[str, typer.Option(
-        help="Action set: " + ", ".join(ACTION_SETS) + ".")] = "seed004",
-    reward: Annotated[str, typer.Option(
-        help="Reward: " + ", ".join(REWARDS) + ".")] = "risk_adjusted",
+    actions: Annotated[str | None, typer.Option(
+        help="Action set: " + ", ".join(ACTION_SETS) + ". Default: continuous for ppo, "
+        "seed004 for the others.")] = None,
+    reward: Annotated[str | None, typer.Option(
+        help="Reward: " + ", ".join(REWARDS) + ". Default: expected_cost where the market "
+        "knows its expected move (Almgren-Chriss), else risk_adjusted.")] = None,
     n_envs: Annotated[int | None, typer.Option(min=1, help="Environments stepped together "
-                                               "(online algorithms; default 256).")] = None,
+                                               "(online algorithms; default per algorithm: "
+                                               "1024 for qtable and the PPOs, 256 for the "
+                                               "DQNs).")] = None,
     order: Annotated[Path | None, typer.Option("--order", help="Parent order JSON.")] = None,
     market: Annotated[Path | None, typer.Option("--market", help="Market overrides JSON.")]
     = None,
     config: Annotated[Path | None, typer.Option("--config", help="Hyper-parameters (JSON, or "
-                                                "TOML such as configs/rl_execution.toml).")]
+                                                "TOML such as configs/rl_execution.toml), or a "
+                                                "named configuration: seed003 (qtable), seed001 "
+                                                "(dqn, qrdqn).")]
     = None,
     data: Annotated[Path | None, typer.Option("--data", help="Offline algorithms: decision log "
                                               "parquet from `execrl evaluate --log-decisions`.")]
@@ -462,22 +487,26 @@ def train(
     """Train an execution agent; write a checkpoint folder with its numpy policy and hash."""
     try:
         from execrl.agents.checkpoint import check_checkpoint_out
-        from execrl.agents.train import OFFLINE_ALGOS, TrainRequest, run_training
+        from execrl.agents.defaults import named_config
+        from execrl.agents.train import ALGOS, OFFLINE_ALGOS, TrainRequest, run_training
 
         check_checkpoint_out(out, force=force)
+        if algo not in ALGOS:
+            raise ConfigError(f"--algo {algo!r} is unknown; choose from {', '.join(ALGOS)}")
         if n_envs is not None and algo in OFFLINE_ALGOS:
             raise ConfigError(
                 f"--n-envs does not apply to {algo}: it learns from --data, not from "
                 "environments (its learning curve runs eval_orders orders)"
             )
         parent = DEFAULT_ORDER if order is None else ParentOrder.from_file(order)
-        request = TrainRequest(
-            algo=algo, env_name=env,
-            env_config=EnvConfig(market=_load_market(env, market), observations=observations,
-                                 actions=actions, reward=reward),
-            order=parent, steps=steps, seed=seed, n_envs=256 if n_envs is None else n_envs,
-            hyperparams=_load_hyperparams(config), data=data,
+        named = None if config is None else named_config(algo, config)
+        request = TrainRequest.with_defaults(
+            algo, env_name=env, market=_load_market(env, market), order=parent,
+            observations=observations, actions=actions, reward=reward, steps=steps,
+            n_envs=n_envs, seed=seed, data=data,
+            hyperparams=named if named is not None else _load_hyperparams(config),
         )
+        steps = request.steps
         _warn_if_infeasible(parent, request.env_config.market)
         with Progress(
             TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -499,7 +528,37 @@ def train(
         raise typer.Exit(1) from None
     console.print(f"trained {algo} for {steps:,} steps in {result['wall_time_s']:.1f}s; "
                   f"policy hash {result['policy_hash'][:16]}…; wrote {out}")
-    console.print(f"evaluate it: execrl evaluate --env {env} --policies twap,ac,{algo}:{out}")
+    for line in evaluate_hint(request, out, market, order):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def evaluate_hint(request: Any, out: Path, market_file: Path | None,
+                  order_file: Path | None) -> list[str]:
+    """The ``execrl evaluate`` command that runs a trained checkpoint where it was trained
+    (the same --env, --market file and --order, so no "trained on another market" warning),
+    beside the baselines that market supports, and what the checkpoint itself carries."""
+    import shlex
+
+    knowledge = request.env_config.market.knowledge()
+    baselines = ["twap"] + (["ac"] if knowledge.cost_model is not None else [])
+    if knowledge.signal is not None:
+        baselines.append("signal_aware")
+    args = ["execrl", "evaluate", "--env", request.env_name]
+    if market_file is not None:
+        args += ["--market", str(market_file)]
+    if order_file is not None:
+        args += ["--order", str(order_file)]
+    args += ["--policies", ",".join([*baselines, f"{request.algo}:{out}"]),
+             "--out", str(out.with_name(out.name + "-eval"))]
+    config = request.env_config
+    observations = (config.observations if isinstance(config.observations, str)
+                    else ",".join(config.observations))
+    actions = config.actions if isinstance(config.actions, str) else config.actions.name
+    return [
+        f"evaluate it where it was trained: {shlex.join(args)}",
+        f"  (the checkpoint carries its observations ({observations}) and actions ({actions}); "
+        f"evaluation measures the realised IS, whatever the training reward ({config.reward}))",
+    ]
 
 
 @app.command()
@@ -568,6 +627,12 @@ def demo(
         _error(_os_error(exc, out))
         raise typer.Exit(1) from None
     console.print(f"done in {time.perf_counter() - started:.1f}s; open {out / 'report.md'}")
+
+
+# -- execrl data (import / validate recorded market data): its own module ----------------------
+from execrl.data.cli import data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
 
 
 #: the demo's agent checkpoint, inside its output folder, and all the demo writes there

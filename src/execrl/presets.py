@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from execrl.domain import ConfigError
 from execrl.sim.almgren_chriss import ACMarketConfig, SignalConfig
+from execrl.sim.lob_config import LOB_REGIMES
+from execrl.sim.spec import MarketSpec
 
-ENV_PRESETS: dict[str, tuple[str, ACMarketConfig]] = {
+ENV_PRESETS: dict[str, tuple[str, MarketSpec]] = {
     "ac": (
         "Almgren-Chriss (2000) example market: S0=50, sigma=0.95/day^0.5, eta=2.5e-6, "
         "gamma=2.5e-7, epsilon=1/16, lambda=1e-6, 10 steps over the order's horizon",
@@ -17,6 +19,10 @@ ENV_PRESETS: dict[str, tuple[str, ACMarketConfig]] = {
         "signal-blind one (TWAP) by about 22% of TWAP's expected cost",
         ACMarketConfig(risk_aversion=0.0, signal=SignalConfig(kappa=1.0, sigma=1.0)),
     ),
+    # the stochastic limit order book (execrl.sim.lob): "lob" is its calm regime
+    "lob": ("stochastic limit order book, calm regime (= lob:calm)", LOB_REGIMES["calm"][1]),
+    **{f"lob:{name}": (f"order book, {name}: {text}", config)
+       for name, (text, config) in LOB_REGIMES.items()},
 }
 
 
@@ -32,7 +38,7 @@ DEMO_AGENT_HYPERPARAMS: dict = {
 DEMO_AGENT_STEPS = 3_000_000
 
 
-def preset_market(name: str) -> ACMarketConfig:
+def preset_market(name: str) -> MarketSpec:
     if name not in ENV_PRESETS:
         raise ConfigError(f"--env {name!r} is unknown; choose from {', '.join(ENV_PRESETS)}")
     return ENV_PRESETS[name][1]

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 def env_bytes(n_envs: int, market: ACMarketConfig, n_features: int) -> int:
     """Batched environments: per environment a few dozen scalars, the market path noise
-    (three float64 rows per step, pre-arrival included), the schedule and observations."""
-    steps = market.n_steps + market.pre_arrival_steps + 1
+    (three float64 rows per step, pre-arrival included), the schedule and observations (a
+    market without a pre-arrival window, the order book, counts none)."""
+    steps = market.n_steps + getattr(market, "pre_arrival_steps", 0) + 1
     return int(n_envs) * (2048 + 48 * steps + 16 * int(n_features))
 
 

@@ -4,6 +4,7 @@
                              wall time, policy hash, execrl version
     DIR/policy.json|.npz     the exported numpy policy (what ``evaluate`` runs)
     DIR/policy_hash          sha256 of the exported decision function
+    DIR/features.json        the feature schema: names, definitions, training domain
     DIR/learning_curve.csv   env steps, wall seconds, mean return and IS of recent episodes
     DIR/learning_curve.png
     DIR/native/…             the algorithm's own weights (SB3 zip, Q table, d3rlpy model)
@@ -33,6 +34,8 @@ from execrl.agents.export import NumpyPolicy
 from execrl.domain import ConfigError, ExecRLError, ParentOrder
 from execrl.domain.outputs import check_output_folder, staged_folder
 from execrl.env.factory import EnvConfig
+from execrl.market.features import FeatureSchema
+from execrl.market.observations import definition
 from execrl.sim.almgren_chriss import ACMarketConfig
 
 
@@ -96,7 +99,7 @@ def env_config_dict(config: EnvConfig) -> dict[str, Any]:
 #: with these entries only
 CHECKPOINT_ENTRIES = frozenset(
     {"config.json", "policy.json", "policy.npz", "policy_hash", "learning_curve.csv",
-     "learning_curve.png", "native"}
+     "learning_curve.png", "native", "features.json"}
 )
 
 
@@ -147,6 +150,7 @@ def write_checkpoint(
     with staged_folder(out) as tmp:  # swapped in whole at the end, or not at all
         digest = output.policy.save(tmp)
         (tmp / "policy_hash").write_text(digest + "\n")
+        feature_schema(output.policy, env_config, order, seed).save(tmp / FEATURES_JSON)
         config = {
             "algo": algo,
             "env": env_name,
@@ -169,6 +173,34 @@ def write_checkpoint(
             output.save_native(tmp / "native")
         check_checkpoint_out(out, force=force)  # the folder may have changed while training
     return config
+
+
+FEATURES_JSON = "features.json"
+#: orders the trained policy runs, on its training market, to record its training domain
+DOMAIN_ORDERS = 256
+
+
+def feature_schema(
+    policy: NumpyPolicy, env_config: EnvConfig, order: ParentOrder, seed: int
+) -> FeatureSchema:
+    """The features ``policy`` was trained on: names, their definitions now, and the domain
+    (per feature min / max) of the observations it meets running ``DOMAIN_ORDERS`` orders of
+    its training market and order (seed ``seed``)."""
+    from execrl.evaluate.backtest import run_policy
+
+    width = len(policy.observations)
+    lo, hi = np.full(width, np.inf), np.full(width, -np.inf)
+
+    def seen(obs: np.ndarray) -> None:
+        if obs.size:
+            np.minimum(lo, obs.min(axis=0), out=lo)
+            np.maximum(hi, obs.max(axis=0), out=hi)
+
+    run_policy(policy, env_config, order, DOMAIN_ORDERS, seed, on_obs=seen)
+    return FeatureSchema.build(
+        policy.observations, domain_min=lo, domain_max=hi,
+        definitions=[definition(name) for name in policy.observations],
+    )
 
 
 def training_mismatch(

@@ -112,6 +112,35 @@ class CurveCallback(BaseCallback):
         return True
 
 
+class WatchCallback(BaseCallback):
+    """Hands the greedy policy so far (``export()``) to ``watch(env_steps, policy)`` every
+    ``every`` env steps (``TrainRequest.watch``)."""
+
+    def __init__(self, every: int, export: Callable[[], Any], watch: Callable[[int, Any], None]):
+        super().__init__(verbose=0)
+        self.every, self.export, self.watch = max(1, int(every)), export, watch
+        self._next = self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self.watch(int(self.num_timesteps), self.export())
+            self._next = (self.num_timesteps // self.every + 1) * self.every
+        return True
+
+
+def training_callback(
+    request: TrainRequest, recorder: CurveRecorder, on_progress: Callable[[int], None],
+    export: Callable[[], Any],
+) -> BaseCallback:
+    """The learning-curve callback, plus ``WatchCallback`` when the request watches."""
+    curve = CurveCallback(recorder, on_progress)
+    if request.watch is None or request.watch_every <= 0:
+        return curve
+    from stable_baselines3.common.callbacks import CallbackList
+
+    return CallbackList([curve, WatchCallback(request.watch_every, export, request.watch)])
+
+
 def learn(model: Any, steps: int, callback: BaseCallback, algo: str) -> None:
     """``model.learn``, with a run whose network outputs became NaN (torch's distributions
     refuse them with a ValueError; too large a learning rate, ``vf_coef``, …) refused in one

@@ -8,6 +8,8 @@ asked for, so the tabular agent needs no torch and the offline ones need d3rlpy 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from execrl.domain import ConfigError, ParentOrder
 from execrl.domain.limits import MAX_SEED
 from execrl.env.factory import EnvConfig
 from execrl.env.spaces import resolve_observation_set
+from execrl.sim.spec import MarketSpec
 
 #: algorithm name -> (module under execrl.agents, what it is)
 ALGOS: dict[str, tuple[str, str]] = {
@@ -38,7 +41,54 @@ ALGOS: dict[str, tuple[str, str]] = {
 
 #: algorithms that learn from a decision log (``--data``) rather than from the simulator
 OFFLINE_ALGOS = ("bc", "cql")
-#: seeds every learner accepts: numpy's legacy seeding (SB3, d3rlpy) takes [0, 2**32)
+
+#: optional extra (pyproject ``[project.optional-dependencies]``) -> the packages it brings
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "rl": ("torch", "stable_baselines3", "sb3_contrib"),
+    "offline": ("torch", "d3rlpy"),
+}
+#: algorithm -> the extra it needs (the tabular agent needs none: numpy and numba only)
+ALGO_EXTRAS: dict[str, str] = {
+    "dqn": "rl", "qrdqn": "rl", "ppo": "rl", "maskable-ppo": "rl", "bc": "offline",
+    "cql": "offline",
+}
+
+
+def _missing_extra_error(algo: str, extra: str, module: str) -> ConfigError:
+    return ConfigError(
+        f"--algo {algo} needs the {extra!r} extra ({', '.join(EXTRAS[extra])}), which is not "
+        f"installed (no module {module!r}): pip install 'execrl[{extra}]'"
+    )
+
+
+def check_extra(algo: str) -> None:
+    """Refuse, in one line naming the extra and its install command, an algorithm whose
+    optional packages are not installed (before anything is built or imported)."""
+    extra = ALGO_EXTRAS.get(algo)
+    if extra is None:
+        return
+    for module in EXTRAS[extra]:
+        try:
+            found = importlib.util.find_spec(module) is not None  # None: blocked or absent
+        except (ImportError, ValueError):  # ValueError: imported, but without a __spec__
+            found = sys.modules.get(module) is not None
+        if not found:
+            raise _missing_extra_error(algo, extra, module)
+
+
+def import_algorithm(algo: str) -> Any:
+    """The module that trains ``algo``; a package of its extra that fails to import (present
+    but broken, or removed since ``check_extra``) is the same one line, not a traceback."""
+    check_extra(algo)
+    module_name, _ = ALGOS[algo]
+    try:
+        return importlib.import_module(f"execrl.agents.{module_name}")
+    except ModuleNotFoundError as exc:
+        extra = ALGO_EXTRAS.get(algo)
+        top = (exc.name or "").partition(".")[0]
+        if extra is None or top not in EXTRAS[extra]:
+            raise
+        raise _missing_extra_error(algo, extra, top) from None
 
 
 @dataclass
@@ -52,6 +102,11 @@ class TrainRequest:
     n_envs: int = 256
     hyperparams: dict[str, Any] = field(default_factory=dict)
     data: Path | None = None  # offline algorithms: decision logs (parquet)
+    #: benchmarks: ``watch(env_steps, policy)`` is called about every ``watch_every`` env steps
+    #: with the greedy policy learnt so far (online algorithms; its time is the caller's to
+    #: subtract). Not part of the checkpoint.
+    watch: Callable[[int, Any], None] | None = None
+    watch_every: int = 0
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -64,6 +119,7 @@ class TrainRequest:
             raise ConfigError(f"--seed = {self.seed!r} must be a whole number in [0, {MAX_SEED}]")
         if not isinstance(self.hyperparams, dict):
             raise ConfigError("hyper-parameters (--config) must be an object / table")
+        check_extra(self.algo)
         if self.offline:
             if self.data is None:
                 raise ConfigError(
@@ -77,6 +133,47 @@ class TrainRequest:
                     f"the offline algorithms ({', '.join(OFFLINE_ALGOS)}) read a decision log"
                 )
             check_budget([("environments", f"--n-envs = {self.n_envs}", self.env_bytes())])
+
+    @classmethod
+    def with_defaults(
+        cls,
+        algo: str,
+        *,
+        env_name: str = "ac",
+        market: MarketSpec | None = None,
+        order: ParentOrder | None = None,
+        observations: str | tuple[str, ...] = "seed004",
+        actions: str | None = None,
+        reward: str | None = None,
+        steps: int | None = None,
+        n_envs: int | None = None,
+        seed: int = 0,
+        hyperparams: dict[str, Any] | None = None,
+        data: Path | None = None,
+    ) -> TrainRequest:
+        """The request ``execrl train`` makes: what is not given takes the algorithm's
+        measured defaults (``execrl.agents.defaults``) and the market's default reward."""
+        from execrl.agents.defaults import FALLBACK_REWARD, algo_defaults, default_reward
+        from execrl.env.factory import DEFAULT_ORDER
+        from execrl.presets import preset_market
+
+        defaults = algo_defaults(algo)
+        market = preset_market(env_name) if market is None else market
+        config = EnvConfig(
+            market=market,
+            observations=observations,
+            actions=defaults.actions if actions is None else actions,
+            # a decision log carries realised rewards only: offline, seed 001's risk-adjusted
+            reward=(FALLBACK_REWARD if algo in OFFLINE_ALGOS else default_reward(market))
+            if reward is None else reward,
+        )
+        return cls(
+            algo=algo, env_name=env_name, env_config=config,
+            order=DEFAULT_ORDER if order is None else order,
+            steps=defaults.steps if steps is None else steps, seed=seed,
+            n_envs=defaults.n_envs if n_envs is None else n_envs,
+            hyperparams={} if hyperparams is None else hyperparams, data=data,
+        )
 
     @property
     def offline(self) -> bool:
@@ -112,8 +209,7 @@ def run_training(
     ``out`` is checked before training starts (``check_checkpoint_out``: a folder that is
     not empty nor a checkpoint is replaced only with ``force``)."""
     check_checkpoint_out(Path(out), force=force)
-    module_name, _ = ALGOS[request.algo]
-    module = importlib.import_module(f"execrl.agents.{module_name}")
+    module = import_algorithm(request.algo)
     started = time.perf_counter()
     output: TrainOutput = module.train(request, on_progress or (lambda steps: None))
     wall = time.perf_counter() - started

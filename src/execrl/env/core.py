@@ -135,6 +135,7 @@ class BatchedExecution:
         c = self.constraints
         self._child_max = _NO_LIMIT if c.child_max is None else min(c.child_max, _NO_LIMIT)
         self._is_bps_reward = type(reward) is IsBpsReward
+        self._reward_needs_events = bool(getattr(reward, "needs_fill_events", False))
         self._fractions: NDArray[np.float64] | None = None
         self._can_cut = np.zeros(0, dtype=bool)
         self._smallest = 0
@@ -168,6 +169,7 @@ class BatchedExecution:
         band = self.constraints.price_band_bps
         self._band = 0.0 if band is None or not self._has_book else band * 1e-4
         self._tick = float(market.tick_size) if self._has_book else 0.0
+        self._last_quotes = _NO_QUOTES
         self.remaining = np.full(n, self.qty, dtype=np.int64)
         self.k = np.zeros(n, dtype=np.int64)
         self.done = np.zeros(n, dtype=bool)
@@ -182,6 +184,7 @@ class BatchedExecution:
             else:
                 f = OBSERVATION_FEATURES[name]
                 scale = f.scale / self.qty if f.per_parent_qty else f.scale
+                scale = scale * self.side if f.side_relative else scale
                 if f.per_step_volume and "expected_volume" not in market.available_features:
                     raise ConfigError(
                         f"observation feature {name!r} needs market feature 'expected_volume'"
@@ -339,6 +342,7 @@ class BatchedExecution:
             style_idx = self.action_set.to_style_index(actions)
             if style_idx.shape[0] != n:
                 style_idx = np.broadcast_to(style_idx, (n,)).copy()
+        quotes = self._last_quotes = self._quotes()
         bad = _decide_kernel(
             np.ascontiguousarray(idx),
             _NO_FRACTIONS if self._fractions is None else self._fractions,
@@ -357,7 +361,7 @@ class BatchedExecution:
             self.side,
             self._tick,
             self._band,
-            self._quotes(),
+            quotes,
             shares,
             self._orders.cancel,
             self._orders.child_id,
@@ -377,7 +381,8 @@ class BatchedExecution:
         expected_move = None
         if getattr(self.reward, "needs_expected_move", False):
             expected_move = self.market.expected_mid_change(shares)
-        fill = self.market.execute(self._orders, active, record_events=self.record_fill_events)
+        record = self.record_fill_events or self._reward_needs_events
+        fill = self.market.execute(self._orders, active, record_events=record)
         self.last_fills = fill
 
         s = self.stats
@@ -436,6 +441,7 @@ class BatchedExecution:
                 episode_is_bps=s.is_bps,
                 episode_is_vs_arrival_vwap_bps=s.is_vs_arrival_vwap_bps,
                 elapsed_after=self.k / self.n_steps,
+                fill_events=fill.events if self._reward_needs_events else None,
             )
             ctx = RewardContext(self.qty, self.side, arrival, self._risk_var)
             reward64 = np.where(active, self.reward(ctx, outcome), 0.0)
@@ -460,6 +466,21 @@ class BatchedExecution:
                 obs = self.observe()
         truncated = np.zeros(n, dtype=bool)
         return obs, reward, done_now, truncated, info
+
+    def last_order_kinds(self) -> NDArray[np.int8]:
+        """What each env's child order of the last step was: 0 none, 1 passive (a limit order
+        priced short of the far touch), 2 aggressive (it crossed the spread: a market or IOC
+        order, or a limit at or through the far touch). Seed 000 §5's correlation report."""
+        o = self._orders
+        kinds = np.where(o.qty > 0, 2, 0).astype(np.int8)
+        quotes = self._last_quotes
+        if quotes.shape[1] == 0:
+            return kinds
+        rests = (o.order_type == _LIMIT_CODE) | (o.order_type == _MARKETABLE_CODE)
+        with np.errstate(invalid="ignore"):
+            short = self.side * (o.limit_px - quotes[1]) < 0
+        kinds[(o.qty > 0) & rests & short] = 1
+        return kinds
 
     def episode_records(self, ids: NDArray[np.intp]) -> dict[str, NDArray]:
         return self._episode_records(np.asarray(ids))

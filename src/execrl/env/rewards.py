@@ -44,6 +44,9 @@ class StepOutcome:
     expected_mid_move: NDArray[np.float64] | None = None
     # decision steps done / steps in the horizon, after this step
     elapsed_after: NDArray[np.float64] | None = None
+    # the step's fills, one row each (``execrl.sim.base.FILL_EVENT_DTYPE``), for rewards that
+    # ask for them (``needs_fill_events``)
+    fill_events: NDArray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,8 @@ class ArrivalVwapReward:
     """Seed 000: a terminal reward against the arrival VWAP plus a capped per-fill reward.
 
     main = (VWAP_arrival − P_avg)/VWAP_arrival·100 for a buy (sign flipped for a sell),
-    given when the order ends; aux = (P_mid − P_fill)/P_mid·10 per fill, capped to ±aux_cap.
+    given when the order ends; aux = (P_mid − P_fill)/P_mid·10 per fill, capped to ±aux_cap,
+    each fill at its own price (P_mid: the mid at the decision), summed over the step's fills.
     Weighted ``main_weight`` : 1 − main_weight (seed: 80–90 % main). Returned in bps/100 units
     as the seed writes them.
     """
@@ -85,6 +89,7 @@ class ArrivalVwapReward:
     main_weight: float = 0.85
     aux_cap: float = 1.0
     name: str = "arrival_vwap"
+    needs_fill_events = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.main_weight <= 1.0:
@@ -97,10 +102,19 @@ class ArrivalVwapReward:
     def __call__(self, ctx: RewardContext, step: StepOutcome) -> NDArray[np.float64]:
         # IS in bps / 100 = percent, the seed's unit; positive IS is a cost, so negate.
         main = np.where(step.done, -step.episode_is_vs_arrival_vwap_bps / 100.0, 0.0)
-        traded = step.shares > 0
-        with np.errstate(invalid="ignore"):
-            aux_raw = -ctx.side * (step.exec_px - step.mid_before) / step.mid_before * 10.0
-        aux = np.where(traded, np.clip(aux_raw, -self.aux_cap, self.aux_cap), 0.0)
+        events = step.fill_events
+        if events is None:  # one fill per step at the step's price
+            traded = step.shares > 0
+            with np.errstate(invalid="ignore"):
+                aux_raw = -ctx.side * (step.exec_px - step.mid_before) / step.mid_before * 10.0
+            aux = np.where(traded, np.clip(aux_raw, -self.aux_cap, self.aux_cap), 0.0)
+        else:
+            env = events["env"]
+            mid = step.mid_before[env]
+            per_fill = np.clip(-ctx.side * (events["px"] - mid) / mid * 10.0,
+                               -self.aux_cap, self.aux_cap)
+            aux = np.zeros(step.shares.shape[0])
+            np.add.at(aux, env, per_fill)
         return self.main_weight * main + (1.0 - self.main_weight) * aux
 
 

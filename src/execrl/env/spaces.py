@@ -17,6 +17,7 @@ use the others.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from itertools import product
@@ -60,6 +61,8 @@ OBSERVATION_SETS: dict[str, tuple[str, ...]] = {
         "spread",
         "imbalance_1",
         "imbalance_5",
+        "own_touch_ratio",
+        "opposite_touch_ratio",
         "bid_depth_ratio",
         "ask_depth_ratio",
         "realised_vol",
@@ -74,8 +77,7 @@ OBSERVATION_SETS: dict[str, tuple[str, ...]] = {
         "elapsed_ratio",
         "spread",
         "imbalance_1",
-        "bid_queue_ratio",
-        "ask_queue_ratio",
+        "queue_depth_ratio",
         "time_since_trade",
         "recent_fill_rate",
         "avg_slippage",
@@ -157,6 +159,10 @@ class ActionSet:
     styles: tuple[OrderStyle, ...] = ()
     size_base: Literal["remaining", "twap_slice"] = "remaining"
     factors: tuple[int, ...] = ()
+    multi_discrete: bool = False
+    """Show the set as a multi-discrete space of its factors (one head per factor); the
+    core takes (n, len(factors)) actions. Masks stay flat, so masked algorithms use the
+    flattened set."""
 
     def __post_init__(self) -> None:
         if self.fractions is None:
@@ -196,11 +202,13 @@ class ActionSet:
     def style_of(self, action: int) -> OrderStyle:
         return self.styles[action] if self.styles else MARKET_ORDER
 
-    def space(self, multi_discrete: bool = False) -> spaces.Space:
+    def space(self, multi_discrete: bool | None = None) -> spaces.Space:
         if self.fractions is None:
             width = 2 if len(self.styles) > 1 else 1
             high = np.array([1.0, max(len(self.styles) - 1, 0)][:width], dtype=np.float32)
             return spaces.Box(low=0.0, high=high, shape=(width,), dtype=np.float32)
+        if multi_discrete is None:
+            multi_discrete = self.multi_discrete
         if multi_discrete and self.factors:
             return spaces.MultiDiscrete(list(self.factors))
         return spaces.Discrete(len(self.fractions))
@@ -319,6 +327,7 @@ ACTION_SETS: dict[str, ActionSet] = {
         "twap_slice",
     ),
     "seed001": _seed001(),
+    "seed001md": dataclasses.replace(_seed001(), name="seed001md", multi_discrete=True),
     # what the rule-based order-book baselines speak: a continuous size and a style column
     "orders": ActionSet(
         "orders", None, (),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ from execrl.domain import ConfigError, ParentOrder
 from execrl.domain.errors import warn_user
 from execrl.env.core import BatchedExecution
 from execrl.env.factory import EnvConfig, make_execution, market_for_order
+from execrl.evaluate.behaviour import BehaviourTally
 from execrl.policies.base import Policy, PolicyContext
 from execrl.policies.baselines import BASELINES, make_baseline
 from execrl.sim.spec import MarketSpec
@@ -37,6 +38,7 @@ class PolicyRun:
     episodes: pd.DataFrame
     schedules: NDArray[np.int64]  # (K, N)
     decisions: pd.DataFrame | None = None
+    behaviour: dict[str, Any] | None = None  # ``execrl.evaluate.behaviour``
 
 
 def policy_context(config: EnvConfig, order: ParentOrder) -> PolicyContext:
@@ -52,9 +54,11 @@ def run_policy(
     seed: int,
     on_step: Callable[[], None] | None = None,
     recorder: DecisionRecorder | None = None,
+    on_obs: Callable[[NDArray], None] | None = None,
 ) -> PolicyRun:
     """Execute ``n_orders`` copies of ``order`` with ``policy``, episode i on path (seed, i);
-    with a ``recorder``, log every decision (``PolicyRun.decisions``)."""
+    with a ``recorder``, log every decision (``PolicyRun.decisions``); ``on_obs`` sees the
+    observations of the orders still running before each decision."""
     if n_orders < 1:
         raise ConfigError(f"orders = {n_orders!r} must be >= 1")
     env_config = EnvConfig(
@@ -68,12 +72,17 @@ def run_policy(
     market = market_for_order(config.market, order)
     log = None if recorder is None else recorder.start(policy.name, core, market)
     discrete = core.action_set.is_discrete
+    tally = BehaviourTally(core, getattr(policy, "feature_schema", None))
     while not core.done.all():
+        if on_obs is not None:
+            on_obs(obs[~core.done])
         masks = core.action_masks() if discrete else None
         actions = policy.act(obs, masks)
         if log is not None:
             log.before(actions)
+        tally.before(actions, obs)
         obs, *_ = core.step(actions)
+        tally.after()
         if log is not None:
             log.after()
         if on_step is not None:
@@ -90,7 +99,7 @@ def run_policy(
         }
     )
     decisions = None if log is None else log.frame()
-    return PolicyRun(policy.name, episodes, schedule, decisions)
+    return PolicyRun(policy.name, episodes, schedule, decisions, tally.summary(seed))
 
 
 #: below this many orders a paired CI or p-value is not reported (a percentile bootstrap of

@@ -6,7 +6,8 @@ the paired differences are real. Figures are built with matplotlib's object API 
 canvas (no pyplot, so no global figure registry to leak into, and no display needed). The
 files go into the staging folder of the evaluation's output (``execrl.domain.outputs``), which
 replaces the user's folder whole at the end, so an interrupted run never leaves a
-half-written PNG or report behind.
+half-written PNG or report behind. Plots are optional (``write_report(plots=False)``,
+``execrl evaluate --no-plots``): matplotlib is then not even imported.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from execrl.evaluate.stats import format_pvalue
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BOXPLOT_PNG = "is_boxplot.png"
 SCHEDULES_PNG = "schedules.png"
@@ -35,10 +37,20 @@ _DPI = 120
 # --------------------------------------------------------------------------- file writing
 
 
-def _save_figure(fig: Figure, path: Path) -> None:
-    """Render ``fig`` as PNG atomically. The figure is not registered with pyplot, so once it
-    goes out of scope it is freed; there is nothing to close."""
+def _figure(**kwargs: Any) -> Figure:
+    """A matplotlib figure on the Agg canvas (imported here: only a run with plots pays for
+    matplotlib)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
     FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_figure(fig: Figure, path: Path) -> None:
+    """Render ``fig`` as PNG. The figure is not registered with pyplot, so once it goes out
+    of scope it is freed; there is nothing to close."""
     fig.savefig(path, format="png", dpi=_DPI)
 
 
@@ -60,7 +72,7 @@ def _is_by_policy(episodes: pd.DataFrame, policies: Sequence[str]) -> list[np.nd
 def plot_is_boxplot(path: Path, episodes: pd.DataFrame, policies: Sequence[str]) -> None:
     """Box plot of per-order IS per policy, with means marked: tails and centre at a glance."""
     data = _is_by_policy(episodes, policies)
-    fig = Figure(figsize=(max(6.0, 1.3 * len(policies)), 4.5), layout="constrained")
+    fig = _figure(figsize=(max(6.0, 1.3 * len(policies)), 4.5), layout="constrained")
     ax = fig.add_subplot()
     ax.boxplot(data, showmeans=True, meanprops={"marker": "D", "markerfacecolor": "white"})
     ax.set_xticks(range(1, len(policies) + 1), list(policies))
@@ -96,7 +108,7 @@ def plot_schedules(path: Path, schedules: Mapping[str, np.ndarray], order: Seque
         arrays[p] = arr
 
     k = len(arrays)
-    fig = Figure(figsize=(max(7.0, 2.4 * k), 6.5), layout="constrained")
+    fig = _figure(figsize=(max(7.0, 2.4 * k), 6.5), layout="constrained")
     gs = fig.add_gridspec(2, k, height_ratios=[2.2, 1.0])
     top = fig.add_subplot(gs[0, :])
     for i, (p, arr) in enumerate(arrays.items()):
@@ -115,8 +127,8 @@ def plot_schedules(path: Path, schedules: Mapping[str, np.ndarray], order: Seque
     _save_figure(fig, path)
 
 
-def paired_differences(episodes: pd.DataFrame, policy: str, baseline: str) -> np.ndarray:
-    """Per-order ``policy - baseline`` IS, joined on ``order_idx`` (same market path)."""
+def _is_by_order(episodes: pd.DataFrame) -> pd.DataFrame:
+    """IS per (order_idx, policy) as one wide table (one column per policy)."""
     dup = episodes.duplicated(["order_idx", "policy"])
     if dup.any():
         row = episodes.loc[dup].iloc[0]
@@ -124,7 +136,16 @@ def paired_differences(episodes: pd.DataFrame, policy: str, baseline: str) -> np
             f"episodes has {int(dup.sum())} duplicate (order_idx, policy) row(s), first: "
             f"order_idx={row['order_idx']}, policy={row['policy']!r}"
         )
-    wide = episodes.pivot(index="order_idx", columns="policy", values="is_bps")
+    return episodes.pivot(index="order_idx", columns="policy", values="is_bps")
+
+
+def paired_differences(
+    episodes: pd.DataFrame, policy: str, baseline: str, wide: pd.DataFrame | None = None
+) -> np.ndarray:
+    """Per-order ``policy - baseline`` IS, joined on ``order_idx`` (same market path);
+    ``wide``: ``episodes`` already pivoted (``_is_by_order``)."""
+    if wide is None:
+        wide = _is_by_order(episodes)
     for name in (policy, baseline):
         if name not in wide.columns:
             raise ValueError(f"episodes has no rows for policy {name!r} named in a comparison")
@@ -142,11 +163,12 @@ def plot_paired_diffs(
     m = len(comparisons)
     ncols = min(3, m)
     nrows = math.ceil(m / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
+    fig = _figure(figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    wide = _is_by_order(episodes)  # once for every comparison
     for ax, comp in zip(axes, comparisons, strict=False):
         policy, baseline = str(comp["policy"]), str(comp["baseline"])
-        diff = paired_differences(episodes, policy, baseline)
+        diff = paired_differences(episodes, policy, baseline, wide)
         mean = float(diff.mean())  # of the data drawn, so the line matches the histogram
         # numpy's "auto" asks for millions of bins when the differences span a few ulps
         bins = "auto" if np.ptp(diff) > 1e-9 * max(1.0, float(np.abs(diff).max())) else 1
@@ -257,7 +279,49 @@ def _order_section(results: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def render_markdown(results: Mapping[str, Any], images: Sequence[tuple[str, str]]) -> str:
+def _behaviour_section(policies: Mapping[str, Any]) -> list[str]:
+    """Seed 000 §5's correlation report: how each policy's child orders split into holds,
+    passive posts and aggressive orders, by the sign of the tick flow against the order's
+    side, with the aggressive-share difference and its 95 % CI (``evaluate.behaviour``)."""
+    flows = {p: e["behaviour"] for p, e in policies.items()
+             if "by_tick_flow" in (e.get("behaviour") or {})}
+    if not flows:
+        return []
+    out = ["", "## Behaviour and tick flow (seed 000 §5)", ""]
+    out.append(
+        "Share of decisions that crossed the spread (aggressive), posted passively or held, "
+        "by the 10-second tick flow at the decision: *opposite* = the other side's trades "
+        "dominate (selling pressure for a buy), *same* = the order's own side's do. Seed 000 "
+        "expects more aggressive orders under opposite flow; the difference comes with a 95 % "
+        "bootstrap CI over orders."
+    )
+    out.append("")
+    rows = []
+    for p, b in flows.items():
+        by = b["by_tick_flow"]
+        d = b.get("aggressive_opposite_minus_same") or {}
+        ci = d.get("ci95")
+        holds = d.get("expected_sign_holds")
+        rows.append([
+            p,
+            _num(by["opposite"].get("aggressive"), ".3f"),
+            _num(by["same"].get("aggressive"), ".3f"),
+            _num(by["opposite"].get("hold"), ".3f"),
+            _num(by["same"].get("hold"), ".3f"),
+            _num(d.get("value"), ".3f"),
+            f"[{_num(ci[0], '.3f')}, {_num(ci[1], '.3f')}]" if ci else "n/a",
+            "n/a" if holds is None else ("yes" if holds else "no"),
+        ])
+    header = ["policy", "aggressive, opposite flow", "aggressive, same flow",
+              "hold, opposite flow", "hold, same flow", "difference", "95% CI",
+              "seed's expectation holds"]
+    out += _table(header, rows, "lrrrrrrl")
+    return out
+
+
+def render_markdown(
+    results: Mapping[str, Any], images: Sequence[tuple[str, str]], plots: bool = True
+) -> str:
     """The report page: headline run info, the parent order and its limits, per-policy
     tables (IS; objective, residual, breaches and cuts), comparisons, theory, market, and the
     images (``(caption, relative file name)``) embedded with relative links."""
@@ -308,6 +372,8 @@ def render_markdown(results: Mapping[str, Any], images: Sequence[tuple[str, str]
     header = ["policy", "E+λ·Var (bps)", "residual (shares)", "residual charge (bps)",
               "breaches", "cuts"]  # fmt: skip
     out += _table(header, rows, "lrrrrr")
+
+    out += _behaviour_section(policies)
 
     comparisons = results.get("comparisons") or []
     if comparisons:
@@ -389,6 +455,8 @@ def render_markdown(results: Mapping[str, Any], images: Sequence[tuple[str, str]
         out += _table(["parameter", "value"], rows, "lr")
 
     out += ["", "## Plots", ""]
+    if not plots:
+        out.append("Not drawn (`--no-plots`).")
     for caption, name in images:
         out += [f"![{caption}]({name})", ""]
     return "\n".join(out).rstrip() + "\n"
@@ -402,6 +470,7 @@ def write_report(
     results: dict,
     episodes: pd.DataFrame,
     schedules: dict[str, np.ndarray],
+    plots: bool = True,
 ) -> Path:
     """Write the plots and ``report.md`` into ``out_dir`` and return the report's path.
 
@@ -410,7 +479,8 @@ def write_report(
     step. ``schedules.png`` is skipped when ``schedules`` is empty and ``paired_diff.png`` when
     there are no comparisons (a stale one from an earlier run is removed, so the directory
     never shows a plot the report does not describe). ``report.md`` is written last, so it
-    exists only if every plot it links to was written.
+    exists only if every plot it links to was written. With ``plots=False`` no plot is
+    drawn (nor matplotlib imported) and the report says so.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -423,6 +493,12 @@ def write_report(
         raise ValueError("results['policies'] is empty or missing; nothing to report")
 
     images: list[tuple[str, str]] = []
+    if not plots:
+        for name in (BOXPLOT_PNG, SCHEDULES_PNG, PAIRED_DIFF_PNG):
+            (out_dir / name).unlink(missing_ok=True)
+        report = out_dir / REPORT_MD
+        report.write_text(render_markdown(results, images, plots=False), encoding="utf-8")
+        return report
     plot_is_boxplot(out_dir / BOXPLOT_PNG, episodes, policies)
     images.append(("IS distribution per policy", BOXPLOT_PNG))
 

@@ -26,7 +26,7 @@ from execrl.evaluate.report import (
     SCHEDULES_PNG,
     write_report,
 )
-from execrl.evaluate.stats import is_summary, paired_comparison
+from execrl.evaluate.stats import is_summary, paired_comparisons
 
 RESULTS_JSON = "results.json"
 EPISODES_PARQUET = "episodes.parquet"
@@ -97,18 +97,25 @@ def build_results(
             "breaches": int(e["breaches"].sum()),
             # the policy's requests the limits cut down, over all orders
             "cuts": int(e["cuts"].sum()),
+            # per order: fill events, cancels of a working order, child orders refused
+            "fills": float(e["fills"].mean()),
+            "cancels": float(e["cancels"].mean()),
+            "rejects": float(e["rejects"].mean()),
         }
+        if run.behaviour is not None:
+            policies[run.policy]["behaviour"] = run.behaviour
     by_name = {r.policy: r for r in runs}
     comparisons = []
     for base in compare_to:
         if base not in by_name:
             continue
         base_is = by_name[base].episodes["is_bps"].to_numpy()
-        for run in runs:
-            if run.policy == base or n_orders < 2:
-                continue
-            policy_is = run.episodes["is_bps"].to_numpy()
-            cmp = paired_comparison(run.policy, policy_is, base, base_is, n_boot=n_boot, seed=seed)
+        others = {run.policy: run.episodes["is_bps"].to_numpy() for run in runs
+                  if run.policy != base}
+        if n_orders < 2 or not others:
+            continue
+        # every policy against this baseline on the same resamples, in one pass
+        for cmp in paired_comparisons(others, base, base_is, n_boot=n_boot, seed=seed):
             entry = cmp.to_dict()
             if n_orders < MIN_ORDERS_FOR_INFERENCE:  # a CI of a few points is not one
                 entry.update(ci95=None, t_pvalue=None, wilcoxon_pvalue=None,
@@ -128,17 +135,19 @@ def build_results(
     }
 
 
-def write_outputs(out_dir: Path, results: dict[str, Any], runs: Sequence[PolicyRun]) -> Path:
-    """results.json, episodes.parquet and the report, into ``out_dir``: a staging folder
-    (``execrl.domain.outputs.staged_folder``) that replaces the user's folder whole at the end,
-    so no file needs its own atomic write."""
+def write_outputs(
+    out_dir: Path, results: dict[str, Any], runs: Sequence[PolicyRun], plots: bool = True
+) -> Path:
+    """results.json, episodes.parquet and the report (with its plots unless ``plots`` is
+    False), into ``out_dir``: a staging folder (``execrl.domain.outputs.staged_folder``) that
+    replaces the user's folder whole at the end, so no file needs its own atomic write."""
     out_dir.mkdir(parents=True, exist_ok=True)
     episodes = pd.concat([r.episodes for r in runs], ignore_index=True)
     episodes.to_parquet(out_dir / EPISODES_PARQUET, index=False)
     text = json.dumps(results, indent=2, default=_json_default, allow_nan=False)
     (out_dir / RESULTS_JSON).write_text(text)
     schedules = {r.policy: r.schedules[: min(20, len(r.schedules))] for r in runs}
-    return write_report(out_dir, results, episodes, schedules)
+    return write_report(out_dir, results, episodes, schedules, plots=plots)
 
 
 def _json_default(value: Any) -> Any:

@@ -904,6 +904,42 @@ class FeatureBuilder:
                     arrays["ask_qty"], self._lam, self._f, self._i, self._book_bid_px,
                     self._book_bid_qty, self._book_ask_px, self._book_ask_qty)
 
+    def on_market_events(
+        self,
+        trades: NDArray[Any],
+        t: ArrayLike,
+        bid_px: ArrayLike,
+        bid_qty: ArrayLike,
+        ask_px: ArrayLike,
+        ask_qty: ArrayLike,
+        env_ids: ArrayLike | None = None,
+    ) -> None:
+        """The trades and the book snapshots of one interval at once (a replay's step): the
+        same state as feeding the two merged in time order, in one call each.
+
+        No feature reads both streams (tick flow, volume, time since trade and the arrival VWAP
+        read the trades; mid, spread, imbalance, depth and realised volatility the book), so
+        each stream only has to be in time order itself and not older than its environment's
+        clock; both are checked before either is applied, and each clock then moves to the
+        later of its last trade and its last snapshot.
+        """
+        before = self._f[:, _F_CLOCK].copy()
+        tr = as_events(trades, TRADE_DTYPE, "trades")
+        if tr.shape[0]:
+            _r, code = _check_trades(tr["env"], tr["t"], tr["px"], tr["qty"], tr["aggressor"],
+                                    self.n_envs, before.copy())
+            if code != _OK:
+                self.on_trades(trades)  # raises, naming the row and the field
+            self._ensure_trade_capacity(tr["env"], tr["t"], before.copy())  # may refuse
+        ids = self._env_ids(env_ids, "book", check_range=False)
+        if ids.shape[0]:
+            self.on_book(t, bid_px, bid_qty, ask_px, ask_qty, env_ids)  # checks, then applies
+        after_book = self._f[:, _F_CLOCK].copy()
+        self._f[:, _F_CLOCK] = before
+        if tr.shape[0]:
+            self.on_trades(tr)
+        np.maximum(self._f[:, _F_CLOCK], after_book, out=self._f[:, _F_CLOCK])
+
     def _best(self, bid_px: NDArray, bid_qty: NDArray, ask_px: NDArray, ask_qty: NDArray
               ) -> tuple[float, float]:
         """Best bid and ask prices of one row (for a message)."""
@@ -1341,12 +1377,17 @@ class FeatureSchema(BaseModel):
     normaliser: NormaliserState | None = None
     domain_min: tuple[float | None, ...]
     domain_max: tuple[float | None, ...]
+    definitions: tuple[str, ...] | None = None
+    """What each feature meant when the policy was trained (an observation feature's meaning,
+    source and scale): a later definition that differs is refused by name."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"names = {list(self.names)} has duplicates")
         f = len(self.names)
+        if self.definitions is not None and len(self.definitions) != f:
+            raise ValueError(f"definitions must hold {f} values (one per name)")
         if len(self.domain_min) != f or len(self.domain_max) != f:
             raise ValueError(f"domain_min and domain_max must hold {f} values (one per name)")
         if self.normaliser is not None and self.normaliser.n_features != f:
@@ -1363,6 +1404,7 @@ class FeatureSchema(BaseModel):
         builder: FeatureConfig | None = None,
         domain_min: ArrayLike | None = None,
         domain_max: ArrayLike | None = None,
+        definitions: Sequence[str] | None = None,
     ) -> FeatureSchema:
         """The schema of a training run; the domain comes from ``normaliser`` unless given."""
         if domain_min is None or domain_max is None:
@@ -1375,15 +1417,22 @@ class FeatureSchema(BaseModel):
             "normaliser": None if normaliser is None else normaliser.state(),
             "domain_min": tuple(_finite_or_none(np.asarray(domain_min, dtype=float))),
             "domain_max": tuple(_finite_or_none(np.asarray(domain_max, dtype=float))),
+            "definitions": None if definitions is None else tuple(definitions),
         }
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(describe_pydantic_error("feature schema", exc)) from None
 
-    def check(self, names: Sequence[str], builder: FeatureConfig | None = None) -> None:
+    def check(
+        self,
+        names: Sequence[str],
+        builder: FeatureConfig | None = None,
+        definitions: Sequence[str] | None = None,
+    ) -> None:
         """Refuse (``ConfigError`` naming the feature) any features but the trained ones, in
-        their order, and a builder config that differs from the training one."""
+        their order, a builder config that differs from the training one, and a feature whose
+        definition changed since."""
         asked = tuple(names)
         seen: set[str] = set()
         for name in asked:
@@ -1404,6 +1453,13 @@ class FeatureSchema(BaseModel):
                     f"feature '{got}' is at position {i}; the policy was trained with "
                     f"'{want}' there"
                 )
+        if definitions is not None and self.definitions is not None:
+            for name, now, then in zip(asked, definitions, self.definitions, strict=True):
+                if now != then:
+                    raise ConfigError(
+                        f"feature '{name}' is defined as {now!r}; the policy was trained on "
+                        f"{then!r}"
+                    )
         if builder is not None and self.builder is not None and builder != self.builder:
             for field in FeatureConfig.model_fields:
                 now, then = getattr(builder, field), getattr(self.builder, field)

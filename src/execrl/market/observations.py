@@ -25,6 +25,9 @@ class ObservationFeature:
     per_step_volume: bool = False
     """Divided by the market's expected volume of the coming step (order-flow volumes, so that
     they read the same for a small and a large parent order)."""
+    side_relative: bool = False
+    """Multiplied by the order's side (+1 buy, -1 sell): + = flow or depth on the order's own
+    side, so one policy reads buys and sells alike."""
 
 
 OBSERVATION_FEATURES: dict[str, ObservationFeature] = {
@@ -50,27 +53,36 @@ OBSERVATION_FEATURES: dict[str, ObservationFeature] = {
     # order-book features (markets with a book; ``execrl.market.features`` defines them);
     # missing values (an empty side, no trade yet, no working order) read 0
     "tick_flow_10s": ObservationFeature(
-        "signed trade volume of the last 10 s / expected volume of the step (seed 000)",
-        "tick_flow_10s", per_step_volume=True),
+        "buyer- minus seller-initiated volume of the last 10 s x side / expected volume of the "
+        "step (+ = the order's own side is trading; seed 000)",
+        "tick_flow_10s", per_step_volume=True, side_relative=True),
     "tick_flow_30s": ObservationFeature(
-        "signed trade volume of the last 30 s / expected volume of the step (seed 000)",
-        "tick_flow_30s", per_step_volume=True),
+        "the same over 30 s (seed 000)", "tick_flow_30s", per_step_volume=True,
+        side_relative=True),
     "imbalance_1": ObservationFeature(
-        "top-of-book imbalance (bid - ask) / (bid + ask), -1..1", "imbalance_1"),
+        "top-of-book imbalance (bid - ask) / (bid + ask) x side, -1..1 (+ = more depth on the "
+        "order's own side)", "imbalance_1", side_relative=True),
     "imbalance_5": ObservationFeature(
-        "top-5-levels imbalance (bid - ask) / (bid + ask), -1..1", "imbalance_5"),
+        "top-5-levels imbalance (bid - ask) / (bid + ask) x side, -1..1", "imbalance_5",
+        side_relative=True),
     "bid_depth_ratio": ObservationFeature(
         "shares on the top 5 bid levels / expected volume of the step", "bid_depth_5",
         per_step_volume=True),
     "ask_depth_ratio": ObservationFeature(
         "shares on the top 5 ask levels / expected volume of the step", "ask_depth_5",
         per_step_volume=True),
-    "bid_queue_ratio": ObservationFeature(
-        "shares at the best bid / expected volume of the step", "bid_qty_1",
+    "own_touch_ratio": ObservationFeature(
+        "shares at the best level of the order's own side (the bid for a buy) / expected "
+        "volume of the step", "own_touch_qty", per_step_volume=True),
+    "opposite_touch_ratio": ObservationFeature(
+        "shares at the best level the order takes from (the ask for a buy) / expected volume "
+        "of the step", "opposite_touch_qty", per_step_volume=True),
+    "queue_depth_ratio": ObservationFeature(
+        "shares shown at the working order's price (at the own touch when none works) / "
+        "expected volume of the step (seed 003)", "queue_depth_at_price",
         per_step_volume=True),
-    "ask_queue_ratio": ObservationFeature(
-        "shares at the best ask / expected volume of the step", "ask_qty_1",
-        per_step_volume=True),
+    "spread_ticks": ObservationFeature("quoted spread in ticks / 10", "spread_ticks",
+                                       scale=0.1),
     "realised_vol": ObservationFeature(
         "realised volatility of the mid in bps / 10 (30 s half-life)", "realised_vol_bps",
         scale=0.1),
@@ -90,3 +102,17 @@ OBSERVATION_FEATURES: dict[str, ObservationFeature] = {
 ORDER_FEATURES: tuple[str, ...] = tuple(
     name for name, f in OBSERVATION_FEATURES.items() if f.source is None
 )
+
+
+def definition(name: str) -> str:
+    """One line that pins what observation feature ``name`` means (its description, source
+    and scaling): a checkpoint records it, so a policy refuses a feature redefined since."""
+    f = OBSERVATION_FEATURES[name]
+    parts = [f.description, f"source={f.source or 'order'}", f"scale={f.scale:g}"]
+    if f.per_parent_qty:
+        parts.append("/parent qty")
+    if f.per_step_volume:
+        parts.append("/step volume")
+    if f.side_relative:
+        parts.append("x side")
+    return "; ".join(parts)

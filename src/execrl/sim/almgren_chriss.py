@@ -14,9 +14,12 @@ expectation times a mean-one log-normal factor; the interval VWAP prices that vo
 step's mid-point (our own impact included, as on a real tape). The arrival VWAP is the VWAP of
 ``pre_arrival_steps`` steps before the order arrives, simulated backwards from S_0.
 
-Every episode's random path is drawn at ``reset`` (before any order), one independent
-stream per noise channel, so episode i of a seed is the same path for every policy and for
-every batch size ≥ i + 1 (common random numbers).
+Randomness is counter-based (``execrl.sim.rng``): each episode gets one key at ``reset``
+(the i-th raw word of the seed's generator for episode i) and every draw is a function of
+(key, noise channel, step) alone, one stream per channel (price innovations, volume noise,
+signal, pre-arrival walk), drawn in the step that uses it. So episode i of a seed is the same
+path for every policy and every batch size ≥ i + 1 (common random numbers), and a reset costs
+a key and the arrival VWAP, not a path.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from execrl.domain import ConfigError, OrderType, ParentOrder
 from execrl.domain.errors import describe_pydantic_error
 from execrl.market.volume import u_shape_weights
 from execrl.sim.base import ORDER_TYPE_CODES, REJECT_ORDER_TYPE, ChildOrderBatch, FillBatch
+from execrl.sim.rng import episode_keys, gauss, gauss_block, gauss_finish
 from execrl.sim.spec import MarketKnowledge
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -123,6 +127,11 @@ class ACMarketConfig(BaseModel):
             raise ConfigError(describe_pydantic_error(what, exc)) from None
 
     # -- the market specification (execrl.sim.spec.MarketSpec) -------------------------------
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        """The rule-based policies `execrl evaluate` runs by default on this market."""
+        return ("twap", "vwap", "pov", "ac", "immediate")
+
     def for_order(self, order: ParentOrder) -> ACMarketConfig:
         """This market with the order's horizon (in the market's time unit) and arrival price;
         a market and order whose numbers would not stay finite are refused by name
@@ -304,131 +313,111 @@ class ACMarketConfig(BaseModel):
 
 _MARKET_CODE = ORDER_TYPE_CODES[OrderType.MARKET]
 
-# -- compiled kernels ---------------------------------------------------------------------------
-# Why numba: measured with n_envs = 4096 on one core (bench/bench_env.py and a per-function
-# timer, best of repeated runs), the numpy version of this market took ~150 µs per ``execute``
-# (~25 small array operations and fancy-indexed noise lookups) and 2.6-3.4 ms per full
-# ``reset`` (1.5 ms of it numpy's normal draws, the rest row scatters, large temporaries and
-# the arrival walk): ~40 % of the environment's whole step. The kernels below take ~25 µs and
-# ~0.9 ms. Every formula keeps the operands, types and evaluation order of the numpy code it
-# replaced (no fastmath, no reassociation), so results are bit-for-bit the same; the
-# exponentials and the row sums stay in numpy, whose implementations numba's would not match
-# to the last bit.
-#
-# Path noise is stored step-major, (n_steps, n_envs): at step k every market reads one
-# contiguous row instead of one element per n_steps-long row.
+# -- randomness ---------------------------------------------------------------------------------
+# Each market's noise is a function of (episode key, channel, step) alone (``execrl.sim.rng``):
+# one stream per channel, the step (or pre-arrival step) as the counter. Nothing is drawn
+# ahead: a reset draws one key per episode (``episode_keys``, so episode i of a seed has the
+# i-th key for any batch size) and computes the arrival VWAP; a step draws its own noise.
+#: ξ_k: the mid's innovation in step k (counter k)
+STREAM_PRICE = 0
+#: the log-normal factor of step k's market volume (counter k)
+STREAM_VOLUME = 1
+#: the signal: α_0's stationary draw (counter 0), then ζ_k (counter k + 1)
+STREAM_SIGNAL = 2
+#: the pre-arrival walk: step j's price shock (counter 2j) and volume shock (counter 2j + 1)
+STREAM_PRE_ARRIVAL = 3
 
-#: Below this many draws numpy's own ``standard_normal`` is cheaper: numba spends ~10 µs
-#: unboxing a ``Generator``. Above it numba's ziggurat (the same algorithm on the same bit
-#: stream: identical draws) is about twice as fast as numpy's.
-_NUMBA_NORMALS_MIN = 4096
+# -- the step state -----------------------------------------------------------------------------
+# Rows of ``ACMarket._state``, one (rows, n_envs) float64 block: a kernel takes the whole state
+# as one argument and reads it by these names (a swapped argument cannot happen), and each row
+# is contiguous, so the per-row loops vectorise.
+_MID, _ALPHA, _ARRIVAL, _ARRIVAL_VWAP, _IV_NUM, _IV_DEN, _LAST_VOLUME = range(7)
+_N_STATE = 7
+# Entries of ``ACMarket._params``: the model's constants, grouped as the formulas use them.
+(_P_SIDE, _P_EPSILON, _P_TEMP, _P_DRIFT, _P_TAU, _P_SIGMA_SQRT_TAU, _P_SIDE_GAMMA, _P_PHI,
+ _P_ALPHA_STEP_STD, _P_ALPHA_STD, _P_NU, _P_S0, _P_ADV_TAU, _P_DRIFT_TAU) = range(14)
+_N_PARAMS = 14
 
-
-@njit(cache=True)
-def _fill_standard_normal(rng: np.random.Generator, out: NDArray[np.float64]) -> None:
-    flat = out.reshape(-1)
-    for j in range(flat.size):
-        flat[j] = rng.standard_normal()
-
-
-@njit(cache=True)
-def _fill_standard_normal_t(rng: np.random.Generator, out_t: NDArray[np.float64]) -> None:
-    n_cols, n_rows = out_t.shape
-    for i in range(n_rows):
-        for j in range(n_cols):
-            out_t[j, i] = rng.standard_normal()
+# Why numba: the numpy version of this market took ~150 µs per ``execute`` at 4096 envs (~25
+# small array operations) and a reset drew whole paths; the kernels below draw each step's
+# noise where it is used (``bench/bench_env.py``, ``bench/bench_mbt_gym.py`` for the figures).
+# Loops are short and touch few rows: the compiler vectorises the branch-free ones. The
+# formulas keep the operands and evaluation order of the numpy code they replaced.
 
 
 @njit(cache=True)
-def _fill_standard_normal_columns(
-    rng: np.random.Generator, out_t: NDArray[np.float64], columns: NDArray[np.intp]
+def _draw_rows(
+    keys: NDArray[np.uint64], stream: int, counters: NDArray[np.int64], offset: int,
+    bits: NDArray[np.uint64], out: NDArray[np.float64],
 ) -> None:
-    for r in range(columns.shape[0]):
-        c = columns[r]
-        for j in range(out_t.shape[0]):
-            out_t[j, c] = rng.standard_normal()
+    """out[i] = gauss(keys[i], stream, counters[i] + offset): every first block, then every
+    finish (the blocks of neighbouring envs then overlap in the CPU: ~3x faster)."""
+    n = keys.shape[0]
+    for i in range(n):
+        bits[0, i], bits[1, i] = gauss_block(keys[i], stream, counters[i] + offset)
+    for i in range(n):
+        out[i] = gauss_finish(bits[0, i], bits[1, i], keys[i], stream, counters[i] + offset)
 
 
 @njit(cache=True)
-def _scatter_columns(
-    dst: NDArray[np.float64], columns: NDArray[np.intp], src: NDArray[np.float64]
-) -> None:
-    """dst[:, columns] = src, without numpy's slow fancy indexing along the second axis."""
-    for r in range(columns.shape[0]):
-        c = columns[r]
-        for j in range(dst.shape[0]):
-            dst[j, c] = src[j, r]
-
-
-@njit(cache=True)
-def _reset_market_rows(
+def _reset_kernel(
     ids: NDArray[np.intp],
-    s0: float,
-    last_volume0: float,
-    mid: NDArray[np.float64],
-    arrival: NDArray[np.float64],
+    keys: NDArray[np.uint64],
+    new_keys: NDArray[np.uint64],
     k: NDArray[np.int64],
-    iv_num: NDArray[np.float64],
-    iv_den: NDArray[np.float64],
-    last_volume: NDArray[np.float64],
-    arrival_vwap: NDArray[np.float64],
-    new_arrival_vwap: NDArray[np.float64],
-) -> None:
-    for r in range(ids.shape[0]):
-        i = ids[r]
-        mid[i] = s0
-        arrival[i] = s0
-        k[i] = 0
-        iv_num[i] = 0.0
-        iv_den[i] = 0.0
-        last_volume[i] = last_volume0
-        arrival_vwap[i] = new_arrival_vwap[r]
-
-
-def _standard_normals(rng: np.random.Generator, out: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Fill the C-contiguous ``out`` with ``rng.standard_normal(out.shape)``'s very draws."""
-    if out.size >= _NUMBA_NORMALS_MIN:
-        _fill_standard_normal(rng, out)
-    else:
-        rng.standard_normal(out=out)
-    return out
-
-
-def _standard_normals_t(
-    rng: np.random.Generator, out_t: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """Fill ``out_t`` (n_cols, n_rows) so that ``out_t.T`` is ``rng.standard_normal((n_rows,
-    n_cols))``: the same draws, stored step-major."""
-    if out_t.size >= _NUMBA_NORMALS_MIN:
-        _fill_standard_normal_t(rng, out_t)
-    else:
-        out_t[...] = rng.standard_normal(out_t.shape[::-1]).T
-    return out_t
-
-
-@njit(cache=True)
-def _arrival_walk(
-    shocks: NDArray[np.float64],
+    state: NDArray[np.float64],
+    params: NDArray[np.float64],
     n_pre: int,
-    drift_tau: float,
-    sigma_sqrt_tau: float,
-    s0: float,
-    nu: float,
-    half_nu2: float,
-    interval_px: NDArray[np.float64],
-    log_volume: NDArray[np.float64],
+    has_signal: bool,
 ) -> None:
-    """The pre-arrival walk back from S_0: each step's mid-point price and log volume factor."""
-    for i in range(shocks.shape[0]):
-        prev = s0  # S_0
-        cum = 0.0
-        for j in range(n_pre):
-            step = drift_tau + sigma_sqrt_tau * shocks[i, j]
-            cum = step if j == 0 else cum + step
-            mid = s0 - cum  # S_{-(j+1)}
-            interval_px[i, j] = 0.5 * (prev + mid)
-            prev = mid
-            log_volume[i, j] = nu * shocks[i, n_pre + j] - half_nu2
+    """New episodes in envs ``ids`` with keys ``new_keys``: S_0, no step yet, α_0 from its
+    stationary law, and the arrival VWAP of the ``n_pre`` steps before the order arrived
+    (mids walked back from S_0, S_{-j}, each step priced at its mid-point, volumes
+    mean-one log-normal around a flat step's mean)."""
+    m = ids.shape[0]
+    s0 = params[_P_S0]
+    nu = params[_P_NU]
+    half_nu2 = 0.5 * nu * nu
+    zero = np.zeros(m, dtype=np.int64)
+    bits = np.empty((2, m), dtype=np.uint64)
+    shock = np.empty(m)
+    for r in range(m):
+        i = ids[r]
+        keys[i] = new_keys[r]
+        k[i] = 0
+        state[_MID, i] = s0
+        state[_ARRIVAL, i] = s0
+        state[_IV_NUM, i] = 0.0
+        state[_IV_DEN, i] = 0.0
+        state[_LAST_VOLUME, i] = params[_P_ADV_TAU]  # before the first step: a flat step's mean
+        state[_ALPHA, i] = 0.0
+    if has_signal:
+        _draw_rows(new_keys, STREAM_SIGNAL, zero, 0, bits, shock)
+        for r in range(m):
+            state[_ALPHA, ids[r]] = shock[r] * params[_P_ALPHA_STD]
+    prev = np.full(m, s0)  # S_0
+    cum = np.zeros(m)
+    num = np.zeros(m)
+    den = np.zeros(m)
+    for j in range(n_pre):
+        _draw_rows(new_keys, STREAM_PRE_ARRIVAL, zero, 2 * j, bits, shock)
+        for r in range(m):
+            step = params[_P_DRIFT_TAU] + params[_P_SIGMA_SQRT_TAU] * shock[r]
+            cum[r] = step if j == 0 else cum[r] + step
+            mid = s0 - cum[r]  # S_{-(j+1)}
+            shock[r] = 0.5 * (prev[r] + mid)  # the step's price
+            prev[r] = mid
+        volume = np.full(m, params[_P_ADV_TAU])
+        if nu > 0.0:
+            log_volume = np.empty(m)
+            _draw_rows(new_keys, STREAM_PRE_ARRIVAL, zero, 2 * j + 1, bits, log_volume)
+            for r in range(m):
+                volume[r] = np.exp(nu * log_volume[r] - half_nu2) * params[_P_ADV_TAU]
+        for r in range(m):
+            num[r] += volume[r] * shock[r]
+            den[r] += volume[r]
+    for r in range(m):
+        state[_ARRIVAL_VWAP, ids[r]] = num[r] / den[r]
 
 
 @njit(cache=True)
@@ -437,43 +426,38 @@ def _execute_kernel(
     active: NDArray[np.bool_],
     order_type: NDArray[np.int8],
     market_code: int,
-    k_market: NDArray[np.int64],
-    n_steps: int,
-    mid: NDArray[np.float64],
-    alpha: NDArray[np.float64],
-    xi: NDArray[np.float64],
-    zeta: NDArray[np.float64],
-    vol_factor: NDArray[np.float64],
+    reject_code: int,
+    state: NDArray[np.float64],
+    new_state: NDArray[np.float64],
+    k: NDArray[np.int64],
+    keys: NDArray[np.uint64],
+    params: NDArray[np.float64],
     expected_volume: NDArray[np.float64],
-    iv_num: NDArray[np.float64],
-    iv_den: NDArray[np.float64],
-    last_volume: NDArray[np.float64],
-    side: float,
-    epsilon: float,
-    temp: float,
-    drift: float,
-    tau: float,
-    sigma_sqrt_tau: float,
-    side_gamma: float,
     has_signal: bool,
-    phi: float,
-    alpha_step_std: float,
-    new_mid: NDArray[np.float64],
-    new_alpha: NDArray[np.float64],
-    new_last_volume: NDArray[np.float64],
+    bits: NDArray[np.uint64],
+    noise: NDArray[np.float64],
     fill_qty: NDArray[np.int64],
     avg_px: NDArray[np.float64],
     reject: NDArray[np.int8],
-    reject_order_type: int,
     n_fills: NDArray[np.int32],
 ) -> None:
-    """One step of every market (see the module docstring). A child order that is not a
-    market order is rejected (``reject``), in its market alone, which then steps without
-    trading. Short loops over few arrays: the compiler vectorises those."""
+    """One step of every market (see the module docstring) from ``state`` into
+    ``new_state``. A child order that is not a market order is rejected (``reject``), in its
+    market alone, which then steps without trading."""
     n = qty.shape[0]
+    n_steps = expected_volume.shape[0]
+    side = params[_P_SIDE]
+    epsilon = params[_P_EPSILON]
+    temp = params[_P_TEMP]
+    tau = params[_P_TAU]
+    nu = params[_P_NU]
+    half_nu2 = 0.5 * nu * nu
+    new_state[_ARRIVAL, :] = state[_ARRIVAL, :]  # what a step does not change
+    new_state[_ARRIVAL_VWAP, :] = state[_ARRIVAL_VWAP, :]
+    mid, new_mid = state[_MID], new_state[_MID]
     for i in range(n):
         refused = active[i] and qty[i] > 0 and order_type[i] != market_code
-        reject[i] = reject_order_type if refused else 0
+        reject[i] = reject_code if refused else 0
     for i in range(n):
         fill_qty[i] = qty[i] if active[i] and reject[i] == 0 else 0
         n_fills[i] = 1 if fill_qty[i] > 0 else 0
@@ -482,25 +466,51 @@ def _execute_kernel(
         traded = q > 0
         exec_px = mid[i] + side * (epsilon * (1.0 if traded else 0.0) + temp * q)
         avg_px[i] = exec_px if traded else np.nan
+    xi = noise[0]
+    _draw_rows(keys, STREAM_PRICE, k, 0, bits, xi)
+    alpha = state[_ALPHA]
     for i in range(n):
-        k = min(k_market[i], n_steps - 1)
-        m0 = mid[i]
-        m1 = m0 + (drift + alpha[i]) * tau + sigma_sqrt_tau * xi[k, i] + side_gamma * fill_qty[i]
-        new_mid[i] = m1 if active[i] else m0
-    for i in range(n):
-        k = min(k_market[i], n_steps - 1)
-        volume = expected_volume[k] * vol_factor[k, i]
-        on = active[i]
-        iv_num[i] += volume * 0.5 * (mid[i] + new_mid[i]) if on else 0.0
-        iv_den[i] += volume if on else 0.0
-        new_last_volume[i] = volume if on else last_volume[i]
-    if has_signal:
+        m1 = (mid[i] + (params[_P_DRIFT] + alpha[i]) * tau + params[_P_SIGMA_SQRT_TAU] * xi[i]
+              + params[_P_SIDE_GAMMA] * fill_qty[i])
+        new_mid[i] = m1 if active[i] else mid[i]
+    factor = noise[1]
+    if nu > 0.0:
+        _draw_rows(keys, STREAM_VOLUME, k, 0, bits, factor)
         for i in range(n):
-            k = min(k_market[i], n_steps - 1)
-            a1 = phi * alpha[i] + alpha_step_std * zeta[k, i]
+            factor[i] = np.exp(nu * factor[i] - half_nu2)
+    else:
+        factor[:] = 1.0
+    iv_num, iv_den, last_volume = state[_IV_NUM], state[_IV_DEN], state[_LAST_VOLUME]
+    new_iv_num, new_iv_den = new_state[_IV_NUM], new_state[_IV_DEN]
+    new_last_volume = new_state[_LAST_VOLUME]
+    for i in range(n):
+        volume = expected_volume[min(k[i], n_steps - 1)] * factor[i]
+        on = active[i]
+        new_iv_num[i] = iv_num[i] + (volume * 0.5 * (mid[i] + new_mid[i]) if on else 0.0)
+        new_iv_den[i] = iv_den[i] + (volume if on else 0.0)
+        new_last_volume[i] = volume if on else last_volume[i]
+    if not has_signal:
+        new_state[_ALPHA, :] = state[_ALPHA, :]
+    else:
+        zeta = noise[2]
+        _draw_rows(keys, STREAM_SIGNAL, k, 1, bits, zeta)
+        new_alpha = new_state[_ALPHA]
+        for i in range(n):
+            a1 = params[_P_PHI] * alpha[i] + params[_P_ALPHA_STEP_STD] * zeta[i]
             new_alpha[i] = a1 if active[i] else alpha[i]
     for i in range(n):
-        k_market[i] += 1 if active[i] else 0
+        k[i] += 1 if active[i] else 0
+
+
+@njit(cache=True)
+def _innovations_kernel(keys: NDArray[np.uint64], stream: int, n_steps: int, offset: int
+                        ) -> NDArray[np.float64]:
+    """(n_envs, n_steps): draw k of ``stream`` in every market (counter k + offset)."""
+    out = np.empty((keys.shape[0], n_steps))
+    for i in range(keys.shape[0]):
+        for j in range(n_steps):
+            out[i, j] = gauss(keys[i], stream, j + offset)
+    return out
 
 
 class ACMarket:
@@ -519,23 +529,32 @@ class ACMarket:
         self.s0 = float(config.s0 if s0 is None else s0)
         c = config
         self._tau = c.tau
-        self._sqrt_tau = math.sqrt(c.tau)
-        self._temp = c.eta / c.tau
-        # scalar factors exactly as the formulas group them (left to right)
-        self._sigma_sqrt_tau = c.sigma_eff * self._sqrt_tau
-        self._side_gamma = side * c.gamma
-        self._drift_tau = c.drift * self._tau
-        self._adv_tau = c.adv * self._tau
         self._expected_volume = c.expected_volumes()  # per step, shares
         self._has_signal = c.signal is not None and c.signal.sigma > 0
-        self._phi = 0.0
-        self._alpha_step_std = 0.0
+        phi = alpha_step_std = alpha_std = 0.0
         if c.signal is not None:
-            self._phi = math.exp(-c.signal.kappa * c.tau)
-            self._alpha_step_std = c.signal.sigma * math.sqrt(
-                (1.0 - self._phi**2) / (2.0 * c.signal.kappa)
-            )
-            self._alpha_std = c.signal.stationary_std
+            phi = math.exp(-c.signal.kappa * c.tau)
+            alpha_step_std = c.signal.sigma * math.sqrt((1.0 - phi**2) / (2.0 * c.signal.kappa))
+            alpha_std = c.signal.stationary_std
+        self._alpha_std = alpha_std
+        p = np.zeros(_N_PARAMS)
+        # scalar factors exactly as the formulas group them (left to right)
+        p[_P_SIDE] = float(side)
+        p[_P_EPSILON] = c.epsilon
+        p[_P_TEMP] = c.eta / c.tau
+        p[_P_DRIFT] = c.drift
+        p[_P_TAU] = c.tau
+        p[_P_SIGMA_SQRT_TAU] = c.sigma_eff * math.sqrt(c.tau)
+        p[_P_SIDE_GAMMA] = side * c.gamma
+        p[_P_PHI] = phi
+        p[_P_ALPHA_STEP_STD] = alpha_step_std
+        p[_P_ALPHA_STD] = alpha_std
+        p[_P_NU] = c.volume_noise
+        p[_P_S0] = self.s0
+        p[_P_ADV_TAU] = c.adv * c.tau
+        p[_P_DRIFT_TAU] = c.drift * c.tau
+        p.flags.writeable = False
+        self._params = p
         self.tick_size = 0.0  # continuous prices: the model has no price grid
         z_int, z_float = np.zeros(n_envs, dtype=np.int64), np.zeros(n_envs)
         z_int.flags.writeable = z_float.flags.writeable = False  # shared by every step's fills
@@ -548,144 +567,76 @@ class ACMarket:
             "expected_volume",
         ) + (("signal",) if self._has_signal else ())
 
-        n, N = n_envs, self.n_steps
-        self._mid = np.full(n, self.s0)
-        self._alpha = np.zeros(n)
+        n = n_envs
+        self._state = np.zeros((_N_STATE, n))
+        self._state[[_MID, _ARRIVAL, _ARRIVAL_VWAP]] = self.s0
         self._k = np.zeros(n, dtype=np.int64)
-        # Each episode's path, step-major (N, n): step k's noise of every market is contiguous.
-        self._xi = np.zeros((N, n))
-        self._zeta = np.zeros((N, n))
-        self._vol_factor = np.ones((N, n))
-        self._last_volume = np.zeros(n)
-        self._iv_num = np.zeros(n)
-        self._iv_den = np.zeros(n)
-        self.arrival_vwap = np.full(n, self.s0)
-        self._arrival = np.full(n, self.s0)
+        self._keys = np.zeros(n, dtype=np.uint64)
         self._rows = np.arange(n)
-        self._work: dict[str, NDArray[np.float64]] = {}
+        self._bits = np.empty((2, n), dtype=np.uint64)  # the kernels' scratch
+        self._noise = np.empty((3, n))
 
     # -- protocol -------------------------------------------------------------------------
+    # Views of the state block. ``execute`` writes the next state into a new block, so a
+    # caller holding ``mid`` from before a step (the environment's reward does) keeps the
+    # pre-trade prices.
     @property
     def mid(self) -> NDArray[np.float64]:
-        return self._mid
+        return self._state[_MID]
 
     @property
     def arrival_mid(self) -> NDArray[np.float64]:
-        return self._arrival
+        return self._state[_ARRIVAL]
+
+    @property
+    def arrival_vwap(self) -> NDArray[np.float64]:
+        return self._state[_ARRIVAL_VWAP]
 
     @property
     def alpha(self) -> NDArray[np.float64]:
-        return self._alpha
+        return self._state[_ALPHA]
+
+    @property
+    def episode_keys(self) -> NDArray[np.uint64]:
+        """Each market's episode key (``execrl.sim.rng``): its whole path is a function of it."""
+        return self._keys
 
     @property
     def interval_vwap(self) -> NDArray[np.float64]:
         """Market VWAP over the steps so far (S_0 before any step)."""
+        num, den = self._state[_IV_NUM], self._state[_IV_DEN]
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self._iv_den > 0, self._iv_num / self._iv_den, self._mid)
+            return np.where(den > 0, num / den, self._state[_MID])
 
     def reset(self, rng: np.random.Generator, env_ids: NDArray[np.intp] | None = None) -> None:
-        ids = self._rows if env_ids is None else np.asarray(env_ids, dtype=np.intp)
+        """New episodes in ``env_ids`` (all when None): one key each from ``rng``, in order
+        (``episode_keys``), so an episode's path depends on its position in the draws alone."""
+        ids = self._rows if env_ids is None else np.ascontiguousarray(env_ids, dtype=np.intp)
         m = ids.size
         if m == 0:
             return
-        # All markets at once (the usual case: a fresh batch, or autoreset of a synchronised
-        # one): draw straight into the state arrays instead of scattering rows.
-        every = env_ids is None or (m == self.n_envs and np.array_equal(ids, self._rows))
-        c = self.config
-        N, M = self.n_steps, c.pre_arrival_steps
-        # One stream per channel: episode i's path does not depend on how many are drawn.
-        g_xi, g_alpha, g_vol, g_pre = rng.spawn(4)
-        if every:
-            _standard_normals_t(g_xi, self._xi)
-        elif m * N >= _NUMBA_NORMALS_MIN:
-            _fill_standard_normal_columns(g_xi, self._xi, ids)
-        else:
-            self._xi[:, ids] = g_xi.standard_normal((m, N)).T
-        if self._has_signal:
-            a = _standard_normals(g_alpha, np.empty((m, N + 1)))
-            self._alpha[ids] = a[:, 0] * self._alpha_std
-            _scatter_columns(self._zeta, ids, a[:, 1:].T)
-        elif every:
-            self._alpha.fill(0.0)
-        else:
-            self._alpha[ids] = 0.0
-        if c.volume_noise > 0:
-            nu = c.volume_noise
-            factor = self._vol_factor if every else self._scratch("path", N * m).reshape(N, m)
-            _standard_normals_t(g_vol, factor)
-            factor *= nu
-            factor -= 0.5 * nu * nu
-            np.exp(factor, out=factor)
-            if not every:
-                _scatter_columns(self._vol_factor, ids, factor)
-        arrival_vwap = self._simulate_arrival_vwap(g_pre, m, M)
-        if every:
-            for arr in (self._mid, self._arrival):
-                arr.fill(self.s0)
-            self._k.fill(0)
-            self._iv_num.fill(0.0)
-            self._iv_den.fill(0.0)
-            self._last_volume.fill(c.adv * self._tau)  # before the first step: a flat step's mean
-            self.arrival_vwap[:] = arrival_vwap
-        else:
-            _reset_market_rows(
-                ids,
-                self.s0,
-                c.adv * self._tau,
-                self._mid,
-                self._arrival,
-                self._k,
-                self._iv_num,
-                self._iv_den,
-                self._last_volume,
-                self.arrival_vwap,
-                arrival_vwap,
-            )
-
-    def _scratch(self, slot: str, size: int) -> NDArray[np.float64]:
-        """A reused float64 work buffer of ``size`` (contents undefined): large temporaries
-        allocated afresh at every reset cost page faults that showed in the profile."""
-        buf = self._work.get(slot)
-        if buf is None or buf.size < size:
-            buf = self._work[slot] = np.empty(size)
-        return buf[:size]
-
-    def _simulate_arrival_vwap(self, rng: np.random.Generator, m: int, M: int) -> NDArray:
-        """VWAP of the ``M`` steps before arrival: mids walked back from S_0 (S_{-j}), each
-        step priced at its mid-point, volumes mean-one log-normal around a flat step's mean."""
-        c = self.config
-        scratch = self._scratch("arrival", m * 5 * M)
-        shocks = _standard_normals(rng, scratch[: m * 2 * M].reshape(m, 2 * M))
-        nu = c.volume_noise
-        interval_px = scratch[m * 2 * M : m * 3 * M].reshape(m, M)
-        volume = scratch[m * 3 * M : m * 4 * M].reshape(m, M)
-        weighted = scratch[m * 4 * M :].reshape(m, M)
-        _arrival_walk(
-            shocks,
-            M,
-            self._drift_tau,
-            self._sigma_sqrt_tau,
-            self.s0,
-            nu,
-            0.5 * nu * nu,
-            interval_px,
-            volume,
+        _reset_kernel(
+            ids,
+            self._keys,
+            episode_keys(rng, m),
+            self._k,
+            self._state,
+            self._params,
+            self.config.pre_arrival_steps,
+            self._has_signal,
         )
-        np.exp(volume, out=volume)
-        volume *= self._adv_tau
-        np.multiply(volume, interval_px, out=weighted)
-        return weighted.sum(axis=1) / volume.sum(axis=1)
+
+    def price_innovations(self) -> NDArray[np.float64]:
+        """(n_envs, n_steps): the ξ_k of every market's current episode (tests, audits)."""
+        return _innovations_kernel(self._keys, STREAM_PRICE, self.n_steps, 0)
 
     def execute(
         self, orders: ChildOrderBatch, active: NDArray[np.bool_], record_events: bool = False
     ) -> FillBatch:
         """Fill every active market order at once (nothing rests, so a cancel has nothing to
         take off); other order types are rejected by name, per market."""
-        c = self.config
         n = self.n_envs
-        new_mid = np.empty(n)
-        new_alpha = np.empty(n) if self._has_signal else self._alpha
-        new_last_volume = np.empty(n)
+        new_state = np.empty_like(self._state)
         fill_qty = np.empty(n, dtype=np.int64)
         avg_px = np.empty(n)
         reject = np.empty(n, dtype=np.int8)
@@ -696,48 +647,29 @@ class ACMarket:
             np.ascontiguousarray(active),
             np.ascontiguousarray(orders.order_type),
             _MARKET_CODE,
+            REJECT_ORDER_TYPE,
+            self._state,
+            new_state,
             self._k,
-            self.n_steps,
-            self._mid,
-            self._alpha,
-            self._xi,
-            self._zeta,
-            self._vol_factor,
+            self._keys,
+            self._params,
             self._expected_volume,
-            self._iv_num,
-            self._iv_den,
-            self._last_volume,
-            float(self.side),
-            c.epsilon,
-            self._temp,
-            c.drift,
-            self._tau,
-            self._sigma_sqrt_tau,
-            self._side_gamma,
             self._has_signal,
-            self._phi,
-            self._alpha_step_std,
-            new_mid,
-            new_alpha,
-            new_last_volume,
+            self._bits,
+            self._noise,
             fill_qty,
             avg_px,
             reject,
-            REJECT_ORDER_TYPE,
             n_fills,
         )
-        # new arrays, not in-place updates: a caller holding ``mid`` from before the step
-        # (the environment's reward does) keeps the pre-trade prices
-        self._mid = new_mid
-        self._alpha = new_alpha
-        self._last_volume = new_last_volume
+        self._state = new_state
         z_int, z_float = self._nothing_rests
         # nothing rests in this market: no passive fills, fees, working or cancelled shares
         fills = FillBatch(qty=fill_qty, avg_px=avg_px, passive_qty=z_int, fees=z_float,
                           n_fills=n_fills, working_qty=z_int, cancelled_qty=z_int, reject=reject)
         if step is not None:
             # the fill's time: the start of its step, in seconds since the order arrived
-            seconds = step * (self._tau * c.time_unit_s)
+            seconds = step * (self._tau * self.config.time_unit_s)
             fills.events = fills.fill_events(orders.child_id, seconds)
         return fills
 
@@ -745,22 +677,22 @@ class ACMarket:
         """E[S_k − S_{k−1} | now, n_k = shares]: drift, alpha and our permanent impact, without
         the unpredictable innovation σ_eff·√τ·ξ_k (for the ``expected_cost`` reward)."""
         c = self.config
-        return (c.drift + self._alpha) * self._tau + self.side * c.gamma * shares
+        return (c.drift + self.alpha) * self._tau + self.side * c.gamma * shares
 
     def feature(self, name: str) -> NDArray[np.float64]:
         c = self.config
         if name == "price_drift":  # in units of the horizon's price volatility
-            return (self._mid - self._arrival) / (c.sigma_eff * math.sqrt(c.horizon) or 1.0)
+            return (self.mid - self.arrival_mid) / (c.sigma_eff * math.sqrt(c.horizon) or 1.0)
         if name == "volatility":
             return np.full(self.n_envs, c.vol_multiplier)
         if name == "spread_bps":
-            return 2.0 * c.epsilon / self._mid * 1e4
+            return 2.0 * c.epsilon / self.mid * 1e4
         if name == "last_volume":
-            return self._last_volume
+            return self._state[_LAST_VOLUME]
         if name == "expected_volume":
             return self._expected_volume[np.minimum(self._k, self.n_steps - 1)]
         if name == "signal" and self._has_signal:
-            return self._alpha / self._alpha_std
+            return self.alpha / self._alpha_std
         raise KeyError(
             f"feature {name!r} is not provided by the Almgren-Chriss market; "
             f"available: {', '.join(self.available_features)}"

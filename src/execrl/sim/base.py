@@ -30,11 +30,12 @@ REJECT_REASONS: tuple[str, ...] = (
     "limit price off the market's tick grid",
     "no limit price for a limit order",
     "quantity above what the order has left to send",
-    "a second resting order while one works (cancel it first)",
+    "an order already works in this market (cancel it first)",
     "limit price outside the simulated book window",
 )
-(REJECT_NONE, REJECT_ORDER_TYPE, REJECT_OFF_TICK, REJECT_NO_PRICE, REJECT_QTY,
- REJECT_SECOND_ORDER, REJECT_OUTSIDE_BOOK) = range(7)
+REJECT_NONE, REJECT_ORDER_TYPE, REJECT_OFF_TICK, REJECT_NO_PRICE, REJECT_QTY = range(5)
+REJECT_WORKING = 5
+REJECT_OUTSIDE_BOOK = 6
 
 #: One row per fill, for the audit trail and the feature builder: the market layer's
 #: ``FILL_DTYPE`` (environment, child order id, time, shares, price, passive flag, fee).
@@ -54,7 +55,10 @@ class ChildOrderBatch:
     qty: NDArray[np.int64]
     order_type: NDArray[np.int8]
     limit_px: NDArray[np.float64]  # NaN for market orders
-    ttl_steps: NDArray[np.int32]  # steps a passive order may rest; 0 = immediate-or-cancel
+    # steps a passive order may rest; 0 = immediate-or-cancel. Sent in step k with ttl m, it
+    # rests in steps k .. k+m-1 and is cancelled at the end of step k+m-1 (that step's
+    # FillBatch shows it in cancelled_qty, working_qty 0)
+    ttl_steps: NDArray[np.int32]
     cancel: NDArray[np.bool_]  # cancel the working order before the new one
     child_id: NDArray[np.int64]  # the new order's id within its parent order
 

@@ -13,7 +13,7 @@ them behind the market protocol (``execrl.sim.base.BatchedMarket``):
   the rest resting at the back of its queue or dropped); then the others' events one by one
   until the step ends, resting orders filling FIFO as market orders reach them.
 - One working order per book: a new order that would rest while one works (and is not
-  cancelled in the same step) is refused (``REJECT_SECOND_ORDER``); aggressive orders (market,
+  cancelled in the same step) is refused (``REJECT_WORKING``); aggressive orders (market,
   IOC, time to live 0) may be sent while one works. A resting order whose price level leaves
   the simulated window (the price ran n_levels ticks away) is cancelled by the market.
 - Features: trades (with aggressor), top-5 book snapshots at each step's end, the agent's
@@ -40,7 +40,7 @@ from execrl.sim.base import (
     REJECT_OFF_TICK,
     REJECT_ORDER_TYPE,
     REJECT_OUTSIDE_BOOK,
-    REJECT_SECOND_ORDER,
+    REJECT_WORKING,
     ChildOrderBatch,
     FillBatch,
 )
@@ -50,9 +50,9 @@ from execrl.sim.rng import episode_keys
 __all__ = ["LOB_FEATURES", "LOBEstimate", "LOBMarket", "LOBMarketConfig", "estimate_book"]
 
 # the kernels' codes are the protocol's
-assert (kern.R_ORDER_TYPE, kern.R_OFF_TICK, kern.R_NO_PRICE, kern.R_SECOND_ORDER,
+assert (kern.R_ORDER_TYPE, kern.R_OFF_TICK, kern.R_NO_PRICE, kern.R_WORKING,
         kern.R_OUTSIDE_BOOK) == (REJECT_ORDER_TYPE, REJECT_OFF_TICK, REJECT_NO_PRICE,
-                                 REJECT_SECOND_ORDER, REJECT_OUTSIDE_BOOK)
+                                 REJECT_WORKING, REJECT_OUTSIDE_BOOK)
 assert (kern.T_MARKET, kern.T_LIMIT, kern.T_MARKETABLE, kern.T_IOC) == tuple(
     ORDER_TYPE_CODES[t] for t in (OrderType.MARKET, OrderType.LIMIT,
                                   OrderType.MARKETABLE_LIMIT, OrderType.IOC))
@@ -65,8 +65,8 @@ _FB_CONFIG = FeatureConfig(windows_s=(10.0, 30.0), top_k=TOP_K)
 LOB_FEATURES: dict[str, str] = {
     "price_drift": "(mid - arrival mid) / (sigma * sqrt(horizon)), sigma = this model's "
     "estimated volatility (estimate_book) [horizon sd]",
-    "volatility": "realised_vol_bps / reference_vol_bps (config; None: this model's estimated "
-    "volatility) [1 = the reference]",
+    "volatility": "the realised volatility in ticks / reference_vol_ticks (config; None: this "
+    "model's estimated volatility; regimes: calm's) [1 = the reference]",
     "spread_bps": "FB quoted spread (best ask - best bid) / mid x 1e4 [bps]",
     "last_volume": "market volume traded in the last step (everyone's, the agent's included; "
     "before the first step: the last warm-up step's) [shares]",
@@ -140,7 +140,7 @@ class LOBEstimate:
 
 _ESTIMATE_FIELDS = ("ticks_per_level", "n_levels", "aes", "limit_rate", "cancel_rate",
                     "market_rate", "init_queue", "limit_size", "market_size", "theta",
-                    "resilience", "max_refill_rate", "hawkes")
+                    "resilience", "hawkes")
 
 
 def estimate_book(config: LOBMarketConfig, seconds: float = 1800.0, n_books: int = 64,
@@ -201,6 +201,7 @@ class LOBMarket:
         self.tick_size = float(c.tick_size)
         self.step_s = c.step_s
         self.available_features: tuple[str, ...] = tuple(LOB_FEATURES)
+        self.order_types = frozenset(ORDER_TYPE_CODES.values())  # every type the core sends
         K, n = c.n_levels, n_envs
         self._K = K
         limit, cancel, market, init = c.tables()
@@ -212,13 +213,10 @@ class LOBMarket:
         self._msize_v = np.asarray(c.market_size.values, dtype=np.int64)
         self._msize_c = c.market_size.cdf()
         # the thinning slots: per side, limit at each level, cancel at each level, market,
-        # Hawkes market, refill (lob_kernels docstring)
+        # Hawkes market (lob_kernels docstring)
         h = c.hawkes
-        block = np.concatenate([
-            limit.max(axis=1), cancel.max(axis=1),
-            [market.max(), h.max_rate if h is not None else 0.0,
-             c.max_refill_rate if c.resilience > 0 else 0.0],
-        ])
+        block = np.concatenate([limit.max(axis=1), cancel.max(axis=1),
+                                [market.max(), h.max_rate if h is not None else 0.0]])
         self._edges = np.concatenate([[0.0], np.cumsum(np.concatenate([block, block]))])
         lam = float(self._edges[-1])
         # cell m of [0, 1) -> the slot holding u = m / n_cells (kern.flow's lookup)
@@ -230,7 +228,6 @@ class LOBMarket:
         par[kern.P_THETA] = c.theta
         par[kern.P_AES] = c.aes
         par[kern.P_RESILIENCE] = c.resilience
-        par[kern.P_MAX_REFILL] = c.max_refill_rate
         if h is not None:
             par[kern.P_HAWKES] = 1.0
             par[kern.P_H_SELF], par[kern.P_H_CROSS] = h.alpha_self, h.alpha_cross
@@ -445,6 +442,7 @@ class LOBMarket:
         reject = self._reject.copy()
         t_end = np.where(active, t0 + self.step_s, t0)
         self._run_flow(active, t_end, in_order=True)
+        kern.expire(active, self._ints, self._acc_i)
         ids = np.flatnonzero(active)
         snap = self._snapshot(ids)
         self._t = t_end
@@ -499,6 +497,21 @@ class LOBMarket:
             fb.set_queue_position(self._own[ids, 0], env_ids=ids)
         self._values = None
 
+    def load_book(self, env: int, r: int, bid: NDArray[np.int64], ask: NDArray[np.int64]) -> None:
+        """Replace book ``env``'s queues (others' shares at levels 0 .. n_levels-1 of each side)
+        and frame (bid level 0 at price index ``r``, ask level 0 at r + 1); its agent order is
+        dropped. For hand-built scenarios (tests); the flow then goes on from there."""
+        K = self._K
+        bid_q, ask_q = np.asarray(bid, dtype=np.int64), np.asarray(ask, dtype=np.int64)
+        if bid_q.shape != (K,) or ask_q.shape != (K,) or (bid_q < 0).any() or (ask_q < 0).any():
+            raise ValueError(f"bid and ask must be {K} non-negative share counts")
+        self._q[env, kern.BID] = bid_q
+        self._q[env, kern.ASK] = ask_q
+        self._ints[env, kern.I_R] = int(r)
+        self._ints[env, kern.I_OWN_QTY] = 0
+        self._snapshot(np.array([env], dtype=np.intp))
+        self._values = None
+
     def expected_mid_change(self, shares: NDArray[np.int64]) -> NDArray[np.float64]:
         raise ConfigError(
             "the order-book market has no expected mid change (its impact is the book's "
@@ -550,10 +563,11 @@ class LOBMarket:
             return self._touch_qty(s)
         values = self._fb_values()
         if name == "volatility":
-            ref = c.reference_vol_bps
+            ref = c.reference_vol_ticks
             if ref is None:
-                ref = self.estimate().sigma_ticks * tick / self.s0 * 1e4
-            return np.nan_to_num(values["realised_vol_bps"]) / (ref or 1.0)
+                ref = self.estimate().sigma_ticks
+            ticks = np.nan_to_num(values["realised_vol_bps"]) * 1e-4 * self._mid / tick
+            return ticks / (ref or 1.0)
         v = values[name].copy()
         bad = np.isnan(v)
         if not bad.any():

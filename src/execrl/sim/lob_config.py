@@ -25,11 +25,14 @@ Limit and cancel sizes are drawn from ``limit_size``, market orders from ``marke
 (shares; a cancel takes at most the others' volume at the level, a market order at most the
 level's volume). Events happen one by one in continuous time.
 
-The agent's effect on the flow: each share it takes aggressively from a side adds to that
-side's refill deficit D (shares); extra limit orders then arrive on that side at rate
-min(``resilience`` × D / aes, ``max_refill_rate``), each at the first empty level counting
-from p_ref (level 0 when none is empty), and reduce D by their size. With Hawkes market orders
-and ``agent_excites``, the agent's aggressive shares also excite the flow on its side.
+The agent's effect on the flow (transient impact): each share it takes aggressively from a
+side adds to that side's deficit D (shares). While D > 0, each limit order arriving on that
+side is, with probability min(1, ``resilience`` × D / aes), redirected to the best price the
+agent took there (or one tick from the opposite best when that is worse: it never crosses),
+and reduces D by its size: liquidity comes back where it was taken, at a rate proportional to
+what is missing (an exponential propagator), without adding volume to the flow. With
+Hawkes market orders and ``agent_excites``, the agent's aggressive shares also excite the
+market orders of its side (order-flow imbalance after its trades).
 """
 
 from __future__ import annotations
@@ -140,11 +143,12 @@ class HawkesConfig(BaseModel):
 
 
 class ShockConfig(BaseModel):
-    """A scheduled price move (crash, flash crash): p_ref is pushed one tick at a time,
+    """A scheduled price move (crash, flash crash): the book is pushed one tick at a time,
     evenly over ``duration`` (a fraction of the horizon from ``start``), by forced sweeps:
     each clears the level-0 queue on the side the price moves through (a trade printed there,
-    resting orders filled FIFO), then shifts the frame. With ``recovery`` the move is walked back
-    the same way over that fraction of the horizon, right after."""
+    resting orders filled FIFO), then moves the whole book a tick (the other side's orders
+    re-price with it; the agent's order keeps its price). With ``recovery`` the move is walked
+    back the same way over that fraction of the horizon, right after."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -161,23 +165,26 @@ class ShockConfig(BaseModel):
         return self
 
 
-def _default_tables(n_levels: int = 10, n_buckets: int = 11) -> dict[str, Any]:
+def _default_tables(n_levels: int = 10, n_buckets: int = 11, touch: float = 1.6,
+                    behind: float = 0.9, decay: float = 0.8, cancel_per_aes: float = 0.25,
+                    market: float = 0.6) -> dict[str, Any]:
     """The calm default: limit rates falling with the distance from p_ref (twice as fast into
-    an empty level), cancels proportional to the queue (each AES cancels at 0.2/s), market
-    orders at 0.6/s on the best level; initial queues Poisson around limit/cancel balance."""
-    limit, cancel, market, init = [], [], [], []
+    an empty level; level 0 also makes up for the market orders it takes), cancels
+    proportional to the queue (each AES cancels at 0.2/s), market orders at 0.6/s on the best
+    level; initial queues Poisson around the limit / cancel balance."""
+    limit, cancel, market_rate, init = [], [], [], []
     for j in range(n_levels):
-        base = 1.2 * 0.8**j
+        base = touch if j == 0 else behind * decay ** (j - 1)
         limit.append(tuple([2.0 * base] + [base] * (n_buckets - 1)))
-        cancel.append(tuple([0.0] + [0.2 * b for b in range(1, n_buckets)]))
-        market.append(tuple([0.0] + [0.6 * 0.7**j] * (n_buckets - 1)))
-        mean = base / 0.2
+        cancel.append(tuple([0.0] + [cancel_per_aes * b for b in range(1, n_buckets)]))
+        market_rate.append(tuple([0.0] + [market * 0.7**j] * (n_buckets - 1)))
+        mean = max(0.1, base - (market if j == 0 else 0.0)) / cancel_per_aes
         pmf = [math.exp(-mean) * mean**b / math.factorial(b) for b in range(n_buckets)]
         pmf[-1] = max(0.0, 1.0 - math.fsum(pmf[:-1]))
         total = math.fsum(pmf)
         init.append(tuple(p / total for p in pmf))
     return {"limit_rate": tuple(limit), "cancel_rate": tuple(cancel),
-            "market_rate": tuple(market), "init_queue": tuple(init)}
+            "market_rate": tuple(market_rate), "init_queue": tuple(init)}
 
 
 _DEFAULTS = _default_tables()
@@ -225,10 +232,11 @@ class LOBMarketConfig(BaseModel):
     """Shares per market order (capped at the best level's volume)."""
     theta: Fraction = 0.5
     """Probability that p_ref moves when a level-0 queue depletes (HLR model II)."""
-    resilience: Annotated[float, Field(ge=0, le=1e4, allow_inf_nan=False)] = 0.2
-    """Refill rate per AES of the volume the agent took from a side (1/s)."""
-    max_refill_rate: Annotated[float, Field(gt=0, le=1e4, allow_inf_nan=False)] = 5.0
-    """Cap of the refill rate per side (events/s; the simulator's thinning bound)."""
+    resilience: Annotated[float, Field(ge=0, le=1e3, allow_inf_nan=False)] = 0.005
+    """How fast the book gives back what the agent took: a limit order arriving on a side
+    with a deficit of D shares is redirected to the agent's price with probability
+    min(1, resilience × D / aes) (per AES of deficit), so the deficit decays at a rate
+    proportional to itself (an exponential propagator)."""
     hawkes: HawkesConfig | None = None
     shock: ShockConfig | None = None
     conservative_fills: bool = False
@@ -249,9 +257,10 @@ class LOBMarketConfig(BaseModel):
     windows)."""
     risk_aversion: NonNegative = 1e-6
     """λ of the mean-variance objective E[cost] + λ·Var[cost] (per currency unit)."""
-    reference_vol_bps: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] | None = None
-    """The ``volatility`` feature divides the realised volatility (bps per √s) by this; None:
-    by this model's own estimate (1 = its usual level). Regime presets use the calm one's."""
+    reference_vol_ticks: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] | None = (
+        None)
+    """The ``volatility`` feature divides the realised volatility of the mid (ticks per √s) by
+    this; None: by this model's own estimate (1 = its usual level). Regimes use calm's."""
 
     @model_validator(mode="after")
     def _tables_agree(self) -> LOBMarketConfig:
@@ -305,6 +314,13 @@ class LOBMarketConfig(BaseModel):
             raise ConfigError(describe_pydantic_error(what, exc)) from None
 
     # -- the market specification (execrl.sim.spec.MarketSpec) -------------------------------
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        """The rule-based policies `execrl evaluate` runs by default on the order book: the
+        market-order schedules, the passive ones (post at the touch, sweep at each slice end /
+        submit and leave, Nevmyvaka et al. 2006) and AC on the book's estimated cost model."""
+        return ("twap", "passive_twap", "vwap", "pov", "ac", "immediate", "submit_and_leave")
+
     def for_order(self, order: ParentOrder) -> LOBMarketConfig:
         """This book with the order's horizon (seconds) and arrival price; refused by name
         where the two would leave the range the simulator handles (``validate_for_order``)."""
@@ -471,7 +487,46 @@ class LOBMarketConfig(BaseModel):
         its largest rate)."""
         limit, cancel, market, _ = self.tables()
         per_side = limit.max(axis=1).sum() + cancel.max(axis=1).sum() + market.max()
-        per_side += self.max_refill_rate if self.resilience > 0 else 0.0
         if self.hawkes is not None:
             per_side += self.hawkes.max_rate
         return float(2.0 * per_side)
+
+
+# -- named regimes (seed 001 §11, seed 002) ---------------------------------------------------
+#: The calm book's volatility, ticks per √s (``estimate_book(LOBMarketConfig())``; a test
+#: keeps it in step): every regime's ``volatility`` feature reads 1 at calm's level.
+CALM_VOL_TICKS = 0.274
+
+
+def _regime(name: str, flow: dict[str, float], theta: float, **fields: Any) -> LOBMarketConfig:
+    return LOBMarketConfig(regime=name, theta=theta, reference_vol_ticks=CALM_VOL_TICKS,
+                           **_default_tables(**flow), **fields)
+
+
+_STRESSED_FLOW = {"touch": 1.0, "behind": 0.55, "cancel_per_aes": 0.3, "market": 0.7}
+
+#: name -> (what it is, its configuration); measured with ``estimate_book`` (s0 = 25, tick
+#: 0.01, i.e. 4 bps a tick): σ in ticks per √s, mean spread in ticks, mean depth of the first
+#: five levels, volume per second.
+LOB_REGIMES: dict[str, tuple[str, LOBMarketConfig]] = {
+    "calm": ("queue-reactive large-tick book: sigma 0.27 tick/sqrt(s) (1.1 bps), spread 1.07 "
+             "ticks, depth 420..190 shares over the first 5 levels, 120 shares/s traded",
+             _regime("calm", {}, 0.5)),
+    "stressed": ("volatility x2 (0.57 tick/sqrt(s)), wider spread (1.38 ticks), about half "
+                 "the depth (210..110), the same volume",
+                 _regime("stressed", _STRESSED_FLOW, 0.55)),
+    "crash": ("the stressed book with a -10% move over a quarter of the horizon from its "
+              "first quarter (forced sweeps of the bid; measured -11.4% over the window with "
+              "the flow's own reaction)",
+              _regime("crash", _STRESSED_FLOW, 0.55,
+                      shock=ShockConfig(move=-0.10, start=0.25, duration=0.25))),
+    "flash_crash": ("the calm book falling 10% within 5% of the horizon from 30% of it, and "
+                    "back within the next 10%",
+                    _regime("flash_crash", {}, 0.5,
+                            shock=ShockConfig(move=-0.10, start=0.30, duration=0.05,
+                                              recovery=0.10))),
+    "illiquid": ("a thin book: a third of calm's depth (160..70), spread 1.65 ticks, sigma "
+                 "0.64 tick/sqrt(s), a quarter of the volume (31 shares/s)",
+                 _regime("illiquid", {"touch": 0.45, "behind": 0.3, "cancel_per_aes": 0.3,
+                                      "market": 0.2}, 0.5)),
+}

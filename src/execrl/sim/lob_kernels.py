@@ -5,12 +5,13 @@ loop over books or events.
 State of book i (``LOBState``): ``q[i, side, j]`` others' shares at level j of a side (the
 agent's own resting order is kept apart: ``own_*`` columns of ``ints``), the frame index r
 (bid level j at price index r − j, ask level j at r + 1 + j), the candidate-event counter and
-the time of the next candidate, the Hawkes excitations and the refill deficits.
+the time of the next candidate, the Hawkes excitations, the deficits the agent left (D) and
+the prices it took them at.
 
 Events (thinning, for common random numbers). Each book draws candidate events at the constant
 rate Λ = ``LOBMarketConfig.thinning_rate()``; candidate c's uniforms come from
 (episode key, stream, c). The interval [0, Λ) is cut into fixed slots, one per flow channel
-(side × {limit at level j, cancel at level j, market order, Hawkes market order, refill}), each
+(side × {limit at level j, cancel at level j, market order, Hawkes market order}), each
 as wide as the channel's largest rate. Candidate c's first uniform picks a slot and a place in
 it; the candidate is that channel's event when the place lies below the channel's intensity
 now, and nothing otherwise. So the candidate times are the same whatever the agent does, and a
@@ -19,7 +20,7 @@ policies meet the same exogenous uniforms event for event.
 
 Streams: ``S_EVENT`` (c: one Philox block, ``rng.uniform4``: the time to the next candidate,
 the slot, the size, the position of a cancel in the queue), ``S_THETA`` (c: does p_ref move
-after a depletion?), ``S_REVEAL`` (128·c + n: the n-th level entering the window in event c),
+after a depletion?), ``S_REVEAL`` (256·c + n: the n-th level entering the window in event c),
 ``S_INIT`` (the initial book, the first candidate's time), and for what the agent's own orders
 set off, keyed by the decision step instead of c: ``S_AGENT_THETA`` and ``S_AGENT_REVEAL``
 (1024·step + n); ``S_FORCED_REVEAL`` (128·move + n) for a shock's forced moves.
@@ -51,7 +52,8 @@ I_FORCED, I_STEP, I_EVENTS = 7, 8, 9
 N_INTS = 10
 # floats[i, :] columns
 F_T_NEXT, F_H_BID, F_H_ASK, F_H_T, F_D_BID, F_D_ASK = 0, 1, 2, 3, 4, 5
-N_FLOATS = 6
+F_TAKE_BID, F_TAKE_ASK = 6, 7  # price index of the best level the agent last took a side at
+N_FLOATS = 8
 # per-step accumulators: acc_i[i, :] and acc_f[i, :]
 A_FILL, A_PASSIVE, A_NFILLS, A_CANCELLED, A_VOLUME, A_TRADES = 0, 1, 2, 3, 4, 5
 N_ACC_I = 6
@@ -59,7 +61,7 @@ A_NOTIONAL, A_FEES, A_IV_NUM, A_IV_DEN = 0, 1, 2, 3
 N_ACC_F = 4
 
 # params (float array) indices
-P_LAMBDA, P_THETA, P_AES, P_RESILIENCE, P_MAX_REFILL = 0, 1, 2, 3, 4
+P_LAMBDA, P_THETA, P_AES, P_RESILIENCE = 0, 1, 2, 3
 P_H_SELF, P_H_CROSS, P_H_BETA, P_H_MAX, P_H_AGENT = 5, 6, 7, 8, 9
 P_TAKER, P_MAKER, P_CONSERVATIVE, P_HAWKES = 10, 11, 12, 13
 P_SHOCK_N, P_SHOCK_DIR, P_SHOCK_START, P_SHOCK_DUR, P_SHOCK_REC = 14, 15, 16, 17, 18
@@ -70,10 +72,11 @@ N_PARAMS = 21
 T_MARKET, T_LIMIT, T_MARKETABLE, T_IOC = 0, 1, 2, 3
 # reject codes (execrl.sim.base)
 R_NONE, R_ORDER_TYPE, R_OFF_TICK, R_NO_PRICE = 0, 1, 2, 3
-R_SECOND_ORDER, R_OUTSIDE_BOOK = 5, 6
+R_WORKING, R_OUTSIDE_BOOK = 5, 6
 
 # channels within a side's block of slots: limit 0..K-1, cancel K..2K-1, then these
-CH_MARKET, CH_HAWKES, CH_REFILL = 0, 1, 2  # offsets after the 2K level slots
+CH_MARKET, CH_HAWKES = 0, 1  # offsets after the 2K level slots
+N_SIDE_SLOTS_EXTRA = 2
 
 
 @njit(cache=True)
@@ -186,6 +189,33 @@ def shift(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.int64
 
 
 @njit(cache=True)
+def forced_shift(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.int64],
+                 i: int, down: bool, own_side: int, init_cdf: NDArray[np.float64], aes: float,
+                 key: np.uint64, stream: int, counter: int) -> None:
+    """A shock's move of the whole book by one tick (its level 0 on the side the price moves
+    through was just swept): that side's queues move up one level (a fresh one enters at the
+    far end), the other side's queues keep their levels, so their prices follow the move (the
+    others re-price; the agent's order keeps its price and so ends one level further back)."""
+    K = q.shape[2]
+    r = ints[i, I_R]
+    if down and r - K <= 1:
+        return
+    s = BID if down else ASK
+    u1, u2 = uniform2(key, stream, counter)
+    for j in range(K - 1):
+        q[i, s, j] = q[i, s, j + 1]
+    q[i, s, K - 1] = fresh_queue(init_cdf, K - 1, aes, u1, u2)
+    ints[i, I_R] = r - 1 if down else r + 1
+    lvl = own_level(ints, i, own_side)
+    if lvl != -1000 and lvl >= K:
+        acc_i[i, A_CANCELLED] += ints[i, I_OWN_QTY]
+        ints[i, I_OWN_QTY] = 0
+    elif lvl != -1000 and own_side != s:
+        # the orders now at the agent's price re-priced onto it just now: all behind it
+        ints[i, I_OWN_AHEAD] = 0
+
+
+@njit(cache=True)
 def recenter(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.int64], i: int,
              own_side: int, conservative: bool, init_cdf: NDArray[np.float64], aes: float,
              key: np.uint64, stream: int, counter: int) -> int:
@@ -208,6 +238,38 @@ def recenter(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.in
             break
         n += 1
     return n
+
+
+@njit(cache=True)
+def refill_level(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.int64],
+                 i: int, s: int, take: float, own_side: int, conservative: bool,
+                 init_cdf: NDArray[np.float64], aes: float, key: np.uint64,
+                 counter: int) -> int:
+    """Where a redirected limit order of side s goes: back at the best price the agent took
+    on that side (``take``), or one tick from the opposite best when that is worse (it never
+    crosses). When the price lies beyond p_ref (in the other side's half of the frame, whose
+    levels there are empty), the frame moves toward it first. Returns the level; draws
+    ``S_REVEAL`` from ``counter``."""
+    K = q.shape[2]
+    o = 1 - s
+    go = first_nonempty(q, ints, i, o, own_side, conservative)
+    if go >= K:  # the opposite side is empty in the window: join the own side's best
+        gs = first_nonempty(q, ints, i, s, own_side, conservative)
+        return gs if gs < K else 0
+    opp_best = price_index(ints, i, o, go)
+    if s == ASK:
+        target = max(int(take), opp_best + 1)
+    else:
+        target = min(int(take), opp_best - 1)
+    for n in range(K):  # a price in the other side's half: move the frame over
+        r = ints[i, I_R]
+        lvl = target - r - 1 if s == ASK else r - target
+        if lvl >= 0:
+            return lvl if lvl < K else K - 1
+        if not shift(q, ints, acc_i, i, s == BID, own_side, init_cdf, aes, key, S_REVEAL,
+                     counter + n):
+            break
+    return 0
 
 
 @njit(cache=True)
@@ -347,14 +409,13 @@ def flow(
     theta = par[P_THETA]
     aes = par[P_AES]
     resilience = par[P_RESILIENCE]
-    max_refill = par[P_MAX_REFILL]
     hawkes = par[P_HAWKES] > 0.0
     h_self, h_cross, h_beta, h_max = par[P_H_SELF], par[P_H_CROSS], par[P_H_BETA], par[P_H_MAX]
     maker = par[P_MAKER]
     conservative = par[P_CONSERVATIVE] > 0.0
     tick = par[P_TICK]
     own_side = BID if par[P_SIDE] > 0.0 else ASK
-    block = 2 * K + 3
+    block = 2 * K + N_SIDE_SLOTS_EXTRA
     n_slots = edges.shape[0] - 1
     n_cells = cells.shape[0]
     cap_tr = tr_env.shape[0]
@@ -391,8 +452,8 @@ def flow(
                         record_fill(fl_env, fl_child, fl_t, fl_qty, fl_px, fl_passive, fl_fee,
                                     n_fl, acc_i, acc_f, i, ints[i, I_OWN_CHILD], t_f, px,
                                     own_fill, True, -maker * own_fill)
-                shift(q, ints, acc_i, i, not down, own_side, init_cdf, aes, key,
-                      S_FORCED_REVEAL, 128 * move)
+                forced_shift(q, ints, acc_i, i, down, own_side, init_cdf, aes, key,
+                             S_FORCED_REVEAL, 128 * move)
                 recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key,
                          S_FORCED_REVEAL, 128 * move + 1)
                 ints[i, I_FORCED] = move + 1
@@ -420,10 +481,19 @@ def flow(
                 d = display(q, ints, i, s, j, own_side, conservative)
                 if pos < limit[j, bucket(d, aes, n_b)]:
                     accepted = True
-                    q[i, s, j] += draw_size(lsize_v, lsize_c, u_size)
+                    size = draw_size(lsize_v, lsize_c, u_size)
+                    deficit = floats[i, F_D_BID + s]
+                    if deficit > 0.0 and u_pos < resilience * deficit / aes:
+                        # redirected to the touch: liquidity comes back where the agent took it
+                        j = refill_level(q, ints, acc_i, i, s, floats[i, F_TAKE_BID + s],
+                                         own_side, conservative, init_cdf, aes, key,
+                                         256 * c + 1)
+                        d = display(q, ints, i, s, j, own_side, conservative)
+                        floats[i, F_D_BID + s] = max(0.0, deficit - size)
+                    q[i, s, j] += size
                     if d == 0:  # into an empty level: the spread may have become lopsided
                         recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key,
-                                 S_REVEAL, 128 * c + 1)
+                                 S_REVEAL, 256 * c + 2 + K)
             elif ch < 2 * K:  # cancel at level ch - K
                 j = ch - K
                 d = display(q, ints, i, s, j, own_side, conservative)
@@ -432,33 +502,21 @@ def flow(
                     accepted = True
                     size = min(draw_size(lsize_v, lsize_c, u_size), others)
                     if not conservative and s == own_side and own_level(ints, i, own_side) == j:
+                        # one order at a uniform place in the others' volume: ahead of ours
+                        # (taking at most what is ahead) or behind it (at most what is behind)
                         ahead = ints[i, I_OWN_AHEAD]
                         if u_pos * others < ahead:
-                            ints[i, I_OWN_AHEAD] = ahead - min(size, ahead)
+                            size = min(size, ahead)
+                            ints[i, I_OWN_AHEAD] = ahead - size
+                        else:
+                            size = min(size, others - ahead)
                     q[i, s, j] = others - size
                     if display(q, ints, i, s, j, own_side, conservative) == 0:
                         if j == 0 and uniform(key, S_THETA, c) < theta:
                             shift(q, ints, acc_i, i, s == ASK, own_side, init_cdf, aes, key,
-                                  S_REVEAL, 128 * c)
+                                  S_REVEAL, 256 * c)
                         recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key,
-                                 S_REVEAL, 128 * c + 1)
-            elif ch - 2 * K == CH_REFILL:
-                deficit = floats[i, F_D_BID + s]
-                rate = min(resilience * deficit / aes, max_refill)
-                if pos < rate:
-                    accepted = True
-                    size = draw_size(lsize_v, lsize_c, u_size)
-                    j = 0
-                    for jj in range(K):
-                        if display(q, ints, i, s, jj, own_side, conservative) == 0:
-                            j = jj
-                            break
-                    empty = display(q, ints, i, s, j, own_side, conservative) == 0
-                    q[i, s, j] += size
-                    floats[i, F_D_BID + s] = max(0.0, deficit - size)
-                    if empty:
-                        recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key,
-                                 S_REVEAL, 128 * c + 1)
+                                 S_REVEAL, 256 * c + 1)
             else:  # a market order hitting side s (queue-reactive or Hawkes)
                 jb = first_nonempty(q, ints, i, s, own_side, conservative)
                 if jb < K:
@@ -490,9 +548,9 @@ def flow(
                         if jb == 0 and display(q, ints, i, s, 0, own_side, conservative) == 0:
                             if uniform(key, S_THETA, c) < theta:
                                 shift(q, ints, acc_i, i, s == ASK, own_side, init_cdf, aes,
-                                      key, S_REVEAL, 128 * c)
+                                      key, S_REVEAL, 256 * c)
                         recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key,
-                                 S_REVEAL, 128 * c + 1)
+                                 S_REVEAL, 256 * c + 1)
             ints[i, I_CTR] = c + 1
             if accepted:
                 ints[i, I_EVENTS] += 1
@@ -514,7 +572,7 @@ def agent_orders(
     fl_passive: NDArray, fl_fee: NDArray, n_fl: NDArray[np.int64],
 ) -> None:
     """The agent's side of a decision step, at its start, in every active book: the cancel
-    asked for, the time-to-live expiry, then the new child order: checked (a reject code per
+    asked for, then the new child order: checked (a reject code per
     book), walked through the opposite side up to its limit price (at most n_levels price
     levels, each paid at its own price), and what is left rests at its limit price at the back
     of its level's queue (limit and marketable limit orders with a time to live) or is dropped
@@ -540,15 +598,9 @@ def agent_orders(
         key = book_keys[i]
         step = ints[i, I_STEP]
         t = t_now[i]
-        working = ints[i, I_OWN_QTY] > 0
-        if working and cancel_flag[i]:
+        if ints[i, I_OWN_QTY] > 0 and cancel_flag[i]:
             acc_i[i, A_CANCELLED] += ints[i, I_OWN_QTY]
             ints[i, I_OWN_QTY] = 0
-        elif working:
-            ints[i, I_OWN_TTL] -= 1
-            if ints[i, I_OWN_TTL] <= 0:
-                acc_i[i, A_CANCELLED] += ints[i, I_OWN_QTY]
-                ints[i, I_OWN_QTY] = 0
         need = qty[i]
         if need <= 0:
             continue
@@ -568,9 +620,6 @@ def agent_orders(
                 reject[i] = R_OFF_TICK if lim > 0 else R_OUTSIDE_BOOK
                 continue
         rests = (kind == T_LIMIT or kind == T_MARKETABLE) and ttl[i] > 0
-        if rests and ints[i, I_OWN_QTY] > 0:
-            reject[i] = R_SECOND_ORDER
-            continue
         if rests:
             # its level once it rests: beyond the window's far end is refused up front
             r = ints[i, I_R]
@@ -578,6 +627,9 @@ def agent_orders(
             if lvl >= K:
                 reject[i] = R_OUTSIDE_BOOK
                 continue
+        if rests and ints[i, I_OWN_QTY] > 0:
+            reject[i] = R_WORKING
+            continue
         child = child_id[i]
         n_theta = 0  # draws of S_AGENT_THETA and S_AGENT_REVEAL in this step (1024 each)
         n_reveal = 0
@@ -591,6 +643,12 @@ def agent_orders(
             if kind != T_MARKET and (p_idx > lim if side > 0 else p_idx < lim):
                 break
             take = min(need, q[i, opp, jb])
+            if floats[i, F_D_BID + opp] <= 0.0:  # a fresh deficit: liquidity comes back here
+                floats[i, F_TAKE_BID + opp] = p_idx
+            elif opp == ASK:
+                floats[i, F_TAKE_BID + opp] = min(floats[i, F_TAKE_BID + opp], p_idx)
+            else:
+                floats[i, F_TAKE_BID + opp] = max(floats[i, F_TAKE_BID + opp], p_idx)
             q[i, opp, jb] -= take
             need -= take
             px = p_idx * tick
@@ -634,6 +692,19 @@ def agent_orders(
         ints[i, I_OWN_IDX] = lim
         ints[i, I_OWN_TTL] = ttl[i]
         ints[i, I_OWN_CHILD] = child
+
+
+@njit(cache=True)
+def expire(active: NDArray[np.bool_], ints: NDArray[np.int64], acc_i: NDArray[np.int64]) -> None:
+    """At the end of a step: a resting order's time to live runs down by one step, and one
+    that has none left is cancelled (sent in step k with ttl m: it rests in steps k .. k+m-1
+    and that last step's fills show it cancelled, so the next decision sees nothing working)."""
+    for i in range(ints.shape[0]):
+        if active[i] and ints[i, I_OWN_QTY] > 0:
+            ints[i, I_OWN_TTL] -= 1
+            if ints[i, I_OWN_TTL] <= 0:
+                acc_i[i, A_CANCELLED] += ints[i, I_OWN_QTY]
+                ints[i, I_OWN_QTY] = 0
 
 
 @njit(cache=True)

@@ -74,8 +74,7 @@ class ReferenceBook:
         self.msize = (list(c.market_size.values), c.market_size.cdf().tolist())
         h = c.hawkes
         block = ([max(row) for row in self.limit] + [max(row) for row in self.cancel]
-                 + [max(max(row) for row in self.market), h.max_rate if h else 0.0,
-                    c.max_refill_rate if c.resilience > 0 else 0.0])
+                 + [max(max(row) for row in self.market), h.max_rate if h else 0.0])
         self.edges = [0.0]
         for w in block + block:
             self.edges.append(self.edges[-1] + w)
@@ -191,7 +190,10 @@ class ReferenceBook:
                     self._trade(t_f, s, 0, d)
                     self.q[s][0] = 0
                 move = self.n_forced
-                self._shift(not down, kern.S_FORCED_REVEAL, 128 * move)
+                if not down or self.r - K > 1:  # the whole book moves a tick
+                    u1, u2 = uniform2(key, kern.S_FORCED_REVEAL, 128 * move)
+                    self.q[s] = [*self.q[s][1:], self._fresh(K - 1, u1, u2)]
+                    self.r += -1 if down else 1
                 self._recenter(kern.S_FORCED_REVEAL, 128 * move + 1)
                 self.n_forced += 1
                 self.events += 1
@@ -210,11 +212,11 @@ class ReferenceBook:
             if ch < K:
                 j = ch
                 d = self.q[s][j]
-                if pos < self.limit[j][self._bucket(d)]:
+                if pos < self.limit[j][self._bucket(d)]:  # (no agent: never redirected)
                     accepted = True
                     self.q[s][j] += self._draw(self.lsize, u_size)
                     if d == 0:
-                        self._recenter(kern.S_REVEAL, 128 * cc + 1)
+                        self._recenter(kern.S_REVEAL, 256 * cc + 2 + K)
             elif ch < 2 * K:
                 j = ch - K
                 d = self.q[s][j]
@@ -223,10 +225,8 @@ class ReferenceBook:
                     self.q[s][j] = d - min(self._draw(self.lsize, u_size), d)
                     if self.q[s][j] == 0:
                         if j == 0 and uniform2(key, kern.S_THETA, cc)[0] < c.theta:
-                            self._shift(s == kern.ASK, kern.S_REVEAL, 128 * cc)
-                        self._recenter(kern.S_REVEAL, 128 * cc + 1)
-            elif ch - 2 * K == kern.CH_REFILL:
-                pass  # no agent: no refill deficit, its rate is 0
+                            self._shift(s == kern.ASK, kern.S_REVEAL, 256 * cc)
+                        self._recenter(kern.S_REVEAL, 256 * cc + 1)
             else:
                 jb = self._first(s)
                 if jb < K:
@@ -245,9 +245,9 @@ class ReferenceBook:
                             self.h[1 - s] += h.alpha_cross
                         if jb == 0 and self.q[s][0] == 0:
                             if uniform2(key, kern.S_THETA, cc)[0] < c.theta:
-                                self._shift(s == kern.ASK, kern.S_REVEAL, 128 * cc)
-                        self._recenter(kern.S_REVEAL, 128 * cc + 1)
-            _ = u_pos  # the cancel's place in the queue matters only with an agent order
+                                self._shift(s == kern.ASK, kern.S_REVEAL, 256 * cc)
+                        self._recenter(kern.S_REVEAL, 256 * cc + 1)
+            _ = u_pos  # a cancel's place in the queue, a redirect: only with an agent order
             self.ctr = cc + 1
             self.events += accepted
             self.t_next = t_c - math.log(u_time) / self.lam

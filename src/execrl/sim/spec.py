@@ -1,7 +1,7 @@
 """One market protocol for configuration: the market-specification union.
 
 A market specification is a validated configuration that names its model (``model``:
-``almgren_chriss``, ``lob``, and ``replay`` next) and knows everything the layers above
+``almgren_chriss``, ``lob``, ``replay``) and knows everything the layers above
 need from it, so that a new market is one new module registered in ``market_models()``, not edits
 across the environment, the policies and the evaluation:
 
@@ -14,7 +14,8 @@ across the environment, the policies and the evaluation:
 - ``temp_impact_per_share()``: the temporary impact a reward may penalise (0 where unknown);
 - ``expected_volumes()``: the expected market volume of each step (participation limits);
 - ``closed_forms(qty, side, policies, step_limits)``: exact results where the model has them;
-- ``to_results(qty, side)``: its parameters for ``results.json``.
+- ``to_results(qty, side)``: its parameters for ``results.json``;
+- ``baselines``: the rule-based policies evaluated by default on it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ class MarketSpec(Protocol):
     s0: float
     risk_aversion: float
 
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        """The rule-based policies `execrl evaluate` runs by default on this market."""
+        ...
+
     def for_order(self, order: ParentOrder) -> MarketSpec: ...
 
     def build(self, n_envs: int, side: int) -> BatchedMarket: ...
@@ -88,8 +94,10 @@ def market_models() -> dict[str, type]:
     """``model`` name -> specification class: every market execrl can build."""
     from execrl.sim.almgren_chriss import ACMarketConfig
     from execrl.sim.lob_config import LOBMarketConfig
+    from execrl.sim.replay import ReplayMarketConfig
 
-    return {"almgren_chriss": ACMarketConfig, "lob": LOBMarketConfig}
+    return {"almgren_chriss": ACMarketConfig, "lob": LOBMarketConfig,
+            "replay": ReplayMarketConfig}
 
 
 def parse_market(data: Any, what: str = "market config") -> MarketSpec:
