@@ -68,7 +68,7 @@ def test_market_config_with_hawkes_keeps_the_mean_market_rate() -> None:
     fit = estimate_queue_reactive(day, ticks_per_level=1, min_time_s=5.0)
     plain = market_config(fit, s0=50.0, theta=0.3)
     assert "s0" not in plain  # the order's arrival price sets it
-    assert plain["resilience"] == 0.0 and plain["theta"] == 0.3
+    assert "resilience" not in plain and plain["theta"] == 0.3  # not from the data
     hawkes = HawkesFit(mu=(0.1, 0.1), alpha_self=0.3, alpha_cross=0.1, beta=1.0, loglik=0.0,
                        stderr={}, n_events=(10, 10), span_s=100.0, poisson_loglik=0.0,
                        ks_hawkes=0.0, ks_poisson=0.0)

@@ -29,14 +29,9 @@ from execrl.domain import DataError
 #: Fields of the schema the calibration leaves at their defaults (or sets without the data),
 #: and why.
 NOT_FROM_DATA: dict[str, str] = {
-    "resilience": "set to 0: the data hold no agent, so nothing measures an extra reaction to "
-                  "one; the book still refills after the agent's trades through the estimated "
-                  "flow itself (limit orders into empty levels at limit_rate[j][0], more "
-                  "orders where queues are short). Also, with the h-lob simulator as merged, a "
-                  "refill is placed at the first empty level from p_ref, i.e. inside this "
-                  "wide spread, which moved the mid against the agent's trade (a buy lowered "
-                  "it): measured, and reported to the lead",
-    "max_refill_rate": "the cap of that reaction (unused with resilience 0)",
+    "resilience": "the schema's default: how fast the book gives back what the agent took "
+                  "(limit orders redirected to the agent's price) is a reaction to an agent, "
+                  "and the data hold none",
     "taker_fee": "a venue's fee schedule, not in LOBSTER",
     "maker_rebate": "a venue's fee schedule, not in LOBSTER",
     "step_seconds": "the decision interval is the user's choice",
@@ -93,7 +88,6 @@ def market_config(
         "limit_size": size_distribution(np.concatenate([fit.limit_sizes, fit.cancel_sizes])),
         "market_size": size_distribution(fit.market_sizes),
         "theta": float(round(theta, 6)),
-        "resilience": 0.0,
         "hawkes": None,
     }
     if hawkes is not None:

@@ -371,7 +371,8 @@ def _markdown(result: dict[str, Any]) -> str:
             f"frame reconstruction must find it) simulated for {rt['seconds']:,.0f} s "
             f"({rt['events']:,} events), turned into a LOBSTER day and estimated again. Each "
             "table cell seen at least 200 s, as z = (estimate − table) / Poisson s.e.:", "",
-            "| table | cells | max abs(z) | mean z | share abs(z) > 3 |", "|---|---:|---:|---:|---:|"]
+            "| table | cells | max abs(z) | mean z | share abs(z) > 3 |",
+            "|---|---:|---:|---:|---:|"]
         for name in ("limit_rate", "cancel_rate", "market_rate"):
             c = rt[name]
             lines.append(f"| {name} | {c['cells']} | {_fmt(c['max_abs_z'])} | "

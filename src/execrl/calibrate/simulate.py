@@ -39,7 +39,10 @@ from execrl.sim.lob_kernels import flow
 TRACE_WARMUP_S = 600.0
 
 
-@njit(cache=True)
+# Not cached: numba's cache is keyed by this file alone, so a cached copy would keep calling
+# the simulator's flow kernel as it was when compiled, after lob_kernels changes (it did, and
+# the round trip caught it). Compiling costs a few seconds per process.
+@njit(cache=False)
 def _trace(t_stop, max_rows, par, edges, cells, limit, cancel, market, init_cdf, lsize_v,
            lsize_c, msize_v, msize_c, keys, q, ints, floats, acc_i, acc_f, tr_env, tr_t, tr_px,
            tr_qty, tr_agg, n_tr, fl_env, fl_child, fl_t, fl_qty, fl_px, fl_passive, fl_fee,
