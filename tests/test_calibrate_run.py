@@ -68,7 +68,7 @@ def test_market_config_with_hawkes_keeps_the_mean_market_rate() -> None:
     fit = estimate_queue_reactive(day, ticks_per_level=1, min_time_s=5.0)
     plain = market_config(fit, s0=50.0, theta=0.3)
     assert "s0" not in plain  # the order's arrival price sets it
-    assert "resilience" not in plain and plain["theta"] == 0.3  # not from the data
+    assert plain["resilience"] == 0.0 and plain["theta"] == 0.3
     hawkes = HawkesFit(mu=(0.1, 0.1), alpha_self=0.3, alpha_cross=0.1, beta=1.0, loglik=0.0,
                        stderr={}, n_events=(10, 10), span_s=100.0, poisson_loglik=0.0,
                        ks_hawkes=0.0, ks_poisson=0.0)
@@ -89,7 +89,7 @@ def test_calibrate_writes_a_market_evaluate_reads_and_both_halves(synthetic_zip:
     stage.mkdir()
     steps: list[str] = []
     result = calibrate(synthetic_zip, stage, ["execrl", "calibrate"], ticks_per_level=1,
-                       seed=3, impact_books=8, impact_exec_s=60.0, hawkes_seconds=60.0,
+                       seed=3, impact_books=64, impact_exec_s=60.0, hawkes_seconds=60.0,
                        round_trip_s=600.0, on_step=steps.append)
     assert steps[0] == "reading the LOBSTER files" and len(steps) >= 9
     assert {p.name for p in stage.iterdir()} == CALIBRATION_OUTPUTS
@@ -103,7 +103,12 @@ def test_calibrate_writes_a_market_evaluate_reads_and_both_halves(synthetic_zip:
     for label, real, sim in saved["comparison"]:
         if "5 min" not in label:
             assert real is not None and sim is not None, label
-    assert result["impact"]["q"] and len(result["impact"]["impact_bps"]) == 7
+    imp = result["impact"]
+    assert imp["q"] and len(imp["impact_bps"]) == 7
+    # buying pushes the price up: the largest metaorder's paired impact is clearly positive
+    assert imp["impact_bps"][-1] > 3 * imp["impact_bps_se"][-1] > 0
+    # and pairing over common random numbers makes it far more precise than unpaired
+    assert imp["impact_bps_se"][-1] < imp["unpaired_se_bps"][-1]
     assert result["round_trip"]["limit_rate"]["cells"] > 0
     assert result["theta_fit"] and result["market"]["theta"] in (0.0, 0.5, 1.0)
     text = (stage / "report.md").read_text()
