@@ -408,7 +408,11 @@ def _markdown(result: dict[str, Any]) -> str:
             lines += ["", f"Weighted log-log fit over {pl['points']} sizes: impact / σ = "
                       f"{pl['prefactor']:.3g} · (Q/V)^{pl['exponent']:.3f} (exponent s.e. "
                       f"{pl['exponent_se']:.3f}); the square-root law has exponent 0.5 and "
-                      f"prefactor Y ≈ 0.5-1. **{pl['verdict']}**"]
+                      f"prefactor Y ≈ 0.5-1. **{pl['verdict']}**",
+                      "", "Mechanically: the model has no latent liquidity that arrives as the "
+                      "metaorder goes on, and the calibrated market's resilience is 0 (see "
+                      "below), so what the metaorder takes is given back only at the flow's "
+                      "own pace; impact then grows almost in proportion to size."]
         lines += ["", f"![impact]({PLOTS['impact']})", ""]
     lines += ["## Not from the data", ""]
     for name, why in result["not_from_data"].items():

@@ -246,12 +246,18 @@ def power_law_fit(x: list[float], y: list[float], se: list[float]) -> dict[str, 
     scale = max(1.0, float(resid @ (w * resid)) / dof)  # overdispersion, never below 1
     exponent, err = float(coef[1]), float(math.sqrt(cov[1, 1] * scale))
     concave = exponent + 2 * err < 1.0
+    sqrt_z = (exponent - 0.5) / err if err > 0 else math.inf
+    verdict = ("Impact is concave in size (exponent below 1 by more than two standard "
+               "errors)" if concave else
+               "Impact is not shown to be concave in size at this precision")
+    verdict += (f"; the square-root law's exponent 0.5 is {abs(sqrt_z):.1f} standard errors "
+                f"{'below' if sqrt_z > 0 else 'above'} it"
+                + (", so the square-root law is not reproduced." if abs(sqrt_z) > 3 else
+                   ", consistent with the square-root law."))
     return {
         "prefactor": float(math.exp(coef[0])), "exponent": exponent, "exponent_se": err,
-        "points": int(ok.sum()), "concave": bool(concave),
-        "verdict": ("Impact is concave in size (exponent below 1 by more than two standard "
-                    "errors)." if concave else
-                    "Impact is not shown to be concave in size at this precision."),
+        "points": int(ok.sum()), "concave": bool(concave), "sqrt_law_z": float(sqrt_z),
+        "verdict": verdict,
     }
 
 
