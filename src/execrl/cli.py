@@ -646,6 +646,12 @@ def _demo_outputs() -> frozenset[str]:
     return EVALUATION_OUTPUTS | {DEMO_AGENT_DIR}
 
 
+# `execrl calibrate` (execrl.calibrate.command): the order-book market fitted to a LOBSTER day
+from execrl.calibrate.command import calibrate as _calibrate  # noqa: E402
+
+app.command("calibrate")(_calibrate)
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: the previous output is kept
 

@@ -1,0 +1,1 @@
+"""Calibration of the order-book market to a LOBSTER day (``execrl calibrate``)."""
