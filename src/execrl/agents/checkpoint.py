@@ -33,7 +33,8 @@ from execrl import __version__
 from execrl.agents.export import NumpyPolicy
 from execrl.domain import ConfigError, ExecRLError, ParentOrder
 from execrl.domain.outputs import check_output_folder, staged_folder
-from execrl.env.factory import EnvConfig
+from execrl.env.core import BatchedExecution
+from execrl.env.factory import EnvConfig, make_execution
 from execrl.market.features import FeatureSchema
 from execrl.market.observations import definition
 from execrl.sim.almgren_chriss import ACMarketConfig
@@ -180,14 +181,39 @@ FEATURES_JSON = "features.json"
 DOMAIN_ORDERS = 256
 
 
+def greedy_rollout(
+    policy: NumpyPolicy,
+    config: EnvConfig,
+    order: ParentOrder,
+    n_orders: int,
+    seed: int,
+    on_obs: Callable[[np.ndarray], None] | None = None,
+) -> BatchedExecution:
+    """Run ``policy`` (masked where its actions are discrete) over ``n_orders`` orders of
+    ``config``'s market, reward and action set, order i on path (seed, i); ``on_obs`` sees the
+    observations of the orders still running before each decision. The loop of
+    ``execrl.evaluate.backtest.run_policy`` (not imported: agents sit below evaluate), for
+    what training itself measures; returns the finished core."""
+    core = make_execution(
+        EnvConfig(market=config.market, observations=policy.observations,
+                  actions=config.actions, reward=config.reward),
+        order, n_envs=n_orders, autoreset=False,
+    )
+    obs = core.reset(seed=seed)
+    discrete = core.action_set.is_discrete
+    while not core.done.all():
+        if on_obs is not None:
+            on_obs(obs[~core.done])
+        obs, *_ = core.step(policy.act(obs, core.action_masks() if discrete else None))
+    return core
+
+
 def feature_schema(
     policy: NumpyPolicy, env_config: EnvConfig, order: ParentOrder, seed: int
 ) -> FeatureSchema:
     """The features ``policy`` was trained on: names, their definitions now, and the domain
     (per feature min / max) of the observations it meets running ``DOMAIN_ORDERS`` orders of
     its training market and order (seed ``seed``)."""
-    from execrl.evaluate.backtest import run_policy
-
     width = len(policy.observations)
     lo, hi = np.full(width, np.inf), np.full(width, -np.inf)
 
@@ -196,7 +222,9 @@ def feature_schema(
             np.minimum(lo, obs.min(axis=0), out=lo)
             np.maximum(hi, obs.max(axis=0), out=hi)
 
-    run_policy(policy, env_config, order, DOMAIN_ORDERS, seed, on_obs=seen)
+    config = EnvConfig(market=env_config.market, actions=policy.action_set,
+                       reward=env_config.reward)
+    greedy_rollout(policy, config, order, DOMAIN_ORDERS, seed, on_obs=seen)
     return FeatureSchema.build(
         policy.observations, domain_min=lo, domain_max=hi,
         definitions=[definition(name) for name in policy.observations],

@@ -88,11 +88,11 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from execrl.agents.budget import check_budget, mlp_bytes
-from execrl.agents.checkpoint import TrainOutput
+from execrl.agents.checkpoint import TrainOutput, greedy_rollout
 from execrl.agents.export import NumpyPolicy
 from execrl.domain import ConfigError
 from execrl.domain.errors import describe_pydantic_error, warn_user
-from execrl.env.factory import EnvConfig, make_execution
+from execrl.env.factory import EnvConfig
 from execrl.env.spaces import ActionSet, resolve_action_set, resolve_observation_set
 
 if TYPE_CHECKING:
@@ -526,19 +526,11 @@ def evaluate_greedy(
     policy: NumpyPolicy, request: TrainRequest, action_set: ActionSet, n_orders: int, seed: int
 ) -> tuple[float, float]:
     """(mean return, mean IS in bps) of ``policy`` over ``n_orders`` orders of the request's
-    market and order, masked argmax, order i on path (seed, i): the loop of
-    ``execrl.evaluate.backtest.run_policy`` (not imported: agents sit below evaluate), with the
+    market and order, masked argmax, order i on path (seed, i) (``greedy_rollout``), with the
     request's own ``ActionSet`` (which may be one not registered by name)."""
-    config = EnvConfig(
-        market=request.env_config.market,
-        observations=policy.observations,
-        actions=action_set,
-        reward=request.env_config.reward,
-    )
-    core = make_execution(config, request.order, n_envs=n_orders, autoreset=False)
-    obs = core.reset(seed=seed)
-    while not core.done.all():
-        obs, *_ = core.step(policy.act(obs, core.action_masks()))
+    config = EnvConfig(market=request.env_config.market, actions=action_set,
+                       reward=request.env_config.reward)
+    core = greedy_rollout(policy, config, request.order, n_orders, seed)
     records = core.episode_records(np.arange(n_orders))
     return float(np.mean(records["return"])), float(np.mean(records["is_bps"]))
 
