@@ -30,14 +30,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from execrl.domain import ConfigError, OrderType, ParentOrder, Side
-from execrl.domain.errors import describe_pydantic_error
 from execrl.market.volume import u_shape_weights
 from execrl.sim.base import ORDER_TYPE_CODES, REJECT_ORDER_TYPE, ChildOrderBatch, FillBatch
 from execrl.sim.rng import episode_keys, gauss, gauss_block, gauss_finish
-from execrl.sim.spec import MarketKnowledge
+from execrl.sim.spec import MarketKnowledge, SpecModel
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -83,7 +82,7 @@ AC_PAPER_ORDER = ParentOrder(
 )
 
 
-class ACMarketConfig(BaseModel):
+class ACMarketConfig(SpecModel):
     """Parameters of the Almgren–Chriss market. Defaults: the AC (2000) paper's example.
 
     Units: prices in currency, time in ``time unit``s (one trading day of ``time_unit_s``
@@ -130,13 +129,6 @@ class ACMarketConfig(BaseModel):
                 f"gamma={self.gamma}, tau={self.tau}): the AC problem is not convex otherwise"
             )
         return self
-
-    @classmethod
-    def from_dict(cls, data: Any, what: str = "market config") -> ACMarketConfig:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(describe_pydantic_error(what, exc)) from None
 
     # -- the market specification (execrl.sim.spec.MarketSpec) -------------------------------
     @property

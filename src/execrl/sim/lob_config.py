@@ -42,11 +42,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from execrl.domain import ConfigError, ParentOrder, Side
-from execrl.domain.errors import describe_pydantic_error
-from execrl.sim.spec import MarketKnowledge
+from execrl.sim.spec import MarketKnowledge, SpecModel
 
 if TYPE_CHECKING:
     from execrl.sim.almgren_chriss import ACMarketConfig
@@ -190,7 +189,7 @@ def _default_tables(n_levels: int = 10, n_buckets: int = 11, touch: float = 1.6,
 _DEFAULTS = _default_tables()
 
 
-class LOBMarketConfig(BaseModel):
+class LOBMarketConfig(SpecModel):
     """Parameters of the stochastic limit order book (module docstring; units per field).
 
     Each field is validated alone (strictly: no string for a number); the tables together
@@ -305,13 +304,6 @@ class LOBMarketConfig(BaseModel):
                 "stay positive"
             )
         return self
-
-    @classmethod
-    def from_dict(cls, data: Any, what: str = "market config") -> LOBMarketConfig:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(describe_pydantic_error(what, exc)) from None
 
     # -- the market specification (execrl.sim.spec.MarketSpec) -------------------------------
     @property

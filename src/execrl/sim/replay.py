@@ -67,7 +67,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from execrl.data.store import (
     EXECUTE,
@@ -78,7 +78,6 @@ from execrl.data.store import (
     EventStore,
 )
 from execrl.domain import ConfigError, OrderType, ParentOrder, Side
-from execrl.domain.errors import describe_pydantic_error
 from execrl.market.events import FILL_DTYPE, TRADE_DTYPE
 from execrl.sim.base import (
     ORDER_TYPE_CODES,
@@ -89,7 +88,7 @@ from execrl.sim.base import (
     FillBatch,
 )
 from execrl.sim.rng import episode_keys, exponential, uniform
-from execrl.sim.spec import MarketKnowledge
+from execrl.sim.spec import MarketKnowledge, SpecModel
 
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -106,7 +105,7 @@ _UNLIMITED = 1 << 50
 _START_TRIES = 64
 
 
-class ReplayMarketConfig(BaseModel):
+class ReplayMarketConfig(SpecModel):
     """A replay of recorded data (module docstring). ``data``: an event store folder
     (``execrl data import``), a LOBSTER zip, or ``synthetic:SEED`` (a generated LOBSTER-format
     day: tests and examples without data)."""
@@ -143,13 +142,6 @@ class ReplayMarketConfig(BaseModel):
     """Seconds of market before arrival that the features and the arrival VWAP see."""
     proxy_spread_k: Positive = 1.0
     """Trades-only data: half spread = k × std of trade-to-trade price changes."""
-
-    @classmethod
-    def from_dict(cls, data: Any, what: str = "market config") -> ReplayMarketConfig:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(describe_pydantic_error(what, exc)) from None
 
     # -- what the data says ------------------------------------------------------------------
     @property

@@ -22,13 +22,14 @@ across the environment, the policies and the evaluation:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel, ValidationError
 
 from execrl.domain import ConfigError, ParentOrder
-from execrl.domain.errors import shown_value
+from execrl.domain.errors import describe_pydantic_error, shown_value
 
 if TYPE_CHECKING:
     from execrl.sim.almgren_chriss import ACMarketConfig, SignalConfig
@@ -55,6 +56,18 @@ class MarketKnowledge:
         if self.cost_model is None:
             raise ConfigError(f"policy {policy!r} needs a cost model, which this market lacks")
         return self.cost_model
+
+
+class SpecModel(BaseModel):
+    """The base of every market specification's pydantic model: ``from_dict`` validates and
+    turns a validation error into one ``ConfigError`` line naming the field and the value."""
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "market config") -> Self:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_pydantic_error(what, exc)) from None
 
 
 class MarketSpec(Protocol):
