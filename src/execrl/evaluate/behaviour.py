@@ -86,12 +86,24 @@ class BehaviourTally:
             }
         if not self.has_flow:
             return out
-        out["by_tick_flow"] = {
+        out.update(flow_report(self.counts, seed))
+        return out
+
+
+def flow_report(counts: NDArray[np.int64], seed: int = 0) -> dict[str, Any]:
+    """Seed 000 §5 from a tally ``counts[order, flow bucket, kind]`` (``FLOW_BUCKETS`` x
+    ``ORDER_KINDS``): the shares of each kind per flow bucket and the aggressive-share
+    difference (opposite minus same flow) with its bootstrap interval over orders. The one
+    place this is computed: the core's tally and the audit trail's (``evaluate.monitoring``)
+    both come here."""
+    total = counts.sum(axis=0)
+    return {
+        "by_tick_flow": {
             bucket: {"decisions": int(total[b].sum()), **_shares(total[b])}
             for b, bucket in enumerate(FLOW_BUCKETS)
-        }
-        out["aggressive_opposite_minus_same"] = _difference_ci(self.counts, seed)
-        return out
+        },
+        "aggressive_opposite_minus_same": _difference_ci(counts, seed),
+    }
 
 
 def _shares(counts: NDArray[np.int64]) -> dict[str, float | None]:
