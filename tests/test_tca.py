@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from execrl.evaluate.tca import (
     markouts,
     per_order_tca,
     render_tca_markdown,
+    tca_from_trail,
     tca_report,
     write_tca,
 )
@@ -325,6 +327,9 @@ def test_correlation_report_from_the_trail() -> None:
     counts[0, 0, 2] = counts[0, 2, 0] = counts[1, 0, 1] = counts[1, 2, 0] = 1
     assert rl["aggressive_opposite_minus_same"] == flow_report(counts)[
         "aggressive_opposite_minus_same"]
+    assert "action_histogram" not in rl
+    with_actions = trail_behaviour(orders, decisions.assign(action=[2.0, 0, 1, 0, 2]), market)
+    assert with_actions[0]["rl"]["action_histogram"] == {"0": 2, "1": 1, "2": 1}
     kinds = decisions.assign(order_kind=[2, 0, 1, 0, 2])
     assert trail_behaviour(orders, kinds, None)[0] == behaviour
     assert "f_tick_flow_10s" in trail_behaviour(orders, decisions.drop(
@@ -335,7 +340,9 @@ def test_correlation_report_from_the_trail() -> None:
 
 
 def test_write_tca(tmp_path) -> None:
-    report = tca_report(_orders(), _fills(), _market(), tick_size=0.01)
+    trail = SimpleNamespace(orders=_orders(), fills=_fills().assign(policy="stale"),
+                            market=_market(), decisions=None)
+    report = tca_from_trail(trail, tick_size=0.01)
     path = write_tca(tmp_path, report)
     assert {p.name for p in tmp_path.iterdir()} == TCA_OUTPUTS
     data = json.loads((tmp_path / "tca.json").read_text())

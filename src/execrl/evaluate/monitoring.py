@@ -264,4 +264,11 @@ def trail_behaviour(
                               for j, k in enumerate(ORDER_KINDS)},
             **flow_report(counts, seed),
         }
+        if "action" in d.columns:
+            a = d.loc[sel, "action"].to_numpy(np.float64)
+            whole = a[np.isfinite(a) & (a == np.floor(a))].astype(np.int64)
+            if whole.size == a.size:  # a discrete action set: the action histogram
+                values, freq = np.unique(whole, return_counts=True)
+                out[policy]["action_histogram"] = {
+                    str(v): int(c) for v, c in zip(values, freq, strict=True)}
     return out, None

@@ -163,6 +163,7 @@ def _fill_frame(fills: pd.DataFrame | None, o: pd.DataFrame, grid: pd.DataFrame
     f = _keyed(fills, "fills", _FILL_COLUMNS)
     if "fee" not in f.columns:
         f["fee"] = 0.0
+    f = f.drop(columns=[c for c in ("sign", "arrival_mid", "policy") if c in f.columns])
     f = f.merge(o[[*ORDER_KEY, "sign", "arrival_mid", "policy"]], on=list(ORDER_KEY),
                 how="inner", validate="many_to_one")
     f = f.astype({"t_s": np.float64, "qty": np.float64, "px": np.float64, "fee": np.float64})
@@ -460,6 +461,14 @@ def tca_report(
                      notes, pwp_rate)
 
 
+def tca_from_trail(trail: Any, **kwargs: Any) -> TcaReport:
+    """``tca_report`` on a trail object with ``orders``, ``fills``, ``market`` and
+    ``decisions`` frames (``executor.audit.read_trail``'s); keywords as ``tca_report``'s."""
+    return tca_report(trail.orders, getattr(trail, "fills", None),
+                      getattr(trail, "market", None), getattr(trail, "decisions", None),
+                      **kwargs)
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -611,6 +620,24 @@ def plot_fills(path: Path, fills: pd.DataFrame, per_order: pd.DataFrame) -> None
     _save_figure(fig, path)
 
 
+def write_tca_plots(out_dir: Path, report: TcaReport, plots: bool = True
+                    ) -> list[tuple[str, str]]:
+    """The three plots into ``out_dir``; returns ``(caption, file name)`` for the Markdown
+    (the evaluation report embeds them with ``render_tca_markdown(..., heading="##")``).
+    With ``plots=False`` none is drawn and stale ones are removed."""
+    names = (DECOMPOSITION_PNG, MARKOUTS_PNG, FILLS_PNG)
+    if not plots:
+        for name in names:
+            (out_dir / name).unlink(missing_ok=True)
+        return []
+    plot_decomposition(out_dir / DECOMPOSITION_PNG, report.by_policy)
+    plot_markouts(out_dir / MARKOUTS_PNG, report.markouts)
+    plot_fills(out_dir / FILLS_PNG, report.fills, report.per_order)
+    captions = ("IS decomposition per policy", "Markouts after fills (reversion curve)",
+                "Fills over time")
+    return list(zip(captions, names, strict=True))
+
+
 def write_tca(out_dir: Path, report: TcaReport, plots: bool = True) -> Path:
     """tca.json, tca_orders.parquet, the plots and tca.md into ``out_dir`` (a staging folder:
     ``execrl.domain.outputs.staged_folder``); tca.md last, so it exists only with its plots."""
@@ -620,17 +647,7 @@ def write_tca(out_dir: Path, report: TcaReport, plots: bool = True) -> Path:
     report.per_order.to_parquet(out_dir / TCA_ORDERS_PARQUET, index=False)
     text = json.dumps(report.to_dict(), indent=2, allow_nan=False)
     (out_dir / TCA_JSON).write_text(text)
-    images: list[tuple[str, str]] = []
-    if plots:
-        plot_decomposition(out_dir / DECOMPOSITION_PNG, report.by_policy)
-        images.append(("IS decomposition per policy", DECOMPOSITION_PNG))
-        plot_markouts(out_dir / MARKOUTS_PNG, report.markouts)
-        images.append(("Markouts after fills (reversion curve)", MARKOUTS_PNG))
-        plot_fills(out_dir / FILLS_PNG, report.fills, report.per_order)
-        images.append(("Fills over time", FILLS_PNG))
-    else:
-        for name in (DECOMPOSITION_PNG, MARKOUTS_PNG, FILLS_PNG):
-            (out_dir / name).unlink(missing_ok=True)
+    images = write_tca_plots(out_dir, report, plots)
     path = out_dir / TCA_MD
     path.write_text(render_tca_markdown(report, images), encoding="utf-8")
     return path
