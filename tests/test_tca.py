@@ -355,3 +355,68 @@ def test_write_tca(tmp_path) -> None:
     assert pd.read_parquet(tmp_path / "tca_orders.parquet").shape[0] == 2
     write_tca(tmp_path, report, plots=False)
     assert not (tmp_path / "tca_markouts.png").exists()
+
+
+# --------------------------------------------------------------------------- the core's booking
+
+
+def _core_trail(side: str, constraints: dict | None, n: int = 6) -> tuple[pd.DataFrame, ...]:
+    """Run TWAP through the execution core on the Almgren–Chriss market and record a trail
+    the way the executor does: the mid before each step at its start (the fills' time) and
+    the end mid after the last; the orders with the core's booked IS."""
+    from execrl.domain import ParentOrder
+    from execrl.env.factory import EnvConfig, make_execution
+    from execrl.evaluate.backtest import policy_context
+    from execrl.policies.baselines import make_baseline
+
+    order = ParentOrder.from_dict({
+        "order_id": "T", "symbol": "XYZ", "side": side, "qty": 1_000_000, "arrival_px": 50.0,
+        "start_ts": 0, "horizon_s": 5 * 23_400.0, **({"constraints": constraints}
+                                                     if constraints else {})})
+    config = EnvConfig()
+    policy = make_baseline("twap", policy_context(config, order))
+    core = make_execution(EnvConfig(observations=tuple(policy.observations),
+                                    actions=policy.action_set), order, n, autoreset=False)
+    core.record_fill_events = True
+    obs = core.reset(seed=5)
+    dt = order.horizon_s / core.n_steps
+    market, fills, k = [], [], 0
+    while not core.done.all():
+        running = np.flatnonzero(~core.done)
+        market.append(pd.DataFrame({"order_idx": running, "step": k, "t_s": k * dt,
+                                    "mid": core.market.mid[running]}))
+        masks = core.action_masks() if core.action_set.is_discrete else None
+        obs, *_ = core.step(policy.act(obs, masks))
+        ev = core.last_fills.events
+        fills.append(pd.DataFrame({"order_idx": ev["env"], "t_s": ev["t"], "qty": ev["qty"],
+                                   "px": ev["px"], "fee": ev["fee"]}))
+        k += 1
+    market.append(pd.DataFrame({"order_idx": np.arange(n), "step": k, "t_s": k * dt,
+                                "mid": core.market.mid}))
+    rec = core.episode_records(np.arange(n))
+    orders = pd.DataFrame({"order_idx": np.arange(n), "side": side, "qty": order.qty,
+                           "arrival_mid": core.market.arrival_mid, "policy": "twap",
+                           "is_bps": rec["is_bps"], "residual_shares": rec["residual_shares"],
+                           "residual_is_bps": rec["residual_is_bps"]})
+    orders.attrs["n_steps"] = core.n_steps
+    return orders, pd.concat(fills, ignore_index=True), pd.concat(market, ignore_index=True)
+
+
+@pytest.mark.parametrize(("side", "constraints"), [("sell", None), ("buy", None),
+                                                    ("sell", {"child_max": 60_000})])
+def test_recomputed_is_is_the_cores_booked_is(side: str, constraints: dict | None) -> None:
+    """On the core's own fills and mids, the decomposition sums to the IS the core booked,
+    the residual (what child_max leaves unfilled) at the end mid included."""
+    orders, fills, market = _core_trail(side, constraints)
+    per_order, _ = per_order_tca(orders, fills, market)
+    np.testing.assert_allclose(per_order["is_bps"], orders["is_bps"], rtol=1e-9, atol=1e-9)
+    parts = per_order[["impact_bps", "timing_bps", "opportunity_bps"]].sum(axis=1)
+    np.testing.assert_allclose(parts, orders["is_bps"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(per_order["opportunity_bps"], orders["residual_is_bps"],
+                               rtol=1e-9, atol=1e-9)
+    if constraints:
+        unfilled = 1_000_000 - 60_000 * orders.attrs["n_steps"]
+        assert unfilled > 0 and (orders["residual_shares"] == unfilled).all()
+        assert (per_order["opportunity_bps"] != 0).all()
+    # AC market orders pay the half spread and temporary impact: trading cost > 0
+    assert (per_order["impact_bps"] > 0).all()
