@@ -173,6 +173,9 @@ def test_markout_horizons_on_a_coarse_grid() -> None:
     assert c.loc["0", "markout_bps"] == pytest.approx((10.01 - 10.0) / 10.0 * 1e4)
     assert any("coarser than the markout horizon (1s, 10s)" in n for n in report.notes)
     assert "coarser than h" in render_tca_markdown(report)
+    assert not any("left out of those horizons" in n for n in report.notes)
+    late = tca_report(orders, fills.assign(t_s=100.0), market)
+    assert any("left out of those horizons (60s)" in n for n in late.notes)
 
 
 def test_mid_at_the_fill_falls_back_to_the_decisions() -> None:

@@ -111,8 +111,9 @@ def monitoring_table(
                          f"{len(slip)} order(s) with fills"))
         sel = (fills["policy"] == policy).to_numpy() & np.isfinite(move)
         if not tick_size:
+            why = "continuous prices (tick size 0)" if tick_size == 0 else "no tick size given"
             rows.append(_row(policy, "impact", "trades moving the mid > 1 tick", None,
-                             th.impact_share, ">", "alert", "no tick size given"))
+                             th.impact_share, ">", "alert", why))
         else:
             # in ticks, rounded far below a tick: a 1-tick move in floats is not "> 1 tick"
             ticks = np.round(move[sel] / tick_size, 6)

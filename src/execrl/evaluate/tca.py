@@ -41,7 +41,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,9 @@ from numpy.typing import NDArray
 
 from execrl.domain import implementation_shortfall_bps
 from execrl.evaluate.report import _figure, _num, _save_figure, _table
+
+if TYPE_CHECKING:
+    from execrl.evaluate.monitoring import MonitoringThresholds
 
 #: seconds after each fill at which the mid is marked (plus 0 and the order's horizon)
 MARKOUT_HORIZONS_S: tuple[float, ...] = (1.0, 10.0, 60.0)
@@ -418,7 +421,7 @@ def tca_report(
     pwp_rate: float = PWP_RATE,
     horizons_s: Sequence[float] = MARKOUT_HORIZONS_S,
     reference_actions: Mapping[str, Sequence[float]] | None = None,
-    thresholds: Any = None,
+    thresholds: MonitoringThresholds | None = None,
     seed: int = 0,
 ) -> TcaReport:
     """The whole report from a trail's frames. ``tick_size``: the market's price grid (for
@@ -435,6 +438,11 @@ def tca_report(
         labels = ", ".join(pd.unique(coarse["horizon"]))
         notes.append(f"market grid coarser than the markout horizon ({labels}): those mids "
                      "are the first recorded at or after t + h (lag_s says how much later)")
+    lost = curve[(curve["fills_without"] > 0) & (curve["horizon"] != "horizon")]
+    if not lost.empty:
+        labels = ", ".join(pd.unique(lost["horizon"]))
+        notes.append(f"fills with no mid recorded h after them (past the order's last mid) "
+                     f"are left out of those horizons ({labels}); fills_without counts them")
     no_volume = per_order["interval_vwap"].isna()
     if no_volume.all():
         notes.append("no market volume in the trail: interval VWAP and PWP are missing")
@@ -491,19 +499,29 @@ def render_tca_markdown(report: TcaReport, images: Sequence[tuple[str, str]] = (
     out.append("")
     b = report.by_policy
     rows = [[r["policy"], f"{int(r['orders'])}"]
-            + [_num(r[c]) for c in COMPONENTS]
-            + [_num(r["is_bps"]), _num(r["booked_is_bps"]), _num(r["total_cost_bps"]),
-               _num(r["fill_rate"], ".3f")] for _, r in b.iterrows()]
+            + [_val(r[c]) for c in COMPONENTS]
+            + [_val(r["is_bps"]), _val(r["booked_is_bps"]), _val(r["total_cost_bps"]),
+               _val(r["fill_rate"], ".3f")] for _, r in b.iterrows()]
     header = ["policy", "orders", *(_LABELS[c] for c in COMPONENTS), "IS", "booked IS",
               "total cost", "fill rate"]
     out += _table(header, rows, "lrrrrrrrrrr")
+    worst = report.per_order.nlargest(min(5, len(report.per_order)), "total_cost_bps")
+    if len(report.per_order) > 1:
+        out += ["", f"{h2} Costliest orders", ""]
+        rows = [[str(r.get("order_id", r["order_idx"])), r["policy"], r["side"]]
+                + [_val(r[c]) for c in COMPONENTS]
+                + [_val(r["total_cost_bps"]), _val(r["fill_rate"], ".3f")]
+                for _, r in worst.iterrows()]
+        header = ["order", "policy", "side", *(_LABELS[c] for c in COMPONENTS), "total cost",
+                  "fill rate"]
+        out += _table(header, rows, "lll" + "r" * 7)
     out += ["", f"{h2} Slippage of the filled shares", ""]
     out.append(f"Average fill price against the arrival mid, the interval VWAP and the "
                f"participation-weighted price at {report.pwp_rate:.0%} (mid-priced market "
                "volume), bps, positive = cost.")
     out.append("")
-    rows = [[r["policy"], _num(r["slippage_arrival_bps"]), _num(r["slippage_interval_vwap_bps"]),
-             _num(r["slippage_pwp_bps"])] for _, r in b.iterrows()]
+    rows = [[r["policy"], _val(r["slippage_arrival_bps"]), _val(r["slippage_interval_vwap_bps"]),
+             _val(r["slippage_pwp_bps"])] for _, r in b.iterrows()]
     out += _table(["policy", "vs arrival", "vs interval VWAP", "vs PWP"], rows, "lrrr")
     out += ["", f"{h2} Post-trade markouts (reversion curve)", ""]
     out.append("Share-weighted IS of each fill's price against the mid h after it, bps, "
@@ -515,14 +533,14 @@ def render_tca_markdown(report: TcaReport, images: Sequence[tuple[str, str]] = (
     rows = []
     for p in pd.unique(c["policy"]):
         cp = c[c["policy"] == p].set_index("horizon")
-        rows.append([p] + [_num(cp.loc[h, "markout_bps"]) + ("*" if cp.loc[h, "coarse"] else "")
+        rows.append([p] + [_val(cp.loc[h, "markout_bps"]) + ("*" if cp.loc[h, "coarse"] else "")
                            for h in labels])
     out += _table(["policy", *labels], rows, "l" + "r" * len(labels))
     if c["coarse"].any():
         out.append("")
         out.append("\\* the market grid is coarser than h: measured at the next recorded mid.")
     out += ["", f"{h2} Monitoring (seed 002 §4)", ""]
-    rows = [[r["policy"], r["metric"], "n/a" if _isnan(r["value"]) else _num(r["value"], ".4g"),
+    rows = [[r["policy"], r["metric"], _val(r["value"], ".4g"),
              f"{r['direction']} {r['threshold']:g}", r["action"] if r["flagged"] else "ok"
              if r["value"] is not None and not _isnan(r["value"]) else "n/a", r["note"] or ""]
             for _, r in report.monitoring.iterrows()]
@@ -544,6 +562,11 @@ def render_tca_markdown(report: TcaReport, images: Sequence[tuple[str, str]] = (
 
 def _isnan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
+
+
+def _val(value: Any, spec: str = ".2f") -> str:
+    """``_num``, with a missing value (None or NaN) as 'n/a'."""
+    return "n/a" if value is None or _isnan(value) else _num(value, spec)
 
 
 def plot_decomposition(path: Path, by_policy: pd.DataFrame) -> None:
