@@ -75,6 +75,10 @@ TCA_OUTPUTS = frozenset({TCA_JSON, TCA_ORDERS_PARQUET, TCA_MD, DECOMPOSITION_PNG
 _ORDER_COLUMNS = ("order_idx", "side", "qty", "arrival_mid")
 _FILL_COLUMNS = ("order_idx", "t_s", "qty", "px")
 _MARKET_COLUMNS = ("order_idx", "t_s", "mid")
+#: the decision columns the report reads (the rest, features and scores, is left behind)
+_DECISION_COLUMNS = ("run_id", "order_idx", "policy", "step", "t_s", "mid", "action",
+                     "acting", "latency_us", "child_qty", "child_type", "child_px",
+                     "order_kind", "f_tick_flow_10s")
 
 
 # --------------------------------------------------------------------------- frames
@@ -430,6 +434,8 @@ def tca_report(
     ``thresholds``: ``evaluate.monitoring.MonitoringThresholds`` (seed 002 §4's by default)."""
     from execrl.evaluate.monitoring import MonitoringThresholds, monitoring_table, trail_behaviour
 
+    if decisions is not None:
+        decisions = decisions[[c for c in _DECISION_COLUMNS if c in decisions.columns]]
     per_order, f = per_order_tca(orders, fills, market, decisions, pwp_rate)
     curve = markouts(f, market, horizons_s, decisions)
     notes: list[str] = []
