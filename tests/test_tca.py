@@ -65,7 +65,8 @@ def _market() -> pd.DataFrame:
         "step": [0, 1, 2, 3, 4, 0, 1, 2, 3],
         "t_s": [0.0, 1.0, 2.0, 3.0, 4.0, 0.0, 1.0, 2.0, 3.0],
         "mid": [100.00, 100.02, 100.05, 100.04, 100.10, 50.00, 49.99, 49.95, 49.90],
-        "market_volume": [NAN] * 5 + [500.0, 1000.0, 1000.0, NAN],
+        # the volume of the step ending at each row (the first row's: before the order)
+        "market_volume": [NAN] * 5 + [500.0, 1000.0, 1000.0, 800.0],
     })
 
 
@@ -103,9 +104,10 @@ def test_partly_filled_sell_by_hand(tca: pd.DataFrame) -> None:
     assert b["end_mid"] == 49.90
     assert b["is_bps"] == pytest.approx(12.0)
     assert b["slippage_arrival_bps"] == pytest.approx(4.0)
-    # interval VWAP of the mid-priced volume; PWP: the first 200 / 0.1 = 2000 shares
-    ivwap = (500 * 50.00 + 1000 * 49.99 + 1000 * 49.95) / 2500
-    pwp = (500 * 50.00 + 1000 * 49.99 + 500 * 49.95) / 2000
+    # each step's volume at its mean mid; PWP: the first 200 / 0.1 = 2000 shares traded
+    steps = [(1000, (50.00 + 49.99) / 2), (1000, (49.99 + 49.95) / 2), (800, (49.95 + 49.90) / 2)]
+    ivwap = sum(v * p for v, p in steps) / 2800
+    pwp = sum(v * p for v, p in steps[:2]) / 2000
     assert b["interval_vwap"] == pytest.approx(ivwap)
     assert b["pwp"] == pytest.approx(pwp) and b["pwp_complete"]
     assert b["slippage_interval_vwap_bps"] == pytest.approx(-(49.98 - ivwap) / ivwap * 1e4)
@@ -387,7 +389,8 @@ def _core_trail(side: str, constraints: dict | None, n: int = 6) -> tuple[pd.Dat
     while not core.done.all():
         running = np.flatnonzero(~core.done)
         market.append(pd.DataFrame({"order_idx": running, "step": k, "t_s": k * dt,
-                                    "mid": core.market.mid[running]}))
+                                    "mid": core.market.mid[running],
+                                    "market_volume": core.market.feature("last_volume")[running]}))
         masks = core.action_masks() if core.action_set.is_discrete else None
         obs, *_ = core.step(policy.act(obs, masks))
         ev = core.last_fills.events
@@ -395,12 +398,14 @@ def _core_trail(side: str, constraints: dict | None, n: int = 6) -> tuple[pd.Dat
                                    "px": ev["px"], "fee": ev["fee"]}))
         k += 1
     market.append(pd.DataFrame({"order_idx": np.arange(n), "step": k, "t_s": k * dt,
-                                "mid": core.market.mid}))
+                                "mid": core.market.mid,
+                                "market_volume": core.market.feature("last_volume")}))
     rec = core.episode_records(np.arange(n))
     orders = pd.DataFrame({"order_idx": np.arange(n), "side": side, "qty": order.qty,
                            "arrival_mid": core.market.arrival_mid, "policy": "twap",
                            "is_bps": rec["is_bps"], "residual_shares": rec["residual_shares"],
-                           "residual_is_bps": rec["residual_is_bps"]})
+                           "residual_is_bps": rec["residual_is_bps"],
+                           "interval_vwap": core.market.interval_vwap})
     orders.attrs["n_steps"] = core.n_steps
     return orders, pd.concat(fills, ignore_index=True), pd.concat(market, ignore_index=True)
 
@@ -417,6 +422,8 @@ def test_recomputed_is_is_the_cores_booked_is(side: str, constraints: dict | Non
     np.testing.assert_allclose(parts, orders["is_bps"], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(per_order["opportunity_bps"], orders["residual_is_bps"],
                                rtol=1e-9, atol=1e-9)
+    # the interval VWAP is the market's own (each step's volume at its mean mid)
+    np.testing.assert_allclose(per_order["interval_vwap"], orders["interval_vwap"], rtol=1e-12)
     if constraints:
         unfilled = 1_000_000 - 60_000 * orders.attrs["n_steps"]
         assert unfilled > 0 and (orders["residual_shares"] == unfilled).all()

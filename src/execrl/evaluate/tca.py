@@ -22,8 +22,9 @@ at the end mid, shared/DESIGN.md), recomputed here and compared with the trail's
 from the arrival, so the decision price touches one part only); fees on top of that is the
 total cost. Slippage of the filled shares is measured against the arrival mid, the interval
 VWAP and the participation-weighted price (PWP: the market's VWAP until it has traded
-``Q / rate`` shares). The market frame carries mids, not trade prices, so both are
-mid-priced volume-weighted averages; without market volume they are missing, and said so.
+``Q / rate`` shares). The market frame carries mids, not trade prices, so each step's volume
+is priced at the mean of the mids at its two ends (how the markets price their own interval
+VWAP); without market volume both are missing, and said so.
 
 Markouts: for each fill, the IS of its price against the mid ``h`` seconds later,
 ``side · (px − mid(t + h)) / mid(t + h)``, positive = adverse (a buy the market then moved
@@ -182,21 +183,26 @@ def _fill_frame(fills: pd.DataFrame | None, o: pd.DataFrame, grid: pd.DataFrame
 
 
 def _market_benchmarks(o: pd.DataFrame, market: pd.DataFrame, rate: float) -> pd.DataFrame:
-    """Per order: the interval VWAP and the PWP at ``rate`` from the market's volume (mid-
-    priced), with whether the market traded the ``Q / rate`` shares PWP needs."""
+    """Per order: the interval VWAP and the PWP at ``rate`` from the market's volume, with
+    whether the market traded the ``Q / rate`` shares PWP needs. A row's ``market_volume`` is
+    what traded over the step that ended at it (the market's ``last_volume``, as the
+    executor records it), priced at the mean of the mids at the step's two ends, as the
+    markets price their own interval VWAP; the first row's volume came before the order."""
     cols = {"interval_vwap": np.nan, "pwp": np.nan, "pwp_complete": False}
     if "market_volume" not in market.columns or market.empty:
         return o[list(ORDER_KEY)].assign(**cols)
     m = market[[*ORDER_KEY, "t_s", "mid", "market_volume"]].astype(
         {"t_s": np.float64, "mid": np.float64, "market_volume": np.float64})
-    m = m[np.isfinite(m["market_volume"]) & (m["market_volume"] > 0) & np.isfinite(m["mid"])]
     m = m.sort_values([*ORDER_KEY, "t_s"], kind="stable")
+    px = 0.5 * (m["mid"] + m.groupby(list(ORDER_KEY), sort=False)["mid"].shift(1))
+    m = m.assign(step_px=px)
+    m = m[np.isfinite(m["market_volume"]) & (m["market_volume"] > 0) & np.isfinite(px)]
     m = m.merge(o[[*ORDER_KEY, "qty"]], on=list(ORDER_KEY), how="inner")
     g = m.groupby(list(ORDER_KEY), sort=False)
     before = g["market_volume"].cumsum() - m["market_volume"]
     target = m["qty"].astype(np.float64) / rate
-    used = np.clip(target - before, 0.0, m["market_volume"])  # the crossing row in part
-    m = m.assign(pv=m["mid"] * m["market_volume"], pv_pwp=m["mid"] * used, v_pwp=used)
+    used = np.clip(target - before, 0.0, m["market_volume"])  # the crossing step in part
+    m = m.assign(pv=m["step_px"] * m["market_volume"], pv_pwp=m["step_px"] * used, v_pwp=used)
     s = m.groupby(list(ORDER_KEY), sort=False)[["pv", "market_volume", "pv_pwp", "v_pwp"]].sum()
     s["interval_vwap"] = s["pv"] / s["market_volume"]
     s["pwp"] = s["pv_pwp"] / s["v_pwp"]
@@ -523,8 +529,8 @@ def render_tca_markdown(report: TcaReport, images: Sequence[tuple[str, str]] = (
         out += _table(header, rows, "lll" + "r" * 7)
     out += ["", f"{h2} Slippage of the filled shares", ""]
     out.append(f"Average fill price against the arrival mid, the interval VWAP and the "
-               f"participation-weighted price at {report.pwp_rate:.0%} (mid-priced market "
-               "volume), bps, positive = cost.")
+               f"participation-weighted price at {report.pwp_rate:.0%} (each step's market "
+               "volume at its mean mid), bps, positive = cost.")
     out.append("")
     rows = [[r["policy"], _val(r["slippage_arrival_bps"]), _val(r["slippage_interval_vwap_bps"]),
              _val(r["slippage_pwp_bps"])] for _, r in b.iterrows()]
