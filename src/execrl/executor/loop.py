@@ -33,9 +33,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from execrl.domain import ConfigError, ParentOrder, Side
+from execrl.domain import ConfigError, OrderType, ParentOrder, Side
 from execrl.env.core import BatchedExecution
 from execrl.env.factory import EnvConfig, make_execution, market_for_order
+from execrl.executor.venues import wrap_venue
 from execrl.policies.base import Policy, PolicyContext
 from execrl.sim.spec import MarketSpec
 
@@ -252,6 +253,27 @@ class Executor:
         #: the action set to run in (an ``ActionSet`` or its name); None: the policy's own
         self.actions = actions
 
+    def run_meta(self, order: ParentOrder, n_orders: int, seed: int, venue: str,
+                 policy: Policy) -> dict[str, Any]:
+        """What re-runs an order from its trail: the order, the market, the seed, the
+        policy (hash and where it came from), the safety settings, the mode and the venue."""
+        sf = self.safety
+        return {
+            "order": order.model_dump(mode="json"),
+            "orders": n_orders,
+            "seed": seed,
+            "mode": self.mode,
+            "venue": venue,
+            "market": self.market.model_dump(mode="json"),
+            "reward": self.reward,
+            "policy": policy.name,
+            "policy_hash": policy_hash(policy),
+            "policy_source": dict(getattr(policy, "provenance", {}) or {}),
+            "limits": None if sf.limits is None else sf.limits.model_dump(mode="json"),
+            "watchdog": None if sf.watchdog is None else sf.watchdog.model_dump(mode="json"),
+            "fallback": sf.fallback,
+        }
+
     def policy_for(self, order: ParentOrder) -> Policy:
         return self.policies.for_side(order.side)
 
@@ -273,40 +295,83 @@ class Executor:
         on_step: Callable[[], None] | None = None,
         on_obs: Callable[[NDArray], None] | None = None,
         make_observers: Callable[[BatchedExecution], Sequence[StepObserver]] | None = None,
+        venue: str = "simulated",
     ) -> ExecutionRun:
         """Execute ``n_orders`` copies of ``order``, copy i on market path (seed, i).
         ``make_observers`` builds observers on the reset core (the decision recorder and the
         behaviour tally need it); ``on_obs`` sees the observations of the orders still
-        running before each decision; ``on_step`` is called after each step (progress)."""
+        running before each decision; ``on_step`` is called after each step (progress);
+        ``venue``: ``simulated``, ``shadow`` or ``paper`` (``executor.venues``)."""
         if n_orders < 1:
             raise ConfigError(f"orders = {n_orders!r} must be >= 1")
         policy = self.policy_for(order)
         core = self.build_core(order, n_orders, policy)
+        spec = market_for_order(self.market, order)
+        step_s = float(order.horizon) / core.n_steps
+        parent_ids = order_ids(order, n_orders)
+        core.market = wrap_venue(venue, core.market, parent_ids, step_s * 1e3)
         obs = core.reset(seed=seed)
         watched = list(observers) + list(make_observers(core) if make_observers else ())
         action_set = core.action_set
         discrete = action_set.is_discrete
+        sf = self.safety
+        watch = _Watch(self, core, policy, order, spec, seed) if sf.watchdog is not None else None
+        trail = None
+        if self.audit is not None:
+            trail = _TrailRows(self.audit, core, policy, order, parent_ids, step_s, venue)
+            self.audit.write_run(self.run_meta(order, n_orders, seed, venue, policy))
+        forced_none = np.full(n_orders, -1, dtype=np.int64)
         while not core.done.all():
             if on_obs is not None:
                 on_obs(obs[~core.done])
             masks = core.action_masks() if discrete else None
-            actions, faults, _latency = call_policy(policy, obs, masks, action_set)
-            if faults.any():
+            actions, faults, latency = call_policy(policy, obs, masks, action_set)
+            if watch is None and faults.any():
                 raise_fault(policy, faults, action_set)
+            forced, style = forced_none, None
+            probs = None
+            if watch is not None or trail is not None:
+                probs = action_probabilities(policy, obs, masks)
+            if watch is not None:
+                forced, style = watch.decide(obs, actions, faults, probs, latency)
+            if trail is not None:
+                trail.before(obs, actions, masks, probs, latency, watch)
             for w in watched:
                 w.before(actions, obs)
-            obs, *_ = core.step(actions)
+            if forced is forced_none:
+                obs, *_ = core.step(actions)
+            else:
+                obs, *_ = core.step(actions, forced_shares=forced, forced_style=style)
             for w in watched:
                 w.after()
+            if watch is not None:
+                watch.after()
+            if trail is not None:
+                trail.after(watch)
             if on_step is not None:
                 on_step()
         records = core.episode_records(np.arange(n_orders))
         episodes = pd.DataFrame(
-            {"order_idx": np.arange(n_orders), "policy": policy.name,
+            {"order_idx": np.arange(n_orders), "order_id": parent_ids, "policy": policy.name,
              "side": order.side.value, **records}
         )
-        return ExecutionRun(policy.name, episodes, core.stats.schedule.copy(),
-                            extras={"core": core})
+        shadow = None
+        if watch is not None:
+            episodes = watch.annotate(episodes)
+            shadow = watch.twap_episodes()
+        run = ExecutionRun(policy.name, episodes, core.stats.schedule.copy(), shadow,
+                           extras={"core": core, "venue": core.market})
+        if trail is not None:
+            trail.close(episodes, watch)
+        return run
+
+
+def order_ids(order: ParentOrder, n_orders: int) -> list[str]:
+    """The id each of the run's orders goes by: the order's own for one order, the order's
+    id and its copy number (``ABC-123#17``) for a backtest's copies."""
+    if n_orders == 1:
+        return [order.order_id]
+    return [f"{order.order_id}#{i}" for i in range(n_orders)]
 
 
 FAULT_TEXT = ("", "raised", "took longer than its time budget", "returned NaN",
@@ -325,3 +390,199 @@ def raise_fault(policy: Policy, faults: NDArray, action_set: Any) -> None:
 def context_for(market: MarketSpec, order: ParentOrder) -> PolicyContext:
     """What a policy may know of ``market`` for ``order`` (its horizon and arrival price)."""
     return PolicyContext(market_for_order(market, order).knowledge(), order.qty, order.side.sign)
+
+
+# -- the watchdog's side of the loop ----------------------------------------------------------
+class _Watch:
+    """The watchdog over one run: its inputs at every decision, the fallback's child orders
+    for the orders it switched, the shadow TWAP on the same paths, the kill file."""
+
+    def __init__(self, ex: Executor, core: BatchedExecution, policy: Policy, order: ParentOrder,
+                 spec: MarketSpec, seed: int):
+        from execrl.policies.baselines import make_baseline
+        from execrl.safety.watchdog import Watchdog
+
+        self.ex, self.core, self.policy = ex, core, policy
+        self.knowledge = spec.knowledge()
+        schema = getattr(policy, "feature_schema", None)
+        self.wd = Watchdog(
+            ex.safety.watchdog, n_orders=core.n_envs, side=core.side,
+            n_actions=core.action_set.n_actions, schema=schema,
+            observations=tuple(policy.observations), acting=ex.mode != "train",
+        )
+        self.twap = make_baseline("twap", context_for(ex.market, order))
+        self.twap_core = make_execution(
+            EnvConfig(market=ex.market, observations=tuple(self.twap.observations),
+                      actions=self.twap.action_set, reward=ex.reward),
+            order, n_envs=core.n_envs, autoreset=False,
+        )
+        self.twap_obs = self.twap_core.reset(seed=seed)
+        self.kill = ex.safety.kill
+        self.kill_file = ex.safety.kill_file
+
+    def killed(self) -> NDArray[np.bool_]:
+        """Per order: is its kill switch on (the in-process switch, or the operator's kill
+        file, read every decision)."""
+        if self.kill_file is not None:
+            from execrl.executor.kill import read_kill_file
+
+            read_kill_file(self.kill_file, self.kill)
+        if self.kill is None:
+            return np.zeros(self.core.n_envs, dtype=bool)
+        return self.kill.killed(self.core.n_envs, self.policy.name)
+
+    def decide(self, obs: NDArray, actions: NDArray, faults: NDArray, probs: NDArray | None,
+               latency: float) -> tuple[NDArray[np.int64], Any]:
+        from execrl.safety.fallback import fallback_shares
+
+        core = self.core
+        active = ~core.done
+        self.wd.check(
+            active=active,
+            step=core.k,
+            elapsed_ratio=core.k / core.n_steps,
+            filled_ratio=1.0 - core.remaining / core.qty,
+            price=core.market.mid,
+            arrival_vwap=core.market.arrival_vwap,
+            faults=faults,
+            probs=probs,
+            actions=core.action_set.flat_actions(actions) if core.action_set.is_discrete
+            else None,
+            latency_s=np.full(core.n_envs, latency),
+            is_bps=core.stats.is_bps,
+            twap_is_bps=self.twap_core.stats.is_bps,
+            obs=obs,
+            killed=self.killed(),
+        )
+        take = active & self.wd.in_fallback()
+        if not take.any():
+            return np.full(core.n_envs, -1, dtype=np.int64), None
+        shares = fallback_shares(
+            self.ex.safety.fallback, core.remaining, core.k, core.n_steps,
+            self.knowledge,
+        )
+        forced = np.where(take, shares, -1).astype(np.int64)
+        return forced, None
+
+    def after(self) -> None:
+        """The shadow TWAP's step on the same paths (it never sees the policy's orders)."""
+        tc = self.twap_core
+        if tc.done.all():
+            return
+        masks = tc.action_masks() if tc.action_set.is_discrete else None
+        self.twap_obs, *_ = tc.step(self.twap.act(self.twap_obs, masks))
+
+    def annotate(self, episodes: pd.DataFrame) -> pd.DataFrame:
+        from execrl.safety.watchdog import STATE_NAMES, TRIGGER_NAMES
+
+        episodes["final_state"] = [STATE_NAMES[int(x)] for x in self.wd.final_states(
+            self.core.done)]
+        episodes["trigger"] = [TRIGGER_NAMES[int(x)] for x in self.wd.trigger]
+        episodes["trigger_step"] = self.wd.trigger_step.copy()
+        return episodes
+
+    def twap_episodes(self) -> pd.DataFrame:
+        rec = self.twap_core.episode_records(np.arange(self.core.n_envs))
+        return pd.DataFrame({"order_idx": np.arange(self.core.n_envs), **rec})
+
+
+# -- the audit trail's side of the loop -------------------------------------------------------
+class _TrailRows:
+    """Turns each decision of the loop into the audit trail's columnar rows: the decision
+    (features, action, scores, mask, latency, watchdog state), the child order the guard let
+    out and its fills, and the market's mid and touch at each decision."""
+
+    def __init__(self, audit: Any, core: BatchedExecution, policy: Policy, order: ParentOrder,
+                 parent_ids: list[str], step_s: float, venue: str):
+        self.audit, self.core, self.policy = audit, core, policy
+        self.order, self.parent_ids, self.step_s, self.venue = order, parent_ids, step_s, venue
+        self.ids = np.asarray(parent_ids, dtype=object)
+        self.hash = policy_hash(policy)
+        core.record_fill_events = True
+        feats = core.market.available_features
+        self._touch = "best_bid" in feats and "best_ask" in feats
+        self._pending: dict[str, Any] = {}
+
+    def _market_rows(self, rows: NDArray[np.intp]) -> None:
+        core = self.core
+        m = core.market
+        nan = np.full(rows.size, np.nan)
+        self.audit.add_market({
+            "order_idx": rows,
+            "step": core.k[rows].copy(),
+            "t_s": core.k[rows] * self.step_s,
+            "mid": m.mid[rows].copy(),
+            "best_bid": m.feature("best_bid")[rows].copy() if self._touch else nan,
+            "best_ask": m.feature("best_ask")[rows].copy() if self._touch else nan,
+            "market_volume": np.asarray(m.feature("last_volume"), dtype=np.float64)[rows].copy(),
+        })
+
+    def before(self, obs: NDArray, actions: NDArray, masks: NDArray | None,
+               probs: NDArray | None, latency: float, watch: _Watch | None) -> None:
+        core = self.core
+        rows = np.flatnonzero(~core.done)
+        self._market_rows(rows)
+        cols: dict[str, Any] = {
+            "order_id": self.ids[rows],
+            "order_idx": rows,
+            "step": core.k[rows].copy(),
+            "t_s": core.k[rows] * self.step_s,
+            "remaining_before": core.remaining[rows].copy(),
+            "working_before": core.stats.working[rows].copy(),
+            "mid": core.market.mid[rows].copy(),
+        }
+        for j, name in enumerate(self.policy.observations):
+            cols[f"f_{name}"] = obs[rows, j]
+        a = np.asarray(actions)
+        if core.action_set.is_discrete:
+            cols["action"] = core.action_set.flat_actions(a)[rows].astype(np.float64)
+        else:
+            cols["action"] = a.reshape(a.shape[0], -1)[rows, 0].astype(np.float64)
+        scores = probs if probs is not None else action_scores(self.policy, obs)
+        cols["scores"] = [None] * rows.size if scores is None else list(
+            scores[rows].astype(np.float32))
+        cols["mask"] = [None] * rows.size if masks is None else list(masks[rows])
+        cols["confidence"] = (np.full(rows.size, np.nan) if probs is None
+                              else probs[rows].max(axis=1))
+        cols["latency_us"] = np.full(rows.size, latency * 1e6)
+        if watch is not None:
+            cols["acting"] = watch.wd.acting_names()[rows]
+        else:
+            cols["acting"] = np.full(rows.size, "policy", dtype=object)
+        self._pending = {"rows": rows, "cols": cols}
+
+    def after(self, watch: _Watch | None) -> None:
+        core = self.core
+        rows = self._pending["rows"]
+        cols = self._pending["cols"]
+        o = core.last_orders
+        fill = core.last_fills
+        assert fill is not None
+        cols["child_id"] = np.where(o.qty[rows] > 0, o.child_id[rows], 0)
+        cols["child_qty"] = o.qty[rows].copy()
+        cols["child_type"] = np.asarray(_TYPE_NAMES, dtype=object)[o.order_type[rows]]
+        cols["child_px"] = o.limit_px[rows].copy()
+        cols["ttl_ms"] = (o.ttl_steps[rows] * self.step_s * 1e3).astype(np.int64)
+        cols["guard_code"] = core.last_guard[rows].astype(np.int16)
+        cols["market_reject"] = fill.reject[rows].astype(np.int16)
+        cols["filled_qty"] = fill.qty[rows].copy()
+        cols["fill_px"] = fill.avg_px[rows].copy()
+        if watch is not None:
+            cols["watchdog_state"] = watch.wd.state[rows].astype(np.int8)
+            cols["trigger"] = watch.wd.trigger[rows].astype(np.int8)
+        else:
+            cols["watchdog_state"] = np.zeros(rows.size, dtype=np.int8)
+            cols["trigger"] = np.zeros(rows.size, dtype=np.int8)
+        self.audit.add_decisions(cols)
+        if fill.events is not None and fill.events.size:
+            self.audit.add_fills(fill.events, self.ids[fill.events["env"]])
+
+    def close(self, episodes: pd.DataFrame, watch: _Watch | None) -> None:
+        core = self.core
+        self._market_rows(np.arange(core.n_envs))  # the mid at the horizon, for markouts
+        if watch is not None:
+            self.audit.add_incidents(watch.wd.incidents(self.ids, self.step_s))
+        self.audit.close(episodes)
+
+
+_TYPE_NAMES = [t.value for t in OrderType]  # in ORDER_TYPE_CODES order
