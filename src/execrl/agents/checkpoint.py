@@ -34,7 +34,8 @@ from execrl.agents.export import NumpyPolicy
 from execrl.domain import ConfigError, ExecRLError, ParentOrder
 from execrl.domain.outputs import check_output_folder, staged_folder
 from execrl.env.core import BatchedExecution
-from execrl.env.factory import EnvConfig, make_execution
+from execrl.env.factory import EnvConfig
+from execrl.executor.loop import Executor
 from execrl.market.features import FeatureSchema
 from execrl.market.observations import definition
 from execrl.sim.almgren_chriss import ACMarketConfig
@@ -191,21 +192,11 @@ def greedy_rollout(
 ) -> BatchedExecution:
     """Run ``policy`` (masked where its actions are discrete) over ``n_orders`` orders of
     ``config``'s market, reward and action set, order i on path (seed, i); ``on_obs`` sees the
-    observations of the orders still running before each decision. The loop of
-    ``execrl.evaluate.backtest.run_policy`` (not imported: agents sit below evaluate), for
-    what training itself measures; returns the finished core."""
-    core = make_execution(
-        EnvConfig(market=config.market, observations=policy.observations,
-                  actions=config.actions, reward=config.reward),
-        order, n_envs=n_orders, autoreset=False,
-    )
-    obs = core.reset(seed=seed)
-    discrete = core.action_set.is_discrete
-    while not core.done.all():
-        if on_obs is not None:
-            on_obs(obs[~core.done])
-        obs, *_ = core.step(policy.act(obs, core.action_masks() if discrete else None))
-    return core
+    observations of the orders still running before each decision. The one loop
+    (``execrl.executor.loop.Executor``), for what training itself measures; returns the
+    finished core."""
+    executor = Executor(policy, config.market, reward=config.reward, actions=config.actions)
+    return executor.run(order, n_orders, seed, on_obs=on_obs).extras["core"]
 
 
 def feature_schema(

@@ -467,6 +467,11 @@ class BatchedExecution:
         truncated = np.zeros(n, dtype=bool)
         return obs, reward, done_now, truncated, info
 
+    @property
+    def last_orders(self) -> ChildOrderBatch:
+        """The child orders of the last step as they went to the market (after the limits)."""
+        return self._orders
+
     def last_order_kinds(self) -> NDArray[np.int8]:
         """What each env's child order of the last step was: 0 none, 1 passive (a limit order
         priced short of the far touch), 2 aggressive (it crossed the spread: a market or IOC

@@ -19,8 +19,9 @@ from numpy.typing import NDArray
 from execrl.domain import ConfigError, ParentOrder
 from execrl.domain.errors import warn_user
 from execrl.env.core import BatchedExecution
-from execrl.env.factory import EnvConfig, make_execution, market_for_order
+from execrl.env.factory import EnvConfig, market_for_order
 from execrl.evaluate.behaviour import BehaviourTally
+from execrl.executor.loop import Executor
 from execrl.policies.base import Policy, PolicyContext
 from execrl.policies.baselines import BASELINES, make_baseline
 from execrl.sim.spec import MarketSpec
@@ -59,47 +60,22 @@ def run_policy(
     """Execute ``n_orders`` copies of ``order`` with ``policy``, episode i on path (seed, i);
     with a ``recorder``, log every decision (``PolicyRun.decisions``); ``on_obs`` sees the
     observations of the orders still running before each decision."""
-    if n_orders < 1:
-        raise ConfigError(f"orders = {n_orders!r} must be >= 1")
-    env_config = EnvConfig(
-        market=config.market,
-        observations=tuple(policy.observations),
-        actions=policy.action_set,
-        reward=config.reward,
-    )
-    core: BatchedExecution = make_execution(env_config, order, n_envs=n_orders, autoreset=False)
-    obs = core.reset(seed=seed)
     market = market_for_order(config.market, order)
-    log = None if recorder is None else recorder.start(policy.name, core, market)
-    discrete = core.action_set.is_discrete
-    tally = BehaviourTally(core, getattr(policy, "feature_schema", None))
-    while not core.done.all():
-        if on_obs is not None:
-            on_obs(obs[~core.done])
-        masks = core.action_masks() if discrete else None
-        actions = policy.act(obs, masks)
-        if log is not None:
-            log.before(actions)
-        tally.before(actions, obs)
-        obs, *_ = core.step(actions)
-        tally.after()
-        if log is not None:
-            log.after()
-        if on_step is not None:
-            on_step()
-    records = core.episode_records(np.arange(n_orders))
-    schedule = core.stats.schedule.copy()
-    episodes = pd.DataFrame(
-        {
-            "order_idx": np.arange(n_orders),
-            "policy": policy.name,
-            "side": order.side.value,
-            **records,
-            "risk_proxy_bps": risk_proxy_bps(schedule, order.qty, market),
-        }
-    )
+    state: dict[str, Any] = {}
+
+    def observers(core: BatchedExecution) -> list[Any]:
+        state["log"] = None if recorder is None else recorder.start(policy.name, core, market)
+        state["tally"] = BehaviourTally(core, getattr(policy, "feature_schema", None))
+        return [w for w in (state["log"], state["tally"]) if w is not None]
+
+    executor = Executor(policy, config.market, reward=config.reward)
+    run = executor.run(order, n_orders, seed, on_step=on_step, on_obs=on_obs,
+                       make_observers=observers)
+    log, tally = state["log"], state["tally"]
+    episodes = run.episodes
+    episodes["risk_proxy_bps"] = risk_proxy_bps(run.schedules, order.qty, market)
     decisions = None if log is None else log.frame()
-    return PolicyRun(policy.name, episodes, schedule, decisions, tally.summary(seed))
+    return PolicyRun(policy.name, episodes, run.schedules, decisions, tally.summary(seed))
 
 
 #: below this many orders a paired CI or p-value is not reported (a percentile bootstrap of

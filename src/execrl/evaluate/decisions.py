@@ -199,7 +199,7 @@ class DecisionLog:
         shadow.k = self.core.k
         return shadow.observe()
 
-    def before(self, actions: NDArray) -> None:
+    def before(self, actions: NDArray, obs: NDArray | None = None) -> None:
         core = self.core
         ids = np.flatnonzero(~core.done)
         fraction = core.action_set.to_fraction(actions)  # refuses a bad action, as step would

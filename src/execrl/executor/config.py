@@ -1,0 +1,120 @@
+"""The executor's configuration: one YAML file in the shape of seed 001 §9.3.
+
+```yaml
+policy:
+  type: ppo                    # a label for a learned policy, or a baseline spec (twap, pov:0.1)
+  checkpoint: runs/ppo         # a learned policy's checkpoint folder; none for a baseline
+  sell_checkpoint: runs/ppo-s  # optional: a separate model for sells (seed 000 Q3)
+  action_set: seed004          # optional: checked against the checkpoint's
+risk:                          # execrl.safety.guard.RiskLimits, plus the seed's names
+  participation_cap: 0.10      #   = participation
+  price_band_ticks: 5          #   the collar in ticks (price_band_bps in bps)
+  child_max: 15000
+  fallback: almgren_chriss     # twap (default), vwap, almgren_chriss, split
+watchdog:                      # execrl.safety.watchdog.WatchdogConfig
+  min_confidence: 0.6
+kill_file: /var/run/execrl/kill   # optional: the kill switch an operator flips (execrl kill)
+```
+
+It is validated at the edge like an order: an unknown key, a bad value or a checkpoint that
+does not load is one line naming the field and the value, and nothing runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from execrl.domain import ConfigError
+from execrl.domain.errors import describe_pydantic_error
+
+FALLBACKS = ("twap", "vwap", "almgren_chriss", "split")
+#: the seed's spelling (seed 001 §9.3 writes "almgren_chiss") and short names
+FALLBACK_ALIASES = {"almgren_chiss": "almgren_chriss", "ac": "almgren_chriss"}
+
+
+class PolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = Field(min_length=1, max_length=128)
+    checkpoint: str | None = None
+    sell_checkpoint: str | None = None
+    action_set: str | None = None
+
+
+class AuditConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sql_url: str | None = None
+    """SQLAlchemy URL of the per-order summaries and incidents (default: SQLite in the trail
+    folder); e.g. postgresql+psycopg://user@host/db."""
+
+
+class ExecutorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: PolicyConfig = PolicyConfig(type="twap")
+    risk: dict[str, Any] = Field(default_factory=dict)
+    watchdog: dict[str, Any] = Field(default_factory=dict)
+    fallback: Literal["twap", "vwap", "almgren_chriss", "split"] = "twap"
+    kill_file: str | None = None
+    audit: AuditConfig = AuditConfig()
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "executor config") -> ExecutorConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping at the top, got {type(data).__name__}")
+        data = dict(data)
+        risk = dict(data.get("risk") or {})
+        if "fallback" in risk:  # the seed puts the fallback under risk
+            if "fallback" in data:
+                raise ConfigError(f"{where}: 'fallback' is given twice (top level and risk)")
+            data["fallback"] = risk.pop("fallback")
+        if isinstance(data.get("fallback"), str):
+            data["fallback"] = FALLBACK_ALIASES.get(data["fallback"], data["fallback"])
+        data["risk"] = risk
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_pydantic_error(where, exc)) from None
+        config.risk_limits()  # validated now, not at the first decision
+        config.watchdog_config()
+        return config
+
+    @classmethod
+    def load(cls, path: Path) -> ExecutorConfig:
+        import yaml
+
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"executor config {str(path)!r}: cannot read it ({exc.strerror})"
+                              ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "not YAML"
+            raise ConfigError(f"executor config {str(path)!r}{at}: {problem}") from None
+        return cls.from_dict(data if data is not None else {}, where=f"executor config "
+                                                                      f"{str(path)!r}")
+
+    def risk_limits(self) -> Any:
+        """The firm's limits (``safety.guard.RiskLimits``), with the seed's names mapped."""
+        from execrl.safety.guard import RiskLimits
+
+        risk = dict(self.risk)
+        if "participation_cap" in risk:
+            if "participation" in risk:
+                raise ConfigError("executor config: risk gives both 'participation_cap' and "
+                                  "'participation'")
+            risk["participation"] = risk.pop("participation_cap")
+        return RiskLimits.from_dict(risk, what="executor config risk")
+
+    def watchdog_config(self) -> Any:
+        from execrl.safety.watchdog import WatchdogConfig
+
+        return WatchdogConfig.from_dict(self.watchdog, what="executor config watchdog")

@@ -1,0 +1,588 @@
+"""The one execution loop: parent orders → features → policy → risk guard → child orders →
+venue → fills → back, watched by the watchdog, every decision on record.
+
+Backtests (``execrl evaluate``), shadow runs, paper trading and the greedy rollouts training
+measures all run through ``Executor.run``; there is no second copy of this loop. The loop is
+batched: one call runs ``n_orders`` copies of a parent order, order i on market path
+(seed, i) (common random numbers: two policies meet the same paths), and with one order it
+is the low-latency path.
+
+What the loop adds to the execution core (``env.core.BatchedExecution``, which books fills and
+applies the risk guard to every child order whatever the policy asks):
+
+- the policy is called defensively: a policy that raises, returns NaN, returns an action
+  outside its space or returns the wrong shape is contained per order (the batch is retried
+  one order at a time to find which), never failing the batch;
+- the watchdog (``safety.watchdog``) sees every decision and switches an order to its
+  fallback schedule (``safety.fallback``) for the rest of its life when a trigger fires; the
+  fallback's child orders go through the same guard. In ``train`` mode it only records;
+- a shadow TWAP runs in lockstep on the same market paths (same seeds), the benchmark of the
+  watchdog's loss trigger and of the shadow-mode report;
+- an audit trail (``executor.audit``), when given, receives every decision, child order,
+  fill and market row, and each order's summary and incidents.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from execrl.domain import ConfigError, OrderType, ParentOrder, Side
+from execrl.env.core import BatchedExecution
+from execrl.env.factory import EnvConfig, make_execution, market_for_order
+from execrl.executor.venues import wrap_venue
+from execrl.policies.base import Policy, PolicyContext
+from execrl.sim.spec import MarketSpec
+
+#: what the loop may be run for; the watchdog acts in all but ``train``
+MODES = ("backtest", "shadow", "paper", "train")
+
+
+class StepObserver(Protocol):
+    """Something that watches the loop (the decision recorder, the behaviour tally):
+    ``before(actions, obs)`` right before the core's step, ``after()`` right after."""
+
+    def before(self, actions: NDArray, obs: NDArray | None = None) -> None: ...
+
+    def after(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """One policy per side (seed 000 Q3: the same architecture, a separate model for sells);
+    ``sell`` None: ``buy`` trades both sides."""
+
+    buy: Policy
+    sell: Policy | None = None
+
+    def for_side(self, side: Side) -> Policy:
+        return self.sell if side is Side.SELL and self.sell is not None else self.buy
+
+
+def policy_hash(policy: Policy) -> str:
+    """A learned policy's hash (``NumpyPolicy.policy_hash``); a baseline's name and
+    parameters otherwise, so every audited decision names what decided it."""
+    fn = getattr(policy, "policy_hash", None)
+    if callable(fn):
+        return str(fn())
+    return f"baseline:{policy.name}"
+
+
+def action_probabilities(policy: Policy, obs: NDArray, masks: NDArray | None) -> NDArray | None:
+    """(n, n_actions) action probabilities where the policy has them (a softmax over the
+    logits of a policy-gradient or behaviour-cloning head, masked), else None: a greedy
+    value policy (DQN, QR-DQN, CQL, a Q table) has Q-values, not a confidence."""
+    head = getattr(policy, "head", None)
+    algo = (getattr(policy, "meta", None) or {}).get("algo", "")
+    if head != "argmax" or algo not in PROBABILISTIC_ALGOS:
+        return None
+    logits = policy.outputs(obs)  # type: ignore[attr-defined]
+    if masks is not None:
+        logits = np.where(masks, logits, -np.inf)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+#: learned policies whose outputs are logits of a categorical policy
+PROBABILISTIC_ALGOS = ("ppo", "maskable_ppo", "bc", "discrete_bc")
+
+
+def action_scores(policy: Policy, obs: NDArray) -> NDArray | None:
+    """Q-values or logits, for the audit trail (off-policy evaluation reads them)."""
+    fn = getattr(policy, "action_scores", None)
+    if not callable(fn) or getattr(policy, "head", None) == "gaussian_mean":
+        return None
+    return np.asarray(fn(obs), dtype=np.float64)
+
+
+# -- the policy, called defensively -----------------------------------------------------------
+# fault codes per order (``safety.watchdog.POLICY_FAULTS``)
+FAULT_NONE, FAULT_RAISED, FAULT_TIMEOUT, FAULT_NAN, FAULT_OUT_OF_SPACE = range(5)
+
+
+def validate_actions(policy_actions: Any, action_set: Any, n: int) -> tuple[NDArray, NDArray]:
+    """The policy's output checked against its action space, per order: (actions to send,
+    fault codes). A faulty order's action is replaced by a harmless one (send nothing: the
+    watchdog hands it to its fallback in the same step)."""
+    faults = np.zeros(n, dtype=np.int8)
+    a = np.asarray(policy_actions)
+    if action_set.is_discrete:
+        width = len(action_set.factors) if action_set.multi_discrete and action_set.factors else 0
+        shape = (n, width) if width else (n,)
+        if a.shape == (n, 1) and not width:
+            a = a.reshape(n)
+        if a.shape != shape or not np.issubdtype(a.dtype, np.number):
+            faults[:] = FAULT_OUT_OF_SPACE
+            return _safe_actions(action_set, n, width), faults
+        af = a.astype(np.float64)
+        finite = np.isfinite(af) if af.ndim == 1 else np.isfinite(af).all(axis=1)
+        faults[~finite] = FAULT_NAN
+        af = np.where(np.isfinite(af), af, 0.0)
+        tops = np.asarray(action_set.factors if width else (action_set.n_actions,))
+        inside = (af >= 0) & (af < tops) & (af == np.floor(af))
+        inside = inside if inside.ndim == 1 else inside.all(axis=1)
+        faults[finite & ~inside] = FAULT_OUT_OF_SPACE
+        clean = af.astype(np.int64)
+        bad = faults != FAULT_NONE
+        if bad.any():
+            clean[bad] = _safe_actions(action_set, int(bad.sum()), width)
+        return clean, faults
+    space = action_set.space()
+    width = space.shape[0]
+    if a.ndim == 1 and width == 1 and a.shape == (n,):
+        a = a.reshape(n, 1)
+    if a.shape != (n, width) or not np.issubdtype(a.dtype, np.number):
+        faults[:] = FAULT_OUT_OF_SPACE
+        return _safe_actions(action_set, n, width), faults
+    af = a.astype(np.float64)
+    finite = np.isfinite(af).all(axis=1)
+    faults[~finite] = FAULT_NAN
+    inside = ((af >= space.low) & (af <= space.high)).all(axis=1)
+    faults[finite & ~inside] = FAULT_OUT_OF_SPACE
+    bad = faults != FAULT_NONE
+    af[bad] = 0.0
+    return af.astype(np.float32), faults
+
+
+def _safe_actions(action_set: Any, n: int, width: int) -> NDArray:
+    """Send nothing: a fraction of 0 where the set has one, else its smallest action."""
+    if not action_set.is_discrete:
+        return np.zeros((n, width), dtype=np.float32)
+    frac = np.asarray(action_set.fractions)
+    idx = int(np.argmin(frac))
+    if width:
+        return np.tile(np.array(np.unravel_index(idx, action_set.factors)), (n, 1))
+    return np.full(n, idx, dtype=np.int64)
+
+
+def call_policy(
+    policy: Policy, obs: NDArray, masks: NDArray | None, action_set: Any
+) -> tuple[NDArray, NDArray, float]:
+    """(actions, fault codes, latency in seconds) for a batch. A batch that raises is retried
+    one order at a time, so only the orders whose observation makes the policy fail are
+    faulted (the slow path, taken only on a fault)."""
+    n = obs.shape[0]
+    t0 = time.perf_counter()
+    try:
+        raw = policy.act(obs, masks)
+        failed = False
+    except Exception:
+        failed = True
+    latency = time.perf_counter() - t0
+    if not failed:
+        actions, faults = validate_actions(raw, action_set, n)
+        return actions, faults, latency
+    width = len(action_set.factors) if action_set.multi_discrete and action_set.factors else (
+        0 if action_set.is_discrete else action_set.space().shape[0])
+    actions = _safe_actions(action_set, n, width)
+    faults = np.zeros(n, dtype=np.int8)
+    for i in range(n):  # only after the batch raised: find the orders that make it fail
+        try:
+            one = policy.act(obs[i : i + 1], None if masks is None else masks[i : i + 1])
+        except Exception:
+            faults[i] = FAULT_RAISED
+            continue
+        a, f = validate_actions(one, action_set, 1)
+        actions[i] = a[0]
+        faults[i] = f[0]
+    return actions, faults, time.perf_counter() - t0
+
+
+# -- the loop ---------------------------------------------------------------------------------
+@dataclass
+class ExecutionRun:
+    """One policy's orders through the loop: per-order results (``episodes``: the core's
+    episode records plus the watchdog's final state and trigger), the shares traded per step,
+    the observers' summaries and, with a shadow TWAP, its per-order results on the same
+    paths."""
+
+    policy: str
+    episodes: pd.DataFrame
+    schedules: NDArray[np.int64]  # (K, N)
+    shadow_twap: pd.DataFrame | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Safety:
+    """The loop's safety settings: the firm's risk limits (tightened by each order's own
+    constraints), the watchdog (None: off), the fallback schedule and the kill switch."""
+
+    limits: Any = None  # safety.guard.RiskLimits | None
+    watchdog: Any = None  # safety.watchdog.WatchdogConfig | None
+    fallback: str = "twap"
+    kill: Any = None  # safety.guard.KillSwitch | None
+    kill_file: str | None = None
+
+
+class Executor:
+    """Runs parent orders through policy → guard → venue → fills, watched and audited.
+
+    ``policies``: a policy, or a ``PolicySet`` with one per side. ``market``: the market
+    specification the venue is built from (a simulated or replayed market; ``venues`` has the
+    shadow and paper venues). ``actions``: the action set to run in, when not the policy's
+    own (training's greedy rollouts run in the training set). ``mode``: one of ``MODES``; in
+    ``train`` the watchdog records but never acts."""
+
+    def __init__(
+        self,
+        policies: Policy | PolicySet,
+        market: MarketSpec,
+        *,
+        reward: str = "is_bps",
+        safety: Safety | None = None,
+        mode: str = "backtest",
+        audit: Any = None,
+        actions: Any = None,
+    ):
+        if mode not in MODES:
+            raise ConfigError(f"executor mode {mode!r} is unknown; choose from {', '.join(MODES)}")
+        self.policies = policies if isinstance(policies, PolicySet) else PolicySet(policies)
+        self.market = market
+        self.reward = reward
+        self.safety = safety or Safety()
+        self.mode = mode
+        self.audit = audit
+        #: the action set to run in (an ``ActionSet`` or its name); None: the policy's own
+        self.actions = actions
+
+    def run_meta(self, order: ParentOrder, n_orders: int, seed: int, venue: str,
+                 policy: Policy) -> dict[str, Any]:
+        """What re-runs an order from its trail: the order, the market, the seed, the
+        policy (hash and where it came from), the safety settings, the mode and the venue."""
+        sf = self.safety
+        return {
+            "order": order.model_dump(mode="json"),
+            "orders": n_orders,
+            "seed": seed,
+            "mode": self.mode,
+            "venue": venue,
+            "market": self.market.model_dump(mode="json"),
+            "reward": self.reward,
+            "policy": policy.name,
+            "policy_hash": policy_hash(policy),
+            "policy_source": dict(getattr(policy, "provenance", {}) or {}),
+            "limits": None if sf.limits is None else sf.limits.model_dump(mode="json"),
+            "watchdog": None if sf.watchdog is None else sf.watchdog.model_dump(mode="json"),
+            "fallback": sf.fallback,
+        }
+
+    def policy_for(self, order: ParentOrder) -> Policy:
+        return self.policies.for_side(order.side)
+
+    def build_core(self, order: ParentOrder, n_orders: int, policy: Policy) -> BatchedExecution:
+        env_config = EnvConfig(
+            market=self.market,
+            observations=tuple(policy.observations),
+            actions=policy.action_set if self.actions is None else self.actions,
+            reward=self.reward,
+        )
+        return make_execution(env_config, order, n_envs=n_orders, autoreset=False)
+
+    def run(
+        self,
+        order: ParentOrder,
+        n_orders: int,
+        seed: int,
+        observers: Sequence[StepObserver] = (),
+        on_step: Callable[[], None] | None = None,
+        on_obs: Callable[[NDArray], None] | None = None,
+        make_observers: Callable[[BatchedExecution], Sequence[StepObserver]] | None = None,
+        venue: str = "simulated",
+    ) -> ExecutionRun:
+        """Execute ``n_orders`` copies of ``order``, copy i on market path (seed, i).
+        ``make_observers`` builds observers on the reset core (the decision recorder and the
+        behaviour tally need it); ``on_obs`` sees the observations of the orders still
+        running before each decision; ``on_step`` is called after each step (progress);
+        ``venue``: ``simulated``, ``shadow`` or ``paper`` (``executor.venues``)."""
+        if n_orders < 1:
+            raise ConfigError(f"orders = {n_orders!r} must be >= 1")
+        policy = self.policy_for(order)
+        core = self.build_core(order, n_orders, policy)
+        spec = market_for_order(self.market, order)
+        step_s = float(order.horizon) / core.n_steps
+        parent_ids = order_ids(order, n_orders)
+        core.market = wrap_venue(venue, core.market, parent_ids, step_s * 1e3)
+        obs = core.reset(seed=seed)
+        watched = list(observers) + list(make_observers(core) if make_observers else ())
+        action_set = core.action_set
+        discrete = action_set.is_discrete
+        sf = self.safety
+        watch = _Watch(self, core, policy, order, spec, seed) if sf.watchdog is not None else None
+        trail = None
+        if self.audit is not None:
+            trail = _TrailRows(self.audit, core, policy, order, parent_ids, step_s, venue)
+            self.audit.write_run(self.run_meta(order, n_orders, seed, venue, policy))
+        forced_none = np.full(n_orders, -1, dtype=np.int64)
+        while not core.done.all():
+            if on_obs is not None:
+                on_obs(obs[~core.done])
+            masks = core.action_masks() if discrete else None
+            actions, faults, latency = call_policy(policy, obs, masks, action_set)
+            if watch is None and faults.any():
+                raise_fault(policy, faults, action_set)
+            forced, style = forced_none, None
+            probs = None
+            if watch is not None or trail is not None:
+                probs = action_probabilities(policy, obs, masks)
+            if watch is not None:
+                forced, style = watch.decide(obs, actions, faults, probs, latency)
+            if trail is not None:
+                trail.before(obs, actions, masks, probs, latency, watch)
+            for w in watched:
+                w.before(actions, obs)
+            if forced is forced_none:
+                obs, *_ = core.step(actions)
+            else:
+                obs, *_ = core.step(actions, forced_shares=forced, forced_style=style)
+            for w in watched:
+                w.after()
+            if watch is not None:
+                watch.after()
+            if trail is not None:
+                trail.after(watch)
+            if on_step is not None:
+                on_step()
+        records = core.episode_records(np.arange(n_orders))
+        episodes = pd.DataFrame(
+            {"order_idx": np.arange(n_orders), "order_id": parent_ids, "policy": policy.name,
+             "side": order.side.value, **records}
+        )
+        shadow = None
+        if watch is not None:
+            episodes = watch.annotate(episodes)
+            shadow = watch.twap_episodes()
+        run = ExecutionRun(policy.name, episodes, core.stats.schedule.copy(), shadow,
+                           extras={"core": core, "venue": core.market})
+        if trail is not None:
+            trail.close(episodes, watch)
+        return run
+
+
+def order_ids(order: ParentOrder, n_orders: int) -> list[str]:
+    """The id each of the run's orders goes by: the order's own for one order, the order's
+    id and its copy number (``ABC-123#17``) for a backtest's copies."""
+    if n_orders == 1:
+        return [order.order_id]
+    return [f"{order.order_id}#{i}" for i in range(n_orders)]
+
+
+FAULT_TEXT = ("", "raised", "took longer than its time budget", "returned NaN",
+              "returned an action outside its space")
+
+
+def raise_fault(policy: Policy, faults: NDArray, action_set: Any) -> None:
+    """Without a watchdog to contain it, a faulty decision stops the run, naming it."""
+    i = int(np.flatnonzero(faults)[0])
+    raise ConfigError(
+        f"policy {policy.name!r} {FAULT_TEXT[int(faults[i])]} for order {i} "
+        f"(action set {action_set.name!r}); run it under a watchdog to contain faults"
+    )
+
+
+def context_for(market: MarketSpec, order: ParentOrder) -> PolicyContext:
+    """What a policy may know of ``market`` for ``order`` (its horizon and arrival price)."""
+    return PolicyContext(market_for_order(market, order).knowledge(), order.qty, order.side.sign)
+
+
+# -- the watchdog's side of the loop ----------------------------------------------------------
+class _Watch:
+    """The watchdog over one run: its inputs at every decision, the fallback's child orders
+    for the orders it switched, the shadow TWAP on the same paths, the kill file."""
+
+    def __init__(self, ex: Executor, core: BatchedExecution, policy: Policy, order: ParentOrder,
+                 spec: MarketSpec, seed: int):
+        from execrl.policies.baselines import make_baseline
+        from execrl.safety.watchdog import Watchdog
+
+        self.ex, self.core, self.policy = ex, core, policy
+        self.knowledge = spec.knowledge()
+        schema = getattr(policy, "feature_schema", None)
+        self.wd = Watchdog(
+            ex.safety.watchdog, n_orders=core.n_envs, side=core.side,
+            n_actions=core.action_set.n_actions, schema=schema,
+            observations=tuple(policy.observations), acting=ex.mode != "train",
+        )
+        self.twap = make_baseline("twap", context_for(ex.market, order))
+        self.twap_core = make_execution(
+            EnvConfig(market=ex.market, observations=tuple(self.twap.observations),
+                      actions=self.twap.action_set, reward=ex.reward),
+            order, n_envs=core.n_envs, autoreset=False,
+        )
+        self.twap_obs = self.twap_core.reset(seed=seed)
+        self.kill = ex.safety.kill
+        self.kill_file = ex.safety.kill_file
+
+    def killed(self) -> NDArray[np.bool_]:
+        """Per order: is its kill switch on (the in-process switch, or the operator's kill
+        file, read every decision)."""
+        if self.kill_file is not None:
+            from execrl.executor.kill import read_kill_file
+
+            read_kill_file(self.kill_file, self.kill)
+        if self.kill is None:
+            return np.zeros(self.core.n_envs, dtype=bool)
+        return self.kill.killed(self.core.n_envs, self.policy.name)
+
+    def decide(self, obs: NDArray, actions: NDArray, faults: NDArray, probs: NDArray | None,
+               latency: float) -> tuple[NDArray[np.int64], Any]:
+        from execrl.safety.fallback import fallback_shares
+
+        core = self.core
+        active = ~core.done
+        self.wd.check(
+            active=active,
+            step=core.k,
+            elapsed_ratio=core.k / core.n_steps,
+            filled_ratio=1.0 - core.remaining / core.qty,
+            price=core.market.mid,
+            arrival_vwap=core.market.arrival_vwap,
+            faults=faults,
+            probs=probs,
+            actions=core.action_set.flat_actions(actions) if core.action_set.is_discrete
+            else None,
+            latency_s=np.full(core.n_envs, latency),
+            is_bps=core.stats.is_bps,
+            twap_is_bps=self.twap_core.stats.is_bps,
+            obs=obs,
+            killed=self.killed(),
+        )
+        take = active & self.wd.in_fallback()
+        if not take.any():
+            return np.full(core.n_envs, -1, dtype=np.int64), None
+        shares = fallback_shares(
+            self.ex.safety.fallback, core.remaining, core.k, core.n_steps,
+            self.knowledge,
+        )
+        forced = np.where(take, shares, -1).astype(np.int64)
+        return forced, None
+
+    def after(self) -> None:
+        """The shadow TWAP's step on the same paths (it never sees the policy's orders)."""
+        tc = self.twap_core
+        if tc.done.all():
+            return
+        masks = tc.action_masks() if tc.action_set.is_discrete else None
+        self.twap_obs, *_ = tc.step(self.twap.act(self.twap_obs, masks))
+
+    def annotate(self, episodes: pd.DataFrame) -> pd.DataFrame:
+        from execrl.safety.watchdog import STATE_NAMES, TRIGGER_NAMES
+
+        episodes["final_state"] = [STATE_NAMES[int(x)] for x in self.wd.final_states(
+            self.core.done)]
+        episodes["trigger"] = [TRIGGER_NAMES[int(x)] for x in self.wd.trigger]
+        episodes["trigger_step"] = self.wd.trigger_step.copy()
+        return episodes
+
+    def twap_episodes(self) -> pd.DataFrame:
+        rec = self.twap_core.episode_records(np.arange(self.core.n_envs))
+        return pd.DataFrame({"order_idx": np.arange(self.core.n_envs), **rec})
+
+
+# -- the audit trail's side of the loop -------------------------------------------------------
+class _TrailRows:
+    """Turns each decision of the loop into the audit trail's columnar rows: the decision
+    (features, action, scores, mask, latency, watchdog state), the child order the guard let
+    out and its fills, and the market's mid and touch at each decision."""
+
+    def __init__(self, audit: Any, core: BatchedExecution, policy: Policy, order: ParentOrder,
+                 parent_ids: list[str], step_s: float, venue: str):
+        self.audit, self.core, self.policy = audit, core, policy
+        self.order, self.parent_ids, self.step_s, self.venue = order, parent_ids, step_s, venue
+        self.ids = np.asarray(parent_ids, dtype=object)
+        self.hash = policy_hash(policy)
+        core.record_fill_events = True
+        feats = core.market.available_features
+        self._touch = "best_bid" in feats and "best_ask" in feats
+        self._pending: dict[str, Any] = {}
+
+    def _market_rows(self, rows: NDArray[np.intp]) -> None:
+        core = self.core
+        m = core.market
+        nan = np.full(rows.size, np.nan)
+        self.audit.add_market({
+            "order_idx": rows,
+            "step": core.k[rows].copy(),
+            "t_s": core.k[rows] * self.step_s,
+            "mid": m.mid[rows].copy(),
+            "best_bid": m.feature("best_bid")[rows].copy() if self._touch else nan,
+            "best_ask": m.feature("best_ask")[rows].copy() if self._touch else nan,
+            "market_volume": np.asarray(m.feature("last_volume"), dtype=np.float64)[rows].copy(),
+        })
+
+    def before(self, obs: NDArray, actions: NDArray, masks: NDArray | None,
+               probs: NDArray | None, latency: float, watch: _Watch | None) -> None:
+        core = self.core
+        rows = np.flatnonzero(~core.done)
+        self._market_rows(rows)
+        cols: dict[str, Any] = {
+            "order_id": self.ids[rows],
+            "order_idx": rows,
+            "step": core.k[rows].copy(),
+            "t_s": core.k[rows] * self.step_s,
+            "remaining_before": core.remaining[rows].copy(),
+            "working_before": core.stats.working[rows].copy(),
+            "mid": core.market.mid[rows].copy(),
+        }
+        for j, name in enumerate(self.policy.observations):
+            cols[f"f_{name}"] = obs[rows, j]
+        a = np.asarray(actions)
+        if core.action_set.is_discrete:
+            cols["action"] = core.action_set.flat_actions(a)[rows].astype(np.float64)
+        else:
+            cols["action"] = a.reshape(a.shape[0], -1)[rows, 0].astype(np.float64)
+        scores = probs if probs is not None else action_scores(self.policy, obs)
+        cols["scores"] = [None] * rows.size if scores is None else list(
+            scores[rows].astype(np.float32))
+        cols["mask"] = [None] * rows.size if masks is None else list(masks[rows])
+        cols["confidence"] = (np.full(rows.size, np.nan) if probs is None
+                              else probs[rows].max(axis=1))
+        cols["latency_us"] = np.full(rows.size, latency * 1e6)
+        if watch is not None:
+            cols["acting"] = watch.wd.acting_names()[rows]
+        else:
+            cols["acting"] = np.full(rows.size, "policy", dtype=object)
+        self._pending = {"rows": rows, "cols": cols}
+
+    def after(self, watch: _Watch | None) -> None:
+        core = self.core
+        rows = self._pending["rows"]
+        cols = self._pending["cols"]
+        o = core.last_orders
+        fill = core.last_fills
+        assert fill is not None
+        cols["child_id"] = np.where(o.qty[rows] > 0, o.child_id[rows], 0)
+        cols["child_qty"] = o.qty[rows].copy()
+        cols["child_type"] = np.asarray(_TYPE_NAMES, dtype=object)[o.order_type[rows]]
+        cols["child_px"] = o.limit_px[rows].copy()
+        cols["ttl_ms"] = (o.ttl_steps[rows] * self.step_s * 1e3).astype(np.int64)
+        cols["guard_code"] = core.last_guard[rows].astype(np.int16)
+        cols["market_reject"] = fill.reject[rows].astype(np.int16)
+        cols["filled_qty"] = fill.qty[rows].copy()
+        cols["fill_px"] = fill.avg_px[rows].copy()
+        if watch is not None:
+            cols["watchdog_state"] = watch.wd.state[rows].astype(np.int8)
+            cols["trigger"] = watch.wd.trigger[rows].astype(np.int8)
+        else:
+            cols["watchdog_state"] = np.zeros(rows.size, dtype=np.int8)
+            cols["trigger"] = np.zeros(rows.size, dtype=np.int8)
+        self.audit.add_decisions(cols)
+        if fill.events is not None and fill.events.size:
+            self.audit.add_fills(fill.events, self.ids[fill.events["env"]])
+
+    def close(self, episodes: pd.DataFrame, watch: _Watch | None) -> None:
+        core = self.core
+        self._market_rows(np.arange(core.n_envs))  # the mid at the horizon, for markouts
+        if watch is not None:
+            self.audit.add_incidents(watch.wd.incidents(self.ids, self.step_s))
+        self.audit.close(episodes)
+
+
+_TYPE_NAMES = [t.value for t in OrderType]  # in ORDER_TYPE_CODES order
