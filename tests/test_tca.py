@@ -335,6 +335,8 @@ def test_correlation_report_from_the_trail() -> None:
     assert "action_histogram" not in rl
     with_actions = trail_behaviour(orders, decisions.assign(action=[2.0, 0, 1, 0, 2]), market)
     assert with_actions[0]["rl"]["action_histogram"] == {"0": 2, "1": 1, "2": 1}
+    page = render_tca_markdown(tca_report(orders, None, market, decisions))
+    assert "## Behaviour and tick flow (seed 000 §5)" in page
     kinds = decisions.assign(order_kind=[2, 0, 1, 0, 2])
     assert trail_behaviour(orders, kinds, None)[0] == behaviour
     assert "f_tick_flow_10s" in trail_behaviour(orders, decisions.drop(
