@@ -299,6 +299,10 @@ def test_action_kl() -> None:
     assert action_kl([1, 0], [0.0, 1.0]) == math.inf
     assert action_kl([1, 3], [1, 1]) == pytest.approx(
         0.25 * math.log(0.5) + 0.75 * math.log(1.5))
+    # the watchdog's smoothing: (count + s) / (total + s * n)
+    p = np.array([1.5, 0.5]) / 2.0
+    assert action_kl([1, 0], [0.5, 0.5], smoothing=0.5) == pytest.approx(
+        float(np.sum(p * np.log(p / 0.5))))
 
 
 # --------------------------------------------------------------------------- seed 000 §5

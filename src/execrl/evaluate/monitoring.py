@@ -55,13 +55,16 @@ class MonitoringThresholds:
     fallback_rate: float = 0.20
 
 
-def action_kl(counts: NDArray, reference: Sequence[float]) -> float:
+def action_kl(counts: NDArray, reference: Sequence[float], smoothing: float = 0.0) -> float:
     """KL(p ‖ q) in nats of the chosen actions' frequencies ``p`` against ``reference`` ``q``
-    (renormalised); a chosen action the reference gives 0 makes it infinite."""
+    (renormalised); ``smoothing`` is added to every count first, as the watchdog does
+    (``WatchdogConfig.drift_smoothing``), so both judge drift alike; without it a chosen
+    action the reference gives 0 makes the divergence infinite."""
     p = np.asarray(counts, dtype=np.float64)
     q = np.asarray(reference, dtype=np.float64)
     if p.shape != q.shape or p.sum() <= 0 or q.sum() <= 0:
         return float("nan")
+    p = p + smoothing
     p, q = p / p.sum(), q / q.sum()
     on = p > 0
     with np.errstate(divide="ignore"):
@@ -91,6 +94,7 @@ def monitoring_table(
     tick_size: float | None = None,
     reference_actions: Mapping[str, Sequence[float]] | None = None,
     thresholds: MonitoringThresholds | None = None,
+    drift_smoothing: float = 0.0,
 ) -> pd.DataFrame:
     """One row per (policy, metric): value, threshold, direction, flagged, the seed's action
     and a note; ``per_order`` and ``fills`` are ``evaluate.tca.per_order_tca``'s frames."""
@@ -126,7 +130,8 @@ def monitoring_table(
                          "review"))
         dp = d[d["policy"] == policy] if d is not None else None
         rows.append(_latency_row(policy, dp, th))
-        rows.append(_drift_row(policy, dp, (reference_actions or {}).get(policy), th))
+        rows.append(_drift_row(policy, dp, (reference_actions or {}).get(policy), th,
+                               drift_smoothing))
         rows.append(_fallback_row(policy, po, dp, th))
     return pd.DataFrame(rows, columns=list(MONITORING_COLUMNS))
 
@@ -148,7 +153,7 @@ def _latency_row(policy: str, d: pd.DataFrame | None, th: MonitoringThresholds
 
 
 def _drift_row(policy: str, d: pd.DataFrame | None, reference: Sequence[float] | None,
-               th: MonitoringThresholds) -> dict[str, Any]:
+               th: MonitoringThresholds, smoothing: float) -> dict[str, Any]:
     metric = "KL(actions ‖ reference)"
     if reference is None:
         return _row(policy, "drift", metric, None, th.drift_kl, ">", "retrain",
@@ -164,8 +169,8 @@ def _drift_row(policy: str, d: pd.DataFrame | None, reference: Sequence[float] |
     note = f"{int(inside.sum())} decision(s) of the policy"
     if (~inside).any():
         note += f", {int((~inside).sum())} not an index of the reference (left out)"
-    return _row(policy, "drift", metric, action_kl(counts, reference), th.drift_kl, ">",
-                "retrain", note)
+    return _row(policy, "drift", metric, action_kl(counts, reference, smoothing), th.drift_kl,
+                ">", "retrain", note)
 
 
 def _fallback_row(policy: str, po: pd.DataFrame, d: pd.DataFrame | None,

@@ -432,12 +432,15 @@ def tca_report(
     horizons_s: Sequence[float] = MARKOUT_HORIZONS_S,
     reference_actions: Mapping[str, Sequence[float]] | None = None,
     thresholds: MonitoringThresholds | None = None,
+    drift_smoothing: float = 0.0,
     seed: int = 0,
 ) -> TcaReport:
     """The whole report from a trail's frames. ``tick_size``: the market's price grid (for
     the share of trades moving the mid by more than a tick); ``reference_actions``: per
     policy, the action distribution drift is measured against (the watchdog's reference);
-    ``thresholds``: ``evaluate.monitoring.MonitoringThresholds`` (seed 002 §4's by default)."""
+    ``thresholds``: ``evaluate.monitoring.MonitoringThresholds`` (seed 002 §4's by default);
+    ``drift_smoothing``: added to each action count before the KL (the watchdog's
+    ``drift_smoothing``, so the table and the watchdog judge drift alike)."""
     from execrl.evaluate.monitoring import MonitoringThresholds, monitoring_table, trail_behaviour
 
     if decisions is not None:
@@ -473,7 +476,8 @@ def tca_report(
                      "charged at, or its fills are incomplete")
     monitor = monitoring_table(per_order, f, market, decisions, tick_size=tick_size,
                                reference_actions=reference_actions,
-                               thresholds=thresholds or MonitoringThresholds())
+                               thresholds=thresholds or MonitoringThresholds(),
+                               drift_smoothing=drift_smoothing)
     behaviour, why = trail_behaviour(orders, decisions, market, seed=seed)
     if why:
         notes.append(why)
