@@ -35,6 +35,7 @@ from execrl.domain import ConfigError, ExecRLError, ParentOrder
 from execrl.domain.outputs import check_output_folder, staged_folder
 from execrl.env.core import BatchedExecution
 from execrl.env.factory import EnvConfig, make_execution
+from execrl.env.spaces import resolve_action_set
 from execrl.market.features import FeatureSchema
 from execrl.market.observations import definition
 from execrl.sim.almgren_chriss import ACMarketConfig
@@ -188,10 +189,12 @@ def greedy_rollout(
     n_orders: int,
     seed: int,
     on_obs: Callable[[np.ndarray], None] | None = None,
+    on_act: Callable[[np.ndarray], None] | None = None,
 ) -> BatchedExecution:
     """Run ``policy`` (masked where its actions are discrete) over ``n_orders`` orders of
     ``config``'s market, reward and action set, order i on path (seed, i); ``on_obs`` sees the
-    observations of the orders still running before each decision. The loop of
+    observations of the orders still running before each decision and ``on_act`` their
+    actions. The loop of
     ``execrl.evaluate.backtest.run_policy`` (not imported: agents sit below evaluate), for
     what training itself measures; returns the finished core."""
     core = make_execution(
@@ -202,9 +205,13 @@ def greedy_rollout(
     obs = core.reset(seed=seed)
     discrete = core.action_set.is_discrete
     while not core.done.all():
+        running = ~core.done
         if on_obs is not None:
-            on_obs(obs[~core.done])
-        obs, *_ = core.step(policy.act(obs, core.action_masks() if discrete else None))
+            on_obs(obs[running])
+        actions = policy.act(obs, core.action_masks() if discrete else None)
+        if on_act is not None:
+            on_act(np.asarray(actions)[running])
+        obs, *_ = core.step(actions)
     return core
 
 
@@ -212,23 +219,72 @@ def feature_schema(
     policy: NumpyPolicy, env_config: EnvConfig, order: ParentOrder, seed: int
 ) -> FeatureSchema:
     """The features ``policy`` was trained on: names, their definitions now, and the domain
-    (per feature min / max) of the observations it meets running ``DOMAIN_ORDERS`` orders of
-    its training market and order (seed ``seed``)."""
+    (per feature min / max, mean and std) of the observations it meets running
+    ``DOMAIN_ORDERS`` orders of its training market and order (seed ``seed``), with the
+    histogram of the greedy actions it takes there (discrete action sets; the watchdog's
+    reference distribution for drift)."""
     width = len(policy.observations)
     lo, hi = np.full(width, np.inf), np.full(width, -np.inf)
+    moments = _Moments(width)
 
     def seen(obs: np.ndarray) -> None:
         if obs.size:
             np.minimum(lo, obs.min(axis=0), out=lo)
             np.maximum(hi, obs.max(axis=0), out=hi)
+            moments.add(obs)
 
     config = EnvConfig(market=env_config.market, actions=policy.action_set,
                        reward=env_config.reward)
-    greedy_rollout(policy, config, order, DOMAIN_ORDERS, seed, on_obs=seen)
+    counts: list[np.ndarray] = []
+    n_actions = _discrete_actions(config)
+
+    def acted(actions: np.ndarray) -> None:
+        if n_actions and actions.ndim == 1 and actions.size:
+            counts.append(np.bincount(actions.astype(np.int64), minlength=n_actions))
+
+    greedy_rollout(policy, config, order, DOMAIN_ORDERS, seed, on_obs=seen,
+                   on_act=acted if n_actions else None)
+    histogram = np.sum(counts, axis=0) if counts else None
+    if n_actions and histogram is None:
+        histogram = np.zeros(n_actions, dtype=np.int64)
+    mean, std = moments.mean_std()
     return FeatureSchema.build(
         policy.observations, domain_min=lo, domain_max=hi,
         definitions=[definition(name) for name in policy.observations],
+        domain_mean=mean, domain_std=std, action_counts=histogram,
     )
+
+
+def _discrete_actions(config: EnvConfig) -> int:
+    """Actions of the flat discrete set ``config`` names (0 for a continuous one)."""
+    return resolve_action_set(config.actions).n_actions
+
+
+class _Moments:
+    """Per-column mean and population variance of batches of rows, merged batch by batch
+    (Chan et al.'s update: stable where the mean is large against the spread)."""
+
+    def __init__(self, width: int):
+        self.n = 0
+        self.mean = np.zeros(width)
+        self.m2 = np.zeros(width)
+
+    def add(self, rows: np.ndarray) -> None:
+        x = np.asarray(rows, dtype=np.float64)
+        m = x.shape[0]
+        mean = x.mean(axis=0)
+        m2 = ((x - mean) ** 2).sum(axis=0)
+        total = self.n + m
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (m / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.n * m / total)
+        self.n = total
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.n == 0:
+            nan = np.full(self.mean.shape, np.nan)
+            return nan, nan
+        return self.mean, np.sqrt(self.m2 / self.n)
 
 
 def training_mismatch(
