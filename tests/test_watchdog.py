@@ -351,6 +351,7 @@ def test_a_batch_judges_each_order_as_if_alone(n: int, seed: int) -> None:
         ({"fallback": "panic"}, "watchdog config field 'fallback' = 'panic' is not valid"),
         ({"extreme_action": "freeze"}, "field 'extreme_action' = 'freeze' is not valid"),
         ({"latency": 0.1}, "watchdog config field 'latency' = 0.1 is not valid"),
+        ({"domain_features": ["vol"]}, "feature 'vol' is not an observation feature"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_field(data: dict[str, Any], needle: str) -> None:
@@ -387,3 +388,19 @@ def test_bad_watchdog_arguments_are_one_line(kwargs: dict[str, Any], needle: str
 def test_a_feature_outside_the_schema_is_refused() -> None:
     with pytest.raises(ConfigError, match="watchdog feature 'imbalance_1' is not in the"):
         Watchdog(WatchdogConfig(), 1, domain=schema(), feature_names=("imbalance_1",))
+
+
+def test_from_schema_takes_the_reference_from_the_action_histogram() -> None:
+    wd = Watchdog.from_schema(WatchdogConfig(drift_smoothing=0.5), 1, 1, 3, schema())
+    np.testing.assert_allclose(wd.reference[0], reference_distribution([20, 50, 30], 0.5))
+    assert Watchdog.from_schema(WatchdogConfig(), 1, 1, 3, schema(False)).reference.size == 0
+    assert Watchdog.from_schema(WatchdogConfig(), 1).reference.size == 0
+    with pytest.raises(ConfigError, match="'action_counts' holds 3 actions; the policy's "
+                                          "action set has 5"):
+        Watchdog.from_schema(WatchdogConfig(), 1, 1, 5, schema())
+
+
+def test_orders_at_different_steps_record_their_own() -> None:
+    wd = watchdog(3)
+    wd.check(np.array([4, 0, 17]), **{**CALM, "fault": [1, 0, 1]})
+    assert wd.trigger_step.tolist() == [4, -1, 17]

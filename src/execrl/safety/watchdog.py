@@ -34,11 +34,12 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from execrl.domain import ConfigError
 from execrl.domain.errors import describe_pydantic_error
 from execrl.market.features import FeatureSchema
+from execrl.market.observations import OBSERVATION_FEATURES
 from execrl.safety.fallback import FallbackKind
 
 # -- states, triggers, policy faults ----------------------------------------------------------
@@ -158,6 +159,14 @@ class WatchdogConfig(BaseModel):
     a news or volatility-regime flag, always counts)."""
     extreme_action: Literal["passive", "fallback"] = "passive"
     """What trigger 9 does: freeze to passive-only posting, or the fallback like the rest."""
+
+    @field_validator("domain_features")
+    @classmethod
+    def _known_features(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if name not in OBSERVATION_FEATURES:
+                raise ValueError(f"feature {name!r} is not an observation feature")
+        return names
 
     @classmethod
     def from_dict(cls, data: Any, what: str = "watchdog config") -> WatchdogConfig:
@@ -288,6 +297,30 @@ class Watchdog:
         self._all = np.ones(n, dtype=np.bool_)
         self.reset()
 
+    @classmethod
+    def from_schema(
+        cls,
+        config: WatchdogConfig,
+        n_orders: int,
+        side: ArrayLike = 1,
+        n_actions: int = 0,
+        schema: FeatureSchema | None = None,
+    ) -> Watchdog:
+        """The watchdog of a checkpoint's policy: its training domain and, where the schema
+        recorded the greedy action histogram of a discrete policy, its reference
+        distribution (``reference_distribution`` with the config's smoothing); a schema from
+        before they were recorded (or none) leaves those triggers to what it has."""
+        reference = None
+        counts = None if schema is None else schema.action_counts
+        if counts is not None and n_actions:
+            if len(counts) != n_actions:
+                raise ConfigError(
+                    f"feature schema field 'action_counts' holds {len(counts)} actions; the "
+                    f"policy's action set has {n_actions}"
+                )
+            reference = reference_distribution(counts, config.drift_smoothing)
+        return cls(config, n_orders, side, n_actions, reference, schema)
+
     def _reference(self, reference: ArrayLike | None) -> NDArray[np.float64]:
         a = self.n_actions
         if reference is None or a < 1 or self.config.drift_kl is None:
@@ -362,7 +395,7 @@ class Watchdog:
     # -- the check ---------------------------------------------------------------------------
     def check(
         self,
-        step: int,
+        step: ArrayLike,
         *,
         active: ArrayLike | None = None,
         done: ArrayLike | None = None,
@@ -381,7 +414,8 @@ class Watchdog:
         kill: ArrayLike | None = None,
         manual: ArrayLike | None = None,
     ) -> NDArray[np.int8]:
-        """Judge decision ``step`` of every order; returns int8 per order: the trigger that
+        """Judge decision ``step`` (one for all, or per order) of every order; returns int8
+        per order: the trigger that
         changed its state now (with ``acting=False``: that was first recorded now), 0 where
         none. Per-order arrays (any may be None = not known this step, that trigger skipped):
 
@@ -405,7 +439,7 @@ class Watchdog:
         obs = _EMPTY_M if observations is None or not self._watches_domain \
             else self._matrix(observations, "observations", len(self.feature_names))
         _check(
-            np.int64(step), self._params, self.state, self.trigger, self.trigger_step,
+            _vector(step, np.int64, n), self._params, self.state, self.trigger, self.trigger_step,
             self.conditions, self.last_conditions, self._fired, self.side,
             self._all if active is None else _vector(active, np.bool_, n), b(done),
             f8(elapsed_ratio), f8(filled_ratio), f8(price), f8(arrival_vwap),
@@ -565,14 +599,14 @@ def _check(
         if not acting:  # training: record the first trigger only, the policy keeps the order
             if trigger[i] == 0:
                 trigger[i] = code
-                trigger_step[i] = step
+                trigger_step[i] = step[i]
                 conditions[i] = bits
                 fired[i] = code
             continue
         if state[i] == RL:
             state[i] = verdict
             trigger[i] = code
-            trigger_step[i] = step
+            trigger_step[i] = step[i]
             conditions[i] = bits
             fired[i] = code
         elif verdict == KILLED or (verdict == PASSIVE and state[i] == FALLBACK):
