@@ -75,7 +75,7 @@ LIKE_REFERENCE = [1, 1, 1, 1, 1, 0, 0, 2, 2, 2]  # the reference's 0.2 / 0.5 / 0
 
 
 def test_calm_inputs_fire_nothing() -> None:
-    wd = watchdog(4, side=[1, -1, 1, -1], drift_window=10)
+    wd = watchdog(4, side=[1, -1, 1, -1], drift_window=15)  # 60 decisions of the policy
     for k in range(30):
         actions = [LIKE_REFERENCE[(k + i) % 10] for i in range(4)]
         fired = wd.check(k, **CALM, observations=np.repeat(CALM_OBS, 4, axis=0),
@@ -157,7 +157,7 @@ def test_drift_is_the_kl_of_the_recent_window() -> None:
     like_reference = LIKE_REFERENCE
     drifted = [0] * 10
     assert _kl(like_reference) < 0.15 < _kl(drifted)
-    wd = watchdog(drift_window=window)
+    wd = watchdog(drift_window=window, drift_scope="order", drift_min_decisions=window)
     for k, a in enumerate(like_reference * 3):
         assert wd.check(k, **CALM, actions=[a]).tolist() == [0]
         if k < window - 1:
@@ -177,8 +177,51 @@ def test_drift_is_the_kl_of_the_recent_window() -> None:
     assert wd.state[0] == FALLBACK and wd.trigger[0] == TRIGGERS.index("drift")
 
 
+def test_the_policys_drift_pools_its_orders_recent_checks() -> None:
+    """Policy scope: the window is every decision of the policy's orders in the last
+    ``drift_window`` checks; when it drifts, every order it still decides falls back, and a
+    second policy (the other side's) is judged on its own decisions."""
+    wd = Watchdog(WatchdogConfig(drift_window=3, drift_min_decisions=9), 6, n_actions=3,
+                  reference_actions=REFERENCE, policy_group=[0, 0, 0, 0, 1, 1])
+    rng = np.random.default_rng(3)
+    pooled: list[np.ndarray] = []  # policy 0's decisions per check
+    for k in range(3):
+        actions = rng.choice(3, 6, p=REFERENCE)
+        pooled.append(actions[:4])
+        assert wd.check(k, **CALM, actions=actions).tolist() == [0] * 6
+        if k < 2:
+            assert np.isnan(wd.last_kl).all()  # too few decisions yet (4, then 8)
+    assert wd.last_kl[:4] == pytest.approx([_kl(np.concatenate(pooled).tolist())] * 4,
+                                           rel=1e-12)
+    assert np.isnan(wd.last_kl[4:]).all()  # policy 1 has made only 6 decisions
+    # order 3 falls back (a fault); from then on its actions are not the policy's
+    wd.check(3, **{**CALM, "fault": [0, 0, 0, 1, 0, 0]}, actions=[1, 1, 1, 1, 1, 2])
+    pooled.append(np.array([1, 1, 1, 1]))
+    drifted = np.array([0, 0, 0, 0, 1, 2])  # policy 0 now always says 0
+    for k in range(4, 8):
+        pooled.append(drifted[:3])
+        expected = _kl(np.concatenate(pooled[-3:]).tolist())
+        fired = wd.check(k, **CALM, actions=drifted)
+        assert wd.last_kl[0] == pytest.approx(expected, rel=1e-12)
+        if expected > 0.15:
+            assert fired.tolist() == [5, 5, 5, 0, 0, 0]
+            break
+        assert fired.tolist() == [0] * 6
+    assert wd.state.tolist() == [FALLBACK] * 4 + [RL, RL]
+    assert wd.trigger.tolist() == [5, 5, 5, 3, 0, 0]
+
+
+def test_the_pooled_reference_must_be_one_per_policy() -> None:
+    with pytest.raises(ConfigError, match="differs between orders of one policy_group"):
+        Watchdog(WatchdogConfig(), 2, n_actions=3, reference_actions=[REFERENCE, [0.3, 0.4, 0.3]])
+    Watchdog(WatchdogConfig(), 2, n_actions=3, reference_actions=[REFERENCE, [0.3, 0.4, 0.3]],
+             policy_group=[0, 1])
+    with pytest.raises(ConfigError, match="'policy_group' must hold one index"):
+        Watchdog(WatchdogConfig(), 2, policy_group=[0, 5])
+
+
 def test_drift_skips_actions_outside_the_space_and_needs_a_reference() -> None:
-    wd = watchdog(drift_window=2)
+    wd = watchdog(drift_window=2, drift_scope="order", drift_min_decisions=2)
     for k, a in enumerate([np.nan, 7, -1, 0.5, np.inf]):
         assert wd.check(k, **CALM, actions=[a]).tolist() == [0]
     assert math.isnan(wd.last_kl[0])
@@ -314,8 +357,9 @@ def test_a_batch_judges_each_order_as_if_alone(n: int, seed: int) -> None:
     gives it, on random inputs over several steps."""
     rng = np.random.default_rng(seed)
     side = rng.choice([-1, 1], n)
-    batch = watchdog(n, side=side, drift_window=3)
-    alone = [watchdog(1, side=int(side[i]), drift_window=3) for i in range(n)]
+    drift = {"drift_window": 3, "drift_scope": "order", "drift_min_decisions": 3}
+    batch = watchdog(n, side=side, **drift)
+    alone = [watchdog(1, side=int(side[i]), **drift) for i in range(n)]
     for k in range(8):
         inputs = {
             "elapsed_ratio": rng.uniform(0.7, 1.0, n), "filled_ratio": rng.uniform(0.3, 0.7, n),
@@ -344,7 +388,7 @@ def test_a_batch_judges_each_order_as_if_alone(n: int, seed: int) -> None:
         ({"min_confidence": 0}, "watchdog config field 'min_confidence' = 0 is not valid"),
         ({"confidence_decisions": 0}, "field 'confidence_decisions' = 0 is not valid"),
         ({"drift_kl": float("nan")}, "watchdog config field 'drift_kl' = nan is not valid"),
-        ({"drift_window": 1}, "watchdog config field 'drift_window' = 1 is not valid"),
+        ({"drift_window": 0}, "watchdog config field 'drift_window' = 0 is not valid"),
         ({"max_latency_s": "fast"}, "field 'max_latency_s' = 'fast' is not valid"),
         ({"is_vs_twap": 0.5}, "watchdog config field 'is_vs_twap' = 0.5 is not valid"),
         ({"domain_sigmas": float("inf")}, "field 'domain_sigmas' = inf is not valid"),
@@ -352,6 +396,8 @@ def test_a_batch_judges_each_order_as_if_alone(n: int, seed: int) -> None:
         ({"extreme_action": "freeze"}, "field 'extreme_action' = 'freeze' is not valid"),
         ({"latency": 0.1}, "watchdog config field 'latency' = 0.1 is not valid"),
         ({"domain_features": ["vol"]}, "feature 'vol' is not an observation feature"),
+        ({"drift_scope": "order", "drift_window": 10, "drift_min_decisions": 11},
+         "drift_min_decisions = 11 is more than an order's window of drift_window = 10"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_field(data: dict[str, Any], needle: str) -> None:

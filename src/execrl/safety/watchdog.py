@@ -34,7 +34,14 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from execrl.domain import ConfigError
 from execrl.domain.errors import describe_pydantic_error
@@ -125,9 +132,15 @@ class WatchdogConfig(BaseModel):
     # 5
     drift_kl: _Positive | None = 0.15
     """Trigger 5 when KL(recent actions ‖ reference) is above this (nats)."""
-    drift_window: Annotated[int, Field(ge=2, le=100_000)] = 20
-    """Decisions of the order the recent distribution counts (the trigger waits until the
-    window is full)."""
+    drift_scope: Literal["policy", "order"] = "policy"
+    """Whose recent actions: the policy's over all its orders of the batch (every order of a
+    drifting policy falls back), or each order's own."""
+    drift_window: Annotated[int, Field(ge=1, le=100_000)] = 20
+    """The recent window: the decisions of the last this many checks (policy scope), or the
+    order's last this many decisions (order scope)."""
+    drift_min_decisions: Annotated[int, Field(ge=1, le=10_000_000)] = 50
+    """Decisions the window must hold before the divergence is judged (a histogram of a few
+    decisions diverges by chance: about (actions − 1) / (2 × decisions) nats)."""
     drift_smoothing: _Positive = 0.5
     """Pseudo-count added to every action of the recent histogram (so an action not yet
     seen does not make the divergence infinite)."""
@@ -159,6 +172,15 @@ class WatchdogConfig(BaseModel):
     a news or volatility-regime flag, always counts)."""
     extreme_action: Literal["passive", "fallback"] = "passive"
     """What trigger 9 does: freeze to passive-only posting, or the fallback like the rest."""
+
+    @model_validator(mode="after")
+    def _window_can_fill(self) -> WatchdogConfig:
+        if self.drift_scope == "order" and self.drift_min_decisions > self.drift_window:
+            raise ValueError(
+                f"drift_min_decisions = {self.drift_min_decisions} is more than an order's "
+                f"window of drift_window = {self.drift_window} decisions can hold"
+            )
+        return self
 
     @field_validator("domain_features")
     @classmethod
@@ -258,7 +280,8 @@ class Watchdog:
     row per order (a policy set with one policy per side); None skips the drift trigger.
     ``domain``: the checkpoint's feature schema and ``feature_names`` the columns of the
     observations ``check`` gets (default the schema's names); None skips triggers 8 and 9's
-    volatility test."""
+    volatility test. ``policy_group``: which policy decides each order (an index, default
+    0 for all), whose decisions the policy-scope drift window pools."""
 
     def __init__(
         self,
@@ -269,6 +292,7 @@ class Watchdog:
         reference_actions: ArrayLike | None = None,
         domain: FeatureSchema | None = None,
         feature_names: Sequence[str] | None = None,
+        policy_group: ArrayLike | None = None,
     ):
         if not isinstance(config, WatchdogConfig):
             raise ConfigError(f"watchdog config must be a WatchdogConfig, got "
@@ -285,6 +309,7 @@ class Watchdog:
         self.side = s
         self.n_actions = int(n_actions)
         self.reference = self._reference(reference_actions)
+        self._group_setup(policy_group)
         self._domain_setup(domain, feature_names)
         c = config
         # the thresholds as one array the kernel reads (NaN = that trigger off)
@@ -293,6 +318,7 @@ class Watchdog:
             c.confidence_decisions, _off(c.drift_kl), c.drift_smoothing, _off(c.max_latency_s),
             _off(c.is_vs_twap), c.twap_floor_bps, _off(c.max_is_bps), _off(c.max_drawdown_bps),
             float(c.acting), float(c.extreme_action == "passive"), float(c.policy_faults),
+            float(c.drift_scope == "policy"), c.drift_min_decisions,
         ])
         self._all = np.ones(n, dtype=np.bool_)
         self.reset()
@@ -341,6 +367,24 @@ class Watchdog:
             )
         return np.ascontiguousarray(np.broadcast_to(q, (self.n_orders, a)))
 
+    def _group_setup(self, group: ArrayLike | None) -> None:
+        n = self.n_orders
+        g = np.zeros(n, dtype=np.int64) if group is None else np.asarray(group)
+        if g.shape not in ((), (n,)) or g.dtype.kind not in "iu" or np.any(g < 0) \
+                or np.any(g >= n):
+            raise ConfigError(f"watchdog field 'policy_group' must hold one index in [0, {n}) "
+                              "per order")
+        self.policy_group = np.ascontiguousarray(np.broadcast_to(g, (n,)), dtype=np.int64)
+        n_groups = int(self.policy_group.max()) + 1
+        pooled = self.config.drift_scope == "policy" and self.reference.size > 0
+        self._group_reference = np.zeros((n_groups if pooled else 0, self.reference.shape[1]))
+        if pooled:
+            self._group_reference[self.policy_group] = self.reference
+            if not np.allclose(self._group_reference[self.policy_group], self.reference,
+                               rtol=0.0, atol=1e-12):
+                raise ConfigError("watchdog field 'reference_actions' differs between orders "
+                                  "of one policy_group")
+
     def _domain_setup(self, domain: FeatureSchema | None, names: Sequence[str] | None) -> None:
         cfg = self.config
         self.feature_names = tuple(names) if names is not None else (
@@ -386,10 +430,17 @@ class Watchdog:
         self.confidence_streak = np.zeros(n, dtype=np.int64)
         self.best_is_bps = np.full(n, np.inf)
         a = max(self.n_actions, 1)
-        self._recent = np.zeros((n, w if self.reference.size else 0), dtype=np.int64)
-        self._recent_counts = np.zeros((n, a if self.reference.size else 0), dtype=np.int64)
+        per_order = self.reference.size > 0 and self.config.drift_scope == "order"
+        self._recent = np.zeros((n, w if per_order else 0), dtype=np.int64)
+        self._recent_counts = np.zeros((n, a if per_order else 0), dtype=np.int64)
         self._recent_seen = np.zeros(n, dtype=np.int64)
+        g = self._group_reference.shape[0]
+        self._group_window = np.zeros((g, w, a), dtype=np.int64)  # actions per check
+        self._group_counts = np.zeros((g, a), dtype=np.int64)
+        self._group_slot = np.zeros(g, dtype=np.int64)
+        self._group_kl = np.full(g, np.nan)
         self.last_kl = np.full(n, np.nan)
+        """The divergence behind trigger 5 at the last check (the order's or its policy's)."""
         self._fired = np.zeros(n, dtype=np.int8)
 
     # -- the check ---------------------------------------------------------------------------
@@ -446,7 +497,9 @@ class Watchdog:
             _EMPTY_I8 if fault is None else _vector(fault, np.int8, n),
             probs_a, self.confidence_streak,
             actions_a, self.reference, self._recent, self._recent_counts, self._recent_seen,
-            self.last_kl, f8(latency_s), f8(is_bps), f8(twap_is_bps), self.best_is_bps,
+            self.last_kl, self.policy_group, self._group_reference, self._group_window,
+            self._group_counts, self._group_slot, self._group_kl, f8(latency_s), f8(is_bps),
+            f8(twap_is_bps), self.best_is_bps,
             b(kill), b(manual), obs, self._domain_cols, self.domain_lo, self.domain_hi,
             self._extreme_cols, self.extreme_hi, b(extreme),
         )
@@ -485,6 +538,7 @@ def _check(
     step, params, state, trigger, trigger_step, conditions, last_conditions, fired, side,
     active, done, elapsed, filled, price, arrival_vwap, fault,
     probs, streak, actions, reference, recent, recent_counts, recent_seen, last_kl,
+    group, group_reference, group_window, group_counts, group_slot, group_kl,
     latency, is_bps, twap_is, best_is, kill, manual,
     obs, domain_cols, domain_lo, domain_hi, extreme_cols, extreme_hi, extreme,
 ):  # pragma: no cover - compiled
@@ -492,9 +546,15 @@ def _check(
     streak_needed, kl_max, smoothing, max_latency = params[4], params[5], params[6], params[7]
     is_multiple, twap_floor, max_is, max_dd = params[8], params[9], params[10], params[11]
     acting, extreme_passive, faults_on = params[12] > 0, params[13] > 0, params[14] > 0
+    min_decisions = params[16]
+    if actions.size and group_reference.shape[0] and kl_max == kl_max:
+        _pool_actions(state, active, done, actions, group, group_reference, group_window,
+                      group_counts, group_slot, group_kl, smoothing, min_decisions)
     n = state.shape[0]
     window = recent.shape[1]
     n_act = recent_counts.shape[1]
+    # the policy's drift is judged at checks that carry the actions
+    pooled = actions.size > 0 and kl_max == kl_max and group_kl.size > 0
     for i in range(n):
         fired[i] = 0
         last_conditions[i] = 0
@@ -545,7 +605,7 @@ def _check(
                 recent[i, slot] = a
                 recent_counts[i, a] += 1
                 recent_seen[i] += 1
-                if recent_seen[i] >= window:
+                if recent_seen[i] >= min_decisions:
                     total = window + smoothing * n_act
                     kl = 0.0
                     for j in range(n_act):
@@ -554,6 +614,11 @@ def _check(
                     last_kl[i] = kl
                     if kl > kl_max:
                         bits |= 1 << DRIFT
+        if pooled:
+            kl = group_kl[group[i]]
+            last_kl[i] = kl
+            if kl > kl_max:  # NaN (too few decisions yet) never fires
+                bits |= 1 << DRIFT
         # 6: latency
         if latency.size and max_latency == max_latency and latency[i] > max_latency:
             bits |= 1 << LATENCY
@@ -612,3 +677,39 @@ def _check(
         elif verdict == KILLED or (verdict == PASSIVE and state[i] == FALLBACK):
             state[i] = verdict  # escalation; the trigger that took it from RL stays
             fired[i] = code
+
+
+@njit(cache=True)
+def _pool_actions(
+    state, active, done, actions, group, reference, window, counts, slot, kl_out, smoothing,
+    min_decisions,
+):  # pragma: no cover - compiled
+    """The policy-scope window: drop each policy's oldest check, add this check's decisions
+    of the orders it still decides, and the divergence of each policy's window (NaN while
+    it holds fewer than ``min_decisions``)."""
+    n_groups, width, n_act = window.shape
+    for g in range(n_groups):
+        slot[g] = (slot[g] + 1) % width
+        for a in range(n_act):
+            counts[g, a] -= window[g, slot[g], a]
+            window[g, slot[g], a] = 0
+    for i in range(state.shape[0]):
+        if state[i] != RL or not active[i] or (done.size and done[i]):
+            continue
+        x = actions[i]
+        if 0 <= x < n_act and x == math.floor(x):
+            g, a = group[i], np.int64(x)
+            window[g, slot[g], a] += 1
+            counts[g, a] += 1
+    for g in range(n_groups):
+        total = 0
+        for a in range(n_act):
+            total += counts[g, a]
+        if total < min_decisions:
+            kl_out[g] = np.nan
+            continue
+        kl = 0.0
+        for a in range(n_act):
+            p = (counts[g, a] + smoothing) / (total + smoothing * n_act)
+            kl += p * math.log(p / reference[g, a])
+        kl_out[g] = kl
