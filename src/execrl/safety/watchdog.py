@@ -20,9 +20,22 @@ With ``acting=False`` (training) the watchdog only records: every order stays ``
 agent learns from exactly what it would without a watchdog.
 
 The check is one compiled kernel over the batch (``_check``), so an order of one (the live
-path) costs a few microseconds; thresholds come from ``WatchdogConfig``, the training domain
-and the reference action distribution from the checkpoint's ``features.json``
-(``execrl.market.features.FeatureSchema``).
+path) costs microseconds; thresholds come from ``WatchdogConfig``, the training domain and
+the reference action distribution from the checkpoint's ``features.json``
+(``execrl.market.features.FeatureSchema``). Drift (trigger 5) is judged by default on the
+policy's decisions pooled over its orders in the last ``drift_window`` checks: an order of
+ten decisions has too few of its own for a divergence to mean anything.
+
+Use, once per decision step of a batch::
+
+    wd = Watchdog.from_schema(WatchdogConfig.from_dict(yaml["watchdog"]), n, side, n_actions,
+                              policy.feature_schema)
+    fired = wd.check(k, elapsed_ratio=..., filled_ratio=..., price=mid, arrival_vwap=...,
+                     fault=codes, probs=probs, actions=actions, latency_s=..., is_bps=...,
+                     twap_is_bps=..., observations=obs, kill=..., done=...)
+    # fired[i] > 0: order i changed state now (log RL_ABORTED with TRIGGERS[fired[i]]);
+    # wd.state says who trades each order: RL the policy, FALLBACK the fallback schedule,
+    # PASSIVE passive-only posting, KILLED nothing
 """
 
 from __future__ import annotations
@@ -78,8 +91,8 @@ TRIGGER_TEXT: dict[str, str] = {
                     "outside its space",
     "low_confidence": "policy confidence (max action probability) below its floor for too many "
                       "consecutive decisions",
-    "drift": "KL divergence of the order's recent actions from the policy's reference "
-             "distribution above its limit",
+    "drift": "KL divergence of the recent actions (the policy's over its orders, or the "
+             "order's own) from the policy's reference distribution above its limit",
     "latency": "decision latency above its cap",
     "kill_or_loss": "kill switch, manual switch, or implementation shortfall beyond its limit "
                     "(a multiple of the shadow TWAP's, an absolute limit or a drawdown)",
