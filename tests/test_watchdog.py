@@ -26,6 +26,7 @@ from execrl.safety.watchdog import (
     TRIGGERS,
     Watchdog,
     WatchdogConfig,
+    condition_names,
     domain_bounds,
     reference_distribution,
 )
@@ -296,6 +297,7 @@ def test_several_triggers_at_once_record_the_lowest_and_every_condition() -> Non
     fired = judge(wd, latency_s=1.0, fault=2, price=105.0)
     assert fired.tolist() == [TRIGGERS.index("price_beyond_vwap")]
     assert wd.conditions[0] == (1 << 2) | (1 << 3) | (1 << 6)
+    assert condition_names(wd.conditions[0]) == ("price_beyond_vwap", "policy_fault", "latency")
 
 
 def test_training_only_records() -> None:

@@ -101,6 +101,14 @@ TRIGGER_TEXT: dict[str, str] = {
     "extreme_volatility": "extreme volatility or a news flag: passive-only posting",
 }
 
+
+
+def condition_names(bits: int) -> tuple[str, ...]:
+    """The triggers whose bits are set in ``bits`` (``Watchdog.conditions``), by name: what
+    an incident record says held when an order was taken from its policy."""
+    return tuple(name for code, name in enumerate(TRIGGERS) if code and int(bits) >> code & 1)
+
+
 POLICY_OK, POLICY_RAISED, POLICY_TIMEOUT, POLICY_NAN, POLICY_OUT_OF_SPACE = 0, 1, 2, 3, 4
 POLICY_FAULTS: tuple[str, ...] = ("ok", "raised", "timeout", "nan", "out_of_space")
 
