@@ -35,6 +35,7 @@ from execrl.domain import ConfigError, ExecRLError, ParentOrder
 from execrl.domain.outputs import check_output_folder, staged_folder
 from execrl.env.core import BatchedExecution
 from execrl.env.factory import EnvConfig
+from execrl.env.spaces import resolve_action_set
 from execrl.executor.loop import Executor
 from execrl.market.features import FeatureSchema
 from execrl.market.observations import definition
@@ -189,37 +190,105 @@ def greedy_rollout(
     n_orders: int,
     seed: int,
     on_obs: Callable[[np.ndarray], None] | None = None,
+    on_act: Callable[[np.ndarray], None] | None = None,
 ) -> BatchedExecution:
     """Run ``policy`` (masked where its actions are discrete) over ``n_orders`` orders of
     ``config``'s market, reward and action set, order i on path (seed, i); ``on_obs`` sees the
-    observations of the orders still running before each decision. The one loop
-    (``execrl.executor.loop.Executor``), for what training itself measures; returns the
-    finished core."""
+    observations of the orders still running before each decision and ``on_act`` their
+    actions. The one loop (``execrl.executor.loop.Executor``), for what training itself
+    measures; returns the finished core."""
     executor = Executor(policy, config.market, reward=config.reward, actions=config.actions)
-    return executor.run(order, n_orders, seed, on_obs=on_obs).extras["core"]
+
+    def watch_actions(core: BatchedExecution) -> list[Any]:
+        return [] if on_act is None else [_ActionWatcher(core, on_act)]
+
+    run = executor.run(order, n_orders, seed, on_obs=on_obs, make_observers=watch_actions)
+    return run.extras["core"]
+
+
+class _ActionWatcher:
+    """Hands the actions of the orders still running to ``on_act`` before each step."""
+
+    def __init__(self, core: BatchedExecution, on_act: Callable[[np.ndarray], None]):
+        self.core, self.on_act = core, on_act
+
+    def before(self, actions: np.ndarray, obs: np.ndarray | None = None) -> None:
+        self.on_act(np.asarray(actions)[~self.core.done])
+
+    def after(self) -> None:
+        pass
 
 
 def feature_schema(
     policy: NumpyPolicy, env_config: EnvConfig, order: ParentOrder, seed: int
 ) -> FeatureSchema:
     """The features ``policy`` was trained on: names, their definitions now, and the domain
-    (per feature min / max) of the observations it meets running ``DOMAIN_ORDERS`` orders of
-    its training market and order (seed ``seed``)."""
+    (per feature min / max, mean and std) of the observations it meets running
+    ``DOMAIN_ORDERS`` orders of its training market and order (seed ``seed``), with the
+    histogram of the greedy actions it takes there (discrete action sets; the watchdog's
+    reference distribution for drift)."""
     width = len(policy.observations)
     lo, hi = np.full(width, np.inf), np.full(width, -np.inf)
+    moments = _Moments(width)
 
     def seen(obs: np.ndarray) -> None:
         if obs.size:
             np.minimum(lo, obs.min(axis=0), out=lo)
             np.maximum(hi, obs.max(axis=0), out=hi)
+            moments.add(obs)
 
     config = EnvConfig(market=env_config.market, actions=policy.action_set,
                        reward=env_config.reward)
-    greedy_rollout(policy, config, order, DOMAIN_ORDERS, seed, on_obs=seen)
+    counts: list[np.ndarray] = []
+    n_actions = _discrete_actions(config)
+
+    def acted(actions: np.ndarray) -> None:
+        if n_actions and actions.ndim == 1 and actions.size:
+            counts.append(np.bincount(actions.astype(np.int64), minlength=n_actions))
+
+    greedy_rollout(policy, config, order, DOMAIN_ORDERS, seed, on_obs=seen,
+                   on_act=acted if n_actions else None)
+    histogram = np.sum(counts, axis=0) if counts else None
+    if n_actions and histogram is None:
+        histogram = np.zeros(n_actions, dtype=np.int64)
+    mean, std = moments.mean_std()
     return FeatureSchema.build(
         policy.observations, domain_min=lo, domain_max=hi,
         definitions=[definition(name) for name in policy.observations],
+        domain_mean=mean, domain_std=std, action_counts=histogram,
     )
+
+
+def _discrete_actions(config: EnvConfig) -> int:
+    """Actions of the flat discrete set ``config`` names (0 for a continuous one)."""
+    return resolve_action_set(config.actions).n_actions
+
+
+class _Moments:
+    """Per-column mean and population variance of batches of rows, merged batch by batch
+    (Chan et al.'s update: stable where the mean is large against the spread)."""
+
+    def __init__(self, width: int):
+        self.n = 0
+        self.mean = np.zeros(width)
+        self.m2 = np.zeros(width)
+
+    def add(self, rows: np.ndarray) -> None:
+        x = np.asarray(rows, dtype=np.float64)
+        m = x.shape[0]
+        mean = x.mean(axis=0)
+        m2 = ((x - mean) ** 2).sum(axis=0)
+        total = self.n + m
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (m / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.n * m / total)
+        self.n = total
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.n == 0:
+            nan = np.full(self.mean.shape, np.nan)
+            return nan, nan
+        return self.mean, np.sqrt(self.m2 / self.n)
 
 
 def training_mismatch(

@@ -1367,7 +1367,10 @@ class _NormaliserParams(BaseModel):
 class FeatureSchema(BaseModel):
     """The features a policy was trained on: names in order, the builder's config, the
     normaliser's state and the training domain (min / max seen per feature, ``None`` when
-    never seen). Saved as JSON beside a checkpoint; ``check`` refuses anything else."""
+    never seen; mean and std where recorded), with the histogram of the policy's greedy
+    actions over the same rollout (the watchdog's reference for drift). Saved as JSON beside
+    a checkpoint; ``check`` refuses anything else. A schema written before the mean, std and
+    action histogram were recorded loads with them ``None``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -1380,6 +1383,13 @@ class FeatureSchema(BaseModel):
     definitions: tuple[str, ...] | None = None
     """What each feature meant when the policy was trained (an observation feature's meaning,
     source and scale): a later definition that differs is refused by name."""
+    domain_mean: tuple[float | None, ...] | None = None
+    """Mean of each feature over the training domain (``None``: not recorded / never seen)."""
+    domain_std: tuple[Annotated[float, Field(ge=0.0)] | None, ...] | None = None
+    """Population standard deviation of each feature over the training domain."""
+    action_counts: tuple[Annotated[int, Field(ge=0)], ...] | None = None
+    """How often the policy's greedy rollout chose each action of its discrete action set
+    (``None``: a continuous set, or not recorded)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -1390,6 +1400,9 @@ class FeatureSchema(BaseModel):
             raise ValueError(f"definitions must hold {f} values (one per name)")
         if len(self.domain_min) != f or len(self.domain_max) != f:
             raise ValueError(f"domain_min and domain_max must hold {f} values (one per name)")
+        for what, values in (("domain_mean", self.domain_mean), ("domain_std", self.domain_std)):
+            if values is not None and len(values) != f:
+                raise ValueError(f"{what} must hold {f} values (one per name)")
         if self.normaliser is not None and self.normaliser.n_features != f:
             raise ValueError(
                 f"normaliser has {self.normaliser.n_features} features, names has {f}"
@@ -1405,6 +1418,9 @@ class FeatureSchema(BaseModel):
         domain_min: ArrayLike | None = None,
         domain_max: ArrayLike | None = None,
         definitions: Sequence[str] | None = None,
+        domain_mean: ArrayLike | None = None,
+        domain_std: ArrayLike | None = None,
+        action_counts: ArrayLike | None = None,
     ) -> FeatureSchema:
         """The schema of a training run; the domain comes from ``normaliser`` unless given."""
         if domain_min is None or domain_max is None:
@@ -1418,6 +1434,12 @@ class FeatureSchema(BaseModel):
             "domain_min": tuple(_finite_or_none(np.asarray(domain_min, dtype=float))),
             "domain_max": tuple(_finite_or_none(np.asarray(domain_max, dtype=float))),
             "definitions": None if definitions is None else tuple(definitions),
+            "domain_mean": None if domain_mean is None
+            else tuple(_finite_or_none(np.asarray(domain_mean, dtype=float))),
+            "domain_std": None if domain_std is None
+            else tuple(_finite_or_none(np.asarray(domain_std, dtype=float))),
+            "action_counts": None if action_counts is None
+            else tuple(int(c) for c in np.asarray(action_counts).ravel()),
         }
         try:
             return cls.model_validate(data)

@@ -3,7 +3,8 @@ action set.
 
 A static schedule x_0 … x_N becomes "trade 1 − x_{k+1}/x_k of what remains at step k", which
 reproduces the schedule exactly (up to whole shares) and stays sensible if an earlier child
-was cut by a limit.
+was cut by a limit. The trajectories and that arithmetic live in ``execrl.safety.fallback``
+(the watchdog's fallback schedules are these same schedules).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from numpy.typing import NDArray
 
 from execrl.domain import ConfigError
 from execrl.policies.base import FeatureIndex, PolicyContext
+from execrl.safety.fallback import step_fractions, twap_holdings, vwap_holdings
 from execrl.sim.almgren_chriss import ACMarketConfig
 from execrl.sim.theory import SignalAwareSolution, ac_trajectory, solve_signal_aware
 
@@ -32,13 +34,9 @@ class StaticSchedulePolicy:
 
     def __init__(self, name: str, holdings: NDArray[np.float64]):
         h = np.asarray(holdings, dtype=np.float64)
-        if h[-1] != 0.0 or np.any(np.diff(h) > 1e-12):
-            raise ValueError(f"{name}: holdings must be non-increasing and end at 0")
+        self.step_fraction = step_fractions(h, name)  # the fallback schedules' arithmetic
         self.name = name
         self.holdings = h / h[0]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = 1.0 - h[1:] / h[:-1]
-        self.step_fraction = np.where(h[:-1] > 0, frac, 1.0)
         self._idx = FeatureIndex(self.observations)
 
     def act(self, observations: NDArray, masks: NDArray | None = None) -> NDArray:
@@ -48,15 +46,12 @@ class StaticSchedulePolicy:
 
 def twap(ctx: PolicyContext) -> StaticSchedulePolicy:
     """Equal shares in every step: the risk-neutral Almgren–Chriss optimum."""
-    return StaticSchedulePolicy("twap", np.linspace(1.0, 0.0, ctx.market.n_steps + 1))
+    return StaticSchedulePolicy("twap", twap_holdings(ctx.market.n_steps))
 
 
 def vwap(ctx: PolicyContext) -> StaticSchedulePolicy:
     """Shares in proportion to the expected (U-shaped) market volume of each step."""
-    w = ctx.market.volume_weights
-    holdings = np.concatenate([[1.0], 1.0 - np.cumsum(w)]).clip(0.0)
-    holdings[-1] = 0.0  # the cumulative sum can end a rounding error away from 1
-    return StaticSchedulePolicy("vwap", holdings)
+    return StaticSchedulePolicy("vwap", vwap_holdings(ctx.market.volume_weights))
 
 
 def almgren_chriss(ctx: PolicyContext, risk_aversion: float | None = None) -> StaticSchedulePolicy:
