@@ -67,14 +67,24 @@ class ExecutorConfig(BaseModel):
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping at the top, got {type(data).__name__}")
         data = dict(data)
-        risk = dict(data.get("risk") or {})
-        if "fallback" in risk:  # the seed puts the fallback under risk
-            if "fallback" in data:
-                raise ConfigError(f"{where}: 'fallback' is given twice (top level and risk)")
-            data["fallback"] = risk.pop("fallback")
+        risk = dict(data.get("risk") or {}) if isinstance(data.get("risk"), dict) else data.get(
+            "risk")
+        watchdog = dict(data.get("watchdog") or {}) if isinstance(data.get("watchdog"), dict) \
+            else data.get("watchdog")
+        # the seed puts the fallback under risk; the watchdog's config has one too: one is enough
+        given = {place: d.pop("fallback") for place, d in (("risk", risk), ("watchdog", watchdog))
+                 if isinstance(d, dict) and "fallback" in d}
+        if "fallback" in data:
+            given["top level"] = data["fallback"]
+        if len(given) > 1:
+            raise ConfigError(f"{where}: 'fallback' is given in {' and '.join(given)}; give it "
+                              f"once")
+        if given:
+            data["fallback"] = next(iter(given.values()))
+        data["watchdog"] = watchdog if watchdog is not None else {}
         if isinstance(data.get("fallback"), str):
             data["fallback"] = FALLBACK_ALIASES.get(data["fallback"], data["fallback"])
-        data["risk"] = risk
+        data["risk"] = risk if risk is not None else {}
         try:
             config = cls.model_validate(data)
         except ValidationError as exc:
@@ -115,6 +125,8 @@ class ExecutorConfig(BaseModel):
         return RiskLimits.from_dict(risk, what="executor config risk")
 
     def watchdog_config(self) -> Any:
+        """The watchdog (``safety.watchdog.WatchdogConfig``), finishing with ``fallback``."""
         from execrl.safety.watchdog import WatchdogConfig
 
-        return WatchdogConfig.from_dict(self.watchdog, what="executor config watchdog")
+        data = {**self.watchdog, "fallback": self.fallback}
+        return WatchdogConfig.from_dict(data, what="executor config watchdog")

@@ -24,6 +24,7 @@ applies the risk guard to every child order whatever the policy asks):
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from numpy.typing import NDArray
 from execrl.domain import ConfigError, OrderType, ParentOrder, Side
 from execrl.env.core import BatchedExecution
 from execrl.env.factory import EnvConfig, make_execution, market_for_order
+from execrl.env.spaces import OrderStyle
 from execrl.executor.venues import wrap_venue
 from execrl.policies.base import Policy, PolicyContext
 from execrl.sim.spec import MarketSpec
@@ -213,11 +215,11 @@ class ExecutionRun:
 @dataclass
 class Safety:
     """The loop's safety settings: the firm's risk limits (tightened by each order's own
-    constraints), the watchdog (None: off), the fallback schedule and the kill switch."""
+    constraints), the watchdog (None: off; its config names the fallback schedule), the kill
+    switch and the operator's kill file."""
 
     limits: Any = None  # safety.guard.RiskLimits | None
-    watchdog: Any = None  # safety.watchdog.WatchdogConfig | None
-    fallback: str = "twap"
+    watchdog: Any = None  # safety.watchdog.WatchdogConfig | None (its ``fallback`` schedule)
     kill: Any = None  # safety.guard.KillSwitch | None
     kill_file: str | None = None
 
@@ -271,7 +273,6 @@ class Executor:
             "policy_source": dict(getattr(policy, "provenance", {}) or {}),
             "limits": None if sf.limits is None else sf.limits.model_dump(mode="json"),
             "watchdog": None if sf.watchdog is None else sf.watchdog.model_dump(mode="json"),
-            "fallback": sf.fallback,
         }
 
     def policy_for(self, order: ParentOrder) -> Policy:
@@ -315,7 +316,8 @@ class Executor:
         action_set = core.action_set
         discrete = action_set.is_discrete
         sf = self.safety
-        watch = _Watch(self, core, policy, order, spec, seed) if sf.watchdog is not None else None
+        watch = (_Watch(self, core, policy, order, spec, seed, parent_ids)
+                 if sf.watchdog is not None else None)
         trail = None
         if self.audit is not None:
             trail = _TrailRows(self.audit, core, policy, order, parent_ids, step_s, venue)
@@ -393,23 +395,37 @@ def context_for(market: MarketSpec, order: ParentOrder) -> PolicyContext:
 
 
 # -- the watchdog's side of the loop ----------------------------------------------------------
+#: who decides an order in each watchdog state (the audit trail's ``acting``)
+ACTING = ("policy", "fallback", "passive", "done", "killed")
+#: the fallback's child orders: marketable now, after cancelling what the policy left working
+#: (the core turns a market order into an IOC at the price band's edge); passive-only posting
+#: rests at the near touch for one step
+FALLBACK_STYLE = OrderStyle(OrderType.MARKET, cancel=True)
+PASSIVE_STYLE = OrderStyle(OrderType.LIMIT, anchor="near", ticks=0, ttl_steps=1, cancel=True)
+
+
 class _Watch:
     """The watchdog over one run: its inputs at every decision, the fallback's child orders
-    for the orders it switched, the shadow TWAP on the same paths, the kill file."""
+    for the orders it took from the policy, the shadow TWAP on the same paths (the loss
+    trigger's benchmark), the kill switch and the operator's kill file."""
 
     def __init__(self, ex: Executor, core: BatchedExecution, policy: Policy, order: ParentOrder,
-                 spec: MarketSpec, seed: int):
+                 spec: MarketSpec, seed: int, parent_ids: list[str]):
+        from execrl.executor.kill import KillFileWatcher
         from execrl.policies.baselines import make_baseline
+        from execrl.safety.fallback import FallbackSchedule
         from execrl.safety.watchdog import Watchdog
 
         self.ex, self.core, self.policy = ex, core, policy
-        self.knowledge = spec.knowledge()
+        cfg = ex.safety.watchdog
+        if ex.mode == "train" and cfg.acting:
+            cfg = cfg.model_copy(update={"acting": False})
         schema = getattr(policy, "feature_schema", None)
-        self.wd = Watchdog(
-            ex.safety.watchdog, n_orders=core.n_envs, side=core.side,
-            n_actions=core.action_set.n_actions, schema=schema,
-            observations=tuple(policy.observations), acting=ex.mode != "train",
-        )
+        n_actions = core.action_set.n_actions
+        self.wd = Watchdog.from_schema(cfg, core.n_envs, core.side, n_actions, schema) \
+            if schema is not None else Watchdog(cfg, core.n_envs, core.side, n_actions)
+        self.schedule = FallbackSchedule.from_knowledge(cfg.fallback, spec.knowledge(),
+                                                        cfg.split_orders)
         self.twap = make_baseline("twap", context_for(ex.market, order))
         self.twap_core = make_execution(
             EnvConfig(market=ex.market, observations=tuple(self.twap.observations),
@@ -418,51 +434,67 @@ class _Watch:
         )
         self.twap_obs = self.twap_core.reset(seed=seed)
         self.kill = ex.safety.kill
-        self.kill_file = ex.safety.kill_file
+        self.kill_file = None if ex.safety.kill_file is None else KillFileWatcher(
+            ex.safety.kill_file)
+        self.ids = np.asarray(parent_ids, dtype=object)
+        self._discrete = core.action_set.is_discrete
 
     def killed(self) -> NDArray[np.bool_]:
         """Per order: is its kill switch on (the in-process switch, or the operator's kill
-        file, read every decision)."""
+        file, read at every decision)."""
+        n = self.core.n_envs
+        out = np.zeros(n, dtype=bool)
+        if self.kill is not None:
+            out |= self.kill.killed([self.policy.name], np.zeros(n, dtype=np.int64))
         if self.kill_file is not None:
-            from execrl.executor.kill import read_kill_file
-
-            read_kill_file(self.kill_file, self.kill)
-        if self.kill is None:
-            return np.zeros(self.core.n_envs, dtype=bool)
-        return self.kill.killed(self.core.n_envs, self.policy.name)
+            req = self.kill_file.request()
+            if req is not None:
+                if req.everything or self.policy.name in req.policies:
+                    out[:] = True
+                elif req.orders:
+                    out |= np.isin(self.ids, list(req.orders))
+        return out
 
     def decide(self, obs: NDArray, actions: NDArray, faults: NDArray, probs: NDArray | None,
                latency: float) -> tuple[NDArray[np.int64], Any]:
-        from execrl.safety.fallback import fallback_shares
+        from execrl.safety.watchdog import FALLBACK, KILLED, PASSIVE
 
         core = self.core
         active = ~core.done
+        flat = None
+        if self._discrete:
+            flat = core.action_set.flat_actions(actions).astype(np.float64)
+            flat[faults != 0] = np.nan
+        killed = self.killed()
         self.wd.check(
-            active=active,
-            step=core.k,
+            core.k, active=active, done=core.done,
             elapsed_ratio=core.k / core.n_steps,
             filled_ratio=1.0 - core.remaining / core.qty,
-            price=core.market.mid,
-            arrival_vwap=core.market.arrival_vwap,
-            faults=faults,
-            probs=probs,
-            actions=core.action_set.flat_actions(actions) if core.action_set.is_discrete
-            else None,
-            latency_s=np.full(core.n_envs, latency),
-            is_bps=core.stats.is_bps,
-            twap_is_bps=self.twap_core.stats.is_bps,
-            obs=obs,
-            killed=self.killed(),
+            price=core.market.mid, arrival_vwap=core.market.arrival_vwap,
+            fault=faults, probs=probs, actions=flat, latency_s=latency,
+            is_bps=core.stats.is_bps, twap_is_bps=self.twap_core.stats.is_bps,
+            observations=obs if self.wd.feature_names else None, kill=killed,
         )
-        take = active & self.wd.in_fallback()
+        state = self.wd.state
+        if killed.any() and self.core.guard is not None:
+            self.core.guard.kill.kill_orders(np.flatnonzero(killed & active))
+        forced = np.full(core.n_envs, -1, dtype=np.int64)
+        take = active & ((state == FALLBACK) | (state == PASSIVE))
+        stop = active & (state == KILLED)
+        forced[stop] = 0
         if not take.any():
-            return np.full(core.n_envs, -1, dtype=np.int64), None
-        shares = fallback_shares(
-            self.ex.safety.fallback, core.remaining, core.k, core.n_steps,
-            self.knowledge,
-        )
-        forced = np.where(take, shares, -1).astype(np.int64)
-        return forced, None
+            return forced, None
+        shares = self.schedule.shares(core.remaining, core.k, start=self.wd.trigger_step)
+        forced[take] = shares[take]
+        passive = take & (state == PASSIVE)
+        if passive.any() and not (take & (state == FALLBACK)).any():
+            return forced, PASSIVE_STYLE
+        # one style a step: passive-only orders in a step with fallback orders wait this step
+        forced[passive] = 0
+        return forced, FALLBACK_STYLE
+
+    def acting(self) -> NDArray[np.object_]:
+        return np.asarray(ACTING, dtype=object)[self.wd.state]
 
     def after(self) -> None:
         """The shadow TWAP's step on the same paths (it never sees the policy's orders)."""
@@ -473,13 +505,33 @@ class _Watch:
         self.twap_obs, *_ = tc.step(self.twap.act(self.twap_obs, masks))
 
     def annotate(self, episodes: pd.DataFrame) -> pd.DataFrame:
-        from execrl.safety.watchdog import STATE_NAMES, TRIGGER_NAMES
+        from execrl.safety.watchdog import TRIGGERS
 
-        episodes["final_state"] = [STATE_NAMES[int(x)] for x in self.wd.final_states(
-            self.core.done)]
-        episodes["trigger"] = [TRIGGER_NAMES[int(x)] for x in self.wd.trigger]
+        episodes["finished_by"] = self.acting()
+        episodes["trigger"] = np.asarray(TRIGGERS, dtype=object)[self.wd.trigger]
         episodes["trigger_step"] = self.wd.trigger_step.copy()
         return episodes
+
+    def incidents(self, step_s: float) -> list[dict[str, Any]]:
+        """One record per order the watchdog took from its policy (``RL_ABORTED``), killed
+        (``KILLED``), froze to passive-only posting (``PASSIVE_ONLY``) or, in training,
+        would have (``WOULD_ABORT``)."""
+        from execrl.safety.watchdog import KILLED, PASSIVE, STATES, TRIGGERS, condition_names
+
+        wd = self.wd
+        out = []
+        for i in np.flatnonzero(wd.trigger):
+            state = int(wd.state[i])
+            kind = ("KILLED" if state == KILLED else "PASSIVE_ONLY" if state == PASSIVE
+                    else "RL_ABORTED" if wd.config.acting else "WOULD_ABORT")
+            step = int(wd.trigger_step[i])
+            out.append({
+                "order_id": str(self.ids[i]), "order_idx": int(i), "step": step,
+                "t_s": step * step_s, "kind": kind, "trigger": TRIGGERS[int(wd.trigger[i])],
+                "detail": json.dumps({"state": STATES[state],
+                                      "conditions": list(condition_names(wd.conditions[i]))}),
+            })
+        return out
 
     def twap_episodes(self) -> pd.DataFrame:
         rec = self.twap_core.episode_records(np.arange(self.core.n_envs))
@@ -546,7 +598,7 @@ class _TrailRows:
                               else probs[rows].max(axis=1))
         cols["latency_us"] = np.full(rows.size, latency * 1e6)
         if watch is not None:
-            cols["acting"] = watch.wd.acting_names()[rows]
+            cols["acting"] = watch.acting()[rows]
         else:
             cols["acting"] = np.full(rows.size, "policy", dtype=object)
         self._pending = {"rows": rows, "cols": cols}
@@ -581,7 +633,7 @@ class _TrailRows:
         core = self.core
         self._market_rows(np.arange(core.n_envs))  # the mid at the horizon, for markouts
         if watch is not None:
-            self.audit.add_incidents(watch.wd.incidents(self.ids, self.step_s))
+            self.audit.add_incidents(watch.incidents(self.step_s))
         self.audit.close(episodes)
 
 
