@@ -195,15 +195,14 @@ class _Columns:
         return out
 
 
-def _labels(codes: NDArray[np.int16], names: Sequence[str]) -> pa.DictionaryArray:
-    """Codes as a dictionary column; -1 is null, a code without a name keeps it as code_<n>."""
-    vocab = list(names)
-    top = int(codes.max()) if codes.size else -1
-    vocab += [f"code_{c}" for c in range(len(vocab), top + 1)]
+def _labels(codes: NDArray[np.int16], names: Sequence[str]) -> pa.Array:
+    """Codes as their names (Parquet dictionary-encodes them); -1 is null, a code without a
+    name keeps it as code_<n>."""
     if codes.size and int(codes.min()) < -1:
         raise ExecRLError(f"label code {int(codes.min())} below -1")
-    indices = pa.array(codes.astype(np.int32), mask=codes < 0)
-    return pa.DictionaryArray.from_arrays(indices, pa.array(vocab, pa.string()))
+    top = int(codes.max()) if codes.size else -1
+    vocab = [*names, *(f"code_{c}" for c in range(len(names), top + 1)), None]
+    return pa.array(np.array(vocab, dtype=object)[codes], pa.string())  # -1 -> the None
 
 
 def _lists(matrix: NDArray[Any], present: bool, value_type: pa.DataType) -> pa.Array:
@@ -469,8 +468,8 @@ class AuditTrail:
         return frame
 
 
-def _constant(value: str, n: int) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
+def _constant(value: str, n: int) -> pa.Array:
+    return pa.array(np.full(n, value, dtype=object), pa.string())
 
 
 def _derived_run_id(meta: Mapping[str, Any]) -> str:
@@ -513,7 +512,9 @@ def _ints(values: NDArray[Any], column: str) -> NDArray[np.int64]:
 
 
 def _per_order(summary: pd.DataFrame, order_idx: NDArray[np.int64]) -> dict[str, pa.Array]:
-    """Per-order string columns for rows keyed by order_idx (null for an unknown order)."""
+    """Per-order string columns for rows keyed by order_idx (null for an unknown order).
+    Plain string arrays: Parquet dictionary-encodes them itself, and an Arrow dictionary
+    column with null slots did not always write the same bytes."""
     keys = summary["order_idx"].to_numpy()
     pos = np.searchsorted(keys, order_idx)
     pos_clipped = np.minimum(pos, max(len(keys) - 1, 0))
@@ -521,9 +522,8 @@ def _per_order(summary: pd.DataFrame, order_idx: NDArray[np.int64]) -> dict[str,
         np.zeros(len(order_idx), bool)
     out = {}
     for column in (*_ORDER_COLUMNS, "venue"):
-        vocab = pa.array(summary[column].tolist() or [""], pa.string())
-        indices = pa.array(pos_clipped.astype(np.int32), mask=~known)
-        out[column] = pa.DictionaryArray.from_arrays(indices, vocab)
+        values = np.array([*summary[column].tolist(), None], dtype=object)
+        out[column] = pa.array(values[np.where(known, pos_clipped, len(keys))], pa.string())
     return out
 
 
@@ -551,18 +551,10 @@ def read_trail(folder: str | Path, sql_url: str | None = None) -> Trail:
                           "its sql_url")
     run_id = str(manifest["run_id"])
     runs, orders, incidents = sql.read_sql(url, run_id)
-    frames = {name.removesuffix(".parquet"): _plain_strings(pq.read_table(folder / name))
-              .to_pandas() for name in TRAIL_FILES}
+    frames = {name.removesuffix(".parquet"): pq.read_table(folder / name).to_pandas()
+              for name in TRAIL_FILES}
     return Trail(run_id=run_id, manifest=manifest, runs=runs, orders=orders,
                  incidents=incidents, features=tuple(manifest.get("features", ())), **frames)
-
-
-def _plain_strings(table: pa.Table) -> pa.Table:
-    """Label and id columns as plain strings (not categoricals, whose categories differ from
-    one trail to the next and make concatenating or comparing frames of two trails brittle)."""
-    fields = [pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f
-              for f in table.schema]
-    return table.cast(pa.schema(fields))
 
 
 def check_trail(trail: Trail, fee_tol: float = 1e-9) -> list[str]:
