@@ -334,7 +334,10 @@ def test_add_decisions_refuses_a_changed_column_set_or_dtype(tmp_path):
                              "price": step["mid"]})
     with pytest.raises(ExecRLError, match="'t_s'"):
         trail.add_decisions({**step, "t_s": step["t_s"][:1]})
-    trail.abort()
+    trail.add_decisions(step)  # the refused calls left nothing behind
+    trail.close(pd.DataFrame({"order_idx": np.arange(4), "order_id": list("abcd"),
+                              "symbol": "X", "side": "buy", "qty": 500, "filled": 0}))
+    assert len(read_trail(tmp_path / "t").decisions) == 2 * len(step["order_idx"])
 
 
 def test_sqlite_and_postgresql_hold_the_same_trail(tmp_path, postgres_url):  # noqa: F811

@@ -120,6 +120,7 @@ class _Columns:
         self._chunks: dict[str, list[bytes]] = {}
         self._given: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         self.rows = 0
+        self._calls = 0
 
     def _bind(self, cols: Mapping[str, NDArray[Any]]) -> list[tuple[str, np.dtype, int, Any]]:
         """The first call fixes which columns come, their dtypes and widths."""
@@ -127,6 +128,8 @@ class _Columns:
             if default is None and name not in cols:
                 raise ExecRLError(f"{self.what}: column {name!r} is required")
         slots = []
+        given: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        buffers: dict[str, list[bytes]] = {}
         for name, value in cols.items():
             if not isinstance(value, np.ndarray):
                 raise ExecRLError(f"{self.what}: column {name!r} must be a numpy array, "
@@ -145,12 +148,12 @@ class _Columns:
             if name in self.widths and value.shape[1] != self.widths[name]:
                 raise ExecRLError(f"{self.what}: {name!r} has {value.shape[1]} columns, the "
                                   f"trail was opened with {self.widths[name]} names")
-            self._given[name] = (value.dtype, value.shape[1:])
+            given[name] = (value.dtype, value.shape[1:])
             chunks: list[bytes] = []
-            self._chunks[name] = chunks
+            buffers[name] = chunks
             slots.append((name, value.dtype, value.dtype.itemsize * int(np.prod(
                 value.shape[1:], dtype=np.int64)), chunks.append))
-        self._n_cols = len(slots)
+        self._n_cols, self._given, self._chunks = len(slots), given, buffers
         return slots
 
     def add(self, cols: Mapping[str, NDArray[Any]]) -> None:
@@ -162,19 +165,29 @@ class _Columns:
                               f"call's {sorted(self._chunks)}")
         try:
             n = len(cols["order_idx"])
-            values = [cols[name] for name, _dtype, _row_bytes, _append in slots]
-        except KeyError as exc:
+            for name, dtype, row_bytes, append in slots:
+                value = cols[name]
+                raw = value.tobytes()  # a copy: the caller may reuse its arrays next step
+                if len(raw) != n * row_bytes or (value.dtype is not dtype
+                                                 and value.dtype != dtype):
+                    raise self._mismatch(name, value, dtype, row_bytes, n)
+                append(raw)
+        except (KeyError, ExecRLError) as exc:
+            for chunks in self._chunks.values():  # the call is refused whole
+                del chunks[self._calls:]
+            if isinstance(exc, ExecRLError):
+                raise
             raise ExecRLError(f"{self.what}: column {exc.args[0]!r} is missing (the first "
                               f"call gave {sorted(self._chunks)})") from None
-        for (name, dtype, row_bytes, append), value in zip(slots, values, strict=True):
-            raw = value.tobytes()  # a copy: the caller may reuse its arrays next step
-            if len(raw) != n * row_bytes or (value.dtype is not dtype and value.dtype != dtype):
-                raise ExecRLError(
-                    f"{self.what}: column {name!r} is {value.dtype}{value.shape}; the first "
-                    f"call gave {dtype} with {row_bytes // dtype.itemsize} value(s) per row "
-                    f"and this call has {n} row(s)")
-            append(raw)
         self.rows += n
+        self._calls += 1
+
+    def _mismatch(self, name: str, value: NDArray[Any], dtype: np.dtype, row_bytes: int,
+                  n: int) -> ExecRLError:
+        return ExecRLError(
+            f"{self.what}: column {name!r} is {value.dtype}{value.shape}; the first call gave "
+            f"{dtype} with {row_bytes // dtype.itemsize} value(s) per row and this call has "
+            f"{n} row(s)")
 
     def arrays(self) -> dict[str, NDArray[Any]]:
         """Every input column, typed, defaults filled in."""
@@ -268,9 +281,7 @@ class AuditTrail:
         self._decisions = _Columns("decisions", DECISION_INPUTS, _MATRICES,
                                    {"features": len(self.features)})
         self._market = _Columns("market", MARKET_INPUTS)
-        self._fills: list[NDArray[Any]] = []
-        self._fill_orders: list[NDArray[np.int64]] = []
-        self._fill_steps: list[NDArray[np.int32]] = []
+        self._fills: list[tuple[bytes, NDArray[np.int64] | None, Any]] = []
         self._incidents: list[dict[str, Any]] = []
         self.closed = False
 
@@ -301,14 +312,12 @@ class AuditTrail:
                   step: int | NDArray[np.integer] = -1) -> None:
         """Fill events (``FILL_EVENT_DTYPE``); ``order_idx[env]`` maps the batch's env to the
         run's order index (None: the same), ``step``: the decision step they belong to."""
-        if events.dtype != FILL_DTYPE:
+        if events.dtype is not FILL_DTYPE and events.dtype != FILL_DTYPE:
             raise ExecRLError(f"fills: events have dtype {events.dtype}, expected {FILL_DTYPE}")
-        env = events["env"].astype(np.int64)
-        orders = env if order_idx is None else np.asarray(order_idx, dtype=np.int64)[env]
-        self._fills.append(events.copy())
-        self._fill_orders.append(orders)
-        self._fill_steps.append(np.broadcast_to(np.asarray(step, dtype=np.int32),
-                                                events.shape).copy())
+        if not len(events):
+            return
+        orders = None if order_idx is None else order_idx[events["env"]].astype(np.int64)
+        self._fills.append((events.tobytes(), orders, step))
 
     def add_incidents(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Incidents (``order_idx``, ``kind`` required; ``step``, ``t_s``, ``trigger``,
@@ -434,12 +443,7 @@ class AuditTrail:
             "market_reject": pa.array(dec["market_reject"][idx]),
         })
 
-        events = (np.concatenate(self._fills) if self._fills
-                  else np.empty(0, dtype=FILL_DTYPE))
-        fill_orders = (np.concatenate(self._fill_orders) if self._fill_orders
-                       else np.empty(0, np.int64))
-        fill_steps = (np.concatenate(self._fill_steps) if self._fill_steps
-                      else np.empty(0, np.int32))
+        events, fill_orders, fill_steps = _fill_arrays(self._fills)
         fills = pa.table({
             "run_id": _constant(run_id, len(events)),
             "order_id": _per_order(summary, fill_orders)["order_id"],
@@ -466,6 +470,20 @@ class AuditTrail:
                        strict=True))
         frame.insert(2, "order_id", [ids.get(int(i), "") for i in frame["order_idx"]])
         return frame
+
+
+def _fill_arrays(chunks: list[tuple[bytes, NDArray[np.int64] | None, Any]],
+                 ) -> tuple[NDArray[Any], NDArray[np.int64], NDArray[np.int32]]:
+    """The buffered fill events, the order each belongs to and its decision step."""
+    events, orders, steps = [], [], []
+    for raw, order_idx, step in chunks:
+        batch = np.frombuffer(raw, dtype=FILL_DTYPE)
+        events.append(batch)
+        orders.append(batch["env"].astype(np.int64) if order_idx is None else order_idx)
+        steps.append(np.broadcast_to(np.asarray(step, dtype=np.int32), batch.shape))
+    if not events:
+        return np.empty(0, FILL_DTYPE), np.empty(0, np.int64), np.empty(0, np.int32)
+    return np.concatenate(events), np.concatenate(orders), np.concatenate(steps)
 
 
 def _constant(value: str, n: int) -> pa.Array:
