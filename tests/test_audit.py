@@ -294,6 +294,46 @@ def test_a_failed_close_leaves_nothing_and_an_existing_trail_as_it_was(tmp_path,
     assert check_trail(read_trail(tmp_path / "old")) == []
 
 
+def test_a_failed_close_can_be_retried(tmp_path, monkeypatch):
+    run = _run()
+    trail = AuditTrail(tmp_path / "t", features=FEATURES)
+    trail.add_decisions(run["steps"][0])
+    orders = run["orders"].assign(filled=0, fills=0, fees=0.0, child_orders=0)
+    monkeypatch.setattr(audit.sql, "write_sql", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        trail.close(orders)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    trail.close(orders)
+    assert len(read_trail(tmp_path / "t").decisions) == len(run["steps"][0]["order_idx"])
+
+
+def test_an_empty_run_writes_an_empty_consistent_trail(tmp_path):
+    trail = AuditTrail(tmp_path / "t", features=FEATURES, run_id="empty")
+    trail.close(pd.DataFrame({"order_idx": [0], "order_id": ["A"], "symbol": "X",
+                              "side": "buy", "qty": 100, "filled": 0}))
+    back = read_trail(tmp_path / "t")
+    assert check_trail(back) == []
+    assert (len(back.decisions), len(back.fills), len(back.orders)) == (0, 0, 1)
+    assert [f"f_{f}" for f in FEATURES] == [c for c in back.decisions if c.startswith("f_")]
+
+
+def test_label_codes_take_the_names_given(tmp_path):
+    run = _run(n_orders=2, n_steps=2)
+    for step in run["steps"]:
+        step["trigger"] = np.array([2, 7], np.int8)[: len(step["order_idx"])]
+    run["fills"] = [(np.empty(0, FILL_DTYPE), o, k) for _e, o, k in run["fills"]]
+    trail = AuditTrail(tmp_path / "t", features=FEATURES,
+                       labels={"trigger": ("none", "late", "policy_fault")})
+    for step in run["steps"]:
+        trail.add_decisions(step)
+    trail.close(run["orders"])
+    dec = read_trail(tmp_path / "t").decisions
+    assert dec.groupby("order_idx")["trigger"].first().tolist() == ["policy_fault", "code_7"]
+    with pytest.raises(ConfigError, match="not label columns"):
+        AuditTrail(tmp_path / "u", labels={"side": ("buy",)})
+
+
 def test_leaving_without_close_writes_nothing(tmp_path):
     with (pytest.raises(ExecRLError, match="without close"),
           AuditTrail(tmp_path / "t", features=FEATURES) as t):

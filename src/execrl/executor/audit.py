@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 import execrl
 from execrl.domain import ConfigError, OrderType
 from execrl.domain.errors import ExecRLError
-from execrl.domain.outputs import staged_folder
+from execrl.domain.outputs import InterruptedAfterSwap, staged_folder
 from execrl.executor import sql
 from execrl.market.events import FILL_DTYPE
 
@@ -351,10 +351,10 @@ class AuditTrail:
     def close(self, orders: pd.DataFrame) -> Path:
         """Write the trail: Parquet files and SQL rows, all or nothing. ``orders``: one row per
         parent order (``sql.ORDER_FIELDS``; ``order_idx``, ``order_id``, ``symbol``, ``side``,
-        ``qty``, ``filled`` required). Returns the folder."""
+        ``qty``, ``filled`` required). Returns the folder. After a failure nothing is written
+        and the records are kept: ``close`` may be called again."""
         if self.closed:
             raise ExecRLError("audit trail already closed")
-        self.closed = True
         self._check_folder()
         summary = _order_frame(orders)
         run_id = self.run_id or _derived_run_id(self.meta)
@@ -387,11 +387,14 @@ class AuditTrail:
                 sql.write_sql(url, run_row, summary, incident_rows,
                               replace=self.overwrite)
                 committed_elsewhere = self.sql_url is not None
+        except InterruptedAfterSwap:  # complete and in place: only the interrupt is late
+            self.closed, self.run_id = True, run_id
+            raise
         except BaseException:
             if committed_elsewhere and self.sql_url is not None:  # the swap itself failed
                 sql.delete_run(self.sql_url, run_id)
             raise
-        self.run_id = run_id
+        self.closed, self.run_id = True, run_id
         return self.folder
 
     def _tables(self, run_id: str, summary: pd.DataFrame) -> dict[str, pa.Table]:
@@ -606,30 +609,36 @@ def check_trail(trail: Trail, fee_tol: float = 1e-9) -> list[str]:
         if stray:
             problems.append(f"{name}: order_idx {stray[:5]} not in orders")
 
-    by_order = orders.set_index("order_idx")
-    dec_filled = dec.groupby("order_idx")["filled_qty"].sum()
-    fill_qty = fills.groupby("order_idx")["qty"].sum()
-    fill_n = fills.groupby("order_idx").size()
-    fill_fee = fills.groupby("order_idx")["fee"].sum()
-    n_children = children.groupby("order_idx").size()
-    for idx, row in by_order.iterrows():
+    tally = orders.set_index("order_idx")[["order_id", "qty", "filled", "fills",
+                                           "child_orders", "fees"]].join([
+        dec.groupby("order_idx")["filled_qty"].sum().rename("dec_filled"),
+        fills.groupby("order_idx")["qty"].sum().rename("fill_qty"),
+        fills.groupby("order_idx").size().rename("fill_n"),
+        fills.groupby("order_idx")["fee"].sum().rename("fill_fee"),
+        children.groupby("order_idx").size().rename("n_children"),
+    ])
+    tally = tally.fillna({c: 0 for c in ("dec_filled", "fill_qty", "fill_n", "fill_fee",
+                                         "n_children")})
+    fee_ok = np.isclose(tally["fill_fee"], tally["fees"], rtol=fee_tol, atol=fee_tol)
+    bad = ((tally["dec_filled"] != tally["filled"]) | (tally["fill_qty"] != tally["filled"])
+           | (tally["fill_n"] != tally["fills"]) | (tally["n_children"] != tally["child_orders"])
+           | ~fee_ok | (tally["filled"] > tally["qty"]))
+    for idx, row in tally[bad.to_numpy()].iterrows():  # only the orders with a problem
         who = f"order {row['order_id']} (idx {idx})"
-        d, f = int(dec_filled.get(idx, 0)), int(fill_qty.get(idx, 0))
-        if not d == f == int(row["filled"]):
-            problems.append(f"{who}: filled {d} in decisions, {f} in fills, "
-                            f"{int(row['filled'])} in orders")
-        if int(fill_n.get(idx, 0)) != int(row["fills"]):
-            problems.append(f"{who}: {int(fill_n.get(idx, 0))} fills on record, orders says "
+        d, f, filled = int(row["dec_filled"]), int(row["fill_qty"]), int(row["filled"])
+        if not d == f == filled:
+            problems.append(f"{who}: filled {d} in decisions, {f} in fills, {filled} in orders")
+        if int(row["fill_n"]) != int(row["fills"]):
+            problems.append(f"{who}: {int(row['fill_n'])} fills on record, orders says "
                             f"{int(row['fills'])}")
-        if int(n_children.get(idx, 0)) != int(row["child_orders"]):
-            problems.append(f"{who}: {int(n_children.get(idx, 0))} child orders on record, "
+        if int(row["n_children"]) != int(row["child_orders"]):
+            problems.append(f"{who}: {int(row['n_children'])} child orders on record, "
                             f"orders says {int(row['child_orders'])}")
-        fee = float(fill_fee.get(idx, 0.0))
-        if not math.isclose(fee, float(row["fees"]), rel_tol=fee_tol, abs_tol=fee_tol):
-            problems.append(f"{who}: fees {fee!r} in fills, {float(row['fees'])!r} in orders")
-        if int(row["filled"]) > int(row["qty"]):
-            problems.append(f"{who}: filled {int(row['filled'])} above its qty "
-                            f"{int(row['qty'])}")
+        if not math.isclose(row["fill_fee"], row["fees"], rel_tol=fee_tol, abs_tol=fee_tol):
+            problems.append(f"{who}: fees {float(row['fill_fee'])!r} in fills, "
+                            f"{float(row['fees'])!r} in orders")
+        if filled > int(row["qty"]):
+            problems.append(f"{who}: filled {filled} above its qty {int(row['qty'])}")
 
     if len(dec):
         ordered = dec[["order_idx", "step"]].sort_values(["order_idx", "step"], kind="stable")
