@@ -214,8 +214,8 @@ def _labels(codes: NDArray[np.int16], names: Sequence[str]) -> pa.Array:
     if codes.size and int(codes.min()) < -1:
         raise ExecRLError(f"label code {int(codes.min())} below -1")
     top = int(codes.max()) if codes.size else -1
-    vocab = [*names, *(f"code_{c}" for c in range(len(names), top + 1)), None]
-    return pa.array(np.array(vocab, dtype=object)[codes], pa.string())  # -1 -> the None
+    vocab = pa.array([*names, *(f"code_{c}" for c in range(len(names), top + 1))], pa.string())
+    return vocab.take(pa.array(codes.astype(np.int32), mask=codes < 0))
 
 
 def _lists(matrix: NDArray[Any], present: bool, value_type: pa.DataType) -> pa.Array:
@@ -490,7 +490,7 @@ def _fill_arrays(chunks: list[tuple[bytes, NDArray[np.int64] | None, Any]],
 
 
 def _constant(value: str, n: int) -> pa.Array:
-    return pa.array(np.full(n, value, dtype=object), pa.string())
+    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int32)))
 
 
 def _derived_run_id(meta: Mapping[str, Any]) -> str:
@@ -534,8 +534,8 @@ def _ints(values: NDArray[Any], column: str) -> NDArray[np.int64]:
 
 def _per_order(summary: pd.DataFrame, order_idx: NDArray[np.int64]) -> dict[str, pa.Array]:
     """Per-order string columns for rows keyed by order_idx (null for an unknown order).
-    Plain string arrays: Parquet dictionary-encodes them itself, and an Arrow dictionary
-    column with null slots did not always write the same bytes."""
+    Plain string arrays (Parquet dictionary-encodes them itself): an Arrow dictionary column
+    whose dictionary repeats values did not always write the same bytes."""
     keys = summary["order_idx"].to_numpy()
     pos = np.searchsorted(keys, order_idx)
     pos_clipped = np.minimum(pos, max(len(keys) - 1, 0))
@@ -543,8 +543,8 @@ def _per_order(summary: pd.DataFrame, order_idx: NDArray[np.int64]) -> dict[str,
         np.zeros(len(order_idx), bool)
     out = {}
     for column in (*_ORDER_COLUMNS, "venue"):
-        values = np.array([*summary[column].tolist(), None], dtype=object)
-        out[column] = pa.array(values[np.where(known, pos_clipped, len(keys))], pa.string())
+        values = pa.array(summary[column].tolist(), pa.string())
+        out[column] = values.take(pa.array(pos_clipped.astype(np.int32), mask=~known))
     return out
 
 
@@ -600,12 +600,12 @@ def check_trail(trail: Trail, fee_tol: float = 1e-9) -> list[str]:
     for name, frame in (("decisions", dec), ("children", children), ("fills", fills),
                         ("market", trail.market), ("orders", orders),
                         ("incidents", trail.incidents)):
-        if len(frame) and set(frame["run_id"].astype(str)) != {trail.run_id}:
+        if len(frame) and set(frame["run_id"].unique().tolist()) != {trail.run_id}:
             problems.append(f"{name}: rows of another run than {trail.run_id!r}")
-    known = set(orders["order_idx"].tolist())
+    known = orders["order_idx"].to_numpy()
     for name, frame in (("decisions", dec), ("fills", fills), ("market", trail.market),
                         ("incidents", trail.incidents)):
-        stray = sorted(set(frame["order_idx"].tolist()) - known)
+        stray = np.unique(frame["order_idx"][~frame["order_idx"].isin(known)]).tolist()
         if stray:
             problems.append(f"{name}: order_idx {stray[:5]} not in orders")
 
@@ -647,26 +647,23 @@ def check_trail(trail: Trail, fee_tol: float = 1e-9) -> list[str]:
             steps = ordered.loc[ordered["order_idx"] == idx, "step"].tolist()
             problems.append(f"order idx {idx}: decision steps not consecutive ({steps[:8]}...)")
     sent = dec.loc[dec["child_qty"] > 0, ["order_idx", "step", "child_id"]]
-    decided = set(map(tuple, sent.to_numpy().tolist()))
-    for key in map(tuple, children[["order_idx", "step", "child_id"]].to_numpy().tolist()):
-        if key not in decided:
-            problems.append(f"child {key[2]} of order idx {key[0]} (step {key[1]}) has no "
-                            "decision that sent it")
+    for _i, key in _missing(children, sent, ["order_idx", "step", "child_id"]).iterrows():
+        problems.append(f"child {key['child_id']} of order idx {key['order_idx']} (step "
+                        f"{key['step']}) has no decision that sent it")
     dup = children.duplicated(["order_idx", "child_id"])
     if dup.any():
         problems.append(f"children: child_id sent twice in {int(dup.sum())} row(s)")
-    known_children = set(map(tuple, children[["order_idx", "child_id"]].to_numpy().tolist()))
-    orphans = [k for k in map(tuple, fills[["order_idx", "child_id"]].to_numpy().tolist())
-               if k not in known_children]
-    if orphans:
+    orphans = _missing(fills, children, ["order_idx", "child_id"])
+    if len(orphans):
         problems.append(f"fills: {len(orphans)} fill(s) of a child never sent, e.g. child "
-                        f"{orphans[0][1]} of order idx {orphans[0][0]}")
-    untimed = set(fills.loc[fills["step"] < 0, "order_idx"].tolist())
+                        f"{orphans['child_id'].iloc[0]} of order idx "
+                        f"{orphans['order_idx'].iloc[0]}")
+    untimed = fills.loc[fills["step"] < 0, "order_idx"].unique()
     timed = fills[~fills["order_idx"].isin(untimed)]  # orders whose every fill has its step
     if len(timed):
         per_step = timed.groupby(["order_idx", "step"])["qty"].sum()
-        dec_step = dec[dec["order_idx"].isin(set(timed["order_idx"].tolist()))].set_index(
-            ["order_idx", "step"])["filled_qty"]
+        dec_step = dec[dec["order_idx"].isin(timed["order_idx"].unique())].groupby(
+            ["order_idx", "step"])["filled_qty"].sum()
         joined = pd.concat([per_step.rename("fills"), dec_step.rename("decision")], axis=1)
         joined = joined.fillna(0)
         bad = joined[joined["fills"] != joined["decision"]]
@@ -674,3 +671,10 @@ def check_trail(trail: Trail, fee_tol: float = 1e-9) -> list[str]:
             problems.append(f"order idx {idx} step {step}: decision filled "
                             f"{int(row['decision'])}, fills say {int(row['fills'])}")
     return problems
+
+
+def _missing(rows: pd.DataFrame, among: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The ``keys`` of ``rows`` that no row of ``among`` has."""
+    joined = rows[keys].merge(among[keys].drop_duplicates(), on=keys, how="left",
+                              indicator=True)
+    return joined.loc[joined["_merge"] == "left_only", keys]

@@ -49,6 +49,8 @@ ORDER_FIELDS: dict[str, tuple[str, Any]] = {
     "venue": ("str", ""),
     "qty": ("int", None),
     "arrival_mid": ("float", math.nan),
+    "start_s": ("float", math.nan),  # the order's start and horizon end, on the t_s clock
+    "end_s": ("float", math.nan),
     "filled": ("int", None),
     "fill_rate": ("float", math.nan),
     "avg_px": ("float", math.nan),
