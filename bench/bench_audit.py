@@ -11,6 +11,9 @@ Prints one JSON object on stdout. One step's decision record as the executor pas
 * ``add_decisions``: ``AuditTrail.add_decisions(cols)`` (one ``tobytes`` per column);
 * ``reference_copy``: ``.copy()`` of each column appended to a list per column, the
   straightforward safe buffer (the caller may reuse its arrays, so a step must be copied);
+* ``add_decisions_record``: the same step as one structured array of
+  ``AuditTrail.decision_dtype`` (one copy), the record already filled;
+* ``fill_record_and_add``: filling that record field by field from the columns, then the add;
 * ``add_fills``: ``AuditTrail.add_fills`` of one fill event;
 * ``close_s``: writing the trail of all those calls (Parquet + SQLite), seconds.
 
@@ -79,6 +82,23 @@ def main() -> None:
                 buffers[name].append(value.copy())
 
         ref = latency(reference, args.calls)
+
+        # the same step as one structured record (decision_dtype): the add alone, and filling
+        # the record field by field from the columns first (what a Python caller would pay)
+        records = AuditTrail(Path(tmp) / "records",
+                             features=[f"x{i}" for i in range(N_FEATURES)])
+        record = np.zeros(n, records.decision_dtype(N_ACTIONS))
+        for name, value in cols.items():
+            record[name] = value
+        record_add = latency(lambda: records.add_decisions(record), args.calls)
+
+        def fill_and_add() -> None:
+            for name, value in cols.items():
+                record[name] = value
+            records.add_decisions(record)
+
+        record_fill = latency(fill_and_add, args.calls)
+        records.abort()
         event = np.zeros(1, FILL_DTYPE)
         event["qty"], event["px"] = 1, 100.0
         fills = latency(lambda: trail.add_fills(event, step=0), args.calls)
@@ -95,6 +115,7 @@ def main() -> None:
     out = {
         "bench": "audit", "n_orders": n, "calls": args.calls, "columns": len(cols),
         "add_decisions": ours, "reference_copy": ref, "add_fills": fills,
+        "add_decisions_record": record_add, "fill_record_and_add": record_fill,
         "ratio_p50": ref["p50_us"] / ours["p50_us"], "ratio_p99": ref["p99_us"] / ours["p99_us"],
         "close_s": close_s, "close_rows": rows,
         "when": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

@@ -407,3 +407,31 @@ def test_sqlite_and_postgresql_hold_the_same_trail(tmp_path, postgres_url):  # n
     again = read_trail(tmp_path / "pg", sql_url=postgres_url)
     assert check_trail(again) == []
     np.testing.assert_array_equal(again.orders["filled"], changed["orders"]["filled"])
+
+
+def test_structured_records_write_the_same_trail_as_columns(tmp_path):
+    run = _run(seed=8)
+    _write(tmp_path / "cols", run)
+    trail = AuditTrail(tmp_path / "recs", features=FEATURES)
+    trail.write_run({"policy": "dqn", "seed": 7})
+    dtype = trail.decision_dtype(N_ACTIONS)
+    for cols, (events, env_orders, k), mkt in zip(run["steps"], run["fills"], run["market"],
+                                                  strict=True):
+        record = np.zeros(len(cols["order_idx"]), dtype)
+        for name, value in cols.items():
+            record[name] = value
+        trail.add_decisions(record)
+        trail.add_fills(events, env_orders, step=k)
+        trail.add_market(mkt)
+    with pytest.raises(ExecRLError, match="pass records"):
+        trail.add_decisions(run["steps"][0])
+    with pytest.raises(ExecRLError, match="differs"):
+        trail.add_decisions(np.zeros(1, trail.decision_dtype(N_ACTIONS + 1)))
+    trail.add_incidents(run["incidents"])
+    trail.close(run["orders"])
+    for name in (*TRAIL_FILES, audit.MANIFEST):
+        assert ((tmp_path / "cols" / name).read_bytes()
+                == (tmp_path / "recs" / name).read_bytes()), name
+    with pytest.raises(ExecRLError, match="record dtype"):
+        AuditTrail(tmp_path / "x", features=FEATURES).add_decisions(
+            np.zeros(1, AuditTrail(tmp_path / "y").decision_dtype(N_ACTIONS)))

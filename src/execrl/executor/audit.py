@@ -121,6 +121,38 @@ class _Columns:
         self._given: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         self.rows = 0
         self._calls = 0
+        self._record: np.dtype | None = None  # set when the steps come as structured records
+        self._records: list[bytes] = []
+
+    def record_dtype(self, matrix_widths: Mapping[str, int] | None = None) -> np.dtype:
+        """One structured row holding every column (matrices as sub-arrays of their width;
+        a width of 0 leaves the matrix out)."""
+        widths = {**self.widths, **(matrix_widths or {})}
+        fields: list[tuple[Any, ...]] = [(n, d) for n, (d, _default) in self.inputs.items()]
+        fields += [(n, d, (widths[n],)) for n, d in self.matrices.items() if widths.get(n, 0)]
+        return np.dtype(fields)
+
+    def add_record(self, record: NDArray[Any]) -> None:
+        """A step as one structured array of ``record_dtype``: one copy, whatever the width."""
+        if self._record is None:
+            if self._slots is not None:
+                raise ExecRLError(f"{self.what}: the first call passed columns; pass columns "
+                                  "in every call")
+            names = record.dtype.names or ()
+            want = self.record_dtype({n: record.dtype[n].shape[0] for n in self.matrices
+                                      if n in names and record.dtype[n].ndim == 1})
+            if record.ndim != 1 or record.dtype != want:
+                raise ExecRLError(f"{self.what}: a record must be a 1-D array of the trail's "
+                                  f"record dtype {want}, not {record.dtype}")
+            self._record = want
+            for name in self.matrices:
+                if name in names:
+                    self._given[name] = (self.matrices[name], want[name].shape)
+        elif record.dtype is not self._record and record.dtype != self._record:
+            raise ExecRLError(f"{self.what}: record dtype {record.dtype} differs from the "
+                              f"first call's {self._record}")
+        self._records.append(record.tobytes())
+        self.rows += len(record)
 
     def _bind(self, cols: Mapping[str, NDArray[Any]]) -> list[tuple[str, np.dtype, int, Any]]:
         """The first call fixes which columns come, their dtypes and widths."""
@@ -159,6 +191,9 @@ class _Columns:
     def add(self, cols: Mapping[str, NDArray[Any]]) -> None:
         slots = self._slots
         if slots is None:
+            if self._record is not None:
+                raise ExecRLError(f"{self.what}: the first call passed a record; pass records "
+                                  "in every call")
             slots = self._slots = self._bind(cols)
         elif len(cols) != self._n_cols:
             raise ExecRLError(f"{self.what}: columns {sorted(cols)} differ from the first "
@@ -192,6 +227,14 @@ class _Columns:
     def arrays(self) -> dict[str, NDArray[Any]]:
         """Every input column, typed, defaults filled in."""
         out: dict[str, NDArray[Any]] = {}
+        if self._record is not None:
+            rec = np.frombuffer(b"".join(self._records), dtype=self._record)
+            for name, (dtype, _default) in self.inputs.items():
+                out[name] = rec[name].astype(dtype)
+            for name, dtype in self.matrices.items():
+                out[name] = (rec[name].astype(dtype) if name in self._record.names
+                             else np.zeros((self.rows, self.widths.get(name, 0)), dtype))
+            return out
         for name, (dtype, default) in self.inputs.items():
             if name in self._chunks:
                 given, _trail = self._given[name]
@@ -298,11 +341,23 @@ class AuditTrail:
         self.meta = dict(meta)
         self.created = created
 
-    def add_decisions(self, cols: Mapping[str, NDArray[Any]]) -> None:
+    def add_decisions(self, cols: Mapping[str, NDArray[Any]] | NDArray[Any]) -> None:
         """One step's decisions, one row per order that decided: ``DECISION_INPUTS`` columns
         plus the ``features`` / ``scores`` / ``mask`` matrices. The first call fixes the
-        column set and dtypes; each later call must pass the same ones. Arrays are copied."""
-        self._decisions.add(cols)
+        column set and dtypes; each later call must pass the same ones. Arrays are copied.
+
+        Or one structured array of ``decision_dtype(n_actions)`` (every column, one copy per
+        call: the cheapest form where a kernel fills the record); every call the same form."""
+        if type(cols) is np.ndarray:
+            self._decisions.add_record(cols)
+        else:
+            self._decisions.add(cols)
+
+    def decision_dtype(self, n_actions: int = 0) -> np.dtype:
+        """The structured dtype of a step's decision record: ``DECISION_INPUTS`` fields in their
+        stored dtypes, ``features`` (len(features),) float32 when the trail has features, and
+        ``scores`` (n_actions,) float32 and ``mask`` (n_actions,) bool when n_actions > 0."""
+        return self._decisions.record_dtype({"scores": n_actions, "mask": n_actions})
 
     def add_market(self, cols: Mapping[str, NDArray[Any]]) -> None:
         """One step's market per order (``MARKET_INPUTS``); arrays are copied."""
@@ -310,14 +365,17 @@ class AuditTrail:
 
     def add_fills(self, events: NDArray[Any], order_idx: NDArray[np.integer] | None = None,
                   step: int | NDArray[np.integer] = -1) -> None:
-        """Fill events (``FILL_EVENT_DTYPE``); ``order_idx[env]`` maps the batch's env to the
-        run's order index (None: the same), ``step``: the decision step they belong to."""
+        """Fill events (``FILL_EVENT_DTYPE``); ``order_idx`` (an array, ``order_idx[env]``) maps
+        the batch's env to the run's order index (None: the same); ``step``: the decision step
+        they belong to (one for all, or one per event; -1: unknown, then ``check_trail``
+        compares that order's fills per order only). Copied."""
         if events.dtype is not FILL_DTYPE and events.dtype != FILL_DTYPE:
             raise ExecRLError(f"fills: events have dtype {events.dtype}, expected {FILL_DTYPE}")
         if not len(events):
             return
         orders = None if order_idx is None else order_idx[events["env"]].astype(np.int64)
-        self._fills.append((events.tobytes(), orders, step))
+        steps = step if isinstance(step, int) else np.array(step, dtype=np.int32)  # a copy
+        self._fills.append((events.tobytes(), orders, steps))
 
     def add_incidents(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Incidents (``order_idx``, ``kind`` required; ``step``, ``t_s``, ``trigger``,
