@@ -468,6 +468,11 @@ class BatchedExecution:
         return obs, reward, done_now, truncated, info
 
     @property
+    def cash(self) -> NDArray[np.float64]:
+        """Per env: the currency the fills of the episode so far came to (shares × price)."""
+        return self._cash
+
+    @property
     def last_orders(self) -> ChildOrderBatch:
         """The child orders of the last step as they went to the market (after the limits)."""
         return self._orders

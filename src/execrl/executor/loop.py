@@ -542,17 +542,17 @@ class _Watch:
 class _TrailRows:
     """Turns each decision of the loop into the audit trail's columnar rows: the decision
     (features, action, scores, mask, latency, watchdog state), the child order the guard let
-    out and its fills, and the market's mid and touch at each decision."""
+    out and its fills, and the market's mid and touch at each decision and at the end."""
 
     def __init__(self, audit: Any, core: BatchedExecution, policy: Policy, order: ParentOrder,
                  parent_ids: list[str], step_s: float, venue: str):
         self.audit, self.core, self.policy = audit, core, policy
         self.order, self.parent_ids, self.step_s, self.venue = order, parent_ids, step_s, venue
-        self.ids = np.asarray(parent_ids, dtype=object)
         self.hash = policy_hash(policy)
         core.record_fill_events = True
         feats = core.market.available_features
         self._touch = "best_bid" in feats and "best_ask" in feats
+        self._fees = np.zeros(core.n_envs)
         self._pending: dict[str, Any] = {}
 
     def _market_rows(self, rows: NDArray[np.intp]) -> None:
@@ -560,13 +560,13 @@ class _TrailRows:
         m = core.market
         nan = np.full(rows.size, np.nan)
         self.audit.add_market({
-            "order_idx": rows,
-            "step": core.k[rows].copy(),
+            "order_idx": rows.astype(np.int64),
+            "step": core.k[rows].astype(np.int32),
             "t_s": core.k[rows] * self.step_s,
-            "mid": m.mid[rows].copy(),
-            "best_bid": m.feature("best_bid")[rows].copy() if self._touch else nan,
-            "best_ask": m.feature("best_ask")[rows].copy() if self._touch else nan,
-            "market_volume": np.asarray(m.feature("last_volume"), dtype=np.float64)[rows].copy(),
+            "mid": m.mid[rows].astype(np.float64),
+            "best_bid": m.feature("best_bid")[rows].astype(np.float64) if self._touch else nan,
+            "best_ask": m.feature("best_ask")[rows].astype(np.float64) if self._touch else nan,
+            "market_volume": np.asarray(m.feature("last_volume"), dtype=np.float64)[rows],
         })
 
     def before(self, obs: NDArray, actions: NDArray, masks: NDArray | None,
@@ -575,32 +575,29 @@ class _TrailRows:
         rows = np.flatnonzero(~core.done)
         self._market_rows(rows)
         cols: dict[str, Any] = {
-            "order_id": self.ids[rows],
-            "order_idx": rows,
-            "step": core.k[rows].copy(),
+            "order_idx": rows.astype(np.int64),
+            "step": core.k[rows].astype(np.int32),
             "t_s": core.k[rows] * self.step_s,
-            "remaining_before": core.remaining[rows].copy(),
-            "working_before": core.stats.working[rows].copy(),
-            "mid": core.market.mid[rows].copy(),
+            "remaining_before": core.remaining[rows].astype(np.int64),
+            "working_before": core.stats.working[rows].astype(np.int64),
+            "mid": core.market.mid[rows].astype(np.float64),
+            "features": obs[rows],
         }
-        for j, name in enumerate(self.policy.observations):
-            cols[f"f_{name}"] = obs[rows, j]
         a = np.asarray(actions)
         if core.action_set.is_discrete:
             cols["action"] = core.action_set.flat_actions(a)[rows].astype(np.float64)
         else:
             cols["action"] = a.reshape(a.shape[0], -1)[rows, 0].astype(np.float64)
         scores = probs if probs is not None else action_scores(self.policy, obs)
-        cols["scores"] = [None] * rows.size if scores is None else list(
-            scores[rows].astype(np.float32))
-        cols["mask"] = [None] * rows.size if masks is None else list(masks[rows])
+        if scores is not None:
+            cols["scores"] = scores[rows].astype(np.float32)
+        if masks is not None:
+            cols["mask"] = masks[rows]
         cols["confidence"] = (np.full(rows.size, np.nan) if probs is None
                               else probs[rows].max(axis=1))
         cols["latency_us"] = np.full(rows.size, latency * 1e6)
-        if watch is not None:
-            cols["acting"] = watch.acting()[rows]
-        else:
-            cols["acting"] = np.full(rows.size, "policy", dtype=object)
+        state = watch.wd.state[rows] if watch is not None else np.zeros(rows.size, np.int8)
+        cols["acting"] = state.astype(np.int16)
         self._pending = {"rows": rows, "cols": cols}
 
     def after(self, watch: _Watch | None) -> None:
@@ -610,31 +607,69 @@ class _TrailRows:
         o = core.last_orders
         fill = core.last_fills
         assert fill is not None
-        cols["child_id"] = np.where(o.qty[rows] > 0, o.child_id[rows], 0)
-        cols["child_qty"] = o.qty[rows].copy()
-        cols["child_type"] = np.asarray(_TYPE_NAMES, dtype=object)[o.order_type[rows]]
-        cols["child_px"] = o.limit_px[rows].copy()
-        cols["ttl_ms"] = (o.ttl_steps[rows] * self.step_s * 1e3).astype(np.int64)
+        sent = o.qty[rows] > 0
+        cols["child_id"] = np.where(sent, o.child_id[rows], -1).astype(np.int64)
+        cols["child_qty"] = o.qty[rows].astype(np.int64)
+        cols["child_type"] = np.where(sent, o.order_type[rows], -1).astype(np.int16)
+        cols["child_px"] = o.limit_px[rows].astype(np.float64)
+        cols["ttl_ms"] = np.rint(o.ttl_steps[rows] * self.step_s * 1e3).astype(np.int64)
         cols["guard_code"] = core.last_guard[rows].astype(np.int16)
         cols["market_reject"] = fill.reject[rows].astype(np.int16)
-        cols["filled_qty"] = fill.qty[rows].copy()
-        cols["fill_px"] = fill.avg_px[rows].copy()
+        cols["filled_qty"] = fill.qty[rows].astype(np.int64)
+        cols["fill_px"] = fill.avg_px[rows].astype(np.float64)
         if watch is not None:
-            cols["watchdog_state"] = watch.wd.state[rows].astype(np.int8)
-            cols["trigger"] = watch.wd.trigger[rows].astype(np.int8)
+            cols["watchdog_state"] = watch.wd.state[rows].astype(np.int16)
+            cols["trigger"] = watch.wd.trigger[rows].astype(np.int16)
         else:
-            cols["watchdog_state"] = np.zeros(rows.size, dtype=np.int8)
-            cols["trigger"] = np.zeros(rows.size, dtype=np.int8)
+            cols["watchdog_state"] = np.zeros(rows.size, dtype=np.int16)
+            cols["trigger"] = np.zeros(rows.size, dtype=np.int16)
         self.audit.add_decisions(cols)
-        if fill.events is not None and fill.events.size:
-            self.audit.add_fills(fill.events, self.ids[fill.events["env"]])
+        events = fill.events
+        if events is not None and events.size:
+            # the step the fills belong to: the decision just taken (k was advanced)
+            self.audit.add_fills(events, step=(core.k[events["env"]] - 1).astype(np.int32))
+            np.add.at(self._fees, events["env"], events["fee"])
 
     def close(self, episodes: pd.DataFrame, watch: _Watch | None) -> None:
         core = self.core
         self._market_rows(np.arange(core.n_envs))  # the mid at the horizon, for markouts
         if watch is not None:
             self.audit.add_incidents(watch.incidents(self.step_s))
-        self.audit.close(episodes)
+        filled = core.stats.filled
+        with np.errstate(invalid="ignore", divide="ignore"):
+            avg_px = np.where(filled > 0, core.cash / np.maximum(filled, 1), np.nan)
+        orders = pd.DataFrame({
+            "order_idx": np.arange(core.n_envs),
+            "order_id": self.parent_ids,
+            "policy": self.policy.name,
+            "policy_hash": self.hash,
+            "symbol": self.order.symbol,
+            "side": self.order.side.value,
+            "venue": self.venue,
+            "qty": core.qty,
+            "arrival_mid": core.market.arrival_mid.astype(np.float64),
+            "start_s": 0.0,
+            "end_s": core.n_steps * self.step_s,
+            "filled": filled.astype(np.int64),
+            "fill_rate": episodes["fill_rate"].to_numpy(),
+            "avg_px": avg_px,
+            "is_bps": episodes["is_bps"].to_numpy(),
+            "residual_shares": episodes["residual_shares"].to_numpy(),
+            "residual_is_bps": episodes["residual_is_bps"].to_numpy(),
+            "child_orders": episodes["child_orders"].to_numpy(),
+            "fills": episodes["fills"].to_numpy(),
+            "cancels": episodes["cancels"].to_numpy(),
+            "rejects": episodes["rejects"].to_numpy(),
+            "guard_rejects": episodes["guard_rejects"].to_numpy()
+            if "guard_rejects" in episodes else 0,
+            "final_state": episodes["finished_by"].to_numpy() if "finished_by" in episodes
+            else "policy",
+            "trigger": episodes["trigger"].to_numpy() if "trigger" in episodes else "none",
+            "trigger_step": episodes["trigger_step"].to_numpy() if "trigger_step" in episodes
+            else -1,
+            "fees": self._fees,
+        })
+        self.audit.close(orders)
 
 
 _TYPE_NAMES = [t.value for t in OrderType]  # in ORDER_TYPE_CODES order
