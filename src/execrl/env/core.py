@@ -7,14 +7,20 @@ Stable-Baselines3 adapter, and ``execrl evaluate``. A step turns actions into ch
 computes rewards and the next observation, over the whole batch at once: compiled (numba)
 loops over the environments, never a Python one.
 
-Hard limits (``OrderConstraints.child_max`` and ``participation`` of the step's expected
-volume) bound every child order, the horizon's included: the last step sends what is left only
-up to the limits, and what they do not allow stays unfilled. IS counts every share of the
-parent order, so that residual is charged at the end mid (``residual_is_bps``) and reported
-with the fill rate. Two counters keep the limits honest: a *cut* is a request of the policy
-that the limits cut down (a masked discrete action, a continuous request above the cap), a
-*breach* a child order that actually went beyond a limit (sent or filled above it), which the
-core's own orders never are.
+Hard limits live in the risk guard (``execrl.safety.RiskGuard``; without one, the core builds
+it from the order's ``OrderConstraints``: ``child_max``, ``participation`` of the step's
+expected volume, ``price_band_bps``). Its size cap bounds every child order the kernels build,
+the horizon's included, and its ``check`` then runs on every outgoing child order (a forced
+one too) right before the market: whatever the kernels (or a bug) produced, nothing beyond a
+limit leaves (``last_guard``: the verdict per env; ``guard_rejects``: refusals per episode).
+The kernels cut to the cap, so the check only acts on controls they do not know (throttles,
+duplicates, restricted symbols, locates, the kill switch). With the cap, the last step sends
+what is left only up to the limits, and what they do not allow stays unfilled. IS counts
+every share of the parent order, so that residual is charged at the end mid
+(``residual_is_bps``) and reported with the fill rate. Two counters keep the limits honest:
+a *cut* is a request of the policy that the limits cut down (a masked discrete action, a
+continuous request above the cap), a *breach* a child order that actually went beyond a
+limit (sent or filled above it), which the core's own orders never are.
 
 Order styles (``env.spaces.OrderStyle``): an action names a size and how the child order meets
 the book; the core prices limit orders from the touch on the market's tick grid, keeps every
@@ -180,6 +186,7 @@ class BatchedExecution:
                 f"risk guard for {guard.n_orders} orders does not match the execution core's "
                 f"{n} orders of {self.qty} shares, side {side:+d}"
             )
+        guard.use_tick(self._tick)  # band edges on this market's grid (0: no book)
         if guard.needs_volume and "expected_volume" not in market.available_features:
             raise ConfigError("order constraint 'participation' needs a market with volume")
         self.guard = guard

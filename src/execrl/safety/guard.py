@@ -357,6 +357,11 @@ class RiskGuard:
         self.cap_reason = np.zeros(n, dtype=np.int16)
         self.reset(None)
 
+    def use_tick(self, tick_size: float) -> None:
+        """Put band edges on the venue's price grid (the execution core calls this with its
+        market's tick; 0: continuous prices, where a market order keeps no price)."""
+        self.tick_size = float(tick_size)
+
     # -- state ------------------------------------------------------------------------------
     def reset(self, ids: NDArray[np.intp] | None = None) -> None:
         """New parent orders in ``ids`` (all when None): clear their windows, fills and latch
