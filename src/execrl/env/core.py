@@ -43,7 +43,13 @@ from execrl.domain import ConfigError, OrderConstraints, OrderType, implementati
 from execrl.env.rewards import IsBpsReward, Reward, RewardContext, StepOutcome
 from execrl.env.spaces import MARKET_ORDER, ActionSet, OrderStyle, fraction_to_shares
 from execrl.market.observations import OBSERVATION_FEATURES
-from execrl.safety.guard import GUARD_FIRST_REJECT, GUARD_PRICE_BAND, RiskGuard, RiskLimits
+from execrl.safety.guard import (
+    GUARD_FIRST_REJECT,
+    GUARD_PARENT_TOTAL,
+    GUARD_PRICE_BAND,
+    RiskGuard,
+    RiskLimits,
+)
 from execrl.sim.base import ORDER_TYPE_CODES, BatchedMarket, ChildOrderBatch, FillBatch
 
 
@@ -432,7 +438,7 @@ class BatchedExecution:
         # every outgoing child order through the guard's check, whoever built it
         final = self.k >= self.n_steps - 1
         verdict = self.guard.check(self._orders, t, mid_now, volume, active, final)
-        self._guard_verdict(verdict, cut, requested, guard_cap, shares, active, final)
+        self._guard_verdict(verdict, cut, requested, forced, guard_cap, shares, active, final)
 
         mid_before = self.market.mid.copy()
         expected_move = None
@@ -539,22 +545,29 @@ class BatchedExecution:
         verdict: NDArray[np.int16],
         cut: NDArray[np.bool_],
         requested: NDArray[np.int64],
+        forced: NDArray[np.int64],
         guard_cap: NDArray[np.int64],
         shares: NDArray[np.int64],
         active: NDArray[np.bool_],
         final: NDArray[np.bool_],
     ) -> None:
         """``last_guard``: the check's verdict, or, where the check passed an order the kernels
-        had already cut to the guard's limits (the policy's request above the size cap, or the
-        horizon's sweep; a price beyond the band), the control that bound; counts the
-        refusals per episode."""
+        had already cut to the guard's limits (the policy's request, a forced order, the
+        horizon's sweep), the control that bound: the size cap's, what the parent has left,
+        or the band; counts the refusals per episode."""
         out = self.last_guard
         np.copyto(out, verdict)
-        passed = active & (verdict == 0) & (cut | final)
-        if passed.any():
-            sized = (cut & (requested > guard_cap)) | (final & (shares < self.remaining))
-            out[passed & ~sized & cut] = GUARD_PRICE_BAND
-            out[passed & sized] = self.guard.cap_reason[passed & sized]
+        asked = requested
+        if forced.shape[0] > 0:
+            asked = np.where(forced >= 0, forced, asked)
+        asked = np.where(final, self.remaining, asked)
+        short = active & (verdict == 0) & (cut | (asked > shares))
+        if short.any():
+            over_cap = asked > guard_cap
+            out[short] = np.where(
+                over_cap[short], self.guard.cap_reason[short],
+                np.where((asked > shares)[short], GUARD_PARENT_TOTAL, GUARD_PRICE_BAND),
+            )
         adjusted = active & (verdict > 0) & (verdict < GUARD_FIRST_REJECT) & ~final
         if adjusted.any():  # the guard cut an order the kernels built: count it as a cut
             cut |= adjusted
