@@ -555,25 +555,10 @@ class BatchedExecution:
         had already cut to the guard's limits (the policy's request, a forced order, the
         horizon's sweep), the control that bound: the size cap's, what the parent has left,
         or the band; counts the refusals per episode."""
-        out = self.last_guard
-        np.copyto(out, verdict)
-        asked = requested
-        if forced.shape[0] > 0:
-            asked = np.where(forced >= 0, forced, asked)
-        asked = np.where(final, self.remaining, asked)
-        short = active & (verdict == 0) & (cut | (asked > shares))
-        if short.any():
-            over_cap = asked > guard_cap
-            out[short] = np.where(
-                over_cap[short], self.guard.cap_reason[short],
-                np.where((asked > shares)[short], GUARD_PARENT_TOTAL, GUARD_PRICE_BAND),
-            )
-        adjusted = active & (verdict > 0) & (verdict < GUARD_FIRST_REJECT) & ~final
-        if adjusted.any():  # the guard cut an order the kernels built: count it as a cut
-            cut |= adjusted
-        refused = active & (out >= GUARD_FIRST_REJECT)
-        if refused.any():
-            self.stats.guard_rejects[refused] += 1
+        _verdict_kernel(
+            verdict, cut, requested, forced, guard_cap, self.guard.cap_reason, shares,
+            self.remaining, active, final, self.last_guard, self.stats.guard_rejects,
+        )
 
     def last_order_kinds(self) -> NDArray[np.int8]:
         """What each env's child order of the last step was: 0 none, 1 passive (a limit order
@@ -976,6 +961,44 @@ def _decide_kernel(
             (may_cut and req > cap) or (chosen and priced_out and qty > 0)
         )
     return -1
+
+
+@njit(cache=True)
+def _verdict_kernel(
+    verdict: NDArray[np.int16],
+    cut: NDArray[np.bool_],
+    requested: NDArray[np.int64],
+    forced: NDArray[np.int64],
+    guard_cap: NDArray[np.int64],
+    cap_reason: NDArray[np.int16],
+    shares: NDArray[np.int64],
+    remaining: NDArray[np.int64],
+    active: NDArray[np.bool_],
+    final: NDArray[np.bool_],
+    out: NDArray[np.int16],
+    guard_rejects: NDArray[np.int64],
+) -> None:
+    """``_guard_verdict`` per env."""
+    any_forced = forced.shape[0] > 0
+    for i in range(verdict.shape[0]):
+        v = verdict[i]
+        asked = requested[i]
+        if any_forced and forced[i] >= 0:
+            asked = forced[i]
+        if final[i]:
+            asked = remaining[i]
+        if active[i] and v == 0 and (cut[i] or asked > shares[i]):
+            if asked > guard_cap[i]:
+                v = cap_reason[i]
+            elif asked > shares[i]:
+                v = GUARD_PARENT_TOTAL
+            else:
+                v = GUARD_PRICE_BAND
+        elif active[i] and 0 < v < GUARD_FIRST_REJECT and not final[i]:
+            cut[i] = True  # the guard cut an order the kernels built: count it as a cut
+        out[i] = v
+        if active[i] and v >= GUARD_FIRST_REJECT:
+            guard_rejects[i] += 1
 
 
 @njit(cache=True, error_model="numpy")

@@ -291,6 +291,7 @@ class RiskGuard:
         n = int(n_orders)
         self.limits = limits
         self.n_orders = n
+        self._shape = (n,)
         self.step_seconds = float(step_seconds)
         self.tick_size = float(tick_size)
         self.side = np.broadcast_to(np.asarray(side, dtype=np.int64), (n,)).copy()
@@ -463,15 +464,20 @@ class RiskGuard:
         _record_kernel(
             orders.qty, orders.order_type, orders.limit_px, orders.cancel,
             np.ascontiguousarray(fills.qty, dtype=np.int64),
-            np.ascontiguousarray(fills.n_fills, dtype=np.int64),
+            np.ascontiguousarray(fills.n_fills),
             np.ascontiguousarray(fills.working_qty, dtype=np.int64),
-            np.ascontiguousarray(fills.reject, dtype=np.int64),
+            np.ascontiguousarray(fills.reject),
             self._f64(t), self._volume(volume), active, self._ints, self._floats, self._msg_t,
             self._cxl_t, self._fill_t, self.limits.repeat_window_s, self.latched, self._part,
         )
 
     def _f64(self, x: NDArray) -> NDArray[np.float64]:
-        return np.ascontiguousarray(np.broadcast_to(x, (self.n_orders,)), dtype=np.float64)
+        if (
+            type(x) is np.ndarray and x.dtype == np.float64 and x.shape == self._shape
+            and x.flags.c_contiguous
+        ):
+            return x  # the hot path: no copy
+        return np.ascontiguousarray(np.broadcast_to(x, self._shape), dtype=np.float64)
 
     def _volume(self, volume: NDArray[np.float64] | None) -> NDArray[np.float64]:
         if volume is None:
@@ -525,8 +531,8 @@ def _band_edges_kernel(
 
 @njit(cache=True, inline="always")
 def _participation_cap(
-    part: NDArray[np.float64], window: float, volume: NDArray[np.float64], p: float,
-    ints: NDArray[np.int64], i: int, t: float,
+    part: NDArray[np.float64], window: float, volume: NDArray[np.float64], p: float, i: int,
+    t: float,
 ) -> int:
     """floor(p × market volume in the window, this step's included) − our fills in it."""
     vol = volume[i]
@@ -542,26 +548,22 @@ def _participation_cap(
 
 @njit(cache=True, inline="always")
 def _sizes(
-    i: int, t: float, px: float, volume: NDArray[np.float64], qty: NDArray[np.int64],
-    ints: NDArray[np.int64], part: NDArray[np.float64], part_window: float, child_max: int,
-    adv_cap: int, rem_frac: float, rem_floor: int, both: bool, participation: float,
-    max_value: float,
+    left: int, px: float, part_cap: int, child_max: int, adv_cap: int, rem_frac: float,
+    rem_floor: int, both: bool, max_value: float,
 ) -> tuple[int, int]:
-    """The size caps of order ``i`` (child_max, ADV / remaining, participation, value) and the
-    one that binds: (cap, code)."""
+    """The size caps of one order (child_max, ADV / remaining, participation, value) and the
+    one that binds: (cap, code). ``left``: what the parent has not filled; ``part_cap``: the
+    participation cap (-1: none). Scalars only: numba compiles this to a few instructions,
+    where array arguments cost a call per order."""
     cap = child_max
     code = 1 if child_max < _NO_LIMIT else 0
-    left = qty[i] - ints[i, _FILLED]
     size = -1
     size_code = 0
     rem = -1
     if rem_frac > 0.0:
         rem = min(left, max(np.int64(np.floor(rem_frac * left)), rem_floor))
     if adv_cap >= 0 and rem >= 0:
-        if both:
-            size = min(adv_cap, rem)
-        else:
-            size = max(adv_cap, rem)
+        size = min(adv_cap, rem) if both else max(adv_cap, rem)
         size_code = 2 if size == adv_cap else 3
     elif adv_cap >= 0:
         size, size_code = adv_cap, 2
@@ -569,10 +571,8 @@ def _sizes(
         size, size_code = rem, 3
     if size >= 0 and size < cap:
         cap, code = size, size_code
-    if participation > 0.0:
-        p = _participation_cap(part, part_window, volume, participation, ints, i, t)
-        if p < cap:
-            cap, code = p, 4
+    if part_cap >= 0 and part_cap < cap:
+        cap, code = part_cap, 4
     if max_value > 0.0 and px > 0.0:
         v = np.int64(np.floor(max_value / px))
         if v < cap:
@@ -604,8 +604,11 @@ def _size_cap_kernel(
         elif msg_t.shape[1] > 0 and _count(msg_t, i, t[i], msg_window) >= msg_t.shape[1]:
             code = 9
         else:
-            c, code = _sizes(i, t[i], mid[i], volume, qty, ints, part, part_window, child_max,
-                             adv_cap, rem_frac, rem_floor, both, participation, max_value)
+            pc = -1
+            if participation > 0.0:
+                pc = _participation_cap(part, part_window, volume, participation, i, t[i])
+            c, code = _sizes(qty[i] - ints[i, _FILLED], mid[i], pc, child_max, adv_cap,
+                             rem_frac, rem_floor, both, max_value)
             if locate >= 0 and side[i] < 0:
                 room = max(locate - ints[i, _FILLED] - ints[i, _WORKING], 0)
                 if room < c:
@@ -664,8 +667,11 @@ def _check_kernel(
                     flags |= 1 << 5
                     code = 5
             ref = mid[i] if np.isnan(px[i]) else px[i]
-            c, c_code = _sizes(i, t[i], ref, volume, qty, ints, part, part_window, child_max,
-                               adv_cap, rem_frac, rem_floor, both, participation, max_value)
+            pc = -1
+            if participation > 0.0:
+                pc = _participation_cap(part, part_window, volume, participation, i, t[i])
+            c, c_code = _sizes(qty[i] - ints[i, _FILLED], ref, pc, child_max, adv_cap,
+                               rem_frac, rem_floor, both, max_value)
             if q[i] > c:
                 q[i] = c
                 flags |= 1 << c_code
@@ -710,8 +716,8 @@ def _check_kernel(
 @njit(cache=True)
 def _record_kernel(
     q: NDArray[np.int64], otype: NDArray[np.int8], px: NDArray[np.float64],
-    cancel: NDArray[np.bool_], fill_qty: NDArray[np.int64], n_fills: NDArray[np.int64],
-    working_after: NDArray[np.int64], reject: NDArray[np.int64], t: NDArray[np.float64],
+    cancel: NDArray[np.bool_], fill_qty: NDArray[np.int64], n_fills: NDArray[np.int32],
+    working_after: NDArray[np.int64], reject: NDArray[np.int8], t: NDArray[np.float64],
     volume: NDArray[np.float64], active: NDArray[np.bool_], ints: NDArray[np.int64],
     floats: NDArray[np.float64], msg_t: NDArray[np.float64], cxl_t: NDArray[np.float64],
     fill_t: NDArray[np.float64], repeat_window: float, latched: NDArray[np.bool_],
