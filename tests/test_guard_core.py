@@ -10,6 +10,11 @@ what left the core with brute force, independently of the guard's own rings.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -316,3 +321,16 @@ def test_no_adversarial_policy_breaches_a_limit(data, side, passive, volume, see
             fills.append((t, int(s["filled"][i])))
             fills_t.append(t)
         assert total == core.stats.filled[i] <= qty
+
+
+def test_the_guard_benchmark_finds_no_breach():
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_guard.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--decisions", "20000", "--n-orders", "256",
+         "--core-steps", "5"], capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["adversarial"]["decisions"] >= 20000 and out["adversarial"]["breaches"] == 0
+    assert out["adversarial"]["refused_share"] > 0 and out["adversarial"]["cut_share"] > 0
+    assert out["core_step"]["check_overhead_ratio"] > 0

@@ -102,7 +102,9 @@ class RiskLimits(BaseModel):
     restricted_symbols: tuple[Annotated[str, Field(min_length=1, max_length=128)], ...] = ()
     """Symbols no child order may trade."""
     locate_shares: Annotated[int, Field(ge=0, le=10**12)] | None = None
-    """Shares located for short sale: a sell beyond it is refused (None: no short-sale check)."""
+    """Shares a sell order may sell (held or located for short sale): its fills, working
+    shares and new child order together; beyond it the child is refused (None: no check).
+    The guard keeps no position, so every share of a sell counts against it."""
 
     @field_validator("restricted_symbols", mode="before")
     @classmethod
