@@ -111,7 +111,7 @@ def adversarial(n: int, decisions: int, seed: int = 0) -> dict:
         ref = np.where(np.isnan(orders.limit_px), MID, orders.limit_px)
         cancels = orders.cancel & (working > 0)
         in_window = (k - msg_ring < LIMITS.message_window_s - 1e-9).sum(axis=1)
-        need = out.astype(np.int64) + cancels
+        need = out.astype(np.int64) + (cancels & ~killed & ~final)  # those cancels are free
         breaches["size"] += int((q > LIMITS.child_max).sum())
         breaches["value"] += int((q * ref > LIMITS.max_child_value + 1e-6).sum())
         breaches["band"] += int((out & (np.isnan(orders.limit_px)
@@ -121,7 +121,7 @@ def adversarial(n: int, decisions: int, seed: int = 0) -> dict:
                                                  > LIMITS.locate_shares)).sum())
         breaches["kill"] += int((killed & (out | ((working > 0) & ~orders.cancel))).sum())
         breaches["horizon"] += int((out & (k >= steps - 5)).sum())
-        breaches["message_rate"] += int(((need > 0) & ~killed & ~final
+        breaches["message_rate"] += int(((need > 0)
                                          & (in_window + need > LIMITS.message_limit)).sum())
         breaches["latched"] += int((latched & out).sum())
         # -- the venue: market orders fill, limits fill a third, the rest rests -------------

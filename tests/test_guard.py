@@ -313,3 +313,19 @@ def test_kill_switch_per_order_per_policy_and_global_cancels_working_orders():
     assert (desk.cap() > 0).all()
     kill.kill_all()
     assert (desk.cap() == 0).all()
+
+
+def test_the_last_decisions_cancel_passes_every_throttle_but_its_new_order_does_not():
+    limits = RiskLimits(min_resting_s=10.0, cancel_limit=1, message_limit=1,
+                        message_window_s=10.0)
+    desk = Desk(limits)
+    desk.send(100, LIMIT, 99.0, fill=np.array([0]), working=100)  # t = 0: one message
+    o = _orders(50, MARKET, cancel=True)
+    t, mid, on = np.array([1.0]), np.array([MID]), np.array([True])
+    code = desk.guard.check(o, t, mid, None, on, final=np.array([True]))
+    # the horizon: the working order is cancelled although it rested 1 s of 10 and the
+    # message budget is spent; the new market order is refused by the message limit
+    assert o.cancel[0] and o.qty[0] == 0 and code[0] == g.GUARD_MESSAGE_RATE
+    o = _orders(50, MARKET, cancel=True)
+    code = desk.guard.check(o, t, mid, None, on, final=np.array([False]))
+    assert not o.cancel[0] and o.qty[0] == 0 and code[0] == g.GUARD_MESSAGE_RATE

@@ -438,7 +438,8 @@ class RiskGuard:
         """Check (and fix, in place) every outgoing child order; per order the verdict
         (``GUARD_*``: 0 passed, a cap code = cut, a prohibition code = refused). ``final``:
         the order's last decision, whose cancel of the working order is always allowed (as
-        a kill's). Also in ``last_code`` and ``last_flags``."""
+        a kill's: neither counts against a throttle; the last decision's new child order
+        does). Also in ``last_code`` and ``last_flags``."""
         fin = np.zeros(self.n_orders, dtype=bool) if final is None else final
         _check_kernel(
             orders.qty, orders.order_type, orders.limit_px, orders.cancel, orders.child_id,
@@ -638,7 +639,7 @@ def _check_kernel(
         flags = 0
         working = ints[i, _WORKING]
         cancels = cancel[i] and working > 0
-        exempt = final[i]  # the horizon's sweep cancels whatever the throttles say
+        exempt = final[i]  # the horizon's cancel goes whatever the throttles say
         reject = 0
         if killed[i]:
             reject = 16
@@ -695,8 +696,9 @@ def _check_kernel(
                 (np.isnan(px[i]) and np.isnan(floats[i, _LAST_PX])) or px[i] == floats[i, _LAST_PX]
             ):
                 reject = 13
-        if reject == 0 and not exempt and msg_t.shape[1] > 0:
-            need = (1 if q[i] > 0 else 0) + (1 if cancels else 0)
+        if reject == 0 and msg_t.shape[1] > 0:
+            # the horizon's cancel is free; its new order counts like any other
+            need = (1 if q[i] > 0 else 0) + (1 if cancels and not exempt else 0)
             if need > 0 and _count(msg_t, i, t[i], msg_window) + need > msg_t.shape[1]:
                 reject = 9
         if reject == 0 and cancels and not exempt:
@@ -706,7 +708,8 @@ def _check_kernel(
                 reject = 11
         if reject != 0:
             q[i] = 0
-            cancel[i] = reject == 16 and working > 0
+            # a kill cancels what works; the horizon's cancel stands whatever was refused
+            cancel[i] = working > 0 and (reject == 16 or (exempt and cancel[i]))
             code = reject
             flags |= 1 << reject
         if q[i] == 0:
