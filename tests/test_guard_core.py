@@ -203,6 +203,8 @@ LIMITS = st.fixed_dictionaries(
     optional={
         "child_max": st.integers(1, 3000),
         "remaining_fraction": st.floats(0.01, 1.0),
+        "adv_fraction": st.floats(0.001, 0.5),
+        "size_rule": st.sampled_from(["either", "both"]),
         "remaining_floor": st.integers(1, 500),
         "participation": st.floats(0.01, 1.0),
         "participation_window_s": st.floats(0.5, 5.0),
@@ -236,6 +238,8 @@ def _in(t: float, te: float, window: float) -> bool:
 def test_no_adversarial_policy_breaches_a_limit(data, side, passive, volume, seed):
     if "participation_window_s" in data and "participation" not in data:
         data["participation"] = 0.3
+    if "adv_fraction" in data:
+        data["adv_shares"] = 20_000.0
     limits = RiskLimits(**data)
     n, n_steps, qty = 4, 12, 5000
     kill = KillSwitch(n)
@@ -280,6 +284,15 @@ def test_no_adversarial_policy_breaches_a_limit(data, side, passive, volume, see
                 ref = MID if np.isnan(px) else px
                 if limits.child_max is not None:
                     assert q <= limits.child_max
+                caps = []
+                if limits.adv_fraction is not None:
+                    caps.append(int(np.floor(limits.adv_fraction * 20_000.0)))
+                if limits.remaining_fraction is not None:
+                    left = qty - total
+                    caps.append(min(left, max(int(np.floor(limits.remaining_fraction * left)),
+                                              limits.remaining_floor)))
+                if caps:
+                    assert q <= (max(caps) if limits.size_rule == "either" else min(caps))
                 if limits.max_child_value is not None:
                     assert q * ref <= limits.max_child_value + 1e-6
                 if band is not None:
