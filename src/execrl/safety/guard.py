@@ -263,6 +263,8 @@ _EMPTY_F = np.zeros(0)
 _FILLED, _WORKING, _LAST_QTY, _LAST_TYPE, _MSG_HEAD, _CXL_HEAD, _FILL_HEAD, _PART_HEAD = range(8)
 # columns of RiskGuard._floats
 _REST_SINCE, _LAST_T, _LAST_PX = range(3)
+# positions in RiskGuard._lim_f
+_L_TICK, _L_REPEAT_WINDOW = 8, 10
 
 
 class RiskGuard:
@@ -335,6 +337,18 @@ class RiskGuard:
         self._part_window = (
             -1.0 if lim.participation_window_s is None else lim.participation_window_s
         )
+        self._lim_i = np.array([self._child_max, self._adv_cap, self._rem_floor,
+                                int(self._both), self._locate], dtype=np.int64)
+        self._lim_f = np.array([
+            self._rem_frac, self._participation, self._max_value, self._part_window,
+            lim.message_window_s, lim.cancel_window_s, self._min_rest, self._dup_window,
+            self.tick_size, self._band, lim.repeat_window_s,
+        ])
+        # static per-order facts in one array (a kernel argument costs time at every call)
+        self._static = np.zeros((3, n), dtype=np.int64)  # rows: qty, side, restricted
+        self._static[0] = self.qty
+        self._static[1] = self.side
+        self._static[2] = self.restricted
         #: whether ``size_cap`` / ``check`` need the step's market volume
         self.needs_volume = lim.participation is not None
         # rolling windows: rings of event times (and per-step volumes), one row per order
@@ -364,6 +378,7 @@ class RiskGuard:
         """Put band edges on the venue's price grid (the execution core calls this with its
         market's tick; 0: continuous prices, where a market order keeps no price)."""
         self.tick_size = float(tick_size)
+        self._lim_f[_L_TICK] = self.tick_size
 
     # -- state ------------------------------------------------------------------------------
     def reset(self, ids: NDArray[np.intp] | None = None) -> None:
@@ -419,10 +434,8 @@ class RiskGuard:
         cap = np.empty(self.n_orders, dtype=np.int64)
         _size_cap_kernel(
             self._f64(t), self._f64(mid), self._volume(volume), active, self.killed(),
-            self.restricted, self.latched, self.qty, self.side, self.horizon_s, self._ints,
-            self._msg_t, self.limits.message_window_s, self._part, self._part_window,
-            self._child_max, self._adv_cap, self._rem_frac, self._rem_floor, self._both,
-            self._participation, self._max_value, self._locate, cap, self.cap_reason,
+            self.latched, self._static, self.horizon_s, self._ints, self._msg_t, self._part,
+            self._lim_i, self._lim_f, cap, self.cap_reason,
         )
         return cap
 
@@ -444,12 +457,8 @@ class RiskGuard:
         _check_kernel(
             orders.qty, orders.order_type, orders.limit_px, orders.cancel, orders.child_id,
             self._f64(t), self._f64(mid), self._volume(volume), active, fin, self.killed(),
-            self.restricted, self.latched, self.qty, self.side, self.horizon_s, self._ints,
-            self._floats, self._msg_t, self.limits.message_window_s, self._cxl_t,
-            self.limits.cancel_window_s, self._min_rest, self._dup_window, self._part,
-            self._part_window, self._child_max, self._adv_cap, self._rem_frac, self._rem_floor,
-            self._both, self._participation, self._max_value, self._locate, self.tick_size,
-            self._band, self.last_code, self.last_flags,
+            self.latched, self._static, self.horizon_s, self._ints, self._floats, self._msg_t,
+            self._cxl_t, self._part, self._lim_i, self._lim_f, self.last_code, self.last_flags,
         )
         return self.last_code
 
@@ -471,7 +480,7 @@ class RiskGuard:
             np.ascontiguousarray(fills.working_qty, dtype=np.int64),
             np.ascontiguousarray(fills.reject),
             self._f64(t), self._volume(volume), active, self._ints, self._floats, self._msg_t,
-            self._cxl_t, self._fill_t, self.limits.repeat_window_s, self.latched, self._part,
+            self._cxl_t, self._fill_t, self._lim_f[_L_REPEAT_WINDOW], self.latched, self._part,
         )
 
     def _f64(self, x: NDArray) -> NDArray[np.float64]:
@@ -515,6 +524,11 @@ def _push(ring: NDArray[np.float64], ints: NDArray[np.int64], col: int, i: int, 
     h = ints[i, col]
     ring[i, h] = t
     ints[i, col] = (h + 1) % m
+
+
+@njit(cache=True, inline="always")
+def _unpack_i(lim_i: NDArray[np.int64]) -> tuple[int, int, int, bool, int]:
+    return lim_i[0], lim_i[1], lim_i[2], lim_i[3] != 0, lim_i[4]
 
 
 @njit(cache=True)
@@ -586,13 +600,17 @@ def _sizes(
 @njit(cache=True)
 def _size_cap_kernel(
     t: NDArray[np.float64], mid: NDArray[np.float64], volume: NDArray[np.float64],
-    active: NDArray[np.bool_], killed: NDArray[np.bool_], restricted: NDArray[np.bool_],
-    latched: NDArray[np.bool_], qty: NDArray[np.int64], side: NDArray[np.int64],
-    horizon: NDArray[np.float64], ints: NDArray[np.int64], msg_t: NDArray[np.float64],
-    msg_window: float, part: NDArray[np.float64], part_window: float, child_max: int,
-    adv_cap: int, rem_frac: float, rem_floor: int, both: bool, participation: float,
-    max_value: float, locate: int, cap: NDArray[np.int64], reason: NDArray[np.int16],
+    active: NDArray[np.bool_], killed: NDArray[np.bool_], latched: NDArray[np.bool_],
+    static: NDArray[np.int64], horizon: NDArray[np.float64], ints: NDArray[np.int64],
+    msg_t: NDArray[np.float64], part: NDArray[np.float64], lim_i: NDArray[np.int64],
+    lim_f: NDArray[np.float64], cap: NDArray[np.int64], reason: NDArray[np.int16],
 ) -> None:
+    child_max, adv_cap, rem_floor, both, locate = _unpack_i(lim_i)
+    rem_frac, participation, max_value = lim_f[0], lim_f[1], lim_f[2]
+    part_window, msg_window = lim_f[3], lim_f[4]
+    qty = static[0]
+    side = static[1]
+    restricted = static[2]
     for i in range(t.shape[0]):
         code = 0
         c = np.int64(0)
@@ -625,15 +643,19 @@ def _check_kernel(
     q: NDArray[np.int64], otype: NDArray[np.int8], px: NDArray[np.float64],
     cancel: NDArray[np.bool_], child_id: NDArray[np.int64], t: NDArray[np.float64],
     mid: NDArray[np.float64], volume: NDArray[np.float64], active: NDArray[np.bool_],
-    final: NDArray[np.bool_], killed: NDArray[np.bool_], restricted: NDArray[np.bool_],
-    latched: NDArray[np.bool_], qty: NDArray[np.int64], side: NDArray[np.int64],
-    horizon: NDArray[np.float64], ints: NDArray[np.int64], floats: NDArray[np.float64],
-    msg_t: NDArray[np.float64], msg_window: float, cxl_t: NDArray[np.float64],
-    cxl_window: float, min_rest: float, dup_window: float, part: NDArray[np.float64],
-    part_window: float, child_max: int, adv_cap: int, rem_frac: float, rem_floor: int,
-    both: bool, participation: float, max_value: float, locate: int, tick: float,
-    band: float, code_out: NDArray[np.int16], flags_out: NDArray[np.int32],
+    final: NDArray[np.bool_], killed: NDArray[np.bool_], latched: NDArray[np.bool_],
+    static: NDArray[np.int64], horizon: NDArray[np.float64], ints: NDArray[np.int64],
+    floats: NDArray[np.float64], msg_t: NDArray[np.float64], cxl_t: NDArray[np.float64],
+    part: NDArray[np.float64], lim_i: NDArray[np.int64], lim_f: NDArray[np.float64],
+    code_out: NDArray[np.int16], flags_out: NDArray[np.int32],
 ) -> None:
+    child_max, adv_cap, rem_floor, both, locate = _unpack_i(lim_i)
+    rem_frac, participation, max_value = lim_f[0], lim_f[1], lim_f[2]
+    part_window, msg_window = lim_f[3], lim_f[4]
+    cxl_window, min_rest, dup_window, tick, band = lim_f[5], lim_f[6], lim_f[7], lim_f[8], lim_f[9]
+    qty = static[0]
+    side = static[1]
+    restricted = static[2]
     for i in range(q.shape[0]):
         code = 0
         flags = 0
