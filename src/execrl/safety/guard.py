@@ -112,7 +112,7 @@ class RiskLimits(BaseModel):
         return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")
-    def _adv_needs_fraction(self) -> Self:
+    def _window_needs_participation(self) -> Self:
         if self.participation_window_s is not None and self.participation is None:
             raise ValueError("participation_window_s needs participation")
         return self
