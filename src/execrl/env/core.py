@@ -7,14 +7,20 @@ Stable-Baselines3 adapter, and ``execrl evaluate``. A step turns actions into ch
 computes rewards and the next observation, over the whole batch at once: compiled (numba)
 loops over the environments, never a Python one.
 
-Hard limits (``OrderConstraints.child_max`` and ``participation`` of the step's expected
-volume) bound every child order, the horizon's included: the last step sends what is left only
-up to the limits, and what they do not allow stays unfilled. IS counts every share of the
-parent order, so that residual is charged at the end mid (``residual_is_bps``) and reported
-with the fill rate. Two counters keep the limits honest: a *cut* is a request of the policy
-that the limits cut down (a masked discrete action, a continuous request above the cap), a
-*breach* a child order that actually went beyond a limit (sent or filled above it), which the
-core's own orders never are.
+Hard limits live in the risk guard (``execrl.safety.RiskGuard``; without one, the core builds
+it from the order's ``OrderConstraints``: ``child_max``, ``participation`` of the step's
+expected volume, ``price_band_bps``). Its size cap bounds every child order the kernels build,
+the horizon's included, and its ``check`` then runs on every outgoing child order (a forced
+one too) right before the market: whatever the kernels (or a bug) produced, nothing beyond a
+limit leaves (``last_guard``: the verdict per env; ``guard_rejects``: refusals per episode).
+The kernels cut to the cap, so the check only acts on controls they do not know (throttles,
+duplicates, restricted symbols, locates, the kill switch). With the cap, the last step sends
+what is left only up to the limits, and what they do not allow stays unfilled. IS counts
+every share of the parent order, so that residual is charged at the end mid
+(``residual_is_bps``) and reported with the fill rate. Two counters keep the limits honest:
+a *cut* is a request of the policy that the limits cut down (a masked discrete action, a
+continuous request above the cap), a *breach* a child order that actually went beyond a
+limit (sent or filled above it), which the core's own orders never are.
 
 Order styles (``env.spaces.OrderStyle``): an action names a size and how the child order meets
 the book; the core prices limit orders from the touch on the market's tick grid, keeps every
@@ -37,6 +43,13 @@ from execrl.domain import ConfigError, OrderConstraints, OrderType, implementati
 from execrl.env.rewards import IsBpsReward, Reward, RewardContext, StepOutcome
 from execrl.env.spaces import MARKET_ORDER, ActionSet, OrderStyle, fraction_to_shares
 from execrl.market.observations import OBSERVATION_FEATURES
+from execrl.safety.guard import (
+    GUARD_FIRST_REJECT,
+    GUARD_PARENT_TOTAL,
+    GUARD_PRICE_BAND,
+    RiskGuard,
+    RiskLimits,
+)
 from execrl.sim.base import ORDER_TYPE_CODES, BatchedMarket, ChildOrderBatch, FillBatch
 
 
@@ -54,6 +67,7 @@ class EpisodeStats:
     residual_is_bps: NDArray[np.float64]  # the unfilled shares' charge at the end mid
     episode_return: NDArray[np.float64]
     schedule: NDArray[np.int64]  # shares traded per step, (n_envs, n_steps)
+    guard_rejects: NDArray[np.int64]  # steps whose child order the risk guard refused
     # per-env order state and counters in one (n_envs, 5) array (columns _WORKING … _REJECTS),
     # so a kernel takes them as one argument; the fields below are column views of it
     order_ints: NDArray[np.int64]
@@ -97,6 +111,7 @@ class BatchedExecution:
         constraints: OrderConstraints | None = None,
         autoreset: bool = True,
         risk_var_per_share2: float = 0.0,
+        guard: RiskGuard | None = None,
     ):
         if qty <= 0:
             raise ConfigError(f"order field 'qty' = {qty!r} must be > 0")
@@ -116,11 +131,12 @@ class BatchedExecution:
         self.observations = observations
         self.action_set = action_set
         self.reward = reward
+        if guard is not None and constraints is not None:
+            raise ConfigError(
+                "give the order's constraints to the risk guard (RiskLimits.from_constraints "
+                "merged with the firm's limits), not to the execution core as well"
+            )
         self.constraints = constraints or OrderConstraints()
-        if self.constraints.participation is not None and (
-            "expected_volume" not in market.available_features
-        ):
-            raise ConfigError("order constraint 'participation' needs a market with volume")
         self.autoreset = autoreset
         #: ask the market for one FILL_EVENT_DTYPE row per fill (``last_fills.events``): the
         #: audit trail's input; off by default, it costs an allocation per step
@@ -131,9 +147,6 @@ class BatchedExecution:
         n = self.n_envs
         self._rows = np.arange(n)
         self._orders = ChildOrderBatch.market_orders(n)
-        # The decision's constants, in the form the kernels take.
-        c = self.constraints
-        self._child_max = _NO_LIMIT if c.child_max is None else min(c.child_max, _NO_LIMIT)
         self._is_bps_reward = type(reward) is IsBpsReward
         self._reward_needs_events = bool(getattr(reward, "needs_fill_events", False))
         self._fractions: NDArray[np.float64] | None = None
@@ -166,9 +179,27 @@ class BatchedExecution:
                 f"action set {action_set.name!r} sends limit orders, which this market cannot "
                 f"fill (it takes market orders only: use seed004, seed003, fine or continuous)"
             )
-        band = self.constraints.price_band_bps
-        self._band = 0.0 if band is None or not self._has_book else band * 1e-4
         self._tick = float(market.tick_size) if self._has_book else 0.0
+        # the hard limits live in the risk guard: its size cap bounds every child order the
+        # kernels build, its band edges every limit price, and its check runs on the result
+        if guard is None:
+            guard = RiskGuard(
+                RiskLimits.from_constraints(self.constraints), n, self.side, self.qty,
+                step_seconds=1.0, tick_size=self._tick, horizon_s=float(self.n_steps),
+            )
+        if guard.n_orders != n or (guard.qty != self.qty).any() or (guard.side != side).any():
+            raise ConfigError(
+                f"risk guard for {guard.n_orders} orders does not match the execution core's "
+                f"{n} orders of {self.qty} shares, side {side:+d}"
+            )
+        guard.use_tick(self._tick)  # band edges on this market's grid (0: no book)
+        if guard.needs_volume and "expected_volume" not in market.available_features:
+            raise ConfigError("order constraint 'participation' needs a market with volume")
+        self.guard = guard
+        #: the risk guard's verdict on each env's child order of the last step (GUARD_* code:
+        #: 0 passed, a cap's code where the order was cut, a prohibition's where refused)
+        self.last_guard = np.zeros(n, dtype=np.int16)
+        self._forced_tables: dict[OrderStyle, NDArray[np.int64]] = {}
         self._last_quotes = _NO_QUOTES
         self.remaining = np.full(n, self.qty, dtype=np.int64)
         self.k = np.zeros(n, dtype=np.int64)
@@ -205,6 +236,7 @@ class BatchedExecution:
             residual_is_bps=np.zeros(n),
             episode_return=np.zeros(n),
             schedule=np.zeros((n, self.n_steps), dtype=np.int64),
+            guard_rejects=np.zeros(n, dtype=np.int64),
             order_ints=np.zeros((n, _N_ORDER_INTS), dtype=np.int64),
         )
 
@@ -228,6 +260,7 @@ class BatchedExecution:
     def _reset_envs(self, ids: NDArray[np.intp] | None) -> None:
         """Start new episodes in ``ids`` (``None``: every environment)."""
         self.market.reset(self._rng, ids)
+        self.guard.reset(ids)
         s = self.stats
         if ids is not None:
             _reset_order_rows(
@@ -247,6 +280,7 @@ class BatchedExecution:
                 s.breaches,
                 s.cuts,
                 s.schedule,
+                s.guard_rejects,
                 s.order_ints,
             )
             return
@@ -263,17 +297,24 @@ class BatchedExecution:
         )
         for arr in floats:
             arr.fill(0.0)
-        for arr in (s.filled, s.child_orders, s.breaches, s.cuts, s.schedule, s.order_ints):
+        for arr in (s.filled, s.child_orders, s.breaches, s.cuts, s.schedule, s.order_ints,
+                    s.guard_rejects):
             arr.fill(0)
 
     # -- decisions --------------------------------------------------------------------------
-    def _participation_cap(self) -> NDArray[np.int64]:
-        """Shares the participation limit allows each env now (empty: no such limit)."""
-        participation = self.constraints.participation
-        if participation is None:
-            return _NO_CAP
-        volume = self.market.feature("expected_volume")
-        return np.ascontiguousarray(np.floor(participation * volume).astype(np.int64))
+    def _guard_inputs(self) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                     NDArray[np.float64] | None]:
+        """The guard's clock (k × its step), the mid and the step's expected volume."""
+        t = self.k * self.guard.step_seconds
+        volume = self.market.feature("expected_volume") if self.guard.needs_volume else None
+        return t, self.market.mid, volume
+
+    def _size_cap(self) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """The guard's largest new child per env now, and its band edges (empty: none)."""
+        t, mid, volume = self._guard_inputs()
+        cap = self.guard.size_cap(t, mid, volume, ~self.done)
+        edges = self.guard.band_edges(mid) if self._has_book else _NO_EDGES
+        return cap, edges
 
     def _quotes(self) -> NDArray[np.float64]:
         """(3, n_envs): the near touch, the far touch and the mid (the band's reference), for
@@ -296,6 +337,7 @@ class BatchedExecution:
         if self._fractions is None:
             raise ConfigError(f"action set {self.action_set.name!r} is continuous: no masks")
         mask = np.empty((self.n_envs, self._fractions.size), dtype=bool)
+        cap, edges = self._size_cap()
         _masks_kernel(
             self._fractions,
             self._smallest,
@@ -303,27 +345,40 @@ class BatchedExecution:
             self.k,
             self.done,
             self.n_steps,
-            self._child_max,
-            self._participation_cap(),
+            cap,
             self.stats.order_ints,
             self._twap_base,
             self._styles,
             self.side,
             self._tick,
-            self._band,
+            edges,
             self._quotes(),
             mask,
         )
         return mask
 
-    def step(self, actions: NDArray) -> tuple[NDArray, NDArray, NDArray, NDArray, dict[str, Any]]:
+    def step(
+        self,
+        actions: NDArray,
+        forced_shares: NDArray[np.int64] | None = None,
+        forced_style: OrderStyle | None = None,
+    ) -> tuple[NDArray, NDArray, NDArray, NDArray, dict[str, Any]]:
         """One decision for every environment: (obs, reward, terminated, truncated, info).
 
         ``info`` holds arrays: ``"done_ids"`` and, for those, ``"final_obs"`` and the finished
         episodes' stats (``"episode"``) when autoreset replaced them in this same step.
+
+        ``forced_shares`` (the executor's fallback): rows with ``forced_shares[i] >= 0`` send
+        that many shares in ``forced_style`` (a market order by default) whatever their action
+        (which must still be a valid one), through the same hard limits and risk guard; -1:
+        the action decides. The last step sweeps what is left, as always.
         """
         n = self.n_envs
         active = ~self.done
+        forced, forced_table = _NO_FORCED, self._styles[0]
+        if forced_shares is not None:
+            forced = np.ascontiguousarray(np.broadcast_to(forced_shares, (n,)), dtype=np.int64)
+            forced_table = self._forced_style_row(forced_style or MARKET_ORDER)
         cut = np.empty(n, dtype=bool)
         limit = np.empty(n, dtype=np.int64)
         shares = self._orders.qty
@@ -343,6 +398,9 @@ class BatchedExecution:
             if style_idx.shape[0] != n:
                 style_idx = np.broadcast_to(style_idx, (n,)).copy()
         quotes = self._last_quotes = self._quotes()
+        t, mid_now, volume = self._guard_inputs()
+        guard_cap = self.guard.size_cap(t, mid_now, volume, active)
+        edges = self.guard.band_edges(mid_now) if self._has_book else _NO_EDGES
         bad = _decide_kernel(
             np.ascontiguousarray(idx),
             _NO_FRACTIONS if self._fractions is None else self._fractions,
@@ -352,15 +410,16 @@ class BatchedExecution:
             self.k,
             self.done,
             self.n_steps,
-            self._child_max,
-            self._participation_cap(),
+            guard_cap,
             self.stats.order_ints,
             self._twap_base,
             np.ascontiguousarray(style_idx, dtype=np.int64),
             self._styles,
+            forced,
+            forced_table,
             self.side,
             self._tick,
-            self._band,
+            edges,
             quotes,
             shares,
             self._orders.cancel,
@@ -376,6 +435,10 @@ class BatchedExecution:
             raise ValueError(
                 f"action {int(idx[bad])} is outside action set {self.action_set.name!r}"
             )
+        # every outgoing child order through the guard's check, whoever built it
+        final = self.k >= self.n_steps - 1
+        verdict = self.guard.check(self._orders, t, mid_now, volume, active, final)
+        self._guard_verdict(verdict, cut, requested, forced, guard_cap, shares, active, final)
 
         mid_before = self.market.mid.copy()
         expected_move = None
@@ -384,6 +447,7 @@ class BatchedExecution:
         record = self.record_fill_events or self._reward_needs_events
         fill = self.market.execute(self._orders, active, record_events=record)
         self.last_fills = fill
+        self.guard.record(self._orders, fill, t, volume, active)
 
         s = self.stats
         arrival = self.market.arrival_mid
@@ -477,6 +541,35 @@ class BatchedExecution:
         """The child orders of the last step as they went to the market (after the limits)."""
         return self._orders
 
+    def _forced_style_row(self, style: OrderStyle) -> NDArray[np.int64]:
+        """The style-table row of a forced order's style (cached per style)."""
+        row = self._forced_tables.get(style)
+        if row is None:
+            if style.rests and not self._has_book:
+                raise ConfigError(f"forced order style {style.label!r} needs a market with a book")
+            row = self._forced_tables[style] = _style_table((style,), self.n_steps)[0]
+        return row
+
+    def _guard_verdict(
+        self,
+        verdict: NDArray[np.int16],
+        cut: NDArray[np.bool_],
+        requested: NDArray[np.int64],
+        forced: NDArray[np.int64],
+        guard_cap: NDArray[np.int64],
+        shares: NDArray[np.int64],
+        active: NDArray[np.bool_],
+        final: NDArray[np.bool_],
+    ) -> None:
+        """``last_guard``: the check's verdict, or, where the check passed an order the kernels
+        had already cut to the guard's limits (the policy's request, a forced order, the
+        horizon's sweep), the control that bound: the size cap's, what the parent has left,
+        or the band; counts the refusals per episode."""
+        _verdict_kernel(
+            verdict, cut, requested, forced, guard_cap, self.guard.cap_reason, shares,
+            self.remaining, active, final, self.last_guard, self.stats.guard_rejects,
+        )
+
     def last_order_kinds(self) -> NDArray[np.int8]:
         """What each env's child order of the last step was: 0 none, 1 passive (a limit order
         priced short of the far touch), 2 aggressive (it crossed the spread: a market or IOC
@@ -512,6 +605,7 @@ class BatchedExecution:
             "fills": s.fills[ids].copy(),
             "cancels": s.cancels[ids].copy(),
             "rejects": s.rejects[ids].copy(),
+            "guard_rejects": s.guard_rejects[ids].copy(),
             "return": s.episode_return[ids].copy(),
             "steps": self.k[ids].copy(),
         }
@@ -557,8 +651,8 @@ class BatchedExecution:
 
 _NO_ACTIONS = np.zeros(0, dtype=np.int64)
 _NO_FRACTIONS = np.zeros(0, dtype=np.float64)
-_NO_CAP = np.zeros(0, dtype=np.int64)
-_NO_LIMIT = np.iinfo(np.int64).max
+_NO_FORCED = np.zeros(0, dtype=np.int64)
+_NO_EDGES = np.zeros(0, dtype=np.float64)
 _OBS_REMAINING, _OBS_ELAPSED, _OBS_MARKET, _OBS_TWAP_DEV, _OBS_WORKING = range(5)
 _ORDER_OBS = {
     "remaining_ratio": _OBS_REMAINING,
@@ -589,6 +683,7 @@ def _reset_order_rows(
     breaches: NDArray[np.int64],
     cuts: NDArray[np.int64],
     schedule: NDArray[np.int64],
+    guard_rejects: NDArray[np.int64],
     order_ints: NDArray[np.int64],
 ) -> None:
     """A fresh episode's order state in envs ``ids``."""
@@ -608,6 +703,7 @@ def _reset_order_rows(
         breaches[i] = 0
         cuts[i] = 0
         schedule[i, :] = 0
+        guard_rejects[i] = 0
         order_ints[i, :] = 0
 
 
@@ -665,19 +761,9 @@ def fraction_to_shares_one(fraction: float, remaining: int) -> int:
 
 
 @njit(cache=True, inline="always")
-def _limit(child_max: int, participation_cap: NDArray[np.int64], i: int) -> int:
-    """Largest child order the order's hard limits allow env ``i`` now, whatever remains
-    (``participation_cap`` empty: no participation limit)."""
-    cap = child_max
-    if participation_cap.shape[0] > 0:
-        cap = min(cap, participation_cap[i])
-    return cap
-
-
-@njit(cache=True, inline="always")
-def _child_cap(remaining: int, child_max: int, participation_cap: NDArray[np.int64], i: int) -> int:
-    """Largest child order env ``i`` may send now: the hard limits, and what remains."""
-    return min(remaining, _limit(child_max, participation_cap, i))
+def _child_cap(remaining: int, cap: NDArray[np.int64], i: int) -> int:
+    """Largest child order env ``i`` may send now: the risk guard's cap, and what remains."""
+    return min(remaining, cap[i])
 
 
 # columns of the order-style table (``_style_table``)
@@ -728,15 +814,12 @@ def _style_price(
 
 
 @njit(cache=True, inline="always")
-def _band_edge(side: int, tick: float, band: float, quotes: NDArray[np.float64], i: int) -> float:
-    """The most aggressive limit price the price band allows env ``i`` now, on the grid
-    (a buy's ceiling, a sell's floor); NaN without a band."""
-    if band <= 0.0 or quotes.shape[1] == 0:
+def _band_edge(edges: NDArray[np.float64], i: int) -> float:
+    """The most aggressive limit price the guard's price band allows env ``i`` now (a buy's
+    ceiling, a sell's floor, ``RiskGuard.band_edges``); NaN without a band."""
+    if edges.shape[0] == 0:
         return np.nan
-    mid = quotes[2, i]
-    if side > 0:
-        return np.floor(mid * (1.0 + band) / tick + 1e-9) * tick
-    return np.ceil(mid * (1.0 - band) / tick - 1e-9) * tick
+    return edges[i]
 
 
 @njit(cache=True, inline="always")
@@ -752,14 +835,13 @@ def _masks_kernel(
     k: NDArray[np.int64],
     done: NDArray[np.bool_],
     n_steps: int,
-    child_max: int,
-    participation_cap: NDArray[np.int64],
+    cap: NDArray[np.int64],
     order_ints: NDArray[np.int64],
     twap_base: bool,
     styles: NDArray[np.int64],
     side: int,
     tick: float,
-    band: float,
+    edges: NDArray[np.float64],
     quotes: NDArray[np.float64],
     mask: NDArray[np.bool_],
 ) -> None:
@@ -770,7 +852,7 @@ def _masks_kernel(
             continue
         r = remaining[i]
         working = order_ints[i, _WORKING]
-        edge = _band_edge(side, tick, band, quotes, i)
+        edge = _band_edge(edges, i)
         allowed = False
         for a in range(n_actions):
             f = fractions[a]
@@ -778,8 +860,8 @@ def _masks_kernel(
             # as in _decide_kernel: a new order stays within what is left less what still
             # works, unless it cancels or replaces the working order
             replaces = style[_S_CANCEL] == 1 or style[_S_TTL] > 0
-            cap = _child_cap(r if replaces else r - working, child_max, participation_cap, i)
-            ok = _wanted_shares(f, r, n_steps - k[i], twap_base) <= cap or f == 0.0
+            cap_a = _child_cap(r if replaces else r - working, cap, i)
+            ok = _wanted_shares(f, r, n_steps - k[i], twap_base) <= cap_a or f == 0.0
             ok = ok and not (f > 0.0 and _beyond_band(_style_price(style, side, tick, quotes, i),
                                                       edge, side))
             mask[i, a] = ok
@@ -798,15 +880,16 @@ def _decide_kernel(
     k: NDArray[np.int64],
     done: NDArray[np.bool_],
     n_steps: int,
-    child_max: int,
-    participation_cap: NDArray[np.int64],
+    guard_cap: NDArray[np.int64],
     order_ints: NDArray[np.int64],
     twap_base: bool,
     style_idx: NDArray[np.int64],
     styles: NDArray[np.int64],
+    forced: NDArray[np.int64],
+    forced_style: NDArray[np.int64],
     side: int,
     tick: float,
-    band: float,
+    edges: NDArray[np.float64],
     quotes: NDArray[np.float64],
     shares: NDArray[np.int64],
     cancel: NDArray[np.bool_],
@@ -826,8 +909,10 @@ def _decide_kernel(
     New orders stay within what is left less what still works; an order that cancels first,
     or that would rest (cancel / replace), frees the working order's shares; at the horizon
     the working order is cancelled. Prices beyond the band are cut to its edge, and a market
-    order on a book with a band becomes an IOC at the edge. Returns -1, or the position of the
-    first discrete action outside the set (then nothing is written)."""
+    order on a book with a band becomes an IOC at the edge. ``forced`` (empty: none): rows
+    with ``forced[i] >= 0`` ask for exactly that many shares in ``forced_style`` whatever the
+    action (the executor's fallback; never a cut). Returns -1, or the position of the first
+    discrete action outside the set (then nothing is written)."""
     n = remaining.shape[0]
     discrete = fractions.shape[0] > 0
     if discrete:
@@ -839,15 +924,22 @@ def _decide_kernel(
             requested[i] = _wanted_shares(
                 fractions[actions[i]], remaining[i], n_steps - k[i], twap_base
             )
+    any_forced = forced.shape[0] > 0
     for i in range(n):
         r = remaining[i]
         working = order_ints[i, _WORKING]
         req = requested[i]
         may_cut = can_cut[actions[i]] if discrete else True
-        lim = _limit(child_max, participation_cap, i)
+        lim = guard_cap[i]
         on = not done[i]
         last = k[i] >= n_steps - 1
         style = styles[style_idx[i]]
+        chosen = True  # the policy's request (not a forced one)
+        if any_forced and forced[i] >= 0:
+            req = forced[i]
+            style = forced_style
+            may_cut = False
+            chosen = False
         code = style[_S_TYPE]
         ttl = style[_S_TTL]
         replaces = style[_S_CANCEL] == 1 or (ttl > 0 and req > 0)
@@ -861,7 +953,7 @@ def _decide_kernel(
         if not on:
             qty = 0
         px = _style_price(style, side, tick, quotes, i) if code != _MARKET_CODE else np.nan
-        edge = _band_edge(side, tick, band, quotes, i)
+        edge = _band_edge(edges, i)
         priced_out = _beyond_band(px, edge, side)
         if priced_out:
             px = edge
@@ -876,9 +968,47 @@ def _decide_kernel(
         ttl_steps[i] = ttl
         limit[i] = lim
         cut[i] = on and not last and (
-            (may_cut and req > cap) or (priced_out and qty > 0)
+            (may_cut and req > cap) or (chosen and priced_out and qty > 0)
         )
     return -1
+
+
+@njit(cache=True)
+def _verdict_kernel(
+    verdict: NDArray[np.int16],
+    cut: NDArray[np.bool_],
+    requested: NDArray[np.int64],
+    forced: NDArray[np.int64],
+    guard_cap: NDArray[np.int64],
+    cap_reason: NDArray[np.int16],
+    shares: NDArray[np.int64],
+    remaining: NDArray[np.int64],
+    active: NDArray[np.bool_],
+    final: NDArray[np.bool_],
+    out: NDArray[np.int16],
+    guard_rejects: NDArray[np.int64],
+) -> None:
+    """``_guard_verdict`` per env."""
+    any_forced = forced.shape[0] > 0
+    for i in range(verdict.shape[0]):
+        v = verdict[i]
+        asked = requested[i]
+        if any_forced and forced[i] >= 0:
+            asked = forced[i]
+        if final[i]:
+            asked = remaining[i]
+        if active[i] and v == 0 and (cut[i] or asked > shares[i]):
+            if asked > guard_cap[i]:
+                v = cap_reason[i]
+            elif asked > shares[i]:
+                v = GUARD_PARENT_TOTAL
+            else:
+                v = GUARD_PRICE_BAND
+        elif active[i] and 0 < v < GUARD_FIRST_REJECT and not final[i]:
+            cut[i] = True  # the guard cut an order the kernels built: count it as a cut
+        out[i] = v
+        if active[i] and v >= GUARD_FIRST_REJECT:
+            guard_rejects[i] += 1
 
 
 @njit(cache=True, error_model="numpy")

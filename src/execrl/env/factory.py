@@ -12,6 +12,7 @@ from execrl.domain import ParentOrder
 from execrl.env.core import BatchedExecution
 from execrl.env.rewards import Reward, make_reward
 from execrl.env.spaces import ActionSet, resolve_action_set, resolve_observation_set
+from execrl.safety.guard import KillSwitch, RiskGuard, RiskLimits
 from execrl.sim.almgren_chriss import AC_PAPER_ORDER, ACMarketConfig
 from execrl.sim.spec import MarketSpec
 
@@ -142,12 +143,46 @@ def order_feasibility(order: ParentOrder, market: MarketSpec) -> OrderFeasibilit
     )
 
 
+def make_guard(
+    order: ParentOrder,
+    market: MarketSpec,
+    n_envs: int = 1,
+    limits: RiskLimits | None = None,
+    policy: str | list[str] = "",
+    kill: KillSwitch | None = None,
+) -> RiskGuard:
+    """The risk guard for ``n_envs`` copies of ``order`` on ``market``: the firm's ``limits``
+    tightened by the order's own constraints, on the core's clock (k × the step's seconds).
+    ADV, when the limits need it and do not give it, is the market's expected volume over the
+    horizon scaled to a 6.5-hour trading day. The execution core puts the band on its market's
+    tick grid (``RiskGuard.use_tick``)."""
+    m = market_for_order(market, order)
+    merged = RiskLimits.from_constraints(order.constraints)
+    if limits is not None:
+        merged = limits.merge(merged)
+    step_s = order.horizon / m.n_steps
+    adv = None
+    if merged.adv_fraction is not None and merged.adv_shares is None:
+        adv = float(m.expected_volumes().sum()) * TRADING_DAY_S / order.horizon
+    return RiskGuard(
+        merged, n_envs, order.side.sign, order.qty, symbol=order.symbol, step_seconds=step_s,
+        horizon_s=order.horizon, adv_shares=adv, policy=policy, kill=kill,
+    )
+
+
+#: seconds of one trading day (a 6.5-hour session), for an ADV derived from a volume profile
+TRADING_DAY_S = 6.5 * 3600.0
+
+
 def make_execution(
     config: EnvConfig,
     order: ParentOrder = DEFAULT_ORDER,
     n_envs: int = 1,
     autoreset: bool = True,
+    guard: RiskGuard | None = None,
 ) -> BatchedExecution:
+    """The execution loop of ``n_envs`` copies of ``order``; ``guard`` (``make_guard``)
+    replaces the one the core builds from the order's constraints."""
     market_config = market_for_order(config.market, order)
     market = market_config.build(n_envs, order.side.sign)
     return BatchedExecution(
@@ -157,7 +192,8 @@ def make_execution(
         observations=resolve_observation_set(config.observations),
         action_set=resolve_action_set(config.actions),
         reward=reward_for_market(config.reward, market_config),
-        constraints=order.constraints,
+        constraints=order.constraints if guard is None else None,
         autoreset=autoreset,
         risk_var_per_share2=risk_var_per_share2(market_config),
+        guard=guard,
     )
