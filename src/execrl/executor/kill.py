@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from execrl.domain import ConfigError
 from execrl.domain.errors import warn_user
@@ -87,3 +88,20 @@ def write_kill_file(path: Path, request: KillRequest) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(request.to_json() + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def apply_kill(request: KillRequest | None, switch: Any, order_ids: list[str],
+               policy: str) -> None:
+    """Flip ``switch`` (``safety.guard.KillSwitch``) as ``request`` asks. Kills are sticky:
+    a request that no longer names an order does not revive it (``release_all`` by hand)."""
+    if request is None:
+        return
+    if request.everything:
+        switch.kill_all()
+        return
+    if policy in request.policies:
+        switch.kill_policy(policy)
+    if request.orders:
+        hit = [i for i, oid in enumerate(order_ids) if oid in request.orders]
+        if hit:
+            switch.kill_orders(hit)

@@ -24,7 +24,6 @@ applies the risk guard to every child order whatever the policy asks):
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -254,6 +253,9 @@ class Executor:
         self.audit = audit
         #: the action set to run in (an ``ActionSet`` or its name); None: the policy's own
         self.actions = actions
+        #: the kill switch of the run in progress (the guard's and the watchdog's): flip it
+        #: from a callback (``on_step``) or through the kill file
+        self.kill_switch: Any = None
 
     def run_meta(self, order: ParentOrder, n_orders: int, seed: int, venue: str,
                  policy: Policy) -> dict[str, Any]:
@@ -279,13 +281,24 @@ class Executor:
         return self.policies.for_side(order.side)
 
     def build_core(self, order: ParentOrder, n_orders: int, policy: Policy) -> BatchedExecution:
+        """The execution core of the run, under the firm's limits tightened by the order's
+        (``env.factory.make_guard``) and the run's kill switch (``self.kill_switch``)."""
+        from execrl.env.factory import make_guard
+        from execrl.safety.guard import KillSwitch
+
+        kill = self.safety.kill
+        if kill is None or kill.orders.shape[0] != n_orders:
+            kill = KillSwitch(n_orders, [policy.name])
+        self.kill_switch = kill
+        guard = make_guard(order, self.market, n_orders, limits=self.safety.limits,
+                           policy=policy.name, kill=kill)
         env_config = EnvConfig(
             market=self.market,
             observations=tuple(policy.observations),
             actions=policy.action_set if self.actions is None else self.actions,
             reward=self.reward,
         )
-        return make_execution(env_config, order, n_envs=n_orders, autoreset=False)
+        return make_execution(env_config, order, n_envs=n_orders, autoreset=False, guard=guard)
 
     def run(
         self,
@@ -323,7 +336,17 @@ class Executor:
             trail = _TrailRows(self.audit, core, policy, order, parent_ids, step_s, venue)
             self.audit.write_run(self.run_meta(order, n_orders, seed, venue, policy))
         forced_none = np.full(n_orders, -1, dtype=np.int64)
+        kill_file, applied = None, None
+        if sf.kill_file is not None:
+            from execrl.executor.kill import KillFileWatcher, apply_kill
+
+            kill_file = KillFileWatcher(sf.kill_file)
         while not core.done.all():
+            if kill_file is not None:
+                request = kill_file.request()  # the same object until the file changes
+                if request is not applied:
+                    apply_kill(request, self.kill_switch, parent_ids, policy.name)
+                    applied = request
             if on_obs is not None:
                 on_obs(obs[~core.done])
             masks = core.action_masks() if discrete else None
@@ -411,7 +434,6 @@ class _Watch:
 
     def __init__(self, ex: Executor, core: BatchedExecution, policy: Policy, order: ParentOrder,
                  spec: MarketSpec, seed: int, parent_ids: list[str]):
-        from execrl.executor.kill import KillFileWatcher
         from execrl.policies.baselines import make_baseline
         from execrl.safety.fallback import FallbackSchedule
         from execrl.safety.watchdog import Watchdog
@@ -433,27 +455,14 @@ class _Watch:
             order, n_envs=core.n_envs, autoreset=False,
         )
         self.twap_obs = self.twap_core.reset(seed=seed)
-        self.kill = ex.safety.kill
-        self.kill_file = None if ex.safety.kill_file is None else KillFileWatcher(
-            ex.safety.kill_file)
         self.ids = np.asarray(parent_ids, dtype=object)
         self._discrete = core.action_set.is_discrete
 
     def killed(self) -> NDArray[np.bool_]:
-        """Per order: is its kill switch on (the in-process switch, or the operator's kill
-        file, read at every decision)."""
-        n = self.core.n_envs
-        out = np.zeros(n, dtype=bool)
-        if self.kill is not None:
-            out |= self.kill.killed([self.policy.name], np.zeros(n, dtype=np.int64))
-        if self.kill_file is not None:
-            req = self.kill_file.request()
-            if req is not None:
-                if req.everything or self.policy.name in req.policies:
-                    out[:] = True
-                elif req.orders:
-                    out |= np.isin(self.ids, list(req.orders))
-        return out
+        """Per order: is its kill switch on (in process, or the operator's kill file, which
+        the loop applies to the switch at every decision)."""
+        return self.ex.kill_switch.killed([self.policy.name],
+                                          np.zeros(self.core.n_envs, dtype=np.int64))
 
     def decide(self, obs: NDArray, actions: NDArray, faults: NDArray, probs: NDArray | None,
                latency: float) -> tuple[NDArray[np.int64], Any]:
@@ -476,8 +485,6 @@ class _Watch:
             observations=obs if self.wd.feature_names else None, kill=killed,
         )
         state = self.wd.state
-        if killed.any() and self.core.guard is not None:
-            self.core.guard.kill.kill_orders(np.flatnonzero(killed & active))
         forced = np.full(core.n_envs, -1, dtype=np.int64)
         take = active & ((state == FALLBACK) | (state == PASSIVE))
         stop = active & (state == KILLED)
@@ -505,11 +512,18 @@ class _Watch:
         self.twap_obs, *_ = tc.step(self.twap.act(self.twap_obs, masks))
 
     def annotate(self, episodes: pd.DataFrame) -> pd.DataFrame:
-        from execrl.safety.watchdog import TRIGGERS
+        """Per order: who finished it (``policy``, ``fallback``, ``passive`` or ``killed``),
+        the trigger that took it from the policy (``none``) and at which step (-1)."""
+        from execrl.safety.watchdog import EXTREME_VOLATILITY, KILLED, TRIGGERS
 
-        episodes["finished_by"] = self.acting()
-        episodes["trigger"] = np.asarray(TRIGGERS, dtype=object)[self.wd.trigger]
-        episodes["trigger_step"] = self.wd.trigger_step.copy()
+        wd = self.wd
+        acted = wd.config.acting & (wd.trigger != 0)
+        finished = np.where(acted, np.where(wd.trigger == EXTREME_VOLATILITY, "passive",
+                                            "fallback"), "policy").astype(object)
+        finished[wd.state == KILLED] = "killed"
+        episodes["finished_by"] = finished
+        episodes["trigger"] = np.asarray(TRIGGERS, dtype=object)[wd.trigger]
+        episodes["trigger_step"] = wd.trigger_step.copy()
         return episodes
 
     def incidents(self, step_s: float) -> list[dict[str, Any]]:
@@ -526,10 +540,10 @@ class _Watch:
                     else "RL_ABORTED" if wd.config.acting else "WOULD_ABORT")
             step = int(wd.trigger_step[i])
             out.append({
-                "order_id": str(self.ids[i]), "order_idx": int(i), "step": step,
+                "order_idx": int(i), "step": step,
                 "t_s": step * step_s, "kind": kind, "trigger": TRIGGERS[int(wd.trigger[i])],
-                "detail": json.dumps({"state": STATES[state],
-                                      "conditions": list(condition_names(wd.conditions[i]))}),
+                "detail": {"state": STATES[state],
+                           "conditions": list(condition_names(wd.conditions[i]))},
             })
         return out
 
