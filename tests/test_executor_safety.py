@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from execrl.domain import ParentOrder
+from execrl.domain import ConfigError, ParentOrder
 from execrl.executor.audit import AuditTrail, check_trail, read_trail
 from execrl.executor.kill import KillRequest, write_kill_file
 from execrl.executor.loop import Executor, Safety, context_for
@@ -200,3 +200,34 @@ def test_one_order_is_the_low_latency_path():
     run = _run(twap, order=one, n=1)
     assert run.episodes["order_id"].tolist() == ["ONE"]
     assert run.episodes["fill_rate"].iloc[0] == 1.0
+
+
+def test_an_order_is_re_run_from_its_trail_decision_for_decision(tmp_path):
+    from execrl.executor.rerun import _first_difference, rerun_order
+
+    order = LOB.default_order()
+    passive = make_baseline("submit_and_leave", context_for(LOB, order))
+    kill = tmp_path / "kill"
+    steps = {"n": 0}
+
+    def after_step():
+        steps["n"] += 1
+        if steps["n"] == 7:
+            write_kill_file(kill, KillRequest(orders=frozenset({f"{order.order_id}#3"})))
+
+    audit = AuditTrail(tmp_path / "trail", features=passive.observations,
+                       labels={"trigger": TRIGGERS})
+    safety = Safety(limits=RiskLimits(child_max=400), watchdog=WatchdogConfig(),
+                    kill_file=str(kill))
+    run = Executor(passive, LOB, safety=safety, audit=audit).run(order, 8, seed=9,
+                                                                 on_step=after_step)
+    assert run.episodes["finished_by"].iloc[3] == "killed"
+    for i in (3, 6):  # a killed order, and one the watchdog or the policy finished
+        again = rerun_order(tmp_path / "trail", f"{order.order_id}#{i}")
+        assert again.identical, again.first_difference
+        assert again.decisions == int(run.episodes["steps"].iloc[i])
+    # a decision that came out otherwise is named
+    other = again.replayed.assign(child_qty=again.replayed["child_qty"] + 1)
+    assert _first_difference(again.recorded, other).startswith("step 0: child_qty")
+    with pytest.raises(ConfigError, match="is not in the trail"):
+        rerun_order(tmp_path / "trail", "NOPE")

@@ -652,6 +652,16 @@ from execrl.calibrate.command import calibrate as _calibrate  # noqa: E402
 app.command("calibrate")(_calibrate)
 
 
+# the executor (execrl.executor_cli): execute, shadow, kill, tca, audit
+from execrl.executor_cli import audit_app, execute, kill, shadow, tca  # noqa: E402
+
+app.command("execute")(execute)
+app.command("shadow")(shadow)
+app.command("kill")(kill)
+app.command("tca")(tca)
+app.add_typer(audit_app, name="audit")
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: the previous output is kept
 

@@ -256,6 +256,9 @@ class Executor:
         #: the kill switch of the run in progress (the guard's and the watchdog's): flip it
         #: from a callback (``on_step``) or through the kill file
         self.kill_switch: Any = None
+        #: what else the trail's run record should hold (the command line's policy spec and
+        #: configuration), for ``executor.rerun``
+        self.meta_extra: dict[str, Any] = {}
 
     def run_meta(self, order: ParentOrder, n_orders: int, seed: int, venue: str,
                  policy: Policy) -> dict[str, Any]:
@@ -273,6 +276,8 @@ class Executor:
             "policy": policy.name,
             "policy_hash": policy_hash(policy),
             "policy_source": dict(getattr(policy, "provenance", {}) or {}),
+            "policy_spec": policy.name,
+            **self.meta_extra,
             "limits": None if sf.limits is None else sf.limits.model_dump(mode="json"),
             "watchdog": None if sf.watchdog is None else sf.watchdog.model_dump(mode="json"),
         }
@@ -334,7 +339,8 @@ class Executor:
         trail = None
         if self.audit is not None:
             trail = _TrailRows(self.audit, core, policy, order, parent_ids, step_s, venue)
-            self.audit.write_run(self.run_meta(order, n_orders, seed, venue, policy))
+            self.audit.write_run({**self.run_meta(order, n_orders, seed, venue, policy),
+                                  "tick_size": float(core.market.tick_size)})
         forced_none = np.full(n_orders, -1, dtype=np.int64)
         kill_file, applied = None, None
         if sf.kill_file is not None:

@@ -43,7 +43,7 @@ def child_commands(
                 "child_id": int(orders.child_id[i]),
                 "type": _TYPE_NAMES[int(orders.order_type[i])],
                 "qty": int(orders.qty[i]),
-                "px": None if np.isnan(px) else px,
+                "px": None if np.isnan(px) else round(px, 10),
                 "ttl_ms": int(orders.ttl_steps[i] * step_ms),
                 "venue": venue,
             })
