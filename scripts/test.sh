@@ -13,4 +13,13 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
     } >/dev/null 2>&1 || echo "note: PostgreSQL could not be installed; its audit test will skip"
   fi
 fi
+# The service's tests (execrl serve / feed) start a throwaway redis-server of their own
+# (tests/redis_server.py); the same way, install Debian's where it is missing.
+if ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get install -y -qq redis-server || { apt-get update -qq && apt-get install -y -qq redis-server; }
+    } >/dev/null 2>&1 || echo "note: redis-server could not be installed; the service tests will skip"
+  fi
+fi
 exec .venv/bin/python -m pytest -q "$@"
