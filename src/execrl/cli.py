@@ -661,6 +661,13 @@ app.command("kill")(kill)
 app.command("tca")(tca)
 app.add_typer(audit_app, name="audit")
 
+# the service (execrl.service.serve_cli): serve, feed over Redis Streams
+from execrl.service.serve_cli import feed as _feed  # noqa: E402
+from execrl.service.serve_cli import serve as _serve  # noqa: E402
+
+app.command("serve")(_serve)
+app.command("feed")(_feed)
+
 
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: the previous output is kept

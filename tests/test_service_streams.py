@@ -1,0 +1,215 @@
+"""The service end to end on a real Redis: `execrl feed` and `execrl serve` in subprocesses,
+parent orders in, child orders and fills out, bad orders answered; and recovery: the service
+SIGKILLed mid-order several times, restarted, every stream reconciled against an
+uninterrupted run of the same orders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from redis_server import redis_url  # noqa: F401  (the fixture)
+
+from execrl.domain import OrderValidationError, ParentOrder
+from execrl.service.streams import (
+    CHAN_EXEC_AGENT,
+    STATE_DONE,
+    STATE_PROGRESS,
+    STREAM_FILLS,
+    STREAM_ORDERS,
+    STREAM_RESEARCH,
+    decode,
+    decode_order,
+    encode,
+)
+
+redis = pytest.importorskip("redis")
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+STEPS = 10  # decisions of an order on the AC preset
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.Popen([sys.executable, "-m", "execrl", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _order(i: int, qty: int = 60_000) -> dict:
+    return {"order_id": f"T-{i}", "symbol": "DEMO", "side": "sell" if i % 2 else "buy",
+            "qty": qty + 1_000 * i, "arrival_px": 50.0, "start_ts": 0, "horizon_s": 3600}
+
+
+def _entries(client, stream: str) -> list[tuple[str, dict]]:
+    return [(i, decode(f)) for i, f in client.xrange(stream)]
+
+
+def _reference_commands(orders: list[dict]) -> dict[str, list[dict]]:
+    """The child-order commands of each order from an uninterrupted in-process run."""
+    from execrl.executor.config import ExecutorConfig
+    from execrl.executor.venues import sent_commands
+    from execrl.executor_cli import build_executor
+    from execrl.presets import preset_market
+    from execrl.service.serve import order_seed
+
+    market = preset_market("ac")
+    out = {}
+    for o in orders:
+        order = ParentOrder.from_dict(o)
+        ex = build_executor(ExecutorConfig(), market, order, mode="paper")
+        run = ex.run(order, 1, order_seed(order.order_id), venue="paper")
+        out[order.order_id] = sent_commands(run.extras["venue"])
+    return out
+
+
+def _reconcile(client, orders: list[dict]) -> dict:
+    """Every order done once, no id twice, child orders and fills adding up to the done
+    record, the commands those of an uninterrupted run; nothing pending."""
+    fills = _entries(client, STREAM_FILLS)
+    ids = [m["id"] for _, m in fills]
+    assert len(ids) == len(set(ids)), "an id was written twice on STREAM_FILLS"
+    reference = _reference_commands(orders)
+    wire = ("parent_id", "child_id", "type", "qty", "px", "ttl_ms", "venue")
+    n_children = 0
+    for o in orders:
+        pid = o["order_id"]
+        mine = [m for _, m in fills if m.get("parent_id") == pid]
+        done = [m for m in mine if m["kind"] == "done"]
+        assert len(done) == 1, f"{pid}: {len(done)} done records"
+        children = [m for m in mine if m["kind"] in ("child", "cancel")]
+        got = [{k: m[k] for k in wire if k in m} for m in children]
+        assert got == reference[pid], f"{pid}: child orders differ from an uninterrupted run"
+        assert [m["child_id"] for m in children if m["kind"] == "child"] == \
+            list(range(1, done[0]["child_orders"] + 1))
+        assert sum(m["qty"] for m in mine if m["kind"] == "fill") == done[0]["filled"]
+        assert done[0]["filled"] + done[0]["residual_shares"] == o["qty"]
+        n_children += len(children)
+        # lockstep: one market entry per decision, each a later one
+        decisions = [m for _, m in _entries(client, STREAM_RESEARCH) if m["parent_id"] == pid]
+        assert [m["step"] for m in decisions] == list(range(STEPS))
+        market_ids = [tuple(map(int, m["market_id"].split("-"))) for m in decisions]
+        assert market_ids == sorted(set(market_ids))
+    assert client.xpending(STREAM_ORDERS, "execrl-serve")["pending"] == 0
+    return {"orders": len(orders), "child_orders": n_children, "duplicates": 0}
+
+
+@pytest.fixture
+def client(redis_url):  # noqa: F811
+    c = redis.Redis.from_url(redis_url, decode_responses=True)
+    c.flushall()
+    yield c
+    c.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_decode_order_names_the_field():
+    good = ParentOrder.from_dict(_order(1))
+    assert decode_order(encode(good.to_wire())) == good
+    with pytest.raises(OrderValidationError, match="qty"):
+        decode_order(encode({**_order(1), "qty": -5}))
+    with pytest.raises(OrderValidationError, match="'data'"):
+        decode_order({"order": "x"})
+
+
+def test_orders_in_child_orders_and_fills_out(client, redis_url):  # noqa: F811
+    feed = _cli("feed", "--redis", redis_url, "--env", "ac", "--steps", "3000",
+                "--step-ms", "10")
+    serve = _cli("serve", "--redis", redis_url, "--env", "ac", "--max-orders", "4")
+    logs: list[str] = []
+    sub = client.pubsub(ignore_subscribe_messages=True)
+    sub.subscribe(CHAN_EXEC_AGENT)
+
+    def listen() -> None:
+        for message in sub.listen():
+            logs.append(message["data"])
+
+    threading.Thread(target=listen, daemon=True).start()
+    try:
+        orders = [_order(1), _order(2)]
+        for o in orders:
+            client.xadd(STREAM_ORDERS, encode(o))
+        bad = client.xadd(STREAM_ORDERS, encode({**_order(3), "qty": -5}))
+        garbled = client.xadd(STREAM_ORDERS, {"data": "{not json"})
+        out, err = serve.communicate(timeout=60)
+        assert serve.returncode == 0, err
+        errors = {m["entry_id"]: m for _, m in _entries(client, STREAM_FILLS)
+                  if m["kind"] == "error"}
+        assert set(errors) == {bad, garbled}
+        assert errors[bad]["order_id"] == "T-3" and "'qty'" in errors[bad]["error"]
+        assert errors[bad]["error"].startswith("error: ") and "\n" not in errors[bad]["error"]
+        assert not client.hexists(STATE_PROGRESS, "T-3")  # nothing traded
+        assert not [m for _, m in _entries(client, STREAM_FILLS) if m.get("parent_id") == "T-3"]
+        summary = _reconcile(client, orders)
+        assert summary["child_orders"] >= 2 * STEPS - 2
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any("T-2 step 9" in s for s in logs):
+            time.sleep(0.05)
+        assert any(s.startswith("T-1 step 0: sent") for s in logs)
+        assert any("T-2 step 9" in s for s in logs)
+        # an order id trades once: resent, it is refused by name
+        again = client.xadd(STREAM_ORDERS, encode(orders[0]))
+        serve = _cli("serve", "--redis", redis_url, "--env", "ac", "--max-orders", "1")
+        serve.communicate(timeout=60)
+        refusal = [m for _, m in _entries(client, STREAM_FILLS) if m.get("entry_id") == again]
+        assert len(refusal) == 1 and "'order_id'" in refusal[0]["error"]
+        _reconcile(client, orders)
+    finally:
+        sub.close()
+        _stop(serve)
+        _stop(feed)
+
+
+def test_sigkill_mid_order_loses_nothing_and_sends_nothing_twice(client, redis_url):  # noqa: F811
+    feed = _cli("feed", "--redis", redis_url, "--env", "ac", "--steps", "100000",
+                "--step-ms", "40")
+    orders = [_order(i) for i in range(1, 7)]
+    for o in orders:
+        client.xadd(STREAM_ORDERS, encode(o))
+    args = ("serve", "--redis", redis_url, "--env", "ac", "--concurrency", "2")
+    kills = 0
+    serve = None
+    try:
+        for _ in range(3):
+            serve = _cli(*args)
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline:  # kill while an order is half done
+                progress = {k: json.loads(v)["step"]
+                            for k, v in client.hgetall(STATE_PROGRESS).items()}
+                done = client.hkeys(STATE_DONE)
+                if any(0 < s < STEPS and k not in done for k, s in progress.items()):
+                    time.sleep(0.1 * kills)  # vary where in the order it lands
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("no order was in flight to kill")
+            serve.send_signal(signal.SIGKILL)
+            serve.wait()
+            kills += 1
+        assert client.hlen(STATE_DONE) < len(orders), "the kills came too late to test"
+        serve = _cli(*args)
+        deadline = time.monotonic() + 40
+        while client.hlen(STATE_DONE) < len(orders) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _stop(serve)
+        summary = _reconcile(client, orders)
+        assert summary["orders"] == len(orders) and kills == 3
+    finally:
+        if serve is not None:
+            _stop(serve)
+        _stop(feed)
