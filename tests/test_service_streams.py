@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from redis_server import redis_url  # noqa: F401  (the fixture)
 
 from execrl.domain import OrderValidationError, ParentOrder
 from execrl.service.streams import (
@@ -29,6 +28,7 @@ from execrl.service.streams import (
     decode_order,
     encode,
 )
+from redis_server import redis_url  # noqa: F401  (the fixture)
 
 redis = pytest.importorskip("redis")
 
@@ -130,27 +130,34 @@ def test_decode_order_names_the_field():
 def test_orders_in_child_orders_and_fills_out(client, redis_url):  # noqa: F811
     feed = _cli("feed", "--redis", redis_url, "--env", "ac", "--steps", "3000",
                 "--step-ms", "10")
-    serve = _cli("serve", "--redis", redis_url, "--env", "ac", "--max-orders", "4")
+    serve = _cli("serve", "--redis", redis_url, "--env", "ac", "--max-orders", "5")
     logs: list[str] = []
     sub = client.pubsub(ignore_subscribe_messages=True)
     sub.subscribe(CHAN_EXEC_AGENT)
 
-    def listen() -> None:
-        for message in sub.listen():
-            logs.append(message["data"])
+    stop = threading.Event()
 
-    threading.Thread(target=listen, daemon=True).start()
+    def listen() -> None:
+        while not stop.is_set():
+            message = sub.get_message(timeout=0.1)
+            if message is not None:
+                logs.append(message["data"])
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
     try:
         orders = [_order(1), _order(2)]
         for o in orders:
             client.xadd(STREAM_ORDERS, encode(o))
         bad = client.xadd(STREAM_ORDERS, encode({**_order(3), "qty": -5}))
         garbled = client.xadd(STREAM_ORDERS, {"data": "{not json"})
-        out, err = serve.communicate(timeout=60)
+        again = client.xadd(STREAM_ORDERS, encode(orders[0]))  # an order id trades once
+        _, err = serve.communicate(timeout=60)
         assert serve.returncode == 0, err
         errors = {m["entry_id"]: m for _, m in _entries(client, STREAM_FILLS)
                   if m["kind"] == "error"}
-        assert set(errors) == {bad, garbled}
+        assert set(errors) == {bad, garbled, again}
+        assert "'order_id'" in errors[again]["error"] and "trades once" in errors[again]["error"]
         assert errors[bad]["order_id"] == "T-3" and "'qty'" in errors[bad]["error"]
         assert errors[bad]["error"].startswith("error: ") and "\n" not in errors[bad]["error"]
         assert not client.hexists(STATE_PROGRESS, "T-3")  # nothing traded
@@ -162,14 +169,9 @@ def test_orders_in_child_orders_and_fills_out(client, redis_url):  # noqa: F811
             time.sleep(0.05)
         assert any(s.startswith("T-1 step 0: sent") for s in logs)
         assert any("T-2 step 9" in s for s in logs)
-        # an order id trades once: resent, it is refused by name
-        again = client.xadd(STREAM_ORDERS, encode(orders[0]))
-        serve = _cli("serve", "--redis", redis_url, "--env", "ac", "--max-orders", "1")
-        serve.communicate(timeout=60)
-        refusal = [m for _, m in _entries(client, STREAM_FILLS) if m.get("entry_id") == again]
-        assert len(refusal) == 1 and "'order_id'" in refusal[0]["error"]
-        _reconcile(client, orders)
     finally:
+        stop.set()
+        listener.join(timeout=2)
         sub.close()
         _stop(serve)
         _stop(feed)

@@ -291,7 +291,7 @@ class Server:
             self._ack(run.entry_id)
         except Stopped:
             pass
-        except BaseException as exc:  # noqa: BLE001 - the server stops; the order stays pending
+        except BaseException as exc:  # the server stops; the order stays pending
             with self._lock:
                 self._errors.append(exc)
             self.stopping.set()

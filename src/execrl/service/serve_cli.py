@@ -75,7 +75,7 @@ def _warn_without_aof(client: object) -> None:
 
     try:
         value = client.config_get("appendonly").get("appendonly")  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - CONFIG may be disabled on a managed server
+    except Exception:  # CONFIG may be disabled on a managed server
         return
     if value != "yes":
         _warn("the Redis server runs without appendonly: a server restart can lose the "
