@@ -90,6 +90,7 @@ def _reconcile(client, orders: list[dict]) -> dict:
             list(range(1, done[0]["child_orders"] + 1))
         assert sum(m["qty"] for m in mine if m["kind"] == "fill") == done[0]["filled"]
         assert done[0]["filled"] + done[0]["residual_shares"] == o["qty"]
+        assert not done[0]["replay_diverged"]
         n_children += len(children)
         # lockstep: one market entry per decision, each a later one
         decisions = [m for _, m in _entries(client, STREAM_RESEARCH) if m["parent_id"] == pid]
@@ -211,6 +212,9 @@ def test_sigkill_mid_order_loses_nothing_and_sends_nothing_twice(client, redis_u
         _stop(serve)
         summary = _reconcile(client, orders)
         assert summary["orders"] == len(orders) and kills == 3
+        resumed = [m for _, m in _entries(client, STREAM_FILLS)
+                   if m["kind"] == "done" and m["resumed_at_step"] > 0]
+        assert resumed, "no order was resumed mid-way"
     finally:
         if serve is not None:
             _stop(serve)

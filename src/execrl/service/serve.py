@@ -28,6 +28,7 @@ Design (one parent order, one ``Executor.run`` with ``n_orders=1`` on the paper 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import threading
@@ -98,6 +99,10 @@ class _StepWriter:
         self.run, self.core = run, core
         self._sent = 0  # commands of the venue's wire already turned into messages
         self._actions: Any = None
+        #: a running hash of the commands and fills of every step so far: a re-run after a
+        #: restart checks that it reproduces the record (a timing-dependent watchdog trigger
+        #: could make it differ; ids still keep every child order unique)
+        self.digest = ""
 
     def before(self, actions: Any, obs: Any = None) -> None:
         self._actions = actions
@@ -109,8 +114,16 @@ class _StepWriter:
         k = int(core.k[0])  # steps done, this one included
         wire = sent_commands(core.market)
         new, self._sent = wire[self._sent:], len(wire)
-        if k <= run.recorded:
-            return  # re-run after a restart: this step is on record already
+        fill = core.last_fills
+        qty = int(fill.qty[0])
+        self.digest = hashlib.sha1(
+            (self.digest + json.dumps(new, sort_keys=True) + f"|{qty}").encode()).hexdigest()
+        if k <= run.recorded:  # re-run after a restart: this step is on record already
+            if k == run.recorded and self.digest != run.recorded_digest:
+                run.diverged = True
+                run.server.log(f"serve: order {run.order.order_id} re-run differs from its "
+                               f"record at step {k - 1}: later child orders follow the re-run")
+            return
         parent = run.order.order_id
         step = k - 1
         ev_id, ev = run.event if run.event is not None else (None, {})
@@ -125,8 +138,6 @@ class _StepWriter:
                 mid = child_message_id(parent, c["child_id"])
                 messages.append((STREAM_FILLS, {"kind": "child", "id": mid, **c, "step": step,
                                                 **market}))
-        fill = core.last_fills
-        qty = int(fill.qty[0])
         if qty > 0:
             messages.append((STREAM_FILLS, {
                 "kind": "fill", "id": f"{parent}:fill:{step}", "parent_id": parent,
@@ -142,7 +153,8 @@ class _StepWriter:
         now = time.time_ns()
         for _, m in messages:
             m["ts_ns"] = now
-        written = publish_step(run.client, parent, k, {"step": k, "market_id": ev_id}, messages)
+        written = publish_step(run.client, parent, k,
+                               {"step": k, "market_id": ev_id, "digest": self.digest}, messages)
         if written:
             client = run.client
             client.publish(CHAN_ANALYST, json.dumps({
@@ -165,6 +177,8 @@ class OrderRun:
         #: steps already on record (a re-run recomputes them silently)
         self.recorded = int(progress.get("step", 0))
         self.cursor = progress.get("market_id") or start_cursor
+        self.recorded_digest = progress.get("digest", "")
+        self.diverged = False
         self.k = 0
         self.event: tuple[str, dict[str, Any]] | None = None
 
@@ -204,7 +218,9 @@ class OrderRun:
             "is_bps": float(e["is_bps"]), "fill_rate": float(e["fill_rate"]),
             "child_orders": int(e["child_orders"]), "fills": int(e["fills"]),
             "residual_shares": int(e["residual_shares"]), "steps": int(e["steps"]),
-            "finished_by": str(e.get("finished_by", "policy")), "ts_ns": time.time_ns(),
+            "finished_by": str(e.get("finished_by", "policy")),
+            "resumed_at_step": self.recorded, "replay_diverged": self.diverged,
+            "ts_ns": time.time_ns(),
         }
         publish_once(self.client, done, done_parent=parent)
         return done
