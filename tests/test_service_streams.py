@@ -219,3 +219,55 @@ def test_sigkill_mid_order_loses_nothing_and_sends_nothing_twice(client, redis_u
         if serve is not None:
             _stop(serve)
         _stop(feed)
+
+
+def test_feed_replays_the_market_as_built_and_paced(client):
+    """The feed's entries are the market's own path (built and stepped here, no order),
+    episode after episode, and a paced feed keeps its step."""
+    import numpy as np
+
+    from execrl.presets import preset_market
+    from execrl.service.feed import FeedConfig, run_feed
+    from execrl.service.streams import STREAM_MARKET
+    from execrl.sim.base import ChildOrderBatch
+
+    market = preset_market("lob")
+    order = market.default_order()
+    n_steps = market.for_order(order).n_steps
+    total = n_steps + 3  # into the second episode
+    run_feed(client, FeedConfig(market, order, steps=total, speed=0.0, seed=5), "XYZ")
+    got = [m for _, m in _entries(client, STREAM_MARKET)]
+    assert [m["step"] for m in got] == list(range(total))
+    expect = []
+    m = market.for_order(order).build(1, order.side.sign)
+    for episode in range(2):
+        m.reset(np.random.default_rng([5, episode]))
+        for k in range(n_steps + 1 if episode == 0 else 3):
+            expect.append((float(m.mid[0]), float(m.feature("best_bid")[0]),
+                           float(m.feature("best_ask")[0])))
+            if k < n_steps:
+                m.execute(ChildOrderBatch.market_orders(1), np.ones(1, dtype=bool))
+    assert [(e["mid"], e["bid"], e["ask"]) for e in got] == expect[:total]
+    assert all(e["symbol"] == "XYZ" and e["bid"] < e["ask"] for e in got)
+    client.delete(STREAM_MARKET)
+    run_feed(client, FeedConfig(market, order, steps=6, speed=2.0, step_s=0.05), "XYZ")
+    ts = np.array([m["ts_ns"] for _, m in _entries(client, STREAM_MARKET)]) / 1e9
+    # 50 ms at 2x: entry i never before 25 ms x i (a late one is sent at once, on schedule)
+    assert (ts - ts[0] >= 0.025 * np.arange(6) - 2e-3).all()
+    assert ts[-1] - ts[0] == pytest.approx(5 * 0.025, abs=0.05)
+
+
+def test_feed_and_serve_refuse_bad_options_in_one_line(redis_url):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from execrl.cli import app
+
+    runner = CliRunner()
+    for args, needle in ((["feed", "--redis", redis_url, "--speed", "0"], "--speed '0'"),
+                         (["feed", "--redis", redis_url, "--speed", "fast"], "--speed 'fast'"),
+                         (["serve", "--redis", "http://x"], "--redis 'http://x'"),
+                         (["feed", "--redis", "redis://127.0.0.1:1/0"], "cannot reach")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        text = result.output.strip()
+        assert text.startswith("error: ") and needle in text and "Traceback" not in text
