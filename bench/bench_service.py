@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--appendfsync", choices=("always", "everysec"), default="always",
                     help="Redis AOF fsync policy (always: what the recovery guarantee needs "
                     "if Redis itself may crash; everysec: up to 1 s of writes at risk)")
+    ap.add_argument("--cell-timeout-s", type=float, default=120.0)
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
     import redis
@@ -141,6 +142,7 @@ def main() -> None:
 
     feed_order = ParentOrder.from_dict(_order("FEED", 1))
     cells = []
+    stopped_at = None
     try:
         # warm the service (its first order loads numba's cache)
         client.xadd(STREAM_ORDERS, encode({**_order("WARM", 0)}))
@@ -151,6 +153,7 @@ def main() -> None:
         while not client.hexists(STATE_DONE, "WARM-0") and time.monotonic() < deadline:
             time.sleep(0.05)
         warm.join()
+        stopped_at = None
         for speed_text in speeds:
             speed = parse_speed(speed_text)
             for n in counts:
@@ -160,19 +163,20 @@ def main() -> None:
                     client.xadd(STREAM_ORDERS, encode(o))
                 time.sleep(0.2)  # the orders accepted before their first market entry
                 t0 = time.perf_counter()
-                # enough steps for every order: at max speed the feed runs far ahead
-                steps = STEPS + 5 if speed else 4000
+                # the feed runs until every order of the cell is done
+                cell_done = threading.Event()
                 feeder = threading.Thread(target=run_feed, args=(client, FeedConfig(
-                    market, feed_order, steps=steps, speed=speed or 0.0,
-                    step_s=args.step_ms / 1e3), "DEMO"))
+                    market, feed_order, steps=10**9, speed=speed or 0.0,
+                    step_s=args.step_ms / 1e3), "DEMO"), kwargs={"stop": cell_done.is_set})
                 feeder.start()
-                deadline = time.monotonic() + 120
+                deadline = time.monotonic() + args.cell_timeout_s
                 ids = [o["order_id"] for o in orders]
                 while time.monotonic() < deadline:
                     if all(client.hexists(STATE_DONE, i) for i in ids):
                         break
                     time.sleep(0.01)
                 wall = time.perf_counter() - t0
+                cell_done.set()
                 feeder.join()
                 time.sleep(0.2)
                 lat = np.array([(now - m["market_ts_ns"]) / 1e6
@@ -188,6 +192,11 @@ def main() -> None:
                     "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
                     "decisions_per_s": n * STEPS / wall, "wall_s": wall,
                 })
+                if done < n:  # the rest would run into the next cell: stop here
+                    stopped_at = f"{n} orders at speed {speed_text}: {n - done} not done"
+                    break
+            if stopped_at:
+                break
                 client.delete(STREAM_MARKET)
     finally:
         stop.set()
@@ -204,6 +213,7 @@ def main() -> None:
         "reference_us_per_decision": reference,
         "ratio_p50_vs_reference": None if p50_single is None else p50_single * 1e3 / reference,
         "cells": cells,
+        "stopped_at": stopped_at,
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count()},
         "when": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

@@ -94,14 +94,18 @@ class MarketTape:
 
 
 def run_feed(client: Any, config: FeedConfig, symbol: str, stream: str = STREAM_MARKET,
-             on_event: Callable[[int, str], None] | None = None) -> int:
-    """Publish ``config.steps`` market entries for ``symbol``; returns how many. Paced on a
-    monotonic clock (a late step is sent at once, never skipped)."""
+             on_event: Callable[[int, str], None] | None = None,
+             stop: Callable[[], bool] | None = None) -> int:
+    """Publish ``config.steps`` market entries for ``symbol`` (fewer once ``stop()`` is
+    true); returns how many. Paced on a monotonic clock (a late step is sent at once, never
+    skipped)."""
     tape = MarketTape(config.market, config.order, config.seed)
     step_s = config.step_s if config.step_s is not None else tape.step_s
     pause = 0.0 if config.speed == 0 else step_s / config.speed
     t0 = time.monotonic()
     for i in range(config.steps):
+        if stop is not None and stop():
+            return i
         if pause:
             delay = t0 + i * pause - time.monotonic()
             if delay > 0:
