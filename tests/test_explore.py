@@ -44,5 +44,5 @@ def test_exploration_is_refused_where_no_axis_is_non_critical():
         Explorer(Exploration(0.1), resolve_action_set("seed004"))
     with pytest.raises(ConfigError, match="'size' decides how much"):
         Explorer(Exploration(0.1, axis="size"), SEED001)
-    with pytest.raises(ConfigError, match="epsilon = 1.5"):
+    with pytest.raises(ConfigError, match=r"epsilon = 1\.5"):
         Exploration(1.5)
