@@ -278,3 +278,20 @@ def test_rerunning_into_its_own_out_needs_no_force(executed: Path) -> None:
     after = json.loads((executed / "summary.json").read_text())
     assert {k: v for k, v in after.items() if k != "run_id"} == {
         k: v for k, v in before.items() if k != "run_id"}  # same inputs, same run
+
+
+# -- the docs stay true to the code -------------------------------------------------------------
+def test_docs_name_every_limit_watchdog_field_trigger_and_state() -> None:
+    from execrl.executor.config import ExecutorConfig, PolicyConfig
+    from execrl.safety.guard import GUARD_REASONS, RiskLimits
+    from execrl.safety.watchdog import STATES, TRIGGERS, WatchdogConfig
+
+    text = DOCS.read_text(encoding="utf-8")
+    names = [*RiskLimits.model_fields, *WatchdogConfig.model_fields, *TRIGGERS,
+             *ExecutorConfig.model_fields, *PolicyConfig.model_fields]
+    missing = [n for n in names if f"`{n}`" not in text]
+    assert not missing, f"docs/executor.md does not name {missing}"
+    missing_states = [s for s in STATES if s.upper() not in text]
+    assert not missing_states, missing_states
+    missing_reasons = [r for r in GUARD_REASONS if r and r not in text]
+    assert not missing_reasons, f"docs/executor.md does not list guard reasons {missing_reasons}"
