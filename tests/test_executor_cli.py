@@ -140,7 +140,32 @@ def test_release_refuses_a_file_that_is_not_a_kill_file(tmp_path: Path) -> None:
 def test_kill_file_errors(tmp_path: Path) -> None:
     one_line_error(invoke("kill", tmp_path / "nope" / "kill"), "does not exist")
     one_line_error(invoke("kill", tmp_path), "is a folder")
+    one_line_error(invoke("kill", tmp_path, "--release"), "is a folder")
     one_line_error(invoke("kill", tmp_path / "k", "--release", "--order", "A"), "--release")
+
+
+def test_kill_does_not_overwrite_a_file_that_is_not_a_kill_file(tmp_path: Path) -> None:
+    file = tmp_path / "notes.txt"
+    file.write_text("precious notes\n")
+    one_line_error(invoke("kill", file), "notes.txt", "not a kill file")
+    assert file.read_text() == "precious notes\n"
+    kill = tmp_path / "kill"
+    assert invoke("kill", kill, "--order", "A").exit_code == 0
+    assert invoke("kill", kill).exit_code == 0  # a kill file may be rewritten
+    assert json.loads(kill.read_text())["global"] is True
+
+
+@pytest.mark.parametrize("where", ["option", "config"])
+def test_a_kill_file_that_could_never_work_is_refused(tmp_path: Path, where: str) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a kill request")
+    for path, needle in ((tmp_path, "is a folder"), (tmp_path / "no" / "kill", "does not exist"),
+                         (notes, "not a kill file")):
+        out = tmp_path / "run"
+        args = (["--kill-file", path] if where == "option" else
+                ["--config", _yaml(tmp_path, f"kill_file: {path}\n")])
+        one_line_error(invoke("execute", *FAST, *args, "--out", out), str(path), needle)
+        assert not out.exists()
 
 
 def test_a_global_kill_file_kills_every_order(tmp_path: Path) -> None:
@@ -258,6 +283,46 @@ def test_trail_mistakes_are_one_line(executed: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "t").exists()
     one_line_error(invoke("audit", "rerun", executed / "trail", "--order", "NOPE-1"),
                    "'NOPE-1'")
+
+
+def test_sql_url_mistakes_are_one_line(executed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    one_line_error(invoke("execute", *FAST, "--sql-url", "nosuch://x", "--out", out),
+                   "--sql-url", "nosuch")
+    one_line_error(invoke("execute", *FAST, "--sql-url", "not a url", "--out", out),
+                   "not a url")
+    one_line_error(invoke("execute", *FAST, "--config",
+                          _yaml(tmp_path, "audit:\n  sql_url: nosuch://x\n"), "--out", out),
+                   "audit.sql_url", "nosuch")
+    one_line_error(invoke("tca", executed / "trail", "--sql-url", "nosuch://x", "--out", out),
+                   "nosuch")
+    one_line_error(invoke("audit", "check", executed / "trail", "--sql-url", "nosuch://x"),
+                   "nosuch")
+    assert not out.exists()
+    # a database that cannot be reached: one line too, exit 1 (not a mistake in the command)
+    unreachable = f"sqlite:///{tmp_path}/no/such/folder/x.db"
+    result = invoke("execute", *FAST, "--sql-url", unreachable, "--out", out)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: --sql-url") and "cannot connect" in lines[0]
+    assert not out.exists()
+
+
+def test_config_sql_url_is_used(tmp_path: Path) -> None:
+    db = tmp_path / "desk.sqlite"
+    out = tmp_path / "run"
+    config = _yaml(tmp_path, f"audit:\n  sql_url: sqlite:///{db}\n")
+    assert invoke("execute", *FAST, "--config", config, "--out", out).exit_code == 0
+    assert db.is_file() and not (out / "trail" / "trail.sqlite").exists()
+    assert invoke("audit", "check", out / "trail", "--sql-url", f"sqlite:///{db}"
+                  ).exit_code == 0
+
+
+def test_tca_never_replaces_the_trail_it_reads(executed: Path) -> None:
+    for out in (executed, executed / "trail"):
+        one_line_error(invoke("tca", executed / "trail", "--out", out, "--force"),
+                       "holds the trail")
+    assert invoke("audit", "check", executed / "trail").exit_code == 0
 
 
 def test_foreign_out_needs_force(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from execrl.domain.outputs import InterruptedAfterSwap, check_output_folder, sta
 from execrl.env.factory import EnvConfig
 from execrl.evaluate.tca import TCA_OUTPUTS
 from execrl.executor.config import ExecutorConfig, PolicyConfig
-from execrl.executor.kill import KillRequest, parse_kill, write_kill_file
+from execrl.executor.kill import KillRequest, check_kill_path, parse_kill, write_kill_file
 from execrl.executor.loop import ExecutionRun, Executor, PolicySet, Safety, context_for
 from execrl.executor.venues import VENUES, sent_commands
 from execrl.sim.spec import MarketSpec
@@ -61,7 +61,7 @@ def _fail(exc: Exception, code: int = 2) -> typer.Exit:
     from execrl.cli import _error
 
     _error(str(exc))
-    return typer.Exit(code)
+    return typer.Exit(1 if isinstance(exc, SqlUnreachable) else code)
 
 
 def load_executor_config(path: Path | None, policy: str | None = None) -> ExecutorConfig:
@@ -118,6 +118,37 @@ def build_executor(config: ExecutorConfig, market: MarketSpec, order: ParentOrde
     if spec.checkpoint is None:  # a baseline with its parameters (pov:0.1), for a re-run
         executor.meta_extra = {"policy_spec": spec.type}
     return executor
+
+
+def check_sql_url(url: str | None, option: str = "--sql-url") -> None:
+    """Refuse, in one line, an SQL URL the trail could not be written to or read from: not a
+    URL, no such driver (exit 2), or no connection (exit 1), before anything runs."""
+    if url is None:
+        return
+    import sqlalchemy as sa
+
+    from execrl.executor import sql
+
+    parsed = sql.normalise_url(url)
+    shown = sql.shown_url(parsed)
+    try:
+        engine = sql.engine_for(parsed)
+    except (sa.exc.ArgumentError, ImportError) as exc:  # NoSuchModuleError is an ArgumentError
+        raise ConfigError(f"{option} {shown!r}: no database driver for "
+                          f"{parsed.drivername!r} ({str(exc).splitlines()[0]})") from None
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.DBAPIError as exc:
+        first = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+        raise SqlUnreachable(f"{option} {shown!r}: cannot connect"
+                             f"{': ' + first[0] if first else ''}") from None
+    finally:
+        engine.dispose()
+
+
+class SqlUnreachable(ConfigError):
+    """The SQL server did not answer: not a mistake in the command line (exit 1)."""
 
 
 def _trail_labels() -> dict[str, tuple[str, ...]]:
@@ -295,6 +326,12 @@ def execute(
         check_output_folder(out, "--out", lambda e: e.name in EXECUTION_OUTPUTS,
                             "an execrl execution", force=force)
         url = sql_url or cfg.audit.sql_url
+        check_sql_url(url, "--sql-url" if sql_url else "executor config audit.sql_url")
+        watched = kill_file if kill_file is not None else (
+            Path(cfg.kill_file) if cfg.kill_file else None)
+        if watched is not None:
+            check_kill_path(watched, "--kill-file" if kill_file is not None else
+                            "executor config kill_file")
         executor = build_executor(cfg, market_spec, parent, mode="backtest",
                                   kill_file=kill_file)
         steps = market_spec.for_order(parent).n_steps
@@ -340,6 +377,9 @@ def shadow(
         check_output_folder(out, "--out", lambda e: e.name in EXECUTION_OUTPUTS,
                             "an execrl shadow run", force=force)
         url = sql_url or cfg.audit.sql_url
+        check_sql_url(url, "--sql-url" if sql_url else "executor config audit.sql_url")
+        if cfg.kill_file:
+            check_kill_path(Path(cfg.kill_file), "executor config kill_file")
         live_cfg = cfg.model_copy(update={"policy": policy_config(
             cfg.policy, live, "--live").model_copy(update={"action_set": None})})
         candidate = build_executor(cfg, market_spec, parent, mode="shadow")
@@ -426,6 +466,8 @@ def kill(
         if release:
             if order or policy:
                 raise ConfigError("--release takes no --order or --policy")
+            if file.is_dir():
+                raise ConfigError(f"kill file {str(file)!r} is a folder; not removed")
             if not file.exists():
                 raise ConfigError(f"kill file {str(file)!r} does not exist")
             try:
@@ -465,6 +507,10 @@ def tca(
     from execrl.executor.audit import read_trail
 
     def body() -> None:
+        if out.resolve() == trail.resolve() or out.resolve() in trail.resolve().parents:
+            raise ConfigError(f"--out {str(out)!r} holds the trail {str(trail)!r} it reads; "
+                              "name another folder")
+        check_sql_url(sql_url)
         t = read_trail(trail, sql_url)
         check_output_folder(out, "--out", lambda e: e.name in TCA_OUTPUTS, "an execrl TCA",
                             force=force)
@@ -495,6 +541,7 @@ def audit_check(
     from execrl.executor.audit import check_trail, read_trail
 
     try:
+        check_sql_url(sql_url)
         t = read_trail(trail, sql_url)
         problems = check_trail(t)
     except ExecRLError as exc:
@@ -520,6 +567,7 @@ def audit_rerun(
     from execrl.executor.rerun import rerun_order
 
     try:
+        check_sql_url(sql_url)
         result = rerun_order(trail, order, sql_url)
     except ExecRLError as exc:
         raise _fail(exc) from None
