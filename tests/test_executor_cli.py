@@ -244,6 +244,8 @@ def _yaml(tmp_path: Path, text: str) -> Path:
     ("policy:\n  type: twap\n  action_set: {size: [1, 2]}\n", ("action_set", "seed001")),
     ("policy:\n  type: twap\n  action_set: seed999\n", ("action_set", "seed999")),
     ("- 1\n", ("mapping",)),
+    ("policy:\n  type: ppo\n", ("'policy.type'", "'ppo'", "policy.checkpoint")),
+    ("policy:\n  type: ppo\n  checkpoint: no/such/run\n", ("no/such/run",)),
 ])
 def test_config_mistakes_are_one_line(tmp_path: Path, text: str, needles: tuple[str, ...]
                                       ) -> None:

@@ -108,6 +108,13 @@ class ExecutorConfig(BaseModel):
         except ValidationError as exc:
             raise ConfigError(describe_pydantic_error(where, exc)) from None
         config._where = where
+        from execrl.policies.baselines import BASELINES
+
+        spec = config.policy
+        if spec.checkpoint is None and spec.type.partition(":")[0] not in BASELINES:
+            raise ConfigError(f"{where} field 'policy.type' = {spec.type!r} is not a baseline "
+                              f"({', '.join(BASELINES)}); a learned policy needs "
+                              f"policy.checkpoint (its folder)")
         config.risk_limits(tick_size=1.0, ref_price=1.0)  # validated now, not at the first
         config.watchdog_config()                          # decision (the tick checked later)
         return config
