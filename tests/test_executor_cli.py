@@ -183,6 +183,29 @@ def test_a_global_kill_file_kills_every_order(tmp_path: Path) -> None:
     assert invoke("audit", "check", out / "trail").exit_code == 0
 
 
+def test_a_per_order_kill_stops_that_order_alone(tmp_path: Path) -> None:
+    file = tmp_path / "kill"
+    assert invoke("kill", file, "--order", "LOB-1#1").exit_code == 0
+    out = tmp_path / "run"
+    assert invoke("execute", *FAST, "--out", out, "--kill-file", file).exit_code == 0
+    orders = pd.read_parquet(out / "trail" / "decisions.parquet").groupby("order_id")
+    killed = {oid for oid, d in orders if (d["acting"] == "killed").all()}
+    assert killed == {"LOB-1#1"}
+    children = pd.read_parquet(out / "trail" / "children.parquet")
+    assert "LOB-1#1" not in set(children["parent_id"]) and len(children) > 0
+
+
+@pytest.mark.xfail(strict=True, reason="executor/rerun.py refuses every order of a run in which "
+                   "an order at or before it was killed at step 0, even one never killed")
+def test_rerun_of_an_order_beside_one_killed_at_the_start(tmp_path: Path) -> None:
+    file = tmp_path / "kill"
+    assert invoke("kill", file, "--order", "LOB-1#1").exit_code == 0
+    out = tmp_path / "run"
+    assert invoke("execute", *FAST, "--out", out, "--kill-file", file).exit_code == 0
+    result = invoke("audit", "rerun", out / "trail", "--order", "LOB-1#2")
+    assert result.exit_code == 0 and "identical" in result.output, result.output
+
+
 def test_a_kill_file_in_the_config_is_read(tmp_path: Path) -> None:
     file = tmp_path / "kill"
     assert invoke("kill", file).exit_code == 0
