@@ -23,8 +23,8 @@ from execrl.domain.limits import MAX_SEED
 from execrl.domain.outputs import InterruptedAfterSwap, check_output_folder, staged_folder
 from execrl.env.factory import EnvConfig
 from execrl.evaluate.tca import TCA_OUTPUTS
-from execrl.executor.config import ExecutorConfig
-from execrl.executor.kill import KillRequest, parse_kill, write_kill_file
+from execrl.executor.config import ExecutorConfig, PolicyConfig
+from execrl.executor.kill import KillRequest, check_kill_path, parse_kill, write_kill_file
 from execrl.executor.loop import ExecutionRun, Executor, PolicySet, Safety, context_for
 from execrl.executor.venues import VENUES, sent_commands
 from execrl.sim.spec import MarketSpec
@@ -61,7 +61,7 @@ def _fail(exc: Exception, code: int = 2) -> typer.Exit:
     from execrl.cli import _error
 
     _error(str(exc))
-    return typer.Exit(code)
+    return typer.Exit(1 if isinstance(exc, SqlUnreachable) else code)
 
 
 def load_executor_config(path: Path | None, policy: str | None = None) -> ExecutorConfig:
@@ -69,15 +69,21 @@ def load_executor_config(path: Path | None, policy: str | None = None) -> Execut
     config = ExecutorConfig() if path is None else ExecutorConfig.load(path)
     if policy is None:
         return config
-    label, _, param = policy.partition(":")
+    return config.model_copy(update={"policy": policy_config(config.policy, policy, "--policy")})
+
+
+def policy_config(base: PolicyConfig, text: str, option: str) -> PolicyConfig:
+    """``base`` with its policy replaced by a command-line spec: a baseline with its
+    parameters (``pov:0.1``) or ``LABEL:CHECKPOINT`` (the same reading as ``execrl
+    evaluate --policies``)."""
+    label, _, param = text.partition(":")
     if not label:
-        raise ConfigError(f"--policy {policy!r} has no label: write a baseline (twap, pov:0.1) "
+        raise ConfigError(f"{option} {text!r} has no label: write a baseline (twap, pov:0.1) "
                           f"or LABEL:CHECKPOINT")
     is_checkpoint = bool(param) and ("/" in param or Path(param).is_dir())
-    replaced = config.policy.model_copy(update={
-        "type": label if is_checkpoint else policy, "checkpoint": param if is_checkpoint
+    return base.model_copy(update={
+        "type": label if is_checkpoint else text, "checkpoint": param if is_checkpoint
         else None, "sell_checkpoint": None})
-    return config.model_copy(update={"policy": replaced})
 
 
 def build_executor(config: ExecutorConfig, market: MarketSpec, order: ParentOrder, mode: str,
@@ -101,8 +107,10 @@ def build_executor(config: ExecutorConfig, market: MarketSpec, order: ParentOrde
 
     buy = load(spec.checkpoint)
     sell = load(spec.sell_checkpoint) if spec.sell_checkpoint else None
+    priced = market.for_order(order)
+    tick = float(getattr(priced, "tick_size", 0.0) or 0.0)
     safety = Safety(
-        limits=config.risk_limits(),
+        limits=config.risk_limits(tick_size=tick, ref_price=order.arrival_px or priced.s0),
         watchdog=config.watchdog_config(),
         kill_file=str(kill_file) if kill_file is not None else config.kill_file,
     )
@@ -110,6 +118,37 @@ def build_executor(config: ExecutorConfig, market: MarketSpec, order: ParentOrde
     if spec.checkpoint is None:  # a baseline with its parameters (pov:0.1), for a re-run
         executor.meta_extra = {"policy_spec": spec.type}
     return executor
+
+
+def check_sql_url(url: str | None, option: str = "--sql-url") -> None:
+    """Refuse, in one line, an SQL URL the trail could not be written to or read from: not a
+    URL, no such driver (exit 2), or no connection (exit 1), before anything runs."""
+    if url is None:
+        return
+    import sqlalchemy as sa
+
+    from execrl.executor import sql
+
+    parsed = sql.normalise_url(url)
+    shown = sql.shown_url(parsed)
+    try:
+        engine = sql.engine_for(parsed)
+    except (sa.exc.ArgumentError, ImportError) as exc:  # NoSuchModuleError is an ArgumentError
+        raise ConfigError(f"{option} {shown!r}: no database driver for "
+                          f"{parsed.drivername!r} ({str(exc).splitlines()[0]})") from None
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.DBAPIError as exc:
+        first = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+        raise SqlUnreachable(f"{option} {shown!r}: cannot connect"
+                             f"{': ' + first[0] if first else ''}") from None
+    finally:
+        engine.dispose()
+
+
+class SqlUnreachable(ConfigError):
+    """The SQL server did not answer: not a mistake in the command line (exit 1)."""
 
 
 def _trail_labels() -> dict[str, tuple[str, ...]]:
@@ -286,12 +325,19 @@ def execute(
         market_spec, parent = _common(env, market, order)
         check_output_folder(out, "--out", lambda e: e.name in EXECUTION_OUTPUTS,
                             "an execrl execution", force=force)
+        url = sql_url or cfg.audit.sql_url
+        check_sql_url(url, "--sql-url" if sql_url else "executor config audit.sql_url")
+        watched = kill_file if kill_file is not None else (
+            Path(cfg.kill_file) if cfg.kill_file else None)
+        if watched is not None:
+            check_kill_path(watched, "--kill-file" if kill_file is not None else
+                            "executor config kill_file")
         executor = build_executor(cfg, market_spec, parent, mode="backtest",
                                   kill_file=kill_file)
         steps = market_spec.for_order(parent).n_steps
         progress, tick = _progress(steps, f"{orders:,} orders through the executor")
         with staged_folder(out) as stage, progress:
-            run, report = run_and_record(executor, parent, orders, seed, venue, stage, sql_url,
+            run, report = run_and_record(executor, parent, orders, seed, venue, stage, url,
                                          not no_plots, tick)
         _print_whole(summary_table(
             f"{parent.side.value} {parent.qty:,} shares, {orders:,} orders ({env}, seed "
@@ -330,10 +376,12 @@ def shadow(
         market_spec, parent = _common(env, market, order)
         check_output_folder(out, "--out", lambda e: e.name in EXECUTION_OUTPUTS,
                             "an execrl shadow run", force=force)
-        label, _, param = live.partition(":")
-        live_cfg = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={
-            "type": label, "checkpoint": param or None, "sell_checkpoint": None,
-            "action_set": None})})
+        url = sql_url or cfg.audit.sql_url
+        check_sql_url(url, "--sql-url" if sql_url else "executor config audit.sql_url")
+        if cfg.kill_file:
+            check_kill_path(Path(cfg.kill_file), "executor config kill_file")
+        live_cfg = cfg.model_copy(update={"policy": policy_config(
+            cfg.policy, live, "--live").model_copy(update={"action_set": None})})
         candidate = build_executor(cfg, market_spec, parent, mode="shadow")
         current = build_executor(live_cfg, market_spec, parent, mode="backtest")
         if candidate.policy_for(parent).name == current.policy_for(parent).name:
@@ -345,9 +393,9 @@ def shadow(
             (stage / "live").mkdir()
             (stage / "shadow").mkdir()
             live_run, live_tca = run_and_record(current, parent, orders, seed, "paper",
-                                                stage / "live", sql_url, not no_plots, tick)
+                                                stage / "live", url, not no_plots, tick)
             shadow_run, shadow_tca = run_and_record(candidate, parent, orders, seed, "shadow",
-                                                    stage / "shadow", sql_url, not no_plots,
+                                                    stage / "shadow", url, not no_plots,
                                                     tick)
             cmp = None
             if orders >= 10:
@@ -418,6 +466,8 @@ def kill(
         if release:
             if order or policy:
                 raise ConfigError("--release takes no --order or --policy")
+            if file.is_dir():
+                raise ConfigError(f"kill file {str(file)!r} is a folder; not removed")
             if not file.exists():
                 raise ConfigError(f"kill file {str(file)!r} does not exist")
             try:
@@ -457,6 +507,10 @@ def tca(
     from execrl.executor.audit import read_trail
 
     def body() -> None:
+        if out.resolve() == trail.resolve() or out.resolve() in trail.resolve().parents:
+            raise ConfigError(f"--out {str(out)!r} holds the trail {str(trail)!r} it reads; "
+                              "name another folder")
+        check_sql_url(sql_url)
         t = read_trail(trail, sql_url)
         check_output_folder(out, "--out", lambda e: e.name in TCA_OUTPUTS, "an execrl TCA",
                             force=force)
@@ -487,6 +541,7 @@ def audit_check(
     from execrl.executor.audit import check_trail, read_trail
 
     try:
+        check_sql_url(sql_url)
         t = read_trail(trail, sql_url)
         problems = check_trail(t)
     except ExecRLError as exc:
@@ -512,6 +567,7 @@ def audit_rerun(
     from execrl.executor.rerun import rerun_order
 
     try:
+        check_sql_url(sql_url)
         result = rerun_order(trail, order, sql_url)
     except ExecRLError as exc:
         raise _fail(exc) from None

@@ -5,10 +5,12 @@ policy:
   type: ppo                    # a label for a learned policy, or a baseline spec (twap, pov:0.1)
   checkpoint: runs/ppo         # a learned policy's checkpoint folder; none for a baseline
   sell_checkpoint: runs/ppo-s  # optional: a separate model for sells (seed 000 Q3)
-  action_set: seed004          # optional: checked against the checkpoint's
+  action_set: seed001          # optional: an action set's name, checked against the policy's
+                               #   (seed001 is the seed's size x aggression x wait head)
 risk:                          # execrl.safety.guard.RiskLimits, plus the seed's names
   participation_cap: 0.10      #   = participation
-  price_band_ticks: 5          #   the collar in ticks (price_band_bps in bps)
+  price_band_ticks: 5          #   the collar in ticks of the market at the arrival price
+                               #   (or price_band_bps, in bps of the mid)
   child_max: 15000
   fallback: almgren_chriss     # twap (default), vwap, almgren_chriss, split
 watchdog:                      # execrl.safety.watchdog.WatchdogConfig
@@ -22,10 +24,11 @@ does not load is one line naming the field and the value, and nothing runs.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from execrl.domain import ConfigError
 from execrl.domain.errors import describe_pydantic_error
@@ -33,6 +36,9 @@ from execrl.domain.errors import describe_pydantic_error
 FALLBACKS = ("twap", "vwap", "almgren_chriss", "split")
 #: the seed's spelling (seed 001 §9.3 writes "almgren_chiss") and short names
 FALLBACK_ALIASES = {"almgren_chiss": "almgren_chriss", "ac": "almgren_chriss"}
+#: the seed's names of RiskLimits fields: participation_cap = participation; price_band_ticks
+#: is converted to price_band_bps with the market's tick at the order's arrival price
+RISK_ALIASES = ("participation_cap", "price_band_ticks")
 
 
 class PolicyConfig(BaseModel):
@@ -42,6 +48,17 @@ class PolicyConfig(BaseModel):
     checkpoint: str | None = None
     sell_checkpoint: str | None = None
     action_set: str | None = None
+
+    @field_validator("action_set", mode="before")
+    @classmethod
+    def _named_set(cls, value: Any) -> Any:
+        from execrl.env.spaces import ACTION_SETS
+
+        if value is None or (isinstance(value, str) and value in ACTION_SETS):
+            return value
+        hint = (" (the seed's mapping of axes is the action set named seed001)"
+                if isinstance(value, dict) else "")
+        raise ValueError(f"not an action set's name{hint}; choose from {', '.join(ACTION_SETS)}")
 
 
 class AuditConfig(BaseModel):
@@ -61,6 +78,7 @@ class ExecutorConfig(BaseModel):
     fallback: Literal["twap", "vwap", "almgren_chriss", "split"] = "twap"
     kill_file: str | None = None
     audit: AuditConfig = AuditConfig()
+    _where: str = PrivateAttr(default="executor config")
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "executor config") -> ExecutorConfig:
@@ -89,8 +107,16 @@ class ExecutorConfig(BaseModel):
             config = cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(describe_pydantic_error(where, exc)) from None
-        config.risk_limits()  # validated now, not at the first decision
-        config.watchdog_config()
+        config._where = where
+        from execrl.policies.baselines import BASELINES
+
+        spec = config.policy
+        if spec.checkpoint is None and spec.type.partition(":")[0] not in BASELINES:
+            raise ConfigError(f"{where} field 'policy.type' = {spec.type!r} is not a baseline "
+                              f"({', '.join(BASELINES)}); a learned policy needs "
+                              f"policy.checkpoint (its folder)")
+        config.risk_limits(tick_size=1.0, ref_price=1.0)  # validated now, not at the first
+        config.watchdog_config()                          # decision (the tick checked later)
         return config
 
     @classmethod
@@ -112,21 +138,39 @@ class ExecutorConfig(BaseModel):
         return cls.from_dict(data if data is not None else {}, where=f"executor config "
                                                                       f"{str(path)!r}")
 
-    def risk_limits(self) -> Any:
-        """The firm's limits (``safety.guard.RiskLimits``), with the seed's names mapped."""
+    def risk_limits(self, tick_size: float | None = None, ref_price: float | None = None
+                    ) -> Any:
+        """The firm's limits (``safety.guard.RiskLimits``), with the seed's names mapped:
+        ``participation_cap`` is ``participation``; ``price_band_ticks`` becomes
+        ``price_band_bps`` = ticks × ``tick_size`` / ``ref_price`` × 10⁴ (the guard's collar is
+        in bps of the mid, so a band in ticks is fixed at the order's arrival price)."""
         from execrl.safety.guard import RiskLimits
 
+        where = f"{self._where} risk"
         risk = dict(self.risk)
+        for seed_name, name in (("participation_cap", "participation"),
+                                ("price_band_ticks", "price_band_bps")):
+            if seed_name in risk and name in risk:
+                raise ConfigError(f"{where} gives both {seed_name!r} and {name!r}; give one")
         if "participation_cap" in risk:
-            if "participation" in risk:
-                raise ConfigError("executor config: risk gives both 'participation_cap' and "
-                                  "'participation'")
             risk["participation"] = risk.pop("participation_cap")
-        return RiskLimits.from_dict(risk, what="executor config risk")
+        if "price_band_ticks" in risk:
+            ticks = risk.pop("price_band_ticks")
+            if (isinstance(ticks, bool) or not isinstance(ticks, int | float)
+                    or not math.isfinite(ticks) or not 0 < ticks <= 1e6):
+                raise ConfigError(f"{where} field 'price_band_ticks' = {ticks!r} is not valid: "
+                                  f"expected a number of ticks above 0 (at most 1e6)")
+            if tick_size is None or ref_price is None:
+                raise ConfigError(f"{where} 'price_band_ticks' needs the market's tick size")
+            if not tick_size > 0:
+                raise ConfigError(f"{where} field 'price_band_ticks' = {ticks!r}: this market "
+                                  f"has continuous prices (no tick); give price_band_bps")
+            risk["price_band_bps"] = float(ticks) * tick_size / ref_price * 1e4
+        return RiskLimits.from_dict(risk, what=where)
 
     def watchdog_config(self) -> Any:
         """The watchdog (``safety.watchdog.WatchdogConfig``), finishing with ``fallback``."""
         from execrl.safety.watchdog import WatchdogConfig
 
         data = {**self.watchdog, "fallback": self.fallback}
-        return WatchdogConfig.from_dict(data, what="executor config watchdog")
+        return WatchdogConfig.from_dict(data, what=f"{self._where} watchdog")

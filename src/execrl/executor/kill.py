@@ -79,12 +79,26 @@ class KillFileWatcher:
         return self._request
 
 
-def write_kill_file(path: Path, request: KillRequest) -> None:
-    """Write the kill request atomically (a reader never sees half a file)."""
+def check_kill_path(path: Path, option: str = "kill file") -> None:
+    """Refuse, in one line, a kill-file path that could never hold a kill request: a folder,
+    a path in a folder that does not exist, or an existing file that is not a kill file (it
+    would be overwritten by ``execrl kill``, and read by an executor as "kill everything")."""
     if path.is_dir():
-        raise ConfigError(f"kill file {str(path)!r} is a folder")
+        raise ConfigError(f"{option} {str(path)!r} is a folder")
     if not path.parent.is_dir():
-        raise ConfigError(f"kill file {str(path)!r}: folder {str(path.parent)!r} does not exist")
+        raise ConfigError(f"{option} {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    if path.exists():
+        try:
+            parse_kill(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{option} {str(path)!r} exists and is not a kill file ({exc}); "
+                              f"name another file") from None
+
+
+def write_kill_file(path: Path, request: KillRequest) -> None:
+    """Write the kill request atomically (a reader never sees half a file); a file that is
+    there and is not a kill file is left alone."""
+    check_kill_path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(request.to_json() + "\n", encoding="utf-8")
     os.replace(tmp, path)

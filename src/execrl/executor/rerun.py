@@ -111,8 +111,13 @@ def rerun_order(folder: Path, order_id: str, sql_url: str | None = None) -> Reru
         audit = AuditTrail(Path(tmp) / "rerun", features=trail.features,
                            labels=trail.manifest.get("labels"))
         executor.audit = audit
-        if due0:
-            raise ConfigError("orders killed before their first decision cannot be re-run")
+        if due0:  # killed before their first decision: the kill file the loop reads first
+            from execrl.executor.kill import KillRequest, write_kill_file
+
+            ids = trail.orders.set_index("order_idx")["order_id"]
+            write_kill_file(Path(tmp) / "kill", KillRequest(
+                orders=frozenset(str(ids[i]) for i in due0)))
+            safety.kill_file = str(Path(tmp) / "kill")
         executor.run(order, idx + 1, int(meta["seed"]), on_step=replay_kills,
                      venue=meta.get("venue", "simulated"))
         replayed = read_trail(Path(tmp) / "rerun").decisions

@@ -1,0 +1,48 @@
+"""Guard-gated exploration of the wait axis, with the propensities off-policy evaluation needs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from execrl.domain import ConfigError
+from execrl.env.spaces import resolve_action_set
+from execrl.executor.explore import Exploration, Explorer
+
+SEED001 = resolve_action_set("seed001")
+
+
+def test_only_the_wait_changes_only_to_allowed_values_with_the_stated_propensity():
+    n = 40_000
+    greedy = np.full(n, np.ravel_multi_index((1, 2, 0, 1), SEED001.factors))
+    masks = np.ones((n, SEED001.n_actions), dtype=bool)
+    banned = np.ravel_multi_index((1, 2, 3, 1), SEED001.factors)  # the mask forbids wait 3
+    masks[:, banned] = False
+    taken, prop = Explorer(Exploration(0.3, seed=5), SEED001)(greedy, masks)
+    subs = np.array(np.unravel_index(taken, SEED001.factors)).T
+    assert (subs[:, [0, 1, 3]] == (1, 2, 1)).all()  # size, aggression, type: the policy's
+    assert not (taken == banned).any()
+    # allowed waits 0, 1, 2: the policy's own with 0.7 + 0.1, each other with 0.1
+    for wait, p in ((0, 0.8), (1, 0.1), (2, 0.1)):
+        hit = subs[:, 2] == wait
+        assert np.allclose(prop[hit], p)
+        assert abs(hit.mean() - p) < 0.01  # the frequency is the propensity
+    # the logged propensities make an unbiased importance-sampling estimate of the greedy
+    # policy's share of decisions: E[1{taken = greedy} / p] = 1
+    assert abs(np.mean((taken == greedy) / prop) - 1.0) < 0.02
+
+
+def test_no_exploration_is_the_policy_itself():
+    greedy = np.arange(0, SEED001.n_actions, 7)
+    taken, prop = Explorer(Exploration(0.0), SEED001)(greedy, None)
+    np.testing.assert_array_equal(taken, greedy)
+    assert (prop == 1.0).all()
+
+
+def test_exploration_is_refused_where_no_axis_is_non_critical():
+    with pytest.raises(ConfigError, match="'seed004' has no non-critical axis"):
+        Explorer(Exploration(0.1), resolve_action_set("seed004"))
+    with pytest.raises(ConfigError, match="'size' decides how much"):
+        Explorer(Exploration(0.1, axis="size"), SEED001)
+    with pytest.raises(ConfigError, match=r"epsilon = 1\.5"):
+        Exploration(1.5)
