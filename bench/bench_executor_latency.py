@@ -38,7 +38,11 @@ Per decision (one iteration of ``Executor.run``'s loop), timed with ``perf_count
   market's own step) for the order's own market, wrapped with a timer;
 * ``decision`` = ``iteration`` − ``venue``: what the executor itself costs per decision (the
   policy, validation, masks, guard, watchdog, the shadow TWAP's whole step, audit rows, fill
-  booking, observation).
+  booking, observation);
+* ``to_venue``: from ``on_obs`` to the call of the market's ``execute``: observation in hand
+  to child order at the venue (policy, masks, guard, watchdog, the decision's audit row);
+  what comes after the venue (fill booking, the next observation, the shadow TWAP's step,
+  the fill and child rows) is not in it.
 
 Reported per market and variant: p50 / p95 / p99 / max / mean in µs of each, the decisions
 timed, the share of decisions taken on ``RL`` and how orders finished; per order the time
@@ -156,8 +160,10 @@ class Timer:
         self.clock = time.perf_counter_ns
         self.t0 = 0
         self.venue = 0
+        self.sent = 0
         self.iteration: list[int] = []
         self.venue_ns: list[int] = []
+        self.to_venue: list[int] = []
 
     def observers(self, core: Any) -> tuple[()]:
         market = core.market
@@ -166,6 +172,8 @@ class Timer:
 
         def execute(*args: Any, **kwargs: Any) -> Any:
             t = clock()
+            if not self.sent:
+                self.sent = t - self.t0
             out = inner(*args, **kwargs)
             self.venue += clock() - t
             return out
@@ -174,13 +182,14 @@ class Timer:
         return ()
 
     def on_obs(self, _obs: Any) -> None:
-        self.venue = 0
+        self.venue = self.sent = 0
         self.t0 = self.clock()
 
     def on_step(self) -> None:
         t = self.clock()
         self.iteration.append(t - self.t0)
         self.venue_ns.append(self.venue)
+        self.to_venue.append(self.sent)
 
 
 def run_variant(market: Any, order: ParentOrder, policy: NumpyPolicy, full: bool, orders: int,
@@ -193,6 +202,7 @@ def run_variant(market: Any, order: ParentOrder, policy: NumpyPolicy, full: bool
         if i == warmup:
             timer.iteration.clear()
             timer.venue_ns.clear()
+            timer.to_venue.clear()
             outside_ms.clear()
             finished.clear()
             rl_decisions = 0
@@ -226,6 +236,7 @@ def run_variant(market: Any, order: ParentOrder, policy: NumpyPolicy, full: bool
         "iteration_us": stats(it),
         "venue_us": stats(venue),
         "decision_us": stats(it - venue),
+        "to_venue_us": stats(np.asarray(timer.to_venue, dtype=np.float64) / 1e3),
         "outside_loop_ms_per_order": stats(np.asarray(outside_ms)),
     }
 
