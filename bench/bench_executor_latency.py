@@ -18,7 +18,7 @@ Its feature schema (training domain: min / max of the observations, and the
 reference action histogram) is built from 500 untimed orders of the same policy, so the
 out-of-domain and drift triggers are live.
 
-Variants, in the same process on the same orders and seeds:
+Variants, in the same process on the same orders and seeds, interleaved order by order:
 
 * ``full``: ``RiskLimits`` with ten controls on (child size, ADV / remaining share,
   participation over a rolling window, price band, order value, message and cancel rates,
@@ -26,7 +26,10 @@ Variants, in the same process on the same orders and seeds:
   ``WatchdogConfig()`` (the issue's thresholds, every trigger on) with the schema above, and
   an ``AuditTrail`` per order in a temporary folder (Parquet + SQLite, written at the order's
   end);
-* ``reference``: the same loop with no risk limits, no watchdog and no audit trail.
+* ``reference``: the same loop with no risk limits, no watchdog and no audit trail;
+* ``full_before`` (with ``--reference-loop PATH``): ``full`` through the ``Executor`` of
+  another ``executor/loop.py`` (e.g. ``git show REV:src/execrl/executor/loop.py``), on this
+  package's other modules: a change to the loop measured against the loop before it.
 
 Per decision (one iteration of ``Executor.run``'s loop), timed with ``perf_counter_ns``:
 
@@ -50,7 +53,8 @@ CPU time: on a shared machine, the time waiting for a core is not in it).
 Reported per market and variant: p50 / p95 / p99 / max / mean in µs of each, the decisions
 timed, the share of decisions taken on ``RL`` and how orders finished; per order the time
 outside the loop (core and watchdog set-up, reset, the trail's close), in ms; and
-``ratio_full_vs_reference`` of the decision p50 / p99. The first ``--warmup`` orders of each
+``ratio_full_vs_reference`` (and ``ratio_full_vs_full_before``) of the decision, CPU and
+to-venue p50 / p99. The first ``--warmup`` orders of each
 variant (numba compiled or loaded from its cache) are not timed.
 """
 
@@ -64,9 +68,11 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse  # noqa: E402
 import datetime as _dt  # noqa: E402
 import gc  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -209,55 +215,68 @@ class Timer:
         self.to_venue.append(self.sent)
 
 
-def run_variant(market: Any, order: ParentOrder, policy: NumpyPolicy, full: bool, orders: int,
-                warmup: int, folder: Path) -> dict[str, Any]:
-    timer = Timer()
-    outside_ms: list[float] = []
-    finished: dict[str, int] = {}
-    rl_decisions = 0
-    for i in range(warmup + orders):
-        if i == warmup:
-            timer.clear()
-            outside_ms.clear()
-            finished.clear()
-            rl_decisions = 0
+class Variant:
+    """One way of running the orders, its timer and tallies (variants run interleaved, order
+    by order, so that all of them meet the same load on a shared machine)."""
+
+    def __init__(self, executor: Any, market: Any, order: ParentOrder, policy: NumpyPolicy,
+                 full: bool, folder: Path) -> None:
+        self.executor, self.market, self.order, self.policy = executor, market, order, policy
+        self.full, self.folder = full, folder
+        self.timer = Timer()
+        self.outside_ms: list[float] = []
+        self.finished: dict[str, int] = {}
+        self.rl_decisions = 0
+
+    def clear(self) -> None:
+        self.timer.clear()
+        self.outside_ms.clear()
+        self.finished.clear()
+        self.rl_decisions = 0
+
+    def run_order(self, i: int) -> None:
+        order, policy, timer = self.order, self.policy, self.timer
         audit = None
         safety = Safety()
-        if full:
+        folder = self.folder / f"o{i}"
+        if self.full:
             safety = Safety(limits=limits_for(order), watchdog=WatchdogConfig())
-            audit = AuditTrail(folder / f"o{i}", features=policy.observations,
+            audit = AuditTrail(folder, features=policy.observations,
                                labels={"trigger": TRIGGERS})
         n0 = len(timer.iteration)
         t = time.perf_counter_ns()
-        run = Executor(policy, market, safety=safety, audit=audit).run(
+        run = self.executor(policy, self.market, safety=safety, audit=audit).run(
             order, 1, seed=i, on_obs=timer.on_obs, on_step=timer.on_step,
             make_observers=timer.observers)
         wall = time.perf_counter_ns() - t
-        outside_ms.append((wall - sum(timer.iteration[n0:])) / 1e6)
+        self.outside_ms.append((wall - sum(timer.iteration[n0:])) / 1e6)
         e = run.episodes
         by = str(e["finished_by"].iloc[0]) if "finished_by" in e else "policy"
-        finished[by] = finished.get(by, 0) + 1
+        self.finished[by] = self.finished.get(by, 0) + 1
         steps = len(timer.iteration) - n0
         trig = int(e["trigger_step"].iloc[0]) if "trigger_step" in e else -1
-        rl_decisions += steps if trig < 0 else min(trig, steps)
+        self.rl_decisions += steps if trig < 0 else min(trig, steps)
         if audit is not None:
-            shutil.rmtree(folder / f"o{i}", ignore_errors=True)
-    it = np.asarray(timer.iteration, dtype=np.float64) / 1e3
-    venue = np.asarray(timer.venue_ns, dtype=np.float64) / 1e3
-    it_cpu = np.asarray(timer.iteration_cpu, dtype=np.float64) / 1e3
-    venue_cpu = np.asarray(timer.venue_cpu_ns, dtype=np.float64) / 1e3
-    return {
-        "decisions": int(it.size),
-        "decisions_on_rl": rl_decisions,
-        "finished_by": finished,
-        "iteration_us": stats(it),
-        "venue_us": stats(venue),
-        "decision_us": stats(it - venue),
-        "to_venue_us": stats(np.asarray(timer.to_venue, dtype=np.float64) / 1e3),
-        "decision_cpu_us": stats(it_cpu - venue_cpu),
-        "iteration_cpu_us": stats(it_cpu),
-        "outside_loop_ms_per_order": stats(np.asarray(outside_ms)),
-    }
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def result(self) -> dict[str, Any]:
+        timer = self.timer
+        it = np.asarray(timer.iteration, dtype=np.float64) / 1e3
+        venue = np.asarray(timer.venue_ns, dtype=np.float64) / 1e3
+        it_cpu = np.asarray(timer.iteration_cpu, dtype=np.float64) / 1e3
+        venue_cpu = np.asarray(timer.venue_cpu_ns, dtype=np.float64) / 1e3
+        return {
+            "decisions": int(it.size),
+            "decisions_on_rl": self.rl_decisions,
+            "finished_by": self.finished,
+            "iteration_us": stats(it),
+            "venue_us": stats(venue),
+            "decision_us": stats(it - venue),
+            "to_venue_us": stats(np.asarray(timer.to_venue, dtype=np.float64) / 1e3),
+            "decision_cpu_us": stats(it_cpu - venue_cpu),
+            "iteration_cpu_us": stats(it_cpu),
+            "outside_loop_ms_per_order": stats(np.asarray(self.outside_ms)),
+        }
 
 
 def stats(x: np.ndarray) -> dict[str, float]:
@@ -265,7 +284,28 @@ def stats(x: np.ndarray) -> dict[str, float]:
             "p99": float(np.percentile(x, 99)), "max": float(x.max()), "mean": float(x.mean())}
 
 
-def bench(name: str, orders: int, warmup: int, folder: Path) -> dict[str, Any]:
+def ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, what in (("", "decision_us"), ("cpu_", "decision_cpu_us"),
+                      ("to_venue_", "to_venue_us")):
+        for q in ("p50", "p99"):
+            out[f"{key}{q}"] = a[what][q] / b[what][q]
+    return out
+
+
+def load_executor(path: str) -> Any:
+    """``Executor`` from another copy of ``executor/loop.py`` (the loop before a change), on
+    this package's other modules."""
+    spec = importlib.util.spec_from_file_location("execrl_loop_before", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.Executor
+
+
+def bench(name: str, orders: int, warmup: int, folder: Path,
+          before: Any = None) -> dict[str, Any]:
     market, order = market_and_order(name)
     n_actions = 5  # seed004
     raw = mlp_policy("mlp", OBSERVATIONS[name], n_actions, seed=7)
@@ -273,15 +313,22 @@ def bench(name: str, orders: int, warmup: int, folder: Path) -> dict[str, Any]:
     policy = mlp_policy("mlp", OBSERVATIONS[name], n_actions, seed=7, schema=schema)
     out: dict[str, Any] = {"order": {"side": order.side.value, "qty": order.qty,
                                      "horizon_s": order.horizon}}
+    variants = {"reference": Variant(Executor, market, order, policy, False, folder),
+                "full": Variant(Executor, market, order, policy, True, folder)}
+    if before is not None:
+        variants["full_before"] = Variant(before, market, order, policy, True, folder)
     gc.collect()
-    out["reference"] = run_variant(market, order, policy, False, orders, warmup, folder)
-    gc.collect()
-    out["full"] = run_variant(market, order, policy, True, orders, warmup, folder)
-    f, r = out["full"]["decision_us"], out["reference"]["decision_us"]
-    fc, rc = out["full"]["decision_cpu_us"], out["reference"]["decision_cpu_us"]
-    out["ratio_full_vs_reference"] = {"p50": f["p50"] / r["p50"], "p99": f["p99"] / r["p99"],
-                                      "cpu_p50": fc["p50"] / rc["p50"],
-                                      "cpu_p99": fc["p99"] / rc["p99"]}
+    for i in range(warmup + orders):
+        if i == warmup:
+            for v in variants.values():
+                v.clear()
+        for v in variants.values():
+            v.run_order(i)
+    for name, v in variants.items():
+        out[name] = v.result()
+    out["ratio_full_vs_reference"] = ratios(out["full"], out["reference"])
+    if before is not None:
+        out["ratio_full_vs_full_before"] = ratios(out["full"], out["full_before"])
     return out
 
 
@@ -290,8 +337,12 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--markets", default="lob,ac,replay")
+    ap.add_argument("--reference-loop", default=None,
+                    help="another executor/loop.py (before a change): its Executor runs the "
+                         "full variant too, interleaved (full_before)")
     ap.add_argument("--json-out", default=None)
     a = ap.parse_args()
+    before = None if a.reference_loop is None else load_executor(a.reference_loop)
     result: dict[str, Any] = {
         "benchmark": "executor_decision_latency",
         "orders": a.orders,
@@ -300,7 +351,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="execrl-latency-") as tmp:
         for name in a.markets.split(","):
-            result[name] = bench(name, a.orders, a.warmup, Path(tmp))
+            result[name] = bench(name, a.orders, a.warmup, Path(tmp), before)
     result["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
                          "processor": platform.processor(), "numpy": np.__version__}
     result["timestamp"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
