@@ -83,12 +83,14 @@ def action_probabilities(policy: Policy, obs: NDArray, masks: NDArray | None) ->
     algo = (getattr(policy, "meta", None) or {}).get("algo", "")
     if head != "argmax" or algo not in PROBABILISTIC_ALGOS:
         return None
-    logits = policy.outputs(obs)  # type: ignore[attr-defined]
+    # the same operations as np.where / subtract / exp / divide, in one buffer
+    e = np.array(policy.outputs(obs))  # type: ignore[attr-defined]
     if masks is not None:
-        logits = np.where(masks, logits, -np.inf)
-    logits = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
+        np.putmask(e, np.logical_not(masks), -np.inf)
+    e -= e.max(axis=1, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=1, keepdims=True)
+    return e
 
 
 #: learned policies whose outputs are logits of a categorical policy
@@ -112,6 +114,12 @@ def validate_actions(policy_actions: Any, action_set: Any, n: int) -> tuple[NDAr
     """The policy's output checked against its action space, per order: (actions to send,
     fault codes). A faulty order's action is replaced by a harmless one (send nothing: the
     watchdog hands it to its fallback in the same step)."""
+    a = policy_actions
+    if type(a) is np.ndarray and a.dtype.kind in "iu" and a.shape == (n,) and n \
+            and action_set.is_discrete and not (action_set.multi_discrete and action_set.factors) \
+            and a.min() >= 0 and a.max() < len(action_set.fractions):
+        # the common case (an argmax): whole numbers inside the space, nothing to fault
+        return a.astype(np.int64), np.zeros(n, dtype=np.int8)
     faults = np.zeros(n, dtype=np.int8)
     a = np.asarray(policy_actions)
     if action_set.is_discrete:
@@ -341,7 +349,6 @@ class Executor:
             trail = _TrailRows(self.audit, core, policy, order, parent_ids, step_s, venue)
             self.audit.write_run({**self.run_meta(order, n_orders, seed, venue, policy),
                                   "tick_size": float(core.market.tick_size)})
-        forced_none = np.full(n_orders, -1, dtype=np.int64)
         kill_file, applied = None, None
         if sf.kill_file is not None:
             from execrl.executor.kill import KillFileWatcher, apply_kill
@@ -359,7 +366,7 @@ class Executor:
             actions, faults, latency = call_policy(policy, obs, masks, action_set)
             if watch is None and faults.any():
                 raise_fault(policy, faults, action_set)
-            forced, style = forced_none, None
+            forced, style = None, None
             probs = None
             if watch is not None or trail is not None:
                 probs = action_probabilities(policy, obs, masks)
@@ -369,7 +376,7 @@ class Executor:
                 trail.before(obs, actions, masks, probs, latency, watch)
             for w in watched:
                 w.before(actions, obs)
-            if forced is forced_none:
+            if forced is None:
                 obs, *_ = core.step(actions)
             else:
                 obs, *_ = core.step(actions, forced_shares=forced, forced_style=style)
@@ -463,34 +470,40 @@ class _Watch:
         self.twap_obs = self.twap_core.reset(seed=seed)
         self.ids = np.asarray(parent_ids, dtype=object)
         self._discrete = core.action_set.is_discrete
+        self._names = [policy.name]
+        self._policy_idx = np.zeros(core.n_envs, dtype=np.int64)
+        self._watch_obs = bool(self.wd.feature_names)
 
     def killed(self) -> NDArray[np.bool_]:
         """Per order: is its kill switch on (in process, or the operator's kill file, which
         the loop applies to the switch at every decision)."""
-        return self.ex.kill_switch.killed([self.policy.name],
-                                          np.zeros(self.core.n_envs, dtype=np.int64))
+        return self.ex.kill_switch.killed(self._names, self._policy_idx)
 
     def decide(self, obs: NDArray, actions: NDArray, faults: NDArray, probs: NDArray | None,
-               latency: float) -> tuple[NDArray[np.int64], Any]:
-        from execrl.safety.watchdog import FALLBACK, KILLED, PASSIVE
+               latency: float) -> tuple[NDArray[np.int64] | None, Any]:
+        """The watchdog's check of this decision; (forced shares per order, their style), or
+        (None, None) where every active order stays with its policy (no forced orders)."""
+        from execrl.safety.watchdog import FALLBACK, KILLED, PASSIVE, RL
 
         core = self.core
         active = ~core.done
         flat = None
         if self._discrete:
             flat = core.action_set.flat_actions(actions).astype(np.float64)
-            flat[faults != 0] = np.nan
+            if faults.any():
+                flat[faults != 0] = np.nan
         killed = self.killed()
-        self.wd.check(
-            core.k, active=active, done=core.done,
-            elapsed_ratio=core.k / core.n_steps,
-            filled_ratio=1.0 - core.remaining / core.qty,
-            price=core.market.mid, arrival_vwap=core.market.arrival_vwap,
-            fault=faults, probs=probs, actions=flat, latency_s=latency,
-            is_bps=core.stats.is_bps, twap_is_bps=self.twap_core.stats.is_bps,
-            observations=obs if self.wd.feature_names else None, kill=killed,
+        self.wd.check_arrays(
+            core.k, active, core.done, core.k / core.n_steps, 1.0 - core.remaining / core.qty,
+            core.market.mid, core.market.arrival_vwap, faults, probs, flat, latency,
+            core.stats.is_bps, self.twap_core.stats.is_bps,
+            obs if self._watch_obs else None, killed,
         )
         state = self.wd.state
+        off = state != RL
+        off &= active
+        if not off.any():
+            return None, None
         forced = np.full(core.n_envs, -1, dtype=np.int64)
         take = active & ((state == FALLBACK) | (state == PASSIVE))
         stop = active & (state == KILLED)
@@ -573,34 +586,51 @@ class _TrailRows:
         feats = core.market.available_features
         self._touch = "best_bid" in feats and "best_ask" in feats
         self._fees = np.zeros(core.n_envs)
-        self._pending: dict[str, Any] = {}
+        self._rows: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
+        self._cols: dict[str, Any] = {}
 
-    def _market_rows(self, rows: NDArray[np.intp]) -> None:
+    def _market_rows(self, rows: NDArray[np.intp], step: NDArray[np.int32] | None = None,
+                     t_s: NDArray[np.float64] | None = None,
+                     mid: NDArray[np.float64] | None = None) -> None:
+        """The market at ``rows`` (``step``, ``t_s``, ``mid``: already taken for the
+        decision's own row, the same values)."""
         core = self.core
         m = core.market
-        nan = np.full(rows.size, np.nan)
+        if step is None:
+            k = core.k[rows]
+            step, t_s = k.astype(np.int32), k * self.step_s
+            mid = m.mid[rows].astype(np.float64, copy=False)
+        if self._touch:
+            bid = m.feature("best_bid")[rows].astype(np.float64, copy=False)
+            ask = m.feature("best_ask")[rows].astype(np.float64, copy=False)
+        else:
+            bid = ask = np.full(rows.size, np.nan)
         self.audit.add_market({
-            "order_idx": rows.astype(np.int64),
-            "step": core.k[rows].astype(np.int32),
-            "t_s": core.k[rows] * self.step_s,
-            "mid": m.mid[rows].astype(np.float64),
-            "best_bid": m.feature("best_bid")[rows].astype(np.float64) if self._touch else nan,
-            "best_ask": m.feature("best_ask")[rows].astype(np.float64) if self._touch else nan,
+            "order_idx": rows.astype(np.int64, copy=False),
+            "step": step,
+            "t_s": t_s,
+            "mid": mid,
+            "best_bid": bid,
+            "best_ask": ask,
             "market_volume": np.asarray(m.feature("last_volume"), dtype=np.float64)[rows],
         })
 
     def before(self, obs: NDArray, actions: NDArray, masks: NDArray | None,
                probs: NDArray | None, latency: float, watch: _Watch | None) -> None:
+        # a fancy index copies: these rows are added after the step, which moves the core
         core = self.core
         rows = np.flatnonzero(~core.done)
-        self._market_rows(rows)
+        k = core.k[rows]
+        step, t_s = k.astype(np.int32), k * self.step_s
+        mid = core.market.mid[rows].astype(np.float64, copy=False)
+        self._market_rows(rows, step, t_s, mid)
         cols: dict[str, Any] = {
-            "order_idx": rows.astype(np.int64),
-            "step": core.k[rows].astype(np.int32),
-            "t_s": core.k[rows] * self.step_s,
-            "remaining_before": core.remaining[rows].astype(np.int64),
-            "working_before": core.stats.working[rows].astype(np.int64),
-            "mid": core.market.mid[rows].astype(np.float64),
+            "order_idx": rows.astype(np.int64, copy=False),
+            "step": step,
+            "t_s": t_s,
+            "remaining_before": core.remaining[rows].astype(np.int64, copy=False),
+            "working_before": core.stats.working[rows].astype(np.int64, copy=False),
+            "mid": mid,
             "features": obs[rows],
         }
         a = np.asarray(actions)
@@ -610,7 +640,7 @@ class _TrailRows:
             cols["action"] = a.reshape(a.shape[0], -1)[rows, 0].astype(np.float64)
         scores = probs if probs is not None else action_scores(self.policy, obs)
         if scores is not None:
-            cols["scores"] = scores[rows].astype(np.float32)
+            cols["scores"] = scores[rows].astype(np.float32, copy=False)
         if masks is not None:
             cols["mask"] = masks[rows]
         cols["confidence"] = (np.full(rows.size, np.nan) if probs is None
@@ -618,31 +648,32 @@ class _TrailRows:
         cols["latency_us"] = np.full(rows.size, latency * 1e6)
         state = watch.wd.state[rows] if watch is not None else np.zeros(rows.size, np.int8)
         cols["acting"] = state.astype(np.int16)
-        self._pending = {"rows": rows, "cols": cols}
+        self._rows, self._cols = rows, cols
 
     def after(self, watch: _Watch | None) -> None:
         core = self.core
-        rows = self._pending["rows"]
-        cols = self._pending["cols"]
+        rows, cols = self._rows, self._cols
         o = core.last_orders
         fill = core.last_fills
         assert fill is not None
-        sent = o.qty[rows] > 0
-        cols["child_id"] = np.where(sent, o.child_id[rows], -1).astype(np.int64)
-        cols["child_qty"] = o.qty[rows].astype(np.int64)
-        cols["child_type"] = np.where(sent, o.order_type[rows], -1).astype(np.int16)
-        cols["child_px"] = o.limit_px[rows].astype(np.float64)
-        cols["ttl_ms"] = np.rint(o.ttl_steps[rows] * self.step_s * 1e3).astype(np.int64)
-        cols["guard_code"] = core.last_guard[rows].astype(np.int16)
-        cols["market_reject"] = fill.reject[rows].astype(np.int16)
-        cols["filled_qty"] = fill.qty[rows].astype(np.int64)
-        cols["fill_px"] = fill.avg_px[rows].astype(np.float64)
+        # added below, before the core moves again: a view where every order decided
+        ix: Any = slice(None) if rows.size == core.n_envs else rows
+        qty = o.qty[ix]
+        sent = qty > 0
+        cols["child_id"] = np.where(sent, o.child_id[ix], -1).astype(np.int64, copy=False)
+        cols["child_qty"] = qty.astype(np.int64, copy=False)
+        cols["child_type"] = np.where(sent, o.order_type[ix], -1).astype(np.int16)
+        cols["child_px"] = o.limit_px[ix].astype(np.float64, copy=False)
+        cols["ttl_ms"] = np.rint(o.ttl_steps[ix] * self.step_s * 1e3).astype(np.int64)
+        cols["guard_code"] = core.last_guard[ix].astype(np.int16, copy=False)
+        cols["market_reject"] = fill.reject[ix].astype(np.int16, copy=False)
+        cols["filled_qty"] = fill.qty[ix].astype(np.int64, copy=False)
+        cols["fill_px"] = fill.avg_px[ix].astype(np.float64, copy=False)
         if watch is not None:
-            cols["watchdog_state"] = watch.wd.state[rows].astype(np.int16)
-            cols["trigger"] = watch.wd.trigger[rows].astype(np.int16)
+            cols["watchdog_state"] = watch.wd.state[ix].astype(np.int16)
+            cols["trigger"] = watch.wd.trigger[ix].astype(np.int16)
         else:
-            cols["watchdog_state"] = np.zeros(rows.size, dtype=np.int16)
-            cols["trigger"] = np.zeros(rows.size, dtype=np.int16)
+            cols["watchdog_state"] = cols["trigger"] = np.zeros(rows.size, dtype=np.int16)
         self.audit.add_decisions(cols)
         events = fill.events
         if events is not None and events.size:
