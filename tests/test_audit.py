@@ -418,6 +418,9 @@ def test_structured_records_write_the_same_trail_as_columns(tmp_path):
     for cols, (events, env_orders, k), mkt in zip(run["steps"], run["fills"], run["market"],
                                                   strict=True):
         record = np.zeros(len(cols["order_idx"]), dtype)
+        for name, (_dtype, default) in audit.DECISION_INPUTS.items():  # what cols leaves out
+            if name not in cols and default is not None:
+                record[name] = default
         for name, value in cols.items():
             record[name] = value
         trail.add_decisions(record)

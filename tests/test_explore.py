@@ -46,3 +46,33 @@ def test_exploration_is_refused_where_no_axis_is_non_critical():
         Explorer(Exploration(0.1, axis="size"), SEED001)
     with pytest.raises(ConfigError, match=r"epsilon = 1\.5"):
         Exploration(1.5)
+
+
+def test_the_executor_logs_the_propensity_of_each_action_it_took(tmp_path):
+    from execrl.executor.audit import AuditTrail, check_trail, read_trail
+    from execrl.executor.loop import Executor, Safety
+    from execrl.presets import preset_market
+    from execrl.safety.guard import RiskLimits
+
+    lob = preset_market("lob")
+    order = lob.default_order()
+
+    class Slice:  # one TWAP slice, passive at the near touch, resting one step
+        name, observations, action_set = "slice", ("remaining_ratio",), "seed001"
+
+        def act(self, obs, masks=None):
+            return np.full(obs.shape[0], np.ravel_multi_index((1, 2, 1, 0), SEED001.factors))
+
+    audit = AuditTrail(tmp_path / "trail", features=Slice.observations)
+    ex = Executor(Slice(), lob, safety=Safety(limits=RiskLimits()), audit=audit,
+                  explore=Exploration(0.5, seed=3))
+    ex.run(order, 40, seed=2)
+    trail = read_trail(tmp_path / "trail")
+    d = trail.decisions
+    subs = np.array(np.unravel_index(d["action"].astype(np.int64), SEED001.factors)).T
+    assert (subs[:, [0, 1, 3]] == (1, 2, 0)).all()  # only the wait was explored
+    own = subs[:, 2] == 1
+    assert own.any() and (~own).any()
+    assert ((d["propensity"] > 0) & (d["propensity"] <= 1)).all()
+    assert (d.loc[own, "propensity"] > d.loc[~own, "propensity"].max()).all()
+    assert check_trail(trail) == []

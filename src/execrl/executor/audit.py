@@ -88,6 +88,9 @@ DECISION_INPUTS: dict[str, tuple[np.dtype, Any]] = {
     "watchdog_state": (_I16, 0),  # label code
     "trigger": (_I16, 0),  # label code
     "latency_us": (_F64, math.nan),
+    # the probability the behaviour (the policy, with guard-gated exploration where on) gave
+    # the action taken: off-policy evaluation's weights (executor.explore); NaN = not known
+    "propensity": (_F64, math.nan),
 }
 _MATRICES: dict[str, np.dtype] = {"features": _F32, "scores": _F32, "mask": _BOOL}
 
@@ -489,6 +492,7 @@ class AuditTrail:
                                             self.labels["watchdog_state"])
         columns["trigger"] = _labels(dec["trigger"], self.labels["trigger"])
         columns["latency_us"] = pa.array(dec["latency_us"])
+        columns["propensity"] = pa.array(dec["propensity"])
         decisions = pa.table(columns)
 
         idx = np.flatnonzero(sent)

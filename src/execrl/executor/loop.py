@@ -250,6 +250,7 @@ class Executor:
         mode: str = "backtest",
         audit: Any = None,
         actions: Any = None,
+        explore: Any = None,
     ):
         if mode not in MODES:
             raise ConfigError(f"executor mode {mode!r} is unknown; choose from {', '.join(MODES)}")
@@ -261,6 +262,9 @@ class Executor:
         self.audit = audit
         #: the action set to run in (an ``ActionSet`` or its name); None: the policy's own
         self.actions = actions
+        #: guard-gated exploration of a non-critical axis (``executor.explore.Exploration``),
+        #: its propensities logged in the trail; None: the policy's own actions
+        self.explore = explore
         #: the kill switch of the run in progress (the guard's and the watchdog's): flip it
         #: from a callback (``on_step``) or through the kill file
         self.kill_switch: Any = None
@@ -339,6 +343,11 @@ class Executor:
         core.market = wrap_venue(venue, core.market, parent_ids, step_s * 1e3)
         obs = core.reset(seed=seed)
         watched = list(observers) + list(make_observers(core) if make_observers else ())
+        explorer = None
+        if self.explore is not None:
+            from execrl.executor.explore import Explorer
+
+            explorer = Explorer(self.explore, core.action_set)
         action_set = core.action_set
         discrete = action_set.is_discrete
         sf = self.safety
@@ -366,6 +375,11 @@ class Executor:
             actions, faults, latency = call_policy(policy, obs, masks, action_set)
             if watch is None and faults.any():
                 raise_fault(policy, faults, action_set)
+            propensity = None
+            if explorer is not None:
+                actions, propensity = explorer(action_set.flat_actions(actions), masks)
+                if action_set.multi_discrete:
+                    actions = np.array(np.unravel_index(actions, action_set.factors)).T
             forced, style = None, None
             probs = None
             if watch is not None or trail is not None:
@@ -373,7 +387,7 @@ class Executor:
             if watch is not None:
                 forced, style = watch.decide(obs, actions, faults, probs, latency)
             if trail is not None:
-                trail.before(obs, actions, masks, probs, latency, watch)
+                trail.before(obs, actions, masks, probs, latency, watch, propensity)
             for w in watched:
                 w.before(actions, obs)
             if forced is None:
@@ -621,7 +635,8 @@ class _TrailRows:
         })
 
     def before(self, obs: NDArray, actions: NDArray, masks: NDArray | None,
-               probs: NDArray | None, latency: float, watch: _Watch | None) -> None:
+               probs: NDArray | None, latency: float, watch: _Watch | None,
+               propensity: NDArray | None = None) -> None:
         # a fancy index copies: these rows are added after the step, which moves the core
         core = self.core
         rows = np.flatnonzero(~core.done)
@@ -651,6 +666,8 @@ class _TrailRows:
         cols["confidence"] = (np.full(rows.size, np.nan) if probs is None
                               else probs[rows].max(axis=1))
         cols["latency_us"] = np.full(rows.size, latency * 1e6)
+        if propensity is not None:
+            cols["propensity"] = propensity[rows]
         state = watch.wd.state[rows] if watch is not None else np.zeros(rows.size, np.int8)
         cols["acting"] = state.astype(np.int16)
         self._rows, self._cols = rows, cols
