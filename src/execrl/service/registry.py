@@ -298,7 +298,11 @@ class Registry:
 
     def __init__(self, url: str | None = None, *, clock: Callable[[], datetime] | None = None):
         self.url = url or default_url()
-        self.engine = _engine(self.url)
+        try:
+            self.engine = _engine(self.url)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+            raise RegistryError(f"registry URL {self.url!r} is not usable: "
+                                f"{_db_reason(exc)}") from None
         self._clock = clock or (lambda: datetime.now(UTC))
         try:
             metadata.create_all(self.engine, checkfirst=True)
@@ -641,11 +645,11 @@ class Registry:
             valid = self._valid_approvers(conn, rid, req["requested_by"])
             retired = None
             promoted = len(valid) >= APPROVALS_NEEDED[target]
-            if promoted:
-                retired = self._go_live(conn, row, me.name, reason or f"request {rid} approved",
-                                        request_id=rid, approvers=valid)
+            if promoted:  # closed first, so that the state change does not expire it
                 conn.execute(requests.update().where(requests.c.request_id == rid)
                              .values(status="promoted"))
+                retired = self._go_live(conn, row, me.name, reason or f"request {rid} approved",
+                                        request_id=rid, approvers=valid)
             final = conn.execute(sa.select(requests).where(requests.c.request_id == rid)
                                  ).mappings().one()
             return Approval(self._request(conn, final), promoted, retired)
