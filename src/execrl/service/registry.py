@@ -437,6 +437,13 @@ class Registry:
             raise AccessDenied(f"user {row['name']!r} is deactivated")
         return User(row["name"], row["role"], True)
 
+    def authorize(self, token: str, action: str) -> User:
+        """What the HTTP API calls first: the token's user, if their role may ``action``
+        (``view`` for the read-only routes); otherwise one ``AccessDenied`` line."""
+        user = self.authenticate(token)
+        require(user, action)
+        return user
+
     # -- policies ----------------------------------------------------------------------------
     def register(self, actor: User, folder: Path | str, results: Path | str | None = None,
                  scope: str = ALL_SCOPES, reason: str = "") -> PolicyRecord:
