@@ -661,6 +661,11 @@ app.command("kill")(kill)
 app.command("tca")(tca)
 app.add_typer(audit_app, name="audit")
 
+# the policy registry (execrl.service.registry_cli): register, promote, approve, flag, ...
+from execrl.service.registry_cli import registry_app  # noqa: E402
+
+app.add_typer(registry_app, name="registry")
+
 
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: the previous output is kept
