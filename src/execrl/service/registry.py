@@ -280,8 +280,11 @@ def _engine(url: str) -> sa.Engine:
         dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN below, not pysqlite's
 
     @sa.event.listens_for(engine, "begin")
-    def _begin_immediate(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")  # one writer at a time, from the first read
+    def _begin(conn: sa.Connection) -> None:
+        # a change takes the write lock before its first read (one writer at a time, so the
+        # state it read is the state it changes); a read takes none
+        immediate = conn.get_execution_options().get("registry_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 
@@ -323,8 +326,10 @@ class Registry:
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            with self.engine.connect() as conn:
+                conn.execution_options(registry_write=True)
+                with conn.begin():
+                    yield conn
         except sa.exc.IntegrityError as exc:
             raise RegistryError(f"registry change refused by the database (a concurrent change "
                                 f"won; try again): {_db_reason(exc)}") from None
@@ -514,7 +519,9 @@ class Registry:
 
     def live_policy(self, symbol: str) -> PolicyRecord | None:
         """The live policy an order in ``symbol`` goes to: the symbol's own, else the desk-wide
-        one (scope ``*``), else None (the fallback)."""
+        one (scope ``*``), else None (the fallback). A symbol whose own policy was quarantined
+        goes to the desk-wide one if there is one (it passed 4-eyes too). The caller still asks
+        ``fallback_flag`` of the answer."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(policies).where(
                 policies.c.state == "live", policies.c.scope.in_([symbol, ALL_SCOPES]))
@@ -783,13 +790,17 @@ class Registry:
         own is on, or it is not registered, or it is not in shadow / canary / live (quarantined,
         retired, a mere candidate)."""
         with self.engine.connect() as conn:
-            raised = conn.execute(sa.select(flags.c.target).where(
-                flags.c.target.in_([ALL_POLICIES, policy_hash]), flags.c.fallback.is_(True))
-            ).first()
-            state = conn.execute(sa.select(policies.c.state)
-                                 .where(policies.c.policy_hash == policy_hash)).scalar()
-        return raised is not None or state not in ACTIVE_STATES
+            raised, state = conn.execute(_FALLBACK_QUERY, {"h": policy_hash}).one()
+        return bool(raised) or state not in ACTIVE_STATES
 
+
+#: fallback_flag's one round trip: (flags raised for it or for all, its state or NULL)
+_FALLBACK_QUERY = sa.select(
+    sa.select(sa.func.count()).select_from(flags).where(
+        flags.c.target.in_([ALL_POLICIES, sa.bindparam("h")]), flags.c.fallback.is_(True))
+    .scalar_subquery(),
+    sa.select(policies.c.state).where(policies.c.policy_hash == sa.bindparam("h"))
+    .scalar_subquery())
 
 _OPEN: dict[str, Registry] = {}
 _OPEN_LOCK = threading.Lock()
