@@ -441,3 +441,17 @@ def test_a_bad_database_url_is_one_line(url):
     with pytest.raises(ExecRLError) as exc:
         Registry(url)
     _one_line(exc, url.split(":")[0] if "no/such" not in url else "/no/such/dir")
+
+
+def test_reads_do_not_wait_for_a_change_in_progress(tmp_path, checkpoints, monkeypatch):
+    """SQLite: a change holds the write lock from its first read, but the service's
+    ``fallback_flag`` (a read) does not queue behind it."""
+    cheap_tokens(monkeypatch)
+    reg = Registry(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    people = staffed(reg)
+    digest = reg.register(people["quinn"], checkpoints[0]).policy_hash
+    with reg._tx() as conn:  # a change in progress, not committed
+        conn.execute(sa.text("UPDATE registry_policies SET state = 'shadow'"))
+        assert reg.fallback_flag(digest) is True  # still the committed candidate
+        assert reg.get(digest).state == "candidate"
+    assert reg.fallback_flag(digest) is False
