@@ -668,6 +668,11 @@ from execrl.service.serve_cli import serve as _serve  # noqa: E402
 app.command("serve")(_serve)
 app.command("feed")(_feed)
 
+# the policy registry (execrl.service.registry_cli): register, promote, approve, flag, ...
+from execrl.service.registry_cli import registry_app  # noqa: E402
+
+app.add_typer(registry_app, name="registry")
+
 
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: the previous output is kept

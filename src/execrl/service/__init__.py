@@ -1,0 +1,1 @@
+"""execrl as a running service: the policy registry, access control, streams and metrics."""
