@@ -18,10 +18,14 @@ Seed 001 §8's names, with what each counts:
 Added for the alerts (``deploy/prometheus/rules.yml``) and the desk: ``exec_decisions_total
 {policy}`` (the SLO's "per 1,000 decisions"), ``exec_orders_total{policy}`` and
 ``exec_fallback_total{policy,trigger}`` (the fallback rate is their ratio, seed 002 §4),
-``exec_is_vs_baseline_bps{policy,baseline}`` histogram (per order, the policy's IS minus the
-shadow TWAP's on the same market path: its ``_sum`` / ``_count`` over a window is the mean
-paired degradation the IS alert watches) and ``exec_queue_lag_seconds{stream}`` (set by the
-service from its stream consumer).
+``exec_is_vs_baseline_bps{policy,baseline}`` gauge (the mean, over the last ``tail_window``
+orders, of each order's IS minus the shadow TWAP's on the same market path: paired, the
+degradation the IS alert watches) and ``exec_queue_lag_seconds{stream}`` (set by the service
+from its stream consumer).
+
+IS can be negative, so its buckets start below zero and prometheus_client then exposes no
+``exec_is_bps_sum`` (a sum that can fall is no counter; ``rate`` would read a fall as a
+reset): the mean paired difference is therefore a gauge computed here, not a ``_sum`` ratio.
 
 Each ``ExecMetrics`` has a registry of its own, so a test, a service and a command line in
 one process never share counters.
@@ -40,16 +44,15 @@ import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import start_http_server
 
+from execrl.domain import OrderType
 from execrl.evaluate.stats import cvar
 from execrl.safety.guard import GUARD_FIRST_REJECT, GUARD_REASONS
+from execrl.safety.watchdog import TRIGGERS
 
 #: IS buckets, bps: fine around zero where a good policy's orders land, wide for the tail
 #: (the Almgren–Chriss example's sell costs ~180 bps)
 IS_BUCKETS_BPS = (-50.0, -20.0, -10.0, -5.0, -2.0, 0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0,
                   200.0, 500.0, 1000.0, math.inf)
-#: paired IS difference against the baseline, bps: dense around the 2-3 bps gates
-IS_DIFF_BUCKETS_BPS = (-50.0, -20.0, -10.0, -5.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 5.0,
-                       10.0, 20.0, 50.0, math.inf)
 #: decision latency, ms: a bucket edge on the 50 ms SLO, so the p95 estimate is on the right
 #: side of it
 LATENCY_BUCKETS_MS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0,
@@ -72,6 +75,13 @@ SHADOW_BASELINE = "twap"
 def guard_kind(code: int) -> str:
     """The ``exec_violations_total`` kind of a guard refusal."""
     return f"guard_{GUARD_KINDS[int(code)]}"
+
+
+def violation_kinds() -> tuple[str, ...]:
+    """Every ``kind`` of ``exec_violations_total``: the guard's refusals, the watchdog's
+    triggers, a limit breach."""
+    return (*(guard_kind(c) for c in range(GUARD_FIRST_REJECT, len(GUARD_REASONS))),
+            *(f"watchdog_{t}" for t in TRIGGERS[1:]), "limit_breach")
 
 
 class ExecMetrics:
@@ -104,15 +114,22 @@ class ExecMetrics:
         self.fallbacks = Counter("exec_fallback",
                                  "Parent orders a fallback took from their policy",
                                  ["policy", "trigger"], registry=r)
-        self.is_vs_baseline_bps = Histogram(
+        self.is_vs_baseline_bps = Gauge(
             "exec_is_vs_baseline_bps",
-            "Per-order IS minus the baseline's IS on the same market path, bps",
-            ["policy", "baseline"], buckets=IS_DIFF_BUCKETS_BPS, registry=r)
+            "Mean over the recent orders of IS minus the baseline's IS on the same path, bps",
+            ["policy", "baseline"], registry=r)
         self.queue_lag_seconds = Gauge("exec_queue_lag_seconds",
                                        "Age of the oldest unprocessed message, s", ["stream"],
                                        registry=r)
+        # the kinds and types known up front start at 0, so the first one counted is an
+        # increase Prometheus sees (a series born at 1 has no earlier sample to rise from)
+        for kind in violation_kinds():
+            self.violations.labels(kind=kind)
+        for order_type in OrderType:
+            self.child_rate.labels(type=order_type.value)
         self.tail_window = tail_window
         self._recent: dict[str, deque[float]] = {}
+        self._paired: dict[str, deque[float]] = {}
 
     # -- feeding ---------------------------------------------------------------------------
     def observe_run(self, run: Any, decisions: pd.DataFrame | None = None) -> None:
@@ -156,9 +173,11 @@ class ExecMetrics:
             if shadow is not None:
                 base = shadow.set_index("order_idx")["is_bps"]
                 diff = is_bps - base.reindex(rows["order_idx"]).to_numpy(dtype=np.float64)
-                paired = self.is_vs_baseline_bps.labels(policy=name, baseline=SHADOW_BASELINE)
-                for v in diff[np.isfinite(diff)]:
-                    paired.observe(float(v))
+                paired = self._paired.setdefault(name, deque(maxlen=self.tail_window))
+                paired.extend(diff[np.isfinite(diff)].tolist())
+                if paired:
+                    self.is_vs_baseline_bps.labels(policy=name, baseline=SHADOW_BASELINE).set(
+                        float(np.mean(np.fromiter(paired, float))))
         if "trigger" in episodes:
             fired = episodes["trigger"][episodes["trigger"] != "none"]
             self._inc(self.violations, "kind",
