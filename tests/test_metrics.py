@@ -29,6 +29,7 @@ from execrl.safety import guard
 from execrl.safety.guard import RiskLimits
 from execrl.safety.watchdog import TRIGGERS, WatchdogConfig
 from execrl.service.metrics import (
+    DEFAULT_METRICS_PORT,
     GUARD_KINDS,
     LATENCY_BUCKETS_MS,
     ExecMetrics,
@@ -191,6 +192,9 @@ def test_metrics_endpoint_serves_the_exposition_over_http(tmp_path):
     assert all(v == 0 for (n, _), v in samples.items() if n == "exec_violations_total")
     assert _value(samples, "exec_is_bps_count", policy="twap") == 8
     assert _value(samples, "exec_queue_lag_seconds", stream="orders") == 0.25
+    # the same numbers through the textfile a one-shot command leaves behind
+    text = m.write_textfile(tmp_path / "execrl.prom").read_text()
+    assert {(n, tuple(sorted(lb.items()))): v for n, lb, v in scrape_samples(text)} == samples
     # a second registry is separate: nothing leaks between instances
     assert _value(_samples(ExecMetrics()), "exec_is_bps_count", policy="twap") == 0
 
@@ -209,6 +213,16 @@ def test_rules_file_passes_promtool_check():
                          text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS: 8 rules found" in out.stdout
+
+
+def test_prometheus_config_loads_the_rules_and_scrapes_the_service():
+    config = RULES.parent / "prometheus.yml"
+    out = subprocess.run([_promtool(), "check", "config", str(config)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS: 8 rules found" in out.stdout
+    target = yaml.safe_load(config.read_text())["scrape_configs"][0]["static_configs"][0]
+    assert target["targets"] == [f"127.0.0.1:{DEFAULT_METRICS_PORT}"]
 
 
 MINUTES = 45  # recorded scrapes, one a minute

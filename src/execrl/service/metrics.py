@@ -37,18 +37,22 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import start_http_server, write_to_textfile
 
 from execrl.domain import OrderType
 from execrl.evaluate.stats import cvar
 from execrl.safety.guard import GUARD_FIRST_REJECT, GUARD_REASONS
 from execrl.safety.watchdog import TRIGGERS
 
+#: where ``execrl serve`` answers /metrics unless told otherwise (deploy/prometheus/prometheus.yml
+#: scrapes it)
+DEFAULT_METRICS_PORT = 9108
 #: IS buckets, bps: fine around zero where a good policy's orders land, wide for the tail
 #: (the Almgren–Chriss example's sell costs ~180 bps)
 IS_BUCKETS_BPS = (-50.0, -20.0, -10.0, -5.0, -2.0, 0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0,
@@ -216,6 +220,14 @@ class ExecMetrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format (what ``/metrics`` answers)."""
         return generate_latest(self.registry)
+
+    def write_textfile(self, path: str | Path) -> Path:
+        """The exposition written atomically to ``path`` (node exporter's textfile
+        collector), for a command that ends before anything could scrape it (``execrl
+        execute``)."""
+        path = Path(path)
+        write_to_textfile(str(path), self.registry)
+        return path
 
     def serve(self, port: int = 0, host: str = "127.0.0.1") -> MetricsServer:
         """``/metrics`` over HTTP on ``host:port`` (0: a free port) in a daemon thread."""
