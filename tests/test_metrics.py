@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -158,6 +159,18 @@ def test_a_faulty_policy_counts_its_fallbacks_and_triggers(tmp_path):
     diff = (e["is_bps"] - run.shadow_twap["is_bps"]).to_numpy()
     assert np.isclose(_value(s, "exec_is_vs_baseline_bps", policy="faulty", baseline="twap"),
                       diff[-4:].mean())
+    # the service's workers feed it at once: nothing lost, the windows still consistent
+    shared = ExecMetrics(tail_window=64)
+    workers = [threading.Thread(target=shared.observe_orders, args=(e, run.shadow_twap))
+               for _ in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    t = _samples(shared)
+    assert _value(t, "exec_orders_total", policy="faulty") == 8 * 16
+    assert np.isclose(_value(t, "exec_tail_cvar_bps", policy="faulty"),
+                      cvar(np.tile(e["is_bps"].to_numpy(), 4)))
     # without the trail, decisions and child orders come from the episodes
     bare = ExecMetrics()
     bare.observe_run(run)

@@ -34,6 +34,7 @@ one process never share counters.
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -134,6 +135,7 @@ class ExecMetrics:
         self.tail_window = tail_window
         self._recent: dict[str, deque[float]] = {}
         self._paired: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()  # the recent-order windows behind the two gauges
 
     # -- feeding ---------------------------------------------------------------------------
     def observe_run(self, run: Any, decisions: pd.DataFrame | None = None) -> None:
@@ -157,7 +159,12 @@ class ExecMetrics:
     def observe_orders(self, episodes: pd.DataFrame, shadow: pd.DataFrame | None = None) -> None:
         """Finished parent orders (``ExecutionRun.episodes``): IS, its tail, fallbacks,
         watchdog triggers, breaches; with ``shadow`` (``ExecutionRun.shadow_twap``, one row
-        per ``order_idx`` on the same paths) the paired IS difference against it."""
+        per ``order_idx`` on the same paths) the paired IS difference against it. Safe to
+        call from the service's worker threads at once."""
+        with self._lock:
+            self._observe_orders(episodes, shadow)
+
+    def _observe_orders(self, episodes: pd.DataFrame, shadow: pd.DataFrame | None) -> None:
         for policy, rows in episodes.groupby("policy", sort=False):
             name = str(policy)
             is_bps = rows["is_bps"].to_numpy(dtype=np.float64)
