@@ -241,12 +241,12 @@ def test_prometheus_config_loads_the_rules_and_scrapes_the_service():
 MINUTES = 45  # recorded scrapes, one a minute
 
 
-def _recorded(run, decisions) -> list[dict]:
-    """promtool input series: ExecMetrics fed ``run`` once a minute and scraped after each
-    feed (the desk's steady flow of such runs)."""
+def _recorded(feeds: list) -> list[dict]:
+    """promtool input series: ExecMetrics fed ``feeds[minute]`` (a run and its decisions)
+    once a minute and scraped after each feed."""
     m = ExecMetrics()
     series: dict[str, list[float | None]] = {}
-    for minute in range(MINUTES + 1):
+    for minute, (run, decisions) in enumerate(feeds):
         m.observe_run(run, decisions)
         for name, labels, v in scrape_samples(m.exposition().decode()):
             key = name + "{" + ",".join(f'{k}="{labels[k]}"' for k in sorted(labels)) + "}"
@@ -293,21 +293,31 @@ def _render(template: str, value: float, labels: dict[str, str]) -> str:
     return out.replace("{{ $value | humanizePercentage }}", f"{value * 100:.4g}%")
 
 
-def _case(name: str, series: list[dict], firing: dict[str, dict[str, str]], run,
-          decisions) -> dict:
-    """One promtool test group: at 10m, 30m and 45m, every alert asserted to be firing
-    (with its labels and annotations, values included) or silent. The IS alert must wait
-    its 15m, the fallback alert its 10m: at 10m both are at most pending."""
+EVAL_MINUTES = (10, 30, MINUTES)
+
+
+def _steady(firing: dict[str, dict[str, str]], run, decisions) -> dict:
+    """What a steady flow of ``run`` should fire at each of ``EVAL_MINUTES``: the alerts in
+    ``firing`` (with their labels), the IS alert only after its 15m and the fallback alert
+    after its 10m (at 10m both are at most pending)."""
+    waits = ("ExecISDegradationVsBaseline", "ExecFallbackRateHigh")
+    return {at: {a: (labels, _expected_value(a, run, decisions))
+                 for a, labels in firing.items() if not (a in waits and at <= 10)}
+            for at in EVAL_MINUTES}
+
+
+def _case(name: str, series: list[dict], expect: dict[int, dict]) -> dict:
+    """One promtool test group: at each of ``EVAL_MINUTES`` every alert asserted to be
+    firing (``expect[minute][alert]``: its labels and value, checked through the rendered
+    annotations) or silent."""
     rules = {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"]
              for r in g["rules"] if "alert" in r}
     tests = []
-    for at in (10, 30, MINUTES):
+    for at in EVAL_MINUTES:
         for alert in ALERTS:
-            labels = firing.get(alert)
-            waits = alert in ("ExecISDegradationVsBaseline", "ExecFallbackRateHigh")
             exp = []
-            if labels is not None and not (waits and at <= 10):
-                value = _expected_value(alert, run, decisions)
+            if alert in expect[at]:
+                labels, value = expect[at][alert]
                 rule = rules[alert]
                 exp = [{"exp_labels": {**rule["labels"], **labels},
                         "exp_annotations": {k: _render(v, value, labels)
@@ -348,7 +358,18 @@ def test_alert_rules_fire_on_recorded_metrics_and_only_then(scenarios, tmp_path)
         "slow": {"ExecDecisionLatencyP95AboveSLO": {}},
         "greedy": {"ExecISDegradationVsBaseline": {"policy": "greedy", "baseline": "twap"}},
     }
-    groups = [_case(k, _recorded(*scenarios[k]), firing[k], *scenarios[k]) for k in scenarios]
+    groups = [_case(k, _recorded([scenarios[k]] * (MINUTES + 1)),
+                    _steady(firing[k], *scenarios[k])) for k in scenarios]
+    # the faulty policy for 11 minutes, then the quiet one: the spike clears once the 5m
+    # window has moved past it; the faulty policy's fallback rate over the hour stays at 100 %
+    faulty, quiet = scenarios["faulty"], scenarios["quiet"]
+    spike = _expected_value("ExecViolationSpike", *faulty)
+    fell_back = ({"policy": "faulty"}, 1.0)
+    groups.append(_case("recovered", _recorded([faulty] * 11 + [quiet] * (MINUTES - 10)), {
+        10: {"ExecViolationSpike": ({}, spike)},
+        30: {"ExecFallbackRateHigh": fell_back},
+        MINUTES: {"ExecFallbackRateHigh": fell_back},
+    }))
     rules = tmp_path / "rules.yml"
     shutil.copy(RULES, rules)
     test_file = tmp_path / "rules_test.yml"
