@@ -22,4 +22,13 @@ if ! command -v redis-server >/dev/null; then
     } >/dev/null 2>&1 || echo "note: redis-server could not be installed; the service tests will skip"
   fi
 fi
+# The alert rules' test runs promtool (Debian's prometheus package) the same way.
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get install -y -qq --no-install-recommends prometheus \
+        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
+    } >/dev/null 2>&1 || echo "note: promtool could not be installed; the alert rules' test will skip"
+  fi
+fi
 exec .venv/bin/python -m pytest -q "$@"
