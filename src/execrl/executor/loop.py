@@ -16,8 +16,10 @@ applies the risk guard to every child order whatever the policy asks):
 - the watchdog (``safety.watchdog``) sees every decision and switches an order to its
   fallback schedule (``safety.fallback``) for the rest of its life when a trigger fires; the
   fallback's child orders go through the same guard. In ``train`` mode it only records;
-- a shadow TWAP runs in lockstep on the same market paths (same seeds), the benchmark of the
-  watchdog's loss trigger and of the shadow-mode report;
+- with the watchdog's loss trigger on, a shadow TWAP runs in lockstep on the same market
+  paths (same seeds): the trigger's benchmark (``ExecutionRun.shadow_twap``);
+- with ``explore``, guard-gated exploration of a non-critical axis (``executor.explore``),
+  each action's propensity in the trail;
 - an audit trail (``executor.audit``), when given, receives every decision, child order,
   fill and market row, and each order's summary and incidents.
 """
