@@ -477,16 +477,13 @@ class _Watch:
             if schema is not None else Watchdog(cfg, core.n_envs, core.side, n_actions)
         self.schedule = FallbackSchedule.from_knowledge(cfg.fallback, spec.knowledge(),
                                                         cfg.split_orders)
-        # the shadow TWAP (a second market run in lockstep): only for the loss trigger
-        self.twap_core: BatchedExecution | None = None
-        if cfg.is_vs_twap is not None:
-            self.twap = make_baseline("twap", context_for(ex.market, order))
-            self.twap_core = make_execution(
-                EnvConfig(market=ex.market, observations=tuple(self.twap.observations),
-                          actions=self.twap.action_set, reward=ex.reward),
-                order, n_envs=core.n_envs, autoreset=False,
-            )
-            self.twap_obs = self.twap_core.reset(seed=seed)
+        self.twap = make_baseline("twap", context_for(ex.market, order))
+        self.twap_core = make_execution(
+            EnvConfig(market=ex.market, observations=tuple(self.twap.observations),
+                      actions=self.twap.action_set, reward=ex.reward),
+            order, n_envs=core.n_envs, autoreset=False,
+        )
+        self.twap_obs = self.twap_core.reset(seed=seed)
         self.ids = np.asarray(parent_ids, dtype=object)
         self._discrete = core.action_set.is_discrete
         self._names = [policy.name]
@@ -515,7 +512,7 @@ class _Watch:
         self.wd.check_arrays(
             core.k, active, core.done, core.k / core.n_steps, 1.0 - core.remaining / core.qty,
             core.market.mid, core.market.arrival_vwap, faults, probs, flat, latency,
-            core.stats.is_bps, None if self.twap_core is None else self.twap_core.stats.is_bps,
+            core.stats.is_bps, self.twap_core.stats.is_bps,
             obs if self._watch_obs else None, killed,
         )
         state = self.wd.state
@@ -544,7 +541,7 @@ class _Watch:
     def after(self) -> None:
         """The shadow TWAP's step on the same paths (it never sees the policy's orders)."""
         tc = self.twap_core
-        if tc is None or tc.done.all():
+        if tc.done.all():
             return
         masks = tc.action_masks() if tc.action_set.is_discrete else None
         self.twap_obs, *_ = tc.step(self.twap.act(self.twap_obs, masks))
@@ -585,9 +582,7 @@ class _Watch:
             })
         return out
 
-    def twap_episodes(self) -> pd.DataFrame | None:
-        if self.twap_core is None:
-            return None
+    def twap_episodes(self) -> pd.DataFrame:
         rec = self.twap_core.episode_records(np.arange(self.core.n_envs))
         return pd.DataFrame({"order_idx": np.arange(self.core.n_envs), **rec})
 
