@@ -16,8 +16,9 @@ applies the risk guard to every child order whatever the policy asks):
 - the watchdog (``safety.watchdog``) sees every decision and switches an order to its
   fallback schedule (``safety.fallback``) for the rest of its life when a trigger fires; the
   fallback's child orders go through the same guard. In ``train`` mode it only records;
-- with the watchdog's loss trigger on, a shadow TWAP runs in lockstep on the same market
-  paths (same seeds): the trigger's benchmark (``ExecutionRun.shadow_twap``);
+- with the watchdog on, a shadow TWAP runs in lockstep on the same market paths (same
+  seeds): the loss trigger's benchmark and the metrics' paired baseline
+  (``ExecutionRun.shadow_twap``);
 - with ``explore``, guard-gated exploration of a non-critical axis (``executor.explore``),
   each action's propensity in the trail;
 - an audit trail (``executor.audit``), when given, receives every decision, child order,
