@@ -384,3 +384,20 @@ def test_docs_name_every_limit_watchdog_field_trigger_and_state() -> None:
     assert not missing_states, missing_states
     missing_reasons = [r for r in GUARD_REASONS if r and r not in text]
     assert not missing_reasons, f"docs/executor.md does not list guard reasons {missing_reasons}"
+
+
+def test_a_learned_policy_under_the_pooled_drift_watchdog_re_runs_identically(tmp_path: Path):
+    """The drift trigger pools the policy's decisions over the whole batch: a re-run of one
+    order must run the whole batch again (a re-run of the first orders alone diverged)."""
+    agent = tmp_path / "q"
+    trained = invoke("train", "--algo", "qtable", "--steps", "200000", "--out", agent)
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "run"
+    ran = invoke("execute", "--env", "ac", "--policy", f"q:{agent}", "--orders", "50",
+                 "--no-plots", "--out", out)
+    assert ran.exit_code == 0, ran.output
+    decisions = pd.read_parquet(out / "trail" / "decisions.parquet")
+    assert (decisions["acting"] == "fallback").any()  # the watchdog took orders over
+    for order in ("DEMO-1#3", "DEMO-1#49"):
+        result = invoke("audit", "rerun", out / "trail", "--order", order)
+        assert result.exit_code == 0 and "identical" in result.output, result.output

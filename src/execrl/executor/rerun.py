@@ -3,9 +3,10 @@ simulator): the same market events, the same decisions, the same seeds.
 
 The trail's run record holds what the run was made of (the order, the market, the seed, the
 policy with its hash and where it was loaded from, the limits, the watchdog, the mode and the
-venue). Order i of a run met market path (seed, i), which does not depend on how many orders
-ran beside it, so the first i + 1 orders are run again, kills replayed at the steps the trail
-recorded them, and order i's decisions compared with the trail's, column by column.
+venue). The whole run is run again, not order i alone: order i's market path (seed, i) does
+not depend on the orders beside it, but the watchdog's drift trigger pools the policy's
+decisions over every order of the batch. Kills are replayed at the steps the trail recorded
+them, and order i's decisions compared with the trail's, column by column.
 Decision latency is measured, not decided: it is left out of the comparison, and an order the
 latency trigger took from its policy is reproduced only as far as that trigger.
 """
@@ -97,7 +98,7 @@ def rerun_order(folder: Path, order_id: str, sql_url: str | None = None) -> Reru
     executor = Executor(policy, market, reward=meta.get("reward", "is_bps"), safety=safety,
                         mode=meta.get("mode", "backtest"))
     kills = trail.incidents[trail.incidents["kind"] == "KILLED"]
-    kill_at = {int(r.order_idx): int(r.step) for r in kills.itertuples() if r.order_idx <= idx}
+    kill_at = {int(r.order_idx): int(r.step) for r in kills.itertuples()}
     step = {"k": 0}
 
     def replay_kills() -> None:  # after decision k: orders killed at k + 1
@@ -118,7 +119,7 @@ def rerun_order(folder: Path, order_id: str, sql_url: str | None = None) -> Reru
             write_kill_file(Path(tmp) / "kill", KillRequest(
                 orders=frozenset(str(ids[i]) for i in due0)))
             safety.kill_file = str(Path(tmp) / "kill")
-        executor.run(order, idx + 1, int(meta["seed"]), on_step=replay_kills,
+        executor.run(order, int(meta["orders"]), int(meta["seed"]), on_step=replay_kills,
                      venue=meta.get("venue", "simulated"))
         replayed = read_trail(Path(tmp) / "rerun").decisions
     recorded = trail.decisions[trail.decisions["order_idx"] == idx].reset_index(drop=True)
