@@ -682,7 +682,25 @@ def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _terminate)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # one that reached past a command's own handler
+        _exit_interrupted()
+    except SystemExit as exc:
+        if exc.code == 130:
+            _exit_interrupted()
+        raise
+
+
+def _exit_interrupted() -> None:
+    """Exit 130 at once after Ctrl-C: the command has cleaned up and said what it kept. The
+    interpreter's own shutdown is skipped: a signal landing there killed the process by
+    SIGINT now and then (exit -2) instead of the 130 the command chose."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 if __name__ == "__main__":
