@@ -42,6 +42,7 @@ import numpy as np
 from execrl.domain import ExecRLError, OrderValidationError, ParentOrder
 from execrl.domain.limits import MAX_SEED
 from execrl.executor.config import ExecutorConfig
+from execrl.service.canary import CanaryConfig
 from execrl.service.streams import (
     CHAN_ANALYST,
     CHAN_EXEC_AGENT,
@@ -85,6 +86,13 @@ class ServeConfig:
     lockstep: bool = True
     claim_idle_ms: int = 60_000
     max_orders: int | None = None
+    #: the per-order SQL summary (service.summary; None: none), the policy registry that
+    #: routes orders (service.registry; None: the configured policy, route "live"), the
+    #: canary's share and gates, and the shadow candidate's A/B runs (service.hooks)
+    summary_url: str | None = None
+    registry_url: str | None = None
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
+    shadow: bool = True
 
 
 def order_seed(order_id: str) -> int:
@@ -204,10 +212,12 @@ class OrderRun:
         from execrl.executor_cli import build_executor
 
         cfg = self.server.config
-        executor = build_executor(cfg.executor, cfg.market, self.order, mode="paper")
+        route = self.server.hooks.route(self)  # service.hooks: live / canary / fallback
+        executor = build_executor(route.executor, cfg.market, self.order, mode="paper")
         run = executor.run(self.order, 1, order_seed(self.order.order_id), venue="paper",
-                           on_obs=self.wait_market,
-                           make_observers=lambda core: [_StepWriter(self, core)])
+                           on_obs=route.timed(self.wait_market),
+                           make_observers=lambda core: [_StepWriter(self, core),
+                                                        route.clock(self, core)])
         e = run.episodes.iloc[0]
         parent = self.order.order_id
         done = {
@@ -220,8 +230,9 @@ class OrderRun:
             "residual_shares": int(e["residual_shares"]), "steps": int(e["steps"]),
             "finished_by": str(e.get("finished_by", "policy")),
             "resumed_at_step": self.recorded, "replay_diverged": self.diverged,
-            "ts_ns": time.time_ns(),
+            **route.fields(), "ts_ns": time.time_ns(),
         }
+        self.server.hooks.done(self, route, run, done)  # summary row, A/B, canary, metrics
         publish_once(self.client, done, done_parent=parent)
         return done
 
@@ -239,6 +250,9 @@ class Server:
         self._lock = threading.Lock()
         self.log = log if log is not None else (lambda text: print(text, file=sys.stderr,
                                                                    flush=True))
+        from execrl.service.hooks import ServeHooks
+
+        self.hooks = ServeHooks(client, config, self.log)
 
     # -- the group -------------------------------------------------------------------------
     def ensure_group(self) -> None:
