@@ -103,6 +103,9 @@ class SummaryDB:
         self.url = url or default_url()
         parsed = normalise_url(self.url)
         self.shown = shown_url(parsed)
+        if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+            raise ConfigError(f"--summary-db {self.shown!r} is an in-memory database, gone with "
+                              "each connection: give a file (sqlite:///summary.sqlite)")
         try:
             self.engine = engine_for(parsed)
             metadata.create_all(self.engine, checkfirst=True)
