@@ -191,3 +191,29 @@ def test_a_canary_within_its_slos_keeps_its_share(client, tmp_path, monkeypatch)
           canary=lenient)
     assert d.registry.get(d.canary).state == "canary"
     assert set(SummaryDB(summary).orders()["route"]) == {"canary"}
+
+
+def test_service_sends_flagged_flow_to_the_fallback_schedule(client, tmp_path, monkeypatch):
+    from execrl.service.metrics import scrape_samples
+
+    d = desk(tmp_path, monkeypatch, shadow=False, canary=False)
+    summary = f"sqlite:///{tmp_path / 'summary.sqlite'}"
+    d.registry.set_flag(d.people["tina"], "*", True, "runbook step 1: everything to fallback")
+    server = serve(client, [order(1), order(2)], summary_url=summary, registry_url=d.url)
+    rows = SummaryDB(summary).orders()
+    assert set(rows["route"]) == {"fallback"} and set(rows["policy"]) == {"twap"}
+    text = server.hooks.metrics.exposition().decode()
+    got = {(n, tuple(sorted(lb.items()))): v for n, lb, v in scrape_samples(text)}
+    assert got[("exec_fallback_total", (("policy", d.live[:12]),
+                                        ("trigger", "registry_flag")))] == 2
+    assert got[("exec_is_bps_count", (("policy", "twap"),))] == 2
+    # the same orders, unflagged, go to the live policy; with no live policy, to the fallback
+    d.registry.set_flag(d.people["pam"], "*", False)
+    from execrl.executor.config import PolicyConfig
+
+    router = Router(d.registry, PolicyConfig(type="twap"), "vwap", CanaryConfig())
+    assert router.route("T-1", "DEMO").policy_hash == d.live
+    d.registry.quarantine(d.people["rita"], d.live, "test")
+    r = router.route("T-1", "DEMO")
+    assert (r.route, r.policy, r.flagged) == ("fallback", "vwap", "")
+    assert "no live policy" in r.reason
