@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from console_world import http, service, staff_desk, wait_for
+from console_world import http, service, staff_desk
 from execrl.service.registry import Registry
 from execrl.service.streams import STREAM_ORDERS, encode
 from redis_server import redis_url  # noqa: F401  (the fixture)

@@ -625,7 +625,9 @@ def create_app(redis_client: Any, registry: Registry, *, history: int = 5000,
         except AccessDenied as exc:  # 4-eyes, or a role changed since the check
             raise ApiError(403, str(exc), action, user.role) from None
         except RegistryError as exc:
-            status = 404 if "is not registered" in str(exc) else 409
+            text = str(exc)
+            status = (404 if "is not registered" in text
+                      else 422 if "is not a policy hash" in text else 409)
             raise ApiError(status, str(exc), action, user.role) from None
         except ExecRLError as exc:  # a checkpoint folder or results file refused
             raise ApiError(422, str(exc), action, user.role) from None
