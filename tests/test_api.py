@@ -376,7 +376,7 @@ def test_orders_over_http_run_by_the_service_and_read_back(fresh, rclient):
     by_hour: dict[tuple[str, int], list[float]] = {}
     for o in orders:
         hour = int(o["start_ts"] % 86400 // 3600)
-        for row in ("DEMO", "ALL"):
+        for row in (f"DEMO {o['side']}", "ALL"):
             by_hour.setdefault((row, hour), []).append(done[o["order_id"]]["is_bps"])
     cells = {(c["row"], c["bin"]): c for c in an["heatmap"]["cells"]}
     assert set(cells) == set(by_hour)

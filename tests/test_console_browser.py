@@ -58,8 +58,11 @@ class Shots:
             Path(extra).mkdir(parents=True, exist_ok=True)
             self.folders.append(Path(extra))
         self.saved: list[Path] = []
+        self.t0 = time.monotonic()
+        self.laps: list[tuple[str, float]] = []
 
     def __call__(self, page, name: str) -> None:
+        self.laps.append((name, round(time.monotonic() - self.t0, 1)))
         data = page.screenshot(full_page=True)
         for folder in self.folders:
             path = folder / f"{len(self.saved) // len(self.folders) + 1:02d}-{name}.png"
@@ -68,7 +71,8 @@ class Shots:
 
 
 def _login(browser, base: str, name: str, token: str):
-    ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1000}, locale="en-GB",
+                              timezone_id="UTC")
     page = ctx.new_page()
     page.goto(base + "/")
     page.get_by_test_id("login-user").fill(name)
@@ -202,5 +206,5 @@ def test_console_tape_live_two_approvers_and_the_fallback_flag(
     client.close()
     registry.close()
     assert all(p.stat().st_size > 10_000 for p in shots.saved)
-    print(f"console browser test: {time.monotonic() - started:.1f} s, "
-          f"{len(shots.saved)} screenshots in {', '.join(map(str, shots.folders))}")
+    print(f"console browser test: {time.monotonic() - started:.1f} s (screenshots at "
+          f"{shots.laps} s), {len(shots.saved)} files in {', '.join(map(str, shots.folders))}")

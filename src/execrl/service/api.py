@@ -411,7 +411,7 @@ def _before(entry_id: str) -> str:
 def _heatmap(done: list[dict[str, Any]], arrival: dict[str, Any], bin_min: int
              ) -> dict[str, Any]:
     """Mean IS (bps) of the finished orders by the time of day they arrived (UTC bins of
-    ``bin_min`` minutes) and symbol, plus every symbol together."""
+    ``bin_min`` minutes), per symbol and side, and every order together (``ALL``)."""
     width = bin_min * 60.0
     cells: dict[tuple[str, int], list[float]] = {}
     for d in done:
@@ -420,7 +420,7 @@ def _heatmap(done: list[dict[str, Any]], arrival: dict[str, Any], bin_min: int
         if tod is None or not isinstance(is_bps, int | float):
             continue
         b = int(tod // width)
-        for row in (str(d.get("symbol")), "ALL"):
+        for row in (f"{d.get('symbol')} {d.get('side')}", "ALL"):
             cells.setdefault((row, b), []).append(float(is_bps))
     symbols = sorted({r for r, _ in cells if r != "ALL"})
     return {

@@ -277,11 +277,13 @@ function renderHeatmap(hm) {
   let lo = Math.min(...bins), hi = Math.max(...bins);
   const perDay = 1440 / hm.bin_min;
   while (hi - lo + 1 < Math.min(8, perDay)) { if (lo > 0) lo -= 1; if (hi - lo + 1 < 8 && hi < perDay - 1) hi += 1; if (lo === 0 && hi === perDay - 1) break; }
-  const rows = hm.rows, nb = hi - lo + 1;
-  const left = 46, top = 6, bottom = 18;
-  const cw = (w - left - 4) / nb, ch = Math.min(34, (H - top - bottom) / rows.length);
+  // one symbol: its row is the desk's row, shown once
+  const rows = hm.rows.length === 2 ? hm.rows.slice(0, 1) : hm.rows, nb = hi - lo + 1;
+  const cells = hm.cells.filter((c) => rows.includes(c.row));
+  const left = 64, top = 6, bottom = 30;
+  const cw = (w - left - 4) / nb, ch = Math.min(56, (H - top - bottom) / rows.length);
   const svg = svgIn(el, w, H);
-  const max = Math.max(...hm.cells.map((c) => Math.abs(c.mean_bps)), 1e-9);
+  const max = Math.max(...cells.map((c) => Math.abs(c.mean_bps)), 1e-9);
   rows.forEach((r, i) => svg.append(s("text", { x: left - 5, y: top + i * ch + ch / 2 + 3, "text-anchor": "end" }, r)));
   for (let b = lo; b <= hi; b += 1) {
     const x = left + (b - lo) * cw;
@@ -292,14 +294,25 @@ function renderHeatmap(hm) {
     }
     rows.forEach((_, i) => svg.append(s("rect", { x: x + 0.5, y: top + i * ch + 0.5, width: cw - 1, height: ch - 1, fill: "#151d27" })));
   }
-  for (const c of hm.cells) {
+  for (const c of cells) {
     const i = rows.indexOf(c.row), x = left + (c.bin - lo) * cw, y = top + i * ch;
     const rect = s("rect", { x: x + 0.5, y: y + 0.5, width: cw - 1, height: ch - 1, fill: divColor(c.mean_bps, max),
                              "data-testid": "heat-cell" });
     rect.append(s("title", {}, `${c.row} ${c.start} UTC: ${c.mean_bps.toFixed(2)} bps mean IS over ${c.n} order(s)`));
     svg.append(rect);
-    if (cw > 34 && ch > 12) svg.append(s("text", { class: "cell", x: x + cw / 2, y: y + ch / 2 + 3, "text-anchor": "middle" }, c.mean_bps.toFixed(1)));
+    if (cw > 24 && ch > 12) {
+      svg.append(s("text", { class: "cell", x: x + cw / 2, y: y + ch / 2 + (ch > 26 ? 0 : 3), "text-anchor": "middle" }, c.mean_bps.toFixed(cw > 40 ? 1 : 0)));
+      if (ch > 26) svg.append(s("text", { class: "cell dimcell", x: x + cw / 2, y: y + ch / 2 + 12, "text-anchor": "middle" }, `n=${c.n}`));
+    }
   }
+  // the colour scale: savings (IS < 0) green, costs red
+  const ly = top + rows.length * ch + 18;
+  svg.append(s("text", { x: left, y: ly + 8 }, `−${max.toFixed(0)}`));
+  for (let k = 0; k < 11; k += 1) {
+    const v = (k - 5) / 5 * max;
+    svg.append(s("rect", { x: left + 30 + k * 10, y: ly, width: 10, height: 8, fill: divColor(v, max) }));
+  }
+  svg.append(s("text", { x: left + 30 + 114, y: ly + 8 }, `+${max.toFixed(0)} bps`));
 }
 
 function renderConfidence(cf) {
