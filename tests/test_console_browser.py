@@ -22,7 +22,8 @@ from registry_helpers import cheap_tokens
 
 CHROMIUM = os.environ.get("EXECRL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--lang=en-GB"]
 
 redis = pytest.importorskip("redis")
 playwright_api = pytest.importorskip(

@@ -553,7 +553,8 @@ def create_app(redis_client: Any, registry: Registry, *, history: int = 5000,
         finally:
             tape.stop()
 
-    app = FastAPI(title="execrl console", version="1", lifespan=lifespan, docs_url="/api/docs",
+    # no /docs: FastAPI's Swagger page loads its script from a CDN (the schema is served)
+    app = FastAPI(title="execrl console", version="1", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url="/api/openapi.json")
     app.state.tape, app.state.sessions, app.state.registry = tape, sessions, registry
 

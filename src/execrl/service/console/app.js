@@ -289,7 +289,7 @@ function renderHeatmap(hm) {
     const x = left + (b - lo) * cw;
     if ((b - lo) % Math.max(1, Math.ceil(nb / 8)) === 0) {
       const m = b * hm.bin_min;
-      svg.append(s("text", { x: x + 1, y: top + rows.length * ch + 12 },
+      svg.append(s("text", { x: Math.min(x + cw / 2, w - 16), y: top + rows.length * ch + 12, "text-anchor": "middle" },
                    `${String(Math.floor(m / 60)).padStart(2, "0")}:${String(m % 60).padStart(2, "0")}`));
     }
     rows.forEach((_, i) => svg.append(s("rect", { x: x + 0.5, y: top + i * ch + 0.5, width: cw - 1, height: ch - 1, fill: "#151d27" })));
