@@ -454,3 +454,53 @@ def test_execrl_console_refuses_bad_options_in_one_line(redis_url, tmp_path):  #
         taken.close()
     result = runner.invoke(app, ["console", "--help"])
     assert result.exit_code == 0 and "Server-Sent Events" in result.output
+
+
+def test_the_tape_joins_late_traces_and_the_panels_read_what_traces_carry(fresh, rclient):
+    """Hand-written entries (what serve would write with a confidence and the watchdog's
+    acting state): a fill read before its trace is joined once the trace comes; the
+    histogram, acting counts, fallback split and reward drift are those of the entries."""
+    from execrl.service.streams import encode
+
+    _, tokens, _, http = fresh
+    h = _auth(tokens, "pam")
+    tape = http.app.state.tape
+    rclient.xadd(STREAM_ORDERS, encode(_order(1)))
+    rclient.xadd(STREAM_FILLS, encode({"kind": "child", "id": "H-1:1", "parent_id": "H-1",
+                                       "child_id": 1, "type": "limit", "qty": 100, "px": 49.9,
+                                       "step": 0, "ts_ns": 2}))
+    wait_for(lambda: tape.seq >= 2, what="the child order on the tape")
+    row = http.get("/api/tape", headers=h).json()["rows"][-1]
+    assert row["kind"] == "child" and row.get("action") is None
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.2, 1.0, size=40)
+    for step, c in enumerate(conf):
+        rclient.xadd(STREAM_RESEARCH, encode({
+            "kind": "decision", "id": f"H-1:decision:{step}", "parent_id": "H-1", "step": step,
+            "action": [step % 5], "confidence": float(c),
+            "acting": "policy" if c >= 0.6 else "fallback", "ts_ns": 10_000_000 + step,
+            "market_ts_ns": 1}))
+    for i, (by, ret) in enumerate((("policy", -3.0), ("fallback", -5.0), ("policy", None))):
+        rclient.xadd(STREAM_FILLS, encode({
+            "kind": "done", "id": f"D-{i}:done", "parent_id": f"D-{i}", "symbol": "DEMO",
+            "side": "sell", "is_bps": 1.5 * i, "finished_by": by, "ts_ns": 100 + i,
+            **({} if ret is None else {"return": ret})}))
+    wait_for(lambda: http.get("/api/analytics", headers=h).json()["confidence"]["n"] == 40,
+             what="the traces read")
+    row = http.get("/api/tape", headers=h).json()["rows"][1]
+    assert row["kind"] == "child" and row["action"] == [0]
+    assert row["confidence"] == conf[0]
+    assert row["acting"] == ("policy" if conf[0] >= 0.6 else "fallback")
+    an = http.get("/api/analytics", headers=h).json()
+    counts, _ = np.histogram(conf, bins=20, range=(0, 1))
+    assert an["confidence"]["counts"] == counts.tolist()
+    assert an["fallback"]["acting"] == {"policy": int((conf >= 0.6).sum()),
+                                        "fallback": int((conf < 0.6).sum())}
+    fb = an["fallback"]
+    assert (fb["n_policy"], fb["n_fallback"], fb["rate"]) == (2, 1, pytest.approx(1 / 3))
+    assert fb["mean_is_policy"] == pytest.approx(1.5) and fb["mean_is_fallback"] == 1.5
+    drift = an["drift"]
+    assert drift["has_reward"] and [p["reward"] for p in drift["series"]] == [-3.0, -5.0, None]
+    assert an["latency"]["p50"] == pytest.approx(
+        float(np.quantile((10_000_000 + np.arange(40) - 1) / 1e6, 0.5)))
+

@@ -181,6 +181,7 @@ class Tape:
         self.acting: dict[str, int] = {}
         self.decisions_seen = 0
         self.cursors: dict[str, str] = {}
+        self._unjoined: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._stop = threading.Event()
@@ -255,6 +256,8 @@ class Tape:
         self.decisions[(parent, step)] = trace
         while len(self.decisions) > 4 * self.history:
             self.decisions.popitem(last=False)
+        for row in self._unjoined.pop((parent, step), ()):  # fills read before their trace
+            row.update(_clean(_joined(trace)))
         self.decisions_seen += 1
         ts, market_ts = trace.get("ts_ns"), trace.get("market_ts_ns")
         if isinstance(ts, int) and isinstance(market_ts, int):
@@ -282,13 +285,14 @@ class Tape:
             "px": m.get("px"), "venue": m.get("venue"), "ts_ns": m.get("ts_ns"),
             "market_ts_ns": m.get("market_ts_ns"),
         }
-        trace = self.decisions.get((parent, m.get("step"))) if isinstance(parent, str) else None
+        key = (parent, m.get("step"))
+        trace = self.decisions.get(key) if isinstance(parent, str) else None
         if trace is not None:
-            row["action"] = trace.get("action")
-            row["action_label"] = trace.get("action_label")
-            row["confidence"] = trace.get("confidence")
-            row["acting"] = trace.get("acting")
-            row["remaining"] = trace.get("remaining")
+            row.update(_joined(trace))
+        elif kind in ("child", "cancel", "fill") and isinstance(key[1], int):
+            self._unjoined.setdefault(key, []).append(row)
+            while len(self._unjoined) > self.history:
+                self._unjoined.pop(next(iter(self._unjoined)))
         order = self.orders.get(parent) if isinstance(parent, str) else None
         if kind == "done":
             self.done.append(m)
@@ -310,7 +314,8 @@ class Tape:
     def _append(self, row: dict[str, Any]) -> int:
         self.seq += 1
         row["seq"] = self.seq
-        self.rows.append(_clean(row))
+        row.update(_clean(row))  # in place: a trace read later joins this same row
+        self.rows.append(row)
         return 1
 
     # -- the thread -----------------------------------------------------------------------------
@@ -365,8 +370,8 @@ class Tape:
         with self._lock:
             if after > self.seq:
                 after = 0
-            rows = [r for r in self.rows if r["seq"] > after]
-        return rows[:limit]
+            rows = [dict(r) for r in self.rows if r["seq"] > after][:limit]
+        return rows
 
     def order_views(self, limit: int = 500) -> list[dict[str, Any]]:
         with self._lock:
@@ -400,6 +405,13 @@ class Tape:
             "drift": _drift(done),
             "orders": {"done": len(done), "decisions": decisions},
         }
+
+
+def _joined(trace: dict[str, Any]) -> dict[str, Any]:
+    """What a tape row takes from its step's decision trace."""
+    return {"action": trace.get("action"), "action_label": trace.get("action_label"),
+            "confidence": trace.get("confidence"), "acting": trace.get("acting"),
+            "remaining": trace.get("remaining")}
 
 
 def _before(entry_id: str) -> str:
