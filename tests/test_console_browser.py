@@ -62,8 +62,11 @@ class Shots:
         self.t0 = time.monotonic()
         self.laps: list[tuple[str, float]] = []
 
-    def __call__(self, page, name: str) -> None:
+    def lap(self, name: str) -> None:
         self.laps.append((name, round(time.monotonic() - self.t0, 1)))
+
+    def __call__(self, page, name: str) -> None:
+        self.lap(name)
         data = page.screenshot(full_page=True)
         for folder in self.folders:
             path = folder / f"{len(self.saved) // len(self.folders) + 1:02d}-{name}.png"
@@ -148,16 +151,20 @@ def test_console_tape_live_two_approvers_and_the_fallback_flag(
 
         # a quant requests the promotion to live
         quant_ctx, quant = _login(browser, base, "quinn", desk.tokens["quinn"])
+        shots.lap("quant-in")
         _policy_row(quant, desk.canary).get_by_test_id("btn-request").click()
         quant.wait_for_selector(f"[data-testid=policy-row][data-hash='{desk.canary}'] "
                                 "[data-testid=policy-request]:has-text('by quinn')")
         quant_ctx.close()
+        shots.lap("requested")
 
         # a PM approves (one of two), and may not approve twice
         pm_ctx, pm = _login(browser, base, "pam", desk.tokens["pam"])
+        shots.lap("pm-in")
         pm.get_by_test_id("reason").fill("IS uplift holds in canary")
         _policy_row(pm, desk.canary).get_by_test_id("btn-approve").click()
         pm.wait_for_selector("[data-testid=status]:has-text('approval recorded (1 of 2)')")
+        shots.lap("pm-approved")
         assert registry.get(desk.canary).state == "canary"
         _policy_row(pm, desk.canary).get_by_test_id("btn-approve").click()
         pm.wait_for_selector("[data-testid=status]:has-text('approved request')")
