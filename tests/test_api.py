@@ -195,6 +195,7 @@ def test_no_token_or_a_bad_one_is_401(shared, method, path):
         http.cookies.clear()
         r = http.request(method, path, json=body, headers=headers)
         assert r.status_code == 401, (headers, r.text)
+        assert r.headers["www-authenticate"] == "Bearer"
         assert needle in r.json()["error"] and "\n" not in r.json()["error"]
 
 

@@ -377,10 +377,10 @@ class Tape:
         with self._lock:
             orders = list(self.orders.values())[-limit:]
         views = [o.view() for o in orders]
-        ids = [v["order_id"] for v in views if v["state"] in ("queued", "working")]
-        if ids:  # the service's own record of progress (steps on record, market cursor)
-            for view, raw in zip([v for v in views if v["order_id"] in set(ids)],
-                                 self.client.hmget(STATE_PROGRESS, ids), strict=True):
+        running = [v for v in views if v["state"] in ("queued", "working")]
+        if running:  # the service's own record of progress (steps on record, market cursor)
+            ids = [v["order_id"] for v in running]
+            for view, raw in zip(running, self.client.hmget(STATE_PROGRESS, ids), strict=True):
                 if raw:
                     progress = json.loads(raw)
                     view["step"] = max(view["step"], int(progress.get("step", 0)))
@@ -573,7 +573,8 @@ def create_app(redis_client: Any, registry: Registry, *, history: int = 5000,
     # -- errors: one JSON line, never a traceback --------------------------------------------
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
