@@ -329,13 +329,15 @@ class Executor:
         on_step: Callable[[], None] | None = None,
         on_obs: Callable[[NDArray], None] | None = None,
         make_observers: Callable[[BatchedExecution], Sequence[StepObserver]] | None = None,
-        venue: str = "simulated",
+        venue: Any = "simulated",
     ) -> ExecutionRun:
         """Execute ``n_orders`` copies of ``order``, copy i on market path (seed, i).
         ``make_observers`` builds observers on the reset core (the decision recorder and the
         behaviour tally need it); ``on_obs`` sees the observations of the orders still
         running before each decision; ``on_step`` is called after each step (progress);
-        ``venue``: ``simulated``, ``shadow`` or ``paper`` (``executor.venues``)."""
+        ``venue``: ``simulated``, ``shadow`` or ``paper`` (``executor.venues``), or a venue
+        factory named by its ``name`` (``service.paper.StreamFeed``: paper fills against the
+        market-data stream)."""
         if n_orders < 1:
             raise ConfigError(f"orders = {n_orders!r} must be >= 1")
         policy = self.policy_for(order)
@@ -344,6 +346,7 @@ class Executor:
         step_s = float(order.horizon) / core.n_steps
         parent_ids = order_ids(order, n_orders)
         core.market = wrap_venue(venue, core.market, parent_ids, step_s * 1e3)
+        venue = venue if isinstance(venue, str) else str(getattr(venue, "name", "custom"))
         obs = core.reset(seed=seed)
         watched = list(observers) + list(make_observers(core) if make_observers else ())
         explorer = None
