@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from execrl.domain import ConfigError, ParentOrder
 from execrl.service.streams import STREAM_MARKET, encode
@@ -80,13 +81,7 @@ class MarketTape:
         self.seed = seed
         self.episode = 0
         self.k = 0
-        self._none = ChildOrderBatch.market_orders(1)
-        self._active = np.ones(1, dtype=bool)
-        feats = self.market.available_features
-        self._touch = "best_bid" in feats and "best_ask" in feats
-        self._spread = "spread_bps" in feats
-        self._volume = "last_volume" in feats
-        self.model = str(getattr(self.spec, "model", ""))
+        self._env = np.zeros(1, dtype=np.intp)
         self._reset()
 
     def _reset(self) -> None:
@@ -97,36 +92,12 @@ class MarketTape:
         self.k = 0
 
     def quote(self) -> dict[str, float]:
-        m = self.market
-        mid = float(m.mid[0])
-        if self._touch:
-            bid, ask = float(m.feature("best_bid")[0]), float(m.feature("best_ask")[0])
-        elif self._spread:
-            half = mid * float(m.feature("spread_bps")[0]) * 0.5e-4
-            bid, ask = mid - half, mid + half
-        else:
-            bid = ask = mid
-        volume = float(m.feature("last_volume")[0]) if self._volume and self.k > 0 else 0.0
-        return {"mid": mid, "bid": bid, "ask": ask, "volume": volume}
+        return _quotes(self.market, np.array([self.k]))[0]
 
     def step(self) -> dict[str, Any]:
-        """Step k with no order: the entry's market fields (``mid`` ... ``volume``, the
-        step start ``t_s``) and what the paper market needs to replay the step (module
-        docstring); then the next step, or the next episode after the horizon's entry."""
-        m = self.market
-        entry: dict[str, Any] = {"model": self.model, "t_s": self.k * self.step_s,
-                                 **self.quote()}
-        if self.model == "almgren_chriss":
-            before = {"alpha": float(m.alpha[0]),
-                      "last_volume": float(m.feature("last_volume")[0]),
-                      "arrival_vwap": float(m.arrival_vwap[0])}
-            m.execute(self._none, self._active)
-            exo = m.last_exogenous
-            entry["ac"] = {**before, **{name: float(v[0]) for name, v in exo.items()}}
-        elif self.model == "replay":
-            entry["book"] = _replay_step(m, self.k == 0, self._none, self._active)
-        else:
-            m.execute(self._none, self._active)
+        """Step k with no order: the entry's market fields (``market_entries``); then the
+        next step, or the next episode after the horizon's entry."""
+        entry = market_entries(self.market, np.array([self.k]), self.step_s, self._env)[0]
         if self.k >= self.market.n_steps:  # the horizon's entry: the next episode follows
             self.episode += 1
             self._reset()
@@ -139,6 +110,74 @@ class MarketTape:
         self.step()
 
 
+def _quotes(m: Any, k: NDArray[np.int64]) -> list[dict[str, float]]:
+    """Per market of ``m``: its mid, touch (or a spread proxy, or the mid) and the last step's
+    volume (0 before the first step)."""
+    feats = m.available_features
+    mid = np.asarray(m.mid, dtype=np.float64)
+    if "best_bid" in feats and "best_ask" in feats:
+        bid, ask = m.feature("best_bid"), m.feature("best_ask")
+    elif "spread_bps" in feats:
+        half = mid * m.feature("spread_bps") * 0.5e-4
+        bid, ask = mid - half, mid + half
+    else:
+        bid = ask = mid
+    volume = (np.where(k > 0, m.feature("last_volume"), 0.0) if "last_volume" in feats
+              else np.zeros(mid.shape))
+    return [{"mid": float(mid[i]), "bid": float(bid[i]), "ask": float(ask[i]),
+             "volume": float(volume[i])} for i in range(m.n_envs)]
+
+
+def market_entries(m: Any, k: NDArray[np.int64], step_s: float,
+                   envs: NDArray[np.intp]) -> list[dict[str, Any]]:
+    """Step markets ``envs`` of the built market ``m`` once with no order (each at its step
+    ``k[j]``); per market, its entry's market fields: the quote at the step's start, the model,
+    the step's start ``t_s`` and the step's replay part (module docstring)."""
+    model = str(getattr(getattr(m, "config", None), "model", ""))
+    n = m.n_envs
+    active = np.zeros(n, dtype=bool)
+    active[envs] = True
+    none = ChildOrderBatch.market_orders(n)
+    steps = np.zeros(n, dtype=np.int64)
+    steps[envs] = k
+    quotes = _quotes(m, steps)
+    out = [{"model": model, "t_s": float(kj) * step_s, **quotes[i]}
+           for i, kj in zip(envs.tolist(), k.tolist(), strict=True)]
+    if model == "almgren_chriss":
+        before = {"alpha": m.alpha.copy(), "last_volume": m.feature("last_volume").copy(),
+                  "arrival_vwap": m.arrival_vwap.copy()}
+        m.execute(none, active)
+        exo = m.last_exogenous
+        for j, i in enumerate(envs.tolist()):
+            out[j]["ac"] = {**{name: float(v[i]) for name, v in before.items()},
+                            **{name: float(v[i]) for name, v in exo.items()}}
+    elif model == "replay":
+        d = m.data
+        p0 = m._ptr.copy()
+        parts = []
+        for i, kj in zip(envs.tolist(), k.tolist(), strict=True):
+            b = max(int(p0[i]) - 1, 0)
+            part: dict[str, Any] = {
+                "t0": float(m.episode_start[i]), "seq": int(d.seq[b]),
+                "mid_units": float(d.mid_units[b]), "bid_px": d.bid_px[b].tolist(),
+                "bid_qty": d.bid_qty[b].tolist(), "ask_px": d.ask_px[b].tolist(),
+                "ask_qty": d.ask_qty[b].tolist(),
+            }
+            if kj == 0:  # an episode's first entry: its arrival and what the features saw
+                start = float(m.episode_start[i]) - m.config.pre_arrival_s
+                lo = int(np.searchsorted(d.t, start, "left"))
+                part["arrival_vwap"] = float(m.arrival_vwap[i])
+                part["pre"] = _rows(d, lo, int(p0[i]), m._top_k)
+            parts.append(part)
+        m.execute(none, active)
+        for j, i in enumerate(envs.tolist()):
+            parts[j]["events"] = _rows(d, int(p0[i]), int(m._ptr[i]), d.levels)
+            out[j]["book"] = parts[j]
+    else:  # the order book: its flow reacts to orders, the quote is all a tape can say
+        m.execute(none, active)
+    return out
+
+
 def _rows(d: Any, lo: int, hi: int, levels: int) -> dict[str, Any]:
     """Recorded event rows [lo, hi) as stream columns (the book's first ``levels`` levels)."""
     sl = slice(lo, hi)
@@ -149,29 +188,6 @@ def _rows(d: Any, lo: int, hi: int, levels: int) -> dict[str, Any]:
         "bid_px": d.bid_px[sl, :levels].tolist(), "bid_qty": d.bid_qty[sl, :levels].tolist(),
         "ask_px": d.ask_px[sl, :levels].tolist(), "ask_qty": d.ask_qty[sl, :levels].tolist(),
     }
-
-
-def _replay_step(m: Any, first: bool, none: ChildOrderBatch, active: Any) -> dict[str, Any]:
-    """A replay's step as the stream carries it: the book at the step's start (the last row at
-    or before it), the step's events, and in an episode's first entry its start, arrival and
-    pre-arrival events (top-k levels: what the features see)."""
-    d = m.data
-    p0 = int(m._ptr[0])
-    b = max(p0 - 1, 0)
-    out: dict[str, Any] = {
-        "t0": float(m.episode_start[0]), "seq": int(d.seq[b]), "mid_units": float(
-            d.mid_units[b]),
-        "bid_px": d.bid_px[b].tolist(), "bid_qty": d.bid_qty[b].tolist(),
-        "ask_px": d.ask_px[b].tolist(), "ask_qty": d.ask_qty[b].tolist(),
-    }
-    if first:
-        c = m.config
-        lo = int(np.searchsorted(d.t, float(m.episode_start[0]) - c.pre_arrival_s, "left"))
-        out["arrival_vwap"] = float(m.arrival_vwap[0])
-        out["pre"] = _rows(d, lo, p0, m._top_k)
-    m.execute(none, active)
-    out["events"] = _rows(d, p0, int(m._ptr[0]), d.levels)
-    return out
 
 
 def run_feed(client: Any, config: FeedConfig, symbol: str, stream: str = STREAM_MARKET,
@@ -199,4 +215,4 @@ def run_feed(client: Any, config: FeedConfig, symbol: str, stream: str = STREAM_
     return config.steps
 
 
-__all__ = ["FeedConfig", "MarketTape", "parse_speed", "run_feed"]
+__all__ = ["FeedConfig", "MarketTape", "market_entries", "parse_speed", "run_feed"]

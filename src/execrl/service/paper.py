@@ -165,7 +165,7 @@ def _number(where: dict[str, Any], name: str, what: str) -> float:
     value = where.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
             value):
-        raise MarketDataError(f"market entry field {what}{name!r} = {value!r} is not a finite "
+        raise MarketDataError(f"market entry field '{what}{name}' = {value!r} is not a finite "
                               "number")
     return float(value)
 
@@ -310,25 +310,27 @@ class StreamReplayMarket(ReplayMarket):
         for name in _BOOK:
             a = np.asarray(part.get(name), dtype=np.float64)
             shape = (levels,) if n_rows is None else (n_rows, levels)
+            if n_rows == 0 and a.size == 0:
+                a = a.reshape(shape)  # a step without events
             if a.shape != shape or not np.isfinite(a).all():
-                raise MarketDataError(f"market entry field {what}{name!r} has shape {a.shape}, "
+                raise MarketDataError(f"market entry field '{what}{name}' has shape {a.shape}, "
                                       f"not {shape} (or a value that is not finite)")
             out.append(a)
         return out
 
     def _rows_of(self, part: dict[str, Any], what: str, levels: int) -> dict[str, NDArray]:
         if not isinstance(part, dict):
-            raise MarketDataError(f"market entry field {what[:-1]!r} is not an object")
+            raise MarketDataError(f"market entry field '{what[:-1]}' is not an object")
         t = np.asarray(part.get("t"), dtype=np.float64)
         if t.ndim != 1 or not np.isfinite(t).all() or (np.diff(t) < 0).any():
-            raise MarketDataError(f"market entry field {what}'t' is not a list of increasing "
+            raise MarketDataError(f"market entry field '{what}t' is not a list of increasing "
                                   "times")
         rows: dict[str, NDArray] = {"t": t}
         for name, dtype in zip(_COLUMNS[1:], (np.int8, np.int64, np.float64, np.int8, np.int64,
                                               np.int64), strict=True):
             a = np.asarray(part.get(name), dtype=dtype)
             if a.shape != t.shape:
-                raise MarketDataError(f"market entry field {what}{name!r} has {a.size} values "
+                raise MarketDataError(f"market entry field '{what}{name}' has {a.size} values "
                                       f"for {t.size} events")
             rows[name] = a
         for name, a in zip(_BOOK, self._levels_of(part, what, t.size, levels), strict=True):
@@ -467,6 +469,61 @@ class StreamReplayMarket(ReplayMarket):
                         np.ascontiguousarray(cat["ask_px"]), np.ascontiguousarray(cat["ask_qty"]))
 
 
+class TapeFed:
+    """A paper market fed, at each reset, the entries a feed of ``backtest`` (a built market,
+    no order trading on it) publishes for the same episodes (``feed.market_entries``): the
+    stream venue checked in process against the market it replays (the conformance suite).
+    The protocol is the paper market's (``paper``); ``backtest`` only writes the tape."""
+
+    def __init__(self, backtest: BatchedMarket):
+        self.backtest = backtest
+        self.feed = StreamFeed()
+        self.paper = paper_market(backtest, self.feed)
+        c: Any = backtest.config
+        self.step_s = c.tau * c.time_unit_s if isinstance(backtest, ACMarket) else c.tau
+        self._step = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.paper, name)
+
+    @property
+    def mid(self) -> NDArray[np.float64]:
+        return self.paper.mid
+
+    @property
+    def arrival_mid(self) -> NDArray[np.float64]:
+        return self.paper.arrival_mid
+
+    @property
+    def arrival_vwap(self) -> NDArray[np.float64]:
+        return self.paper.arrival_vwap
+
+    @property
+    def interval_vwap(self) -> NDArray[np.float64]:
+        return self.paper.interval_vwap
+
+    def reset(self, rng: np.random.Generator, env_ids: NDArray[np.intp] | None = None) -> None:
+        import copy
+
+        from execrl.service.feed import market_entries
+
+        ids = np.arange(self.paper.n_envs) if env_ids is None else np.asarray(env_ids,
+                                                                               dtype=np.intp)
+        self.backtest.reset(copy.deepcopy(rng), ids)  # the episodes the paper market meets
+        for k in range(self.paper.n_steps + 1):
+            steps = np.full(ids.size, k, dtype=np.int64)
+            for i, entry in zip(ids.tolist(), market_entries(self.backtest, steps, self.step_s,
+                                                             ids), strict=True):
+                self.feed.push({"symbol": "", "step": self._step, "episode": 0, "k": k,
+                                **entry}, i)
+            self._step += 1
+        self.paper.reset(rng, ids)
+
+    def execute(self, orders: ChildOrderBatch, active: NDArray[np.bool_],
+                record_events: bool = False) -> FillBatch:
+        return self.paper.execute(orders, active, record_events)
+
+
 def _no_rows(levels: int) -> dict[str, NDArray]:
     return {"t": np.zeros(0), "kind": np.zeros(0, np.int8), "size": np.zeros(0, np.int64),
             "price": np.zeros(0), "side": np.zeros(0, np.int8), "sub": np.zeros(0, np.int64),
@@ -474,4 +531,4 @@ def _no_rows(levels: int) -> dict[str, NDArray]:
 
 
 __all__ = ["PAPER_MODELS", "MarketDataError", "StreamACMarket", "StreamFeed",
-           "StreamReplayMarket", "paper_market"]
+           "StreamReplayMarket", "TapeFed", "paper_market"]
