@@ -244,8 +244,8 @@ def _entry(step: int, k: int, events: list[tuple], symbol: str = "X", **book: An
         part["arrival_vwap"] = 99.995
         part["pre"] = _events([])
     return {"symbol": symbol, "step": step, "episode": 0, "k": k, "model": "replay",
-            "t_s": 30.0 * k, "mid": 99.995, "bid": 99.99, "ask": 100.0, "volume": 0.0,
-            "book": part}
+            "step_s": 30.0, "t_s": 30.0 * k, "mid": 99.995, "bid": 99.99, "ask": 100.0,
+            "volume": 0.0, "book": part}
 
 
 def _hand_market(queue: str = "risk_averse", symbol: str | None = None) -> tuple[Any, Any]:
@@ -357,11 +357,11 @@ def test_a_feed_of_another_step_length_or_a_broken_book_is_refused():
     entries = feed_entries(market, order, 0, 1)[0]
     feed = StreamFeed()
     feed.push(entries[0])
-    feed.push({**entries[1], "t_s": entries[1]["t_s"] * 2})
+    feed.push({**entries[1], "step_s": entries[1]["step_s"] * 2})
     m = paper_market(market.for_order(order).build(1, -1), feed)
     m.reset(np.random.default_rng(0))
     m.execute(ChildOrderBatch.market_orders(1), ON)
-    with pytest.raises(MarketDataError, match=r"decision step is .* this order's is"):
+    with pytest.raises(MarketDataError, match=r"'step_s' = .*: the stream's decision step is"):
         m.execute(ChildOrderBatch.market_orders(1), ON)
     r, feed = _hand_market()
     feed.push(_entry(0, 0, [], bid_px=[999_900.0]))
@@ -371,6 +371,12 @@ def test_a_feed_of_another_step_length_or_a_broken_book_is_refused():
                             (T0 + 1, 4, 1, 999_900.0, 1, 5, 12, 50.0)]))
     r.reset(np.random.default_rng(0))
     with pytest.raises(MarketDataError, match=re.escape("'book.events.t' is not a list")):
+        r.execute(_order(1, OrderType.MARKET), ON)
+    bad = _entry(2, 0, [])
+    bad["book"]["events"]["size"] = "|O:AAAA"  # a packed column must be numeric
+    feed.push(bad)
+    r.reset(np.random.default_rng(0))
+    with pytest.raises(MarketDataError, match=re.escape("'book.events.size' is not a packed")):
         r.execute(_order(1, OrderType.MARKET), ON)
 
 

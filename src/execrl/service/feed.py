@@ -18,9 +18,9 @@ the market does in the step whatever we trade, from which the paper market
   on top (bit for bit the backtest's fills and mids).
 - Replay (``book``): the episode's start on the data's clock, the recorded book at the step's
   start (every level) and the step's recorded events (time, kind, size, price, side, order
-  submission number, the book after each), and in an episode's first entry the pre-arrival
-  events its features see; the paper market runs the replay's kernel on them (walk, queue
-  estimators, latency, fees, transient impact).
+  submission number, the book after each: numeric columns ``pack``ed), and in an episode's
+  first entry the pre-arrival events its features see; the paper market runs the replay's
+  kernel on them (walk, queue estimators, latency, fees, transient impact).
 - The order book market (``lob``): the quote only; its flow reacts to our orders, which a tape
   that did not see them cannot reproduce (``execrl.service.paper``).
 
@@ -30,6 +30,7 @@ decision it releases still sees only the step's start).
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,7 +133,8 @@ def market_entries(m: Any, k: NDArray[np.int64], step_s: float,
                    envs: NDArray[np.intp]) -> list[dict[str, Any]]:
     """Step markets ``envs`` of the built market ``m`` once with no order (each at its step
     ``k[j]``); per market, its entry's market fields: the quote at the step's start, the model,
-    the step's start ``t_s`` and the step's replay part (module docstring)."""
+    the step's length ``step_s`` and start ``t_s`` (seconds) and the step's replay part (module
+    docstring)."""
     model = str(getattr(getattr(m, "config", None), "model", ""))
     n = m.n_envs
     active = np.zeros(n, dtype=bool)
@@ -141,7 +143,7 @@ def market_entries(m: Any, k: NDArray[np.int64], step_s: float,
     steps = np.zeros(n, dtype=np.int64)
     steps[envs] = k
     quotes = _quotes(m, steps)
-    out = [{"model": model, "t_s": float(kj) * step_s, **quotes[i]}
+    out = [{"model": model, "step_s": step_s, "t_s": float(kj) * step_s, **quotes[i]}
            for i, kj in zip(envs.tolist(), k.tolist(), strict=True)]
     if model == "almgren_chriss":
         before = {"alpha": m.alpha.copy(), "last_volume": m.feature("last_volume").copy(),
@@ -178,15 +180,23 @@ def market_entries(m: Any, k: NDArray[np.int64], step_s: float,
     return out
 
 
+def pack(values: NDArray) -> str:
+    """A numeric column on the wire: ``"<dtype>:<base64 of its bytes>"`` (``<f8``, ``<i8``,
+    ``|i1``), exact and ~50x faster to read than a JSON list; the paper market reads either."""
+    a = np.ascontiguousarray(values)
+    return f"{a.dtype.str}:{base64.b64encode(a.tobytes()).decode('ascii')}"
+
+
 def _rows(d: Any, lo: int, hi: int, levels: int) -> dict[str, Any]:
-    """Recorded event rows [lo, hi) as stream columns (the book's first ``levels`` levels)."""
+    """Recorded event rows [lo, hi) as stream columns (``pack``ed; the book's first ``levels``
+    levels, row after row)."""
     sl = slice(lo, hi)
     return {
-        "t": d.t[sl].tolist(), "kind": d.kind[sl].tolist(), "size": d.size[sl].tolist(),
-        "price": d.price[sl].tolist(), "side": d.side[sl].tolist(),
-        "sub": d.sub_row[sl].tolist(), "seq": d.seq[sl].tolist(),
-        "bid_px": d.bid_px[sl, :levels].tolist(), "bid_qty": d.bid_qty[sl, :levels].tolist(),
-        "ask_px": d.ask_px[sl, :levels].tolist(), "ask_qty": d.ask_qty[sl, :levels].tolist(),
+        "t": pack(d.t[sl]), "kind": pack(d.kind[sl]), "size": pack(d.size[sl]),
+        "price": pack(d.price[sl]), "side": pack(d.side[sl]), "sub": pack(d.sub_row[sl]),
+        "seq": pack(d.seq[sl]), "bid_px": pack(d.bid_px[sl, :levels]),
+        "bid_qty": pack(d.bid_qty[sl, :levels]), "ask_px": pack(d.ask_px[sl, :levels]),
+        "ask_qty": pack(d.ask_qty[sl, :levels]),
     }
 
 
@@ -215,4 +225,4 @@ def run_feed(client: Any, config: FeedConfig, symbol: str, stream: str = STREAM_
     return config.steps
 
 
-__all__ = ["FeedConfig", "MarketTape", "market_entries", "parse_speed", "run_feed"]
+__all__ = ["FeedConfig", "MarketTape", "market_entries", "pack", "parse_speed", "run_feed"]

@@ -44,6 +44,8 @@ kernels).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from collections import deque
 from collections.abc import Callable
@@ -177,9 +179,11 @@ def _part(entry: dict[str, Any], model: str, key: str, step_s: float, env: int,
         raise MarketDataError(
             f"market entry field 'model' = {entry.get('model')!r} (step {entry.get('step')}) "
             f"is not this paper market's {model!r} (order {env}, step {k})")
-    got = entry.get("t_s")
-    if not isinstance(got, int | float) or isinstance(got, bool):
-        raise MarketDataError(f"market entry field 't_s' = {got!r} is not a number")
+    got = _number(entry, "step_s", "")
+    if abs(got - step_s) > 1e-9 * max(step_s, 1.0):
+        raise MarketDataError(
+            f"market entry field 'step_s' = {got:g}: the stream's decision step is {got:g} s, "
+            f"this order's is {step_s:g} s (feed the market with the order's horizon and steps)")
     part = entry.get(key)
     if not isinstance(part, dict):
         raise MarketDataError(f"market entry (step {entry.get('step')}) has no {key!r} part: "
@@ -187,11 +191,26 @@ def _part(entry: dict[str, Any], model: str, key: str, step_s: float, env: int,
     feed_step = entry.get("k")
     if not isinstance(feed_step, int) or isinstance(feed_step, bool) or feed_step < 0:
         raise MarketDataError(f"market entry field 'k' = {feed_step!r} is not a step number")
-    if feed_step > 0 and abs(float(got) / feed_step - step_s) > 1e-9 * max(step_s, 1.0):
-        raise MarketDataError(
-            f"market entry's decision step is {float(got) / feed_step:g} s (t_s / k), this "
-            f"order's is {step_s:g} s: feed the market with the order's horizon and steps")
     return part
+
+
+def _column(value: Any, dtype: Any, what: str) -> NDArray:
+    """A numeric column of an entry: a JSON list, or ``feed.pack``'s ``"<dtype>:<base64>"``."""
+    if isinstance(value, str):
+        code, _, data = value.partition(":")
+        try:
+            source = np.dtype(code)
+            if source.kind not in "fiu":
+                raise TypeError(code)
+            a = np.frombuffer(base64.b64decode(data, validate=True), dtype=source)
+        except (TypeError, ValueError, binascii.Error):
+            raise MarketDataError(f"market entry field '{what}' is not a packed numeric column "
+                                  f"(<dtype>:<base64>): {value[:40]!r}") from None
+        return a.astype(dtype, copy=False)
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError):
+        raise MarketDataError(f"market entry field '{what}' is not a list of numbers") from None
 
 
 class StreamACMarket(ACMarket):
@@ -206,7 +225,7 @@ class StreamACMarket(ACMarket):
         super().__init__(config, n_envs, side, s0)
         self.feed = feed
         self._step_s = config.tau * config.time_unit_s
-        self._entry: list[dict[str, Any] | None] = [None] * n_envs
+        self._entry: list[dict[str, float] | None] = [None] * n_envs  # step 0's, read
         self._at = np.full((2, n_envs), -1, dtype=np.int64)  # (episode, k) of the last entry
         self._unaffected = np.zeros(n_envs)  # the streamed mid after the last step
 
@@ -235,34 +254,45 @@ class StreamACMarket(ACMarket):
             st[_LAST_VOLUME, i] = ac["last_volume"]
             st[_ALPHA, i] = ac["alpha"]
             self._k[i] = 0
-            self._entry[i] = entry
+            ep = entry.get("episode")
+            ac["episode"], ac["k"] = (ep if isinstance(ep, int) else -2), entry["k"]
+            self._entry[i] = ac
 
-    def _next(self, i: int) -> dict[str, Any]:
-        """Order i's entry of the coming step (after its first): a break in the stream
+    def _next(self, i: int) -> dict[str, float]:
+        """Order i's entry of the coming step (after its first), read: a break in the stream
         (another feed episode, a skipped step) moves the mid to the streamed one."""
         entry = self.feed.take(i, int(self._k[i]))
         ac = self._ac(entry, i)
-        at = (entry.get("episode"), entry.get("k"))
-        if at != (int(self._at[0, i]), int(self._at[1, i]) + 1):
+        if (entry.get("episode"), entry.get("k")) != (int(self._at[0, i]),
+                                                     int(self._at[1, i]) + 1):
             st = self._state
             st[_MID, i] = ac["mid"] + (st[_MID, i] - self._unaffected[i])
         self._state[_ALPHA, i] = ac["alpha"]
-        return entry
+        ep = entry.get("episode")
+        ac["episode"], ac["k"] = (ep if isinstance(ep, int) else -2), entry["k"]
+        return ac
 
     def execute(
         self, orders: ChildOrderBatch, active: NDArray[np.bool_], record_events: bool = False
     ) -> FillBatch:
         act = np.ascontiguousarray(active)
-        exo = np.zeros((_N_EXO, self.n_envs))
-        for i in np.flatnonzero(act).tolist():
-            entry = self._entry[i] if self._entry[i] is not None else self._next(i)
+        ids = np.flatnonzero(act)
+        steps = []
+        for i in ids.tolist():  # the orders' entries of the step, read (N live orders)
+            ac = self._entry[i] if self._entry[i] is not None else self._next(i)
             self._entry[i] = None
-            ac = self._ac(entry, i)
-            exo[:, i] = [ac[name] for name in EXOGENOUS_FIELDS]
-            ep, k = entry.get("episode"), entry.get("k")
-            self._at[:, i] = (ep if isinstance(ep, int) else -2, k)
-            self._unaffected[i] = ac["mid"] + ac["drift_term"] + ac["shock"]
+            steps.append([ac[name] for name in _AC_ROW])
+        exo = np.zeros((_N_EXO, self.n_envs))
+        if steps:
+            rows = np.array(steps).T
+            exo[:, ids] = rows[:_N_EXO]
+            self._at[:, ids] = rows[_N_EXO + 1:].astype(np.int64)
+            self._unaffected[ids] = rows[_N_EXO] + rows[0] + rows[1]
         return self.apply_step(orders, act, exo, record_events)
+
+
+#: what a step needs of an AC entry, in order: the exogenous rows, the mid, the stream position
+_AC_ROW = (*EXOGENOUS_FIELDS, "mid", "episode", "k")
 
 
 class StreamReplayMarket(ReplayMarket):
@@ -308,10 +338,10 @@ class StreamReplayMarket(ReplayMarket):
                    levels: int) -> list[NDArray]:
         out = []
         for name in _BOOK:
-            a = np.asarray(part.get(name), dtype=np.float64)
+            a = _column(part.get(name), np.float64, what + name)
             shape = (levels,) if n_rows is None else (n_rows, levels)
-            if n_rows == 0 and a.size == 0:
-                a = a.reshape(shape)  # a step without events
+            if n_rows is not None and a.ndim == 1 and a.size == n_rows * levels:
+                a = a.reshape(shape)  # packed row after row (or a step without events)
             if a.shape != shape or not np.isfinite(a).all():
                 raise MarketDataError(f"market entry field '{what}{name}' has shape {a.shape}, "
                                       f"not {shape} (or a value that is not finite)")
@@ -321,14 +351,14 @@ class StreamReplayMarket(ReplayMarket):
     def _rows_of(self, part: dict[str, Any], what: str, levels: int) -> dict[str, NDArray]:
         if not isinstance(part, dict):
             raise MarketDataError(f"market entry field '{what[:-1]}' is not an object")
-        t = np.asarray(part.get("t"), dtype=np.float64)
+        t = _column(part.get("t"), np.float64, what + "t")
         if t.ndim != 1 or not np.isfinite(t).all() or (np.diff(t) < 0).any():
             raise MarketDataError(f"market entry field '{what}t' is not a list of increasing "
                                   "times")
         rows: dict[str, NDArray] = {"t": t}
         for name, dtype in zip(_COLUMNS[1:], (np.int8, np.int64, np.float64, np.int8, np.int64,
                                               np.int64), strict=True):
-            a = np.asarray(part.get(name), dtype=dtype)
+            a = _column(part.get(name), dtype, what + name)
             if a.shape != t.shape:
                 raise MarketDataError(f"market entry field '{what}{name}' has {a.size} values "
                                       f"for {t.size} events")
@@ -510,7 +540,7 @@ class TapeFed:
         ids = np.arange(self.paper.n_envs) if env_ids is None else np.asarray(env_ids,
                                                                                dtype=np.intp)
         self.backtest.reset(copy.deepcopy(rng), ids)  # the episodes the paper market meets
-        for k in range(self.paper.n_steps + 1):
+        for k in range(self.paper.n_steps):  # the entries its steps take (not the horizon's)
             steps = np.full(ids.size, k, dtype=np.int64)
             for i, entry in zip(ids.tolist(), market_entries(self.backtest, steps, self.step_s,
                                                              ids), strict=True):

@@ -32,11 +32,11 @@ STATE_SENT = "execrl:serve:sent"  # every outbound id ever written (the idempote
 MESSAGE_KINDS = ("child", "cancel", "fill", "done", "error")
 #: the market stream's fields, per decision step and symbol (``execrl.service.feed``): the
 #: feed's counter, the market episode and its step, the quote at the step's start, the last
-#: step's volume, the market model, the step's start (s since the episode began) and what the
-#: paper market replays the step from (``ac`` for Almgren–Chriss, ``book`` for a replay; one of
-#: them, or neither for a market whose flow reacts to our orders)
+#: step's volume, the market model, the step's length and start (s since the episode began)
+#: and what the paper market replays the step from (``ac`` for Almgren–Chriss, ``book`` for a
+#: replay; one of them, or neither for a market whose flow reacts to our orders)
 MARKET_FIELDS = ("symbol", "step", "episode", "k", "mid", "bid", "ask", "volume", "ts_ns",
-                 "model", "t_s", "ac", "book")
+                 "model", "step_s", "t_s", "ac", "book")
 
 
 def encode(message: dict[str, Any]) -> dict[str, str]:
