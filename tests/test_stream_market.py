@@ -48,15 +48,19 @@ SYNTHETIC_ESTIMATED = {**SYNTHETIC, "queue": "power", "order_latency_s": 0.05,
 
 
 def feed_entries(market: Any, order: ParentOrder, seed: int, episodes: int) -> list[list[dict]]:
-    """The entries ``run_feed`` publishes (through the wire's JSON), one list per episode."""
-    tape = MarketTape(market, order, seed)
-    out: list[list[dict]] = [[] for _ in range(episodes)]
+    """The entries ``run_feed`` publishes (through the wire's JSON) for episodes 0..n-1, the
+    first n_steps + 1 of each (a replay's runs on)."""
+    out: list[list[dict]] = []
     step = 0
-    while tape.episode < episodes:
-        episode = tape.episode
-        head = {"symbol": order.symbol, "step": step, "episode": episode, "k": tape.k}
-        out[episode].append(decode(encode({**head, **tape.step(), "ts_ns": 0})))
-        step += 1
+    for episode in range(episodes):
+        tape = MarketTape(market, order, seed)
+        tape.episode = episode
+        tape._reset()
+        out.append([])
+        for _ in range(tape.spec.n_steps + 1):
+            head = {"symbol": order.symbol, "step": step, "episode": episode, "k": tape.k}
+            out[-1].append(decode(encode({**head, **tape.step(), "ts_ns": 0})))
+            step += 1
     return out
 
 
@@ -410,3 +414,33 @@ def test_run_feed_through_redis_then_the_paper_market_reproduces_the_backtest(re
     pd.testing.assert_frame_equal(bt.episodes, pr.episodes, check_exact=True)
     # one entry per decision step, pulled as needed: the horizon's entry is left
     assert feed.pending() == 0 and next(it)["k"] == n and next(it, None) is None
+
+
+def test_a_replay_order_can_start_at_any_entry_and_a_jump_is_refused():
+    """The replay tape runs on past its horizon, so an order starting at entry 3 trades a full
+    horizon on a continuous tape (its market order walks that entry's streamed book); entries
+    of another feed episode mid-order are refused, never filled against."""
+    spec = parse_market(SYNTHETIC)
+    n = spec.for_order(REPLAY_ORDER).n_steps
+    tape = MarketTape(spec, REPLAY_ORDER, 3)
+    entries = [decode(encode({"symbol": "X", "step": i, "episode": tape.episode, "k": tape.k,
+                              **tape.step()})) for i in range(n + 4)]
+    assert [e["episode"] for e in entries] == [0] * (n + 4)  # on past the horizon
+    assert [e["k"] for e in entries] == list(range(n + 4))
+    feed = StreamFeed()
+    for e in entries[3:3 + n]:
+        feed.push(e)
+    m = paper_market(spec.for_order(REPLAY_ORDER).build(1, 1), feed)
+    m.reset(np.random.default_rng(0))
+    book = entries[3]["book"]
+    assert m.arrival_mid[0] == book["mid_units"] / 1e4
+    qty = int(book["ask_qty"][0] + 1)  # the first level and one share of the second
+    f = m.execute(_order(qty, OrderType.MARKET), ON)
+    walked = (book["ask_qty"][0] * book["ask_px"][0] + book["ask_px"][1]) / qty / 1e4
+    assert f.qty[0] == qty and f.avg_px[0] == pytest.approx(walked, rel=1e-12)
+    for _ in range(n - 1):
+        m.execute(_order(0, OrderType.MARKET), ON)
+    other = feed_entries(spec, REPLAY_ORDER, 3, 2)[1]
+    feed.push({**other[1], "step": 10_000})
+    with pytest.raises(MarketDataError, match="the stream jumped"):
+        m.execute(_order(0, OrderType.MARKET), ON)

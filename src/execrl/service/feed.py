@@ -4,8 +4,10 @@ One entry per decision step of the market for one symbol, at the market's own pa
 faster, or as fast as possible. The market is built from a market specification (a preset,
 or a replay of a recorded day through ``--market``) with no order trading against it: the
 tape as it would be. When an episode of the market ends the next one starts, so a feed can run
-as long as asked. Episode i is the backtest's order i of the same seed (``Executor.run``'s
-path (seed, i): the i-th episode key of ``default_rng(seed)``).
+as long as asked (a replay's episode runs on past its horizon while the data lasts, so that an
+order starting at any entry meets a continuous tape). Episode i is the backtest's order i of
+the same seed (``Executor.run``'s path (seed, i): the i-th episode key of
+``default_rng(seed)``).
 
 Entry k of an episode is the record of decision step k: what the decision sees (``mid``,
 ``bid``, ``ask``, ``volume``: the market at the step's start; the last step's volume) and what
@@ -99,12 +101,21 @@ class MarketTape:
         """Step k with no order: the entry's market fields (``market_entries``); then the
         next step, or the next episode after the horizon's entry."""
         entry = market_entries(self.market, np.array([self.k]), self.step_s, self._env)[0]
-        if self.k >= self.market.n_steps:  # the horizon's entry: the next episode follows
-            self.episode += 1
+        if self.k >= self.market.n_steps and not self._data_goes_on():
+            self.episode += 1  # the horizon's entry (a replay's data end): the next episode
             self._reset()
         else:
             self.k += 1
         return entry
+
+    def _data_goes_on(self) -> bool:
+        """A replay runs on past the horizon while its data lasts, so that an order starting
+        at any entry meets a continuous tape (a simulated market's episode ends there)."""
+        m = self.market
+        if self.spec.model != "replay":
+            return False
+        end = float(m.episode_start[0]) + (self.k + 2) * self.spec.tau
+        return end <= float(m.data.t[-1])
 
     def advance(self) -> None:
         """Step on without the entry (``step``)."""

@@ -135,6 +135,10 @@ class StreamFeed:
                 "before the step (the paper market never fills on stale data)")
         return queue.popleft()
 
+    def clear(self, env: int) -> None:
+        """Drop what is queued for order ``env`` (a tape starting it again)."""
+        self._queues.pop(env, None)
+
     def pending(self, env: int = 0) -> int:
         """Entries queued for order ``env``."""
         return len(self._queues.get(env, ()))
@@ -419,6 +423,13 @@ class StreamReplayMarket(ReplayMarket):
                 entry = self.feed.take(i, int(self._k[i]))
             self._entry[i] = None
             part = self._book_part(entry, i)
+            ts = self._t0[i] + self._k[i] * self._dt
+            feed_ts = part["t0"] + int(entry["k"]) * self._dt
+            if abs(feed_ts - ts) > 1e-6:
+                raise MarketDataError(
+                    f"market entry (step {entry.get('step')}) starts at t = {feed_ts:.6f} s on "
+                    f"the data's clock, order {i}'s step {int(self._k[i])} at {ts:.6f} s: the "
+                    "stream jumped (another feed episode, or entries missing)")
             self._set_book(i, part)  # the stream's book at the step's start
             blocks.append(self._rows_of(part.get("events"), "book.events.", self._levels))
         sizes = np.array([b["t"].size + 2 for b in blocks], dtype=np.int64)
@@ -540,6 +551,8 @@ class TapeFed:
         ids = np.arange(self.paper.n_envs) if env_ids is None else np.asarray(env_ids,
                                                                                dtype=np.intp)
         self.backtest.reset(copy.deepcopy(rng), ids)  # the episodes the paper market meets
+        for i in ids.tolist():
+            self.feed.clear(i)
         for k in range(self.paper.n_steps):  # the entries its steps take (not the horizon's)
             steps = np.full(ids.size, k, dtype=np.int64)
             for i, entry in zip(ids.tolist(), market_entries(self.backtest, steps, self.step_s,
