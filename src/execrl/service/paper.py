@@ -13,16 +13,21 @@ backtest's own kernels, not by a copy:
   impact (γ·n on the mid, kept for the rest of the order) sit on top of the streamed
   unaffected mid exactly as in the backtest. Fed the entries of a feed of the same market and
   seed, it reproduces the backtest bit for bit (the same float operations in the same order).
+  At a break in the stream (a new feed episode) the mid jumps to the streamed one, our
+  permanent impact kept; the arrival VWAP is the entry's (its feed episode's).
 - **Replay** (``StreamReplayMarket``): an entry carries the recorded book at the step's start
   and the step's recorded events (each with the book after it); the replay's step kernel runs
   on them: marketable orders walk the streamed depth (flat beyond it), passive orders queue
   behind the displayed size at their price and move up as streamed trades and cancels at that
   price consume the queue (``exact`` by the events' submission numbers, or the estimators),
   with the replay's latency, fees and transient impact. Features come from the same streamed
-  events through the same ``FeatureBuilder``; an episode's first entry carries its
-  pre-arrival events. Fed a replay feed of the same data and seed, it reproduces the backtest
-  bit for bit. The specification's data is read for its calibration only (tick, expected
-  volume, σ); every event a fill is computed from comes from the stream.
+  events through the same ``FeatureBuilder``; a feed episode's first entry carries its
+  pre-arrival events (an order starting at a later entry starts its features with none, and
+  its arrival VWAP at the arrival mid). Fed a replay feed of the same data and seed, it
+  reproduces the backtest bit for bit. A replay feed runs on past the horizon while the data
+  lasts, so an order may start at any entry; a stream that jumps mid-order (another feed
+  episode) is refused. The specification's data is read for its calibration only (tick,
+  levels, expected volume, σ); every event a fill is computed from comes from the stream.
 - **Order book** (``lob``): not offered. Its order flow reacts to the book our orders change
   (queue-reactive intensities, Hawkes excitation), which a tape recorded without our orders
   cannot reproduce; replaying its tape as a recording (``replay``) is the honest paper model.
