@@ -444,3 +444,22 @@ def test_a_replay_order_can_start_at_any_entry_and_a_jump_is_refused():
     feed.push({**other[1], "step": 10_000})
     with pytest.raises(MarketDataError, match="the stream jumped"):
         m.execute(_order(0, OrderType.MARKET), ON)
+
+
+def test_the_watchdogs_shadow_twap_meets_the_stream_too():
+    """Run with the service's own seed (not the feed's): the order and the watchdog's shadow
+    TWAP (its loss trigger's benchmark) both meet the stream, so both equal the backtest on
+    the feed's seed."""
+    from execrl.safety.watchdog import WatchdogConfig
+
+    market = preset_market("ac")
+    order = market.default_order()
+    ex = Executor(make_baseline("ac", context_for(market, order)), market,
+                  safety=Safety(watchdog=WatchdogConfig()))
+    bt = ex.run(order, 1, 5)
+    it = iter(feed_entries(market, order, 5, 1)[0])
+    pr = ex.run(order, 1, 12_345, venue=StreamFeed(source=lambda env: next(it)))
+    pd.testing.assert_frame_equal(bt.episodes, pr.episodes, check_exact=True)
+    pd.testing.assert_frame_equal(bt.shadow_twap, pr.shadow_twap, check_exact=True)
+    other = ex.run(order, 1, 12_345)  # what the service's seed alone would have simulated
+    assert other.shadow_twap["is_bps"].iloc[0] != pr.shadow_twap["is_bps"].iloc[0]

@@ -106,6 +106,8 @@ class StreamFeed:
         self.market: Any = None
         self._queues: dict[int, deque[dict[str, Any]]] = {}
         self._last: dict[int, int] = {}
+        #: per order, the entries its market has taken (what ``shadow`` markets replay)
+        self.taken: dict[int, list[dict[str, Any]]] = {}
 
     def push(self, entry: dict[str, Any], env: int = 0) -> None:
         """Queue ``entry`` (a decoded ``STREAM_MARKET`` entry) for order ``env``; an entry of
@@ -138,7 +140,15 @@ class StreamFeed:
             raise MarketDataError(
                 f"no market entry for order {env}'s step {k}: push its STREAM_MARKET entry "
                 "before the step (the paper market never fills on stale data)")
-        return queue.popleft()
+        entry = queue.popleft()
+        self.taken.setdefault(env, []).append(entry)
+        return entry
+
+    def shadow(self, market: BatchedMarket) -> BatchedMarket:
+        """A second paper market of ``market``'s specification that meets the same entries
+        as this feed's market, one step behind it or level (the watchdog's shadow TWAP:
+        ``executor.loop``); it takes nothing from the stream itself."""
+        return paper_market(market, _Replica(self))
 
     def clear(self, env: int) -> None:
         """Drop what is queued for order ``env`` (a tape starting it again)."""
@@ -156,6 +166,24 @@ class StreamFeed:
         paper = paper_market(market, self)
         self.market = paper
         return BrokerVenue(paper, PaperBroker(paper, parent_ids, step_ms))
+
+
+class _Replica(StreamFeed):
+    """The entries another market of ``primary`` took, in the same order (``shadow``)."""
+
+    def __init__(self, primary: StreamFeed):
+        super().__init__(primary.symbol)
+        self.primary = primary
+        self._at: dict[int, int] = {}
+
+    def take(self, env: int, k: int) -> dict[str, Any]:
+        at = self._at.get(env, 0)
+        taken = self.primary.taken.get(env, [])
+        if at >= len(taken):
+            raise MarketDataError(f"the shadow market of order {env} is ahead of the stream "
+                                  f"(step {k}): it replays the entries its order has taken")
+        self._at[env] = at + 1
+        return taken[at]
 
 
 def paper_market(market: BatchedMarket, feed: StreamFeed) -> BatchedMarket:
