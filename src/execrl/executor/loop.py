@@ -329,13 +329,15 @@ class Executor:
         on_step: Callable[[], None] | None = None,
         on_obs: Callable[[NDArray], None] | None = None,
         make_observers: Callable[[BatchedExecution], Sequence[StepObserver]] | None = None,
-        venue: str = "simulated",
+        venue: Any = "simulated",
     ) -> ExecutionRun:
         """Execute ``n_orders`` copies of ``order``, copy i on market path (seed, i).
         ``make_observers`` builds observers on the reset core (the decision recorder and the
         behaviour tally need it); ``on_obs`` sees the observations of the orders still
         running before each decision; ``on_step`` is called after each step (progress);
-        ``venue``: ``simulated``, ``shadow`` or ``paper`` (``executor.venues``)."""
+        ``venue``: ``simulated``, ``shadow`` or ``paper`` (``executor.venues``), or a venue
+        factory named by its ``name`` (``service.paper.StreamFeed``: paper fills against the
+        market-data stream)."""
         if n_orders < 1:
             raise ConfigError(f"orders = {n_orders!r} must be >= 1")
         policy = self.policy_for(order)
@@ -344,6 +346,9 @@ class Executor:
         step_s = float(order.horizon) / core.n_steps
         parent_ids = order_ids(order, n_orders)
         core.market = wrap_venue(venue, core.market, parent_ids, step_s * 1e3)
+        # a venue's own market data for the shadow TWAP (the stream's: ``StreamFeed.shadow``)
+        shadow_market = getattr(venue, "shadow", None)
+        venue = venue if isinstance(venue, str) else str(getattr(venue, "name", "custom"))
         obs = core.reset(seed=seed)
         watched = list(observers) + list(make_observers(core) if make_observers else ())
         explorer = None
@@ -354,7 +359,7 @@ class Executor:
         action_set = core.action_set
         discrete = action_set.is_discrete
         sf = self.safety
-        watch = (_Watch(self, core, policy, order, spec, seed, parent_ids)
+        watch = (_Watch(self, core, policy, order, spec, seed, parent_ids, shadow_market)
                  if sf.watchdog is not None else None)
         trail = None
         if self.audit is not None:
@@ -463,7 +468,8 @@ class _Watch:
     trigger's benchmark), the kill switch and the operator's kill file."""
 
     def __init__(self, ex: Executor, core: BatchedExecution, policy: Policy, order: ParentOrder,
-                 spec: MarketSpec, seed: int, parent_ids: list[str]):
+                 spec: MarketSpec, seed: int, parent_ids: list[str],
+                 shadow_market: Callable[[Any], Any] | None = None):
         from execrl.policies.baselines import make_baseline
         from execrl.safety.fallback import FallbackSchedule
         from execrl.safety.watchdog import Watchdog
@@ -484,6 +490,8 @@ class _Watch:
                       actions=self.twap.action_set, reward=ex.reward),
             order, n_envs=core.n_envs, autoreset=False,
         )
+        if shadow_market is not None:  # the TWAP meets the venue's market data, not a path
+            self.twap_core.market = shadow_market(self.twap_core.market)
         self.twap_obs = self.twap_core.reset(seed=seed)
         self.ids = np.asarray(parent_ids, dtype=object)
         self._discrete = core.action_set.is_discrete
