@@ -290,18 +290,9 @@ class Router:
 
 
 def system_quarantine(registry: Any, policy_hash: str, reason: str, **detail: Any) -> bool:
-    """Quarantine a canary as ``system``, the actor of the registry's automatic actions (its
-    daily review does the same): one transaction, the policy's row locked, an audit row with
-    ``reason`` and ``detail``. False where it is no longer a canary (another process, or a
-    person, moved it first)."""
-    from execrl.service.access import SYSTEM
-
-    with registry._tx() as conn:
-        row = registry._lock(conn, policy_hash)
-        if row["state"] != "canary":
-            return False
-        registry._move(conn, row, "quarantine", SYSTEM, reason, **detail)
-    return True
+    """Quarantine a canary as ``system`` (``Registry.system_quarantine``); False where it is
+    no longer a canary."""
+    return bool(registry.system_quarantine(policy_hash, reason, "canary", **detail))
 
 
 __all__ = ["AC_BASELINE", "DEFAULT_SHARE", "FALLBACK_BASELINE", "GATES", "CanaryConfig",
