@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+import execrl.evaluate.stats as stats_module
 from execrl.evaluate.stats import (
     _BOOT_TAG,
     PairedComparison,
@@ -259,7 +260,7 @@ def test_bootstrap_draws_the_documented_philox_resamples(n: int) -> None:
         assert hits >= 3
 
 
-def test_bootstrap_is_deterministic_and_counter_based() -> None:
+def test_bootstrap_is_deterministic_and_counter_based(monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.random.default_rng(5).standard_normal(1000)
     ci = bootstrap_mean_ci(x, n_boot=1000, seed=9)
     lo, hi = np.percentile(bootstrap_means(x, n_boot=1000, seed=9)[0], [2.5, 97.5])
@@ -275,6 +276,11 @@ def test_bootstrap_is_deterministic_and_counter_based() -> None:
     for r in range(6):
         np.testing.assert_array_equal(together[r], bootstrap_means(rows[r], n_boot=200,
                                                                    seed=3)[0])
+    # nor on how the resamples are split over threads
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(stats_module, "_boot_threads", lambda t=threads: t)
+        np.testing.assert_array_equal(bootstrap_means(rows, n_boot=30_000, seed=3)[:, :200],
+                                      together)
     # the key is not the market's first episode key under the same seed
     assert bootstrap_key(9) != np.random.default_rng(9).bit_generator.random_raw()
 

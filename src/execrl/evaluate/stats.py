@@ -15,6 +15,7 @@ blocks in plain numpy, and checks the intervals' coverage on data with a known m
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -183,22 +184,24 @@ def _draw_resample(b: int, n: int, k0: np.uint64, k1: np.uint64, idx: NDArray[np
         t += 1
 
 
-@njit(cache=True)
-def _resample_means(by_order: NDArray[np.float64], m: int, key: np.uint64, n_boot: int
-                    ) -> NDArray[np.float64]:
-    """(m, n_boot) resample means of the m rows held column-wise in ``by_order`` (n, g·4:
-    order i's values side by side, zero-padded to groups of four). Resample b's sums run over
-    its indices in draw order, even and odd draws in two partial sums added at the end (two
-    chains the CPU runs side by side), so each mean is a fixed function of (data, key, b):
-    the same in any batch, on any thread count."""
+@njit(cache=True, nogil=True)
+def _resample_means(by_order: NDArray[np.float64], key: np.uint64, first: int,
+                    means: NDArray[np.float64]) -> None:
+    """Resamples ``first`` … ``first + means.shape[1] − 1``: their means of the rows held
+    column-wise in ``by_order`` (n, g·4: order i's values side by side, zero-padded to groups
+    of four) into ``means`` (rows, resamples). Resample b's sums run over its indices in draw
+    order, even and odd draws in two partial sums added at the end (two chains the CPU runs
+    side by side), so each mean is a fixed function of (data, key, b): the same in any batch,
+    on any thread. Releases the GIL: ``bootstrap_means`` runs slices side by side."""
     n, width = by_order.shape
+    m = means.shape[0]
     flat = by_order.ravel()
     k0, k1 = key & _MASK32, key >> _S32
     idx = np.empty(4 * ((n + 3) // 4), dtype=np.uint64)
-    means = np.empty((m, n_boot))
     w = np.uint64(width)
     half = n // 2
-    for b in range(n_boot):
+    for col_b in range(means.shape[1]):
+        b = first + col_b
         _draw_resample(b, n, k0, k1, idx)
         for g in range(0, width, _BOOT_GROUP):
             col = np.uint64(g)
@@ -224,8 +227,7 @@ def _resample_means(by_order: NDArray[np.float64], m: int, key: np.uint64, n_boo
             sums = (a0 + e0, a1 + e1, a2 + e2, a3 + e3)
             for r in range(_BOOT_GROUP):
                 if g + r < m:
-                    means[g + r, b] = sums[r] / n
-    return means
+                    means[g + r, col_b] = sums[r] / n
 
 
 def bootstrap_key(seed: int) -> np.uint64:
@@ -254,7 +256,33 @@ def bootstrap_means(values: NDArray, *, n_boot: int = 10_000, seed: int = 0) -> 
     width = -(-m // _BOOT_GROUP) * _BOOT_GROUP
     by_order = np.zeros((n, width))
     by_order[:, :m] = arr.T
-    return _resample_means(by_order, m, bootstrap_key(seed), int(n_boot))
+    key = bootstrap_key(seed)
+    means = np.empty((m, int(n_boot)))
+    # slices of resamples side by side on the machine's cores (the kernel releases the GIL);
+    # each resample is computed whole by one thread, so the result does not depend on it
+    threads = min(_boot_threads(), max(1, n_boot * n // 10_000_000))
+    if threads == 1:
+        _resample_means(by_order, key, 0, means)
+        return means
+    from concurrent.futures import ThreadPoolExecutor
+
+    edges = np.linspace(0, n_boot, threads + 1).astype(np.int64)
+    parts = [np.empty((m, int(hi - lo))) for lo, hi in itertools.pairwise(edges)]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda j: _resample_means(by_order, key, int(edges[j]), parts[j]),
+                      range(threads)))
+    return np.concatenate(parts, axis=1)
+
+
+def _boot_threads() -> int:
+    """Threads for the bootstrap: the cores this process may run on (at most 8)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 def percentile_ci(means: NDArray, level: float = 0.95) -> tuple[float, float]:
