@@ -41,15 +41,21 @@ _PNG_COMPRESSION = 1
 # --------------------------------------------------------------------------- file writing
 
 
-def _figure(width: float, height: float, **margins: float) -> Figure:
-    """A matplotlib figure on the Agg canvas with fixed margins (inches of the figure's
-    fractions, ``subplots_adjust``): no layout engine, whose text measurements cost more
-    than drawing the plot (imported here: only a run with plots pays for matplotlib)."""
+def _figure(**kwargs: Any) -> Figure:
+    """A matplotlib figure on the Agg canvas (imported here: only a run with plots pays for
+    matplotlib); ``kwargs`` go to ``Figure`` (the TCA report's figures use a layout)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=_DPI)
+    fig = Figure(**kwargs)
     FigureCanvasAgg(fig)
+    return fig
+
+
+def _plain_figure(width: float, height: float, **margins: float) -> Figure:
+    """``_figure`` at ``_DPI`` with fixed margins (figure fractions, ``subplots_adjust``) and
+    no layout engine, whose text measurements cost more than drawing the plot."""
+    fig = _figure(figsize=(width, height), dpi=_DPI)
     fig.subplots_adjust(**margins)
     return fig
 
@@ -111,7 +117,7 @@ def plot_is_boxplot(path: Path, episodes: pd.DataFrame, policies: Sequence[str])
     The boxes come from each policy's quantiles (``box_stats``), not from the raw orders."""
     stats = [box_stats(v, p) for p, v in zip(policies, _is_by_policy(episodes, policies),
                                                strict=True)]
-    fig = _figure(max(6.0, 1.3 * len(policies)), 4.5, left=0.12, right=0.98, bottom=0.08,
+    fig = _plain_figure(max(6.0, 1.3 * len(policies)), 4.5, left=0.12, right=0.98, bottom=0.08,
                   top=0.88)
     ax = fig.add_subplot()
     ax.bxp(stats, showmeans=True, meanprops={"marker": "D", "markerfacecolor": "white"},
@@ -151,7 +157,7 @@ def plot_schedules(path: Path, schedules: Mapping[str, np.ndarray], order: Seque
             )
         arrays[p] = arr
 
-    fig = _figure(max(7.0, 1.6 * len(arrays)), 6.5, left=0.09, right=0.98, bottom=0.08,
+    fig = _plain_figure(max(7.0, 1.6 * len(arrays)), 6.5, left=0.09, right=0.98, bottom=0.08,
                   top=0.94, hspace=0.35)
     top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [2.0, 1.0]})
     width = 0.8 / len(arrays)
@@ -230,7 +236,7 @@ def plot_paired_diffs(
     ncols = min(3, m)
     nrows = math.ceil(m / ncols)
     height = 3.0 * nrows + 0.4  # inches: each row, and the figure's title above them
-    fig = _figure(4.2 * ncols, height, left=0.07 if ncols > 1 else 0.16, right=0.98,
+    fig = _plain_figure(4.2 * ncols, height, left=0.07 if ncols > 1 else 0.16, right=0.98,
                   bottom=0.5 / height, top=1.0 - 0.75 / height, wspace=0.25, hspace=0.5)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     wide = _is_by_order(episodes)  # once for every comparison
