@@ -1,23 +1,30 @@
-"""`execrl evaluate` end to end and by phase: imports, simulation, statistics, outputs.
+"""`execrl evaluate` end to end and by phase, against the code before issue 10's changes.
 
-    python bench/bench_evaluate.py [--orders 20000] [--repeats 3] [--json-out PATH]
+    python bench/bench_evaluate.py [--orders 20000] [--repeats 3] [--reference 4ec1c07]
+                                   [--json-out PATH]
 
-Prints one JSON object on stdout (progress on stderr). Each repeat runs, in fresh
-interpreters (so imports and numba's cache loads are counted as a user meets them):
+Prints one JSON object on stdout (progress on stderr). The reference is the same command on
+an earlier commit's tree (``git archive REF src`` into a temporary folder, run with that
+``src`` first on the path; default 4ec1c07, main before the evaluate speed-ups). Each repeat
+runs, alternately for the reference and this tree, in fresh interpreters (imports and numba's
+cache loads counted as a user meets them; one untimed run each first fills numba's cache):
 
 * ``cli``: the command itself, ``python -m execrl evaluate --orders N --out DIR`` (five
-  baselines: twap, vwap, pov, ac, immediate; seed 7), wall time of the whole process, with
-  plots and with ``--no-plots``;
-* ``phases``: the same work through the functions the command calls, timed one by one:
-  ``imports`` (``execrl.cli`` and what evaluate imports), ``simulation`` (``run_policies``),
-  ``statistics`` (``build_results``: summaries, 4 paired comparisons with 10,000-resample
-  bootstraps, Wilcoxon and t-tests, closed forms), ``outputs`` (``write_outputs``: parquet,
-  JSON, report, plots; and without plots).
+  baselines: twap, vwap, pov, ac, immediate; seed 7), with plots and with ``--no-plots``:
+  wall seconds of the process and its CPU seconds (user + system, threads included);
+* ``phases``: the same work through the functions the command calls, timed one by one, wall
+  and CPU: ``imports`` (``execrl.cli`` and what evaluate imports), ``simulation``
+  (``run_policies``), ``statistics`` (``build_results``: summaries, 4 paired comparisons with
+  10,000-resample bootstraps, Wilcoxon and t-tests (scipy.stats imported there), closed
+  forms), ``outputs`` (``write_outputs``: parquet, JSON, report, plots) and
+  ``outputs_no_plots``.
 
-The reference in the same run: ``statistics_numpy_bootstrap_s``, the four bootstraps as the
-project computed them before (numpy ``integers(0, n, size=(chunk, n))`` and a gather, chunked
-at 4M elements), on the same differences; ``ratio_bootstrap`` = that / the compiled one.
-Figures are the medians over repeats.
+For this tree the phases run also times the four bootstraps alone (``bootstrap_s``, one
+compiled pass) against the numpy bootstrap this project used first (``integers(0, n,
+size=(chunk, n))`` and a gather, chunked at 4M elements) on the same differences
+(``numpy_bootstrap_s``), and how far the two intervals lie apart in standard errors of the
+mean (``ci_gap_se_max``: Monte Carlo noise of 10,000 resamples is ~0.04). Figures are medians
+over repeats; ``ratio`` = reference / this tree.
 """
 
 from __future__ import annotations
@@ -32,53 +39,57 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+POLICIES = "twap,vwap,pov,ac,immediate"
+
 PHASES = r'''
 import json, sys, time
-c0 = time.process_time()
-t0 = time.perf_counter()
+c0, t0 = time.process_time(), time.perf_counter()
 import execrl.cli  # noqa: F401
 from execrl.env.factory import DEFAULT_ORDER, EnvConfig
 from execrl.evaluate.backtest import run_policies
 from execrl.evaluate.results import build_results, write_outputs
 from execrl.presets import preset_market
-t1 = time.perf_counter()
-c1 = time.process_time()
-orders, out = int(sys.argv[1]), sys.argv[2]
+marks = [(time.perf_counter(), time.process_time())]
+def mark():
+    marks.append((time.perf_counter(), time.process_time()))
+orders, out, extra = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
 config = EnvConfig(market=preset_market("ac"))
-specs = ["twap", "vwap", "pov", "ac", "immediate"]
-runs = run_policies(specs, config, DEFAULT_ORDER, orders, 7)
-t2 = time.perf_counter()
-c2 = time.process_time()
+runs = run_policies(sys.argv[4].split(","), config, DEFAULT_ORDER, orders, 7)
+mark()
 results = build_results(runs, config, DEFAULT_ORDER, orders, 7, "ac", ["twap"])
-t3 = time.perf_counter()
-c3 = time.process_time()
+mark()
 write_outputs(__import__("pathlib").Path(out) / "plots", results, runs)
-t4 = time.perf_counter()
-c4 = time.process_time()
+mark()
 write_outputs(__import__("pathlib").Path(out) / "no_plots", results, runs, plots=False)
-t5 = time.perf_counter()
-import numpy as np
-base = runs[0].episodes["is_bps"].to_numpy()
-diffs = [r.episodes["is_bps"].to_numpy() - base for r in runs[1:]]
-t6 = time.perf_counter()
-for d in diffs:  # the numpy bootstrap this project used before (same resamples)
-    rng = np.random.default_rng(7)
-    chunk = max(1, 4_000_000 // d.size)
-    means = np.empty(10_000)
-    for start in range(0, 10_000, chunk):
-        stop = min(start + chunk, 10_000)
-        means[start:stop] = d[rng.integers(0, d.size, size=(stop - start, d.size))].mean(axis=1)
-t7 = time.perf_counter()
-from execrl.evaluate.stats import bootstrap_means
-compiled = bootstrap_means(np.stack(diffs), n_boot=10_000, seed=7)
-t8 = time.perf_counter()
-print(json.dumps({"imports_s": t1 - t0, "simulation_s": t2 - t1, "statistics_s": t3 - t2,
-                  "outputs_s": t4 - t3, "outputs_no_plots_s": t5 - t4,
-                  "imports_cpu_s": c1 - c0, "simulation_cpu_s": c2 - c1,
-                  "statistics_cpu_s": c3 - c2, "outputs_cpu_s": c4 - c3,
-                  "statistics_numpy_bootstrap_s": t7 - t6,
-                  "compiled_bootstrap_s": t8 - t7,
-                  "bootstrap_max_abs_diff": float(np.abs(compiled[-1] - means).max())}))
+mark()
+row = {"imports_s": marks[0][0] - t0, "imports_cpu_s": marks[0][1] - c0}
+for name, (a, b) in zip(["simulation", "statistics", "outputs", "outputs_no_plots"],
+                        zip(marks, marks[1:])):
+    row[name + "_s"], row[name + "_cpu_s"] = b[0] - a[0], b[1] - a[1]
+if extra:
+    import numpy as np
+    from execrl.evaluate.stats import bootstrap_means, percentile_ci
+    base = runs[0].episodes["is_bps"].to_numpy()
+    diffs = [r.episodes["is_bps"].to_numpy() - base for r in runs[1:]]
+    t = time.perf_counter()
+    old = []
+    for d in diffs:  # the numpy bootstrap this project used first
+        rng = np.random.default_rng(7)
+        chunk = max(1, 4_000_000 // d.size)
+        means = np.empty(10_000)
+        for start in range(0, 10_000, chunk):
+            stop = min(start + chunk, 10_000)
+            means[start:stop] = d[rng.integers(0, d.size, size=(stop - start, d.size))].mean(1)
+        old.append(percentile_ci(means))
+    row["numpy_bootstrap_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    new = [percentile_ci(m) for m in bootstrap_means(np.stack(diffs), n_boot=10_000, seed=7)]
+    row["bootstrap_s"] = time.perf_counter() - t
+    se = [d.std(ddof=1) / np.sqrt(d.size) for d in diffs]
+    row["ci_gap_se_max"] = float(max(max(abs(a[0] - b[0]), abs(a[1] - b[1])) / s
+                                     for a, b, s in zip(new, old, se)))
+print(json.dumps(row))
 '''
 
 
@@ -86,55 +97,95 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_cli(orders: int, out: Path, no_plots: bool) -> tuple[float, float]:
-    """Wall and CPU (user + system) seconds of one ``execrl evaluate`` process: on a shared
-    machine the wall time includes waiting for a core, the CPU time does not."""
-    args = [sys.executable, "-m", "execrl", "evaluate", "--orders", str(orders), "--out",
-            str(out), "--force"] + (["--no-plots"] if no_plots else [])
+def run_cli(src: Path, orders: int, out: Path, no_plots: bool) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one ``execrl evaluate`` process on the tree
+    ``src``: on a shared machine the wall time includes waiting for a core, the CPU time
+    does not."""
+    args = [sys.executable, "-m", "execrl", "evaluate", "--policies", POLICIES, "--orders",
+            str(orders), "--out", str(out), "--force"] + (["--no-plots"] if no_plots else [])
+    env = {**os.environ, "PYTHONPATH": str(src)}
     before = os.times()
     t = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True)
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     after = os.times()
     if done.returncode != 0:
-        raise SystemExit(f"execrl evaluate failed: {done.stderr}")
+        raise SystemExit(f"execrl evaluate ({src}) failed: {done.stderr}")
     cpu = (after.children_user - before.children_user) + (
         after.children_system - before.children_system)
     return wall, cpu
+
+
+def run_phases(src: Path, orders: int, out: Path, extra: bool) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run([sys.executable, "-c", PHASES, str(orders), str(out),
+                           "1" if extra else "0", POLICIES],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def reference_tree(ref: str, dest: Path) -> Path:
+    """``src`` of commit ``ref``, extracted under ``dest``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "src"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src"
+
+
+def one_repeat(trees: dict[str, Path], orders: int, tmp: Path) -> dict[str, dict[str, float]]:
+    rows: dict[str, dict[str, float]] = {name: {} for name in trees}
+    for no_plots in (False, True):  # reference and this tree alternately
+        key = "cli_no_plots" if no_plots else "cli"
+        for name, src in trees.items():
+            rows[name][key + "_s"], rows[name][key + "_cpu_s"] = run_cli(
+                src, orders, tmp / f"cli-{name}", no_plots)
+    for name, src in trees.items():
+        rows[name].update(run_phases(src, orders, tmp / f"phases-{name}", name == "this"))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reference", default="4ec1c07",
+                        help="commit whose tree is the reference (default: main before)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
-    rows: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        # warm numba's cache (a first run compiles), not timed
-        run_cli(200, Path(tmp) / "warm", no_plots=False)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        trees = {"reference": reference_tree(args.reference, tmp), "this": ROOT / "src"}
+        for name, src in trees.items():  # fill numba's cache of each tree, not timed
+            run_cli(src, 200, tmp / f"warm-{name}", no_plots=False)
+        rows = []
         for r in range(args.repeats):
-            row = {}
-            row["cli_s"], row["cli_cpu_s"] = run_cli(args.orders, Path(tmp) / "cli", False)
-            row["cli_no_plots_s"], row["cli_no_plots_cpu_s"] = run_cli(
-                args.orders, Path(tmp) / "cli", True)
-            done = subprocess.run([sys.executable, "-c", PHASES, str(args.orders), tmp],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(done.stderr)
-            row.update(json.loads(done.stdout.strip().splitlines()[-1]))
-            log(f"repeat {r}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
+            row = one_repeat(trees, args.orders, tmp)
+            for name, values in row.items():
+                log(f"repeat {r} {name}: " + ", ".join(f"{k} {v:.3f}"
+                                                       for k, v in values.items()))
             rows.append(row)
-    median = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    median = {name: {k: statistics.median(row[name][k] for row in rows)
+                     for k in rows[0][name]} for name in ("reference", "this")}
+    ratio = {k: median["reference"][k] / median["this"][k] for k in median["reference"]
+             if median["this"].get(k)}
+    this = median["this"]
     out = {
         "benchmark": "evaluate",
-        "command": f"execrl evaluate --orders {args.orders} (twap,vwap,pov,ac,immediate)",
+        "command": f"execrl evaluate --orders {args.orders} --policies {POLICIES}",
         "orders": args.orders,
         "repeats": args.repeats,
+        "reference": args.reference,
         "median": median,
-        "ratio_bootstrap": median["statistics_numpy_bootstrap_s"] / median["compiled_bootstrap_s"],
+        "ratio": ratio,
+        "ratio_bootstrap": this["numpy_bootstrap_s"] / this["bootstrap_s"],
+        "under_3s": {"cpu": this["cli_cpu_s"] < 3.0, "wall": this["cli_s"] < 3.0},
         "runs": rows,
         "cpu_count": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
     }
     text = json.dumps(out, indent=2)
     print(text)

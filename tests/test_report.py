@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from execrl.evaluate.report import remaining_fraction, write_report
+from execrl.evaluate.report import BOX_FLIERS, box_stats, remaining_fraction, write_report
 from execrl.evaluate.stats import format_pvalue, is_summary, paired_comparison
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -176,3 +176,22 @@ def test_no_plots_writes_the_report_alone_without_matplotlib(tmp_path: Path) -> 
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_box_stats_are_matplotlibs_with_the_extreme_fliers_only() -> None:
+    """The precomputed box is matplotlib's own (``cbook.boxplot_stats``: quartiles, Tukey
+    whiskers, mean); of its fliers, the ``BOX_FLIERS`` furthest on each side are kept."""
+    from matplotlib import cbook
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.standard_t(3, 20_000), [40.0, -35.0]])
+    got = box_stats(values, "twap")
+    want = cbook.boxplot_stats(values, labels=["twap"])[0]
+    for key in ("q1", "med", "q3", "whislo", "whishi", "mean"):
+        assert got[key] == pytest.approx(want[key], rel=1e-12), key
+    fliers = np.sort(want["fliers"])
+    assert fliers.size > 2 * BOX_FLIERS  # the thinning matters here
+    low, high = fliers[fliers < got["whislo"]], fliers[fliers > got["whishi"]]
+    np.testing.assert_array_equal(np.sort(got["fliers"]),
+                                  np.concatenate([low[:BOX_FLIERS], high[-BOX_FLIERS:]]))
+    assert 40.0 in got["fliers"] and -35.0 in got["fliers"]

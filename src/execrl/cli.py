@@ -61,6 +61,31 @@ class _OneLineErrors(typer.core.TyperGroup):
             sys.exit(code)
         return code
 
+    def list_commands(self, ctx: Any) -> list[str]:
+        lazy = [name for name in _LAZY_COMMANDS if name not in self.commands]
+        return [*super().list_commands(ctx), *lazy]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in _LAZY_COMMANDS:
+            self.add_command(_lazy_command(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """typer's, with the lazy commands among the names an unknown one is matched to."""
+        suggest, self.suggest_commands = self.suggest_commands, False
+        try:
+            return super().resolve_command(ctx, args)
+        except click_errors.UsageError as exc:
+            from difflib import get_close_matches
+
+            matches = get_close_matches(args[0], self.list_commands(ctx)) if args else []
+            if suggest and matches:
+                exc.message = (exc.message.rstrip(".") + ". Did you mean "
+                               + ", ".join(f"{m!r}" for m in matches) + "?")
+            raise
+        finally:
+            self.suggest_commands = suggest
+
 
 def _describe_click_error(exc: Exception) -> str:
     """The parser's message, with the option's value where it refused one."""
@@ -630,12 +655,6 @@ def demo(
     console.print(f"done in {time.perf_counter() - started:.1f}s; open {out / 'report.md'}")
 
 
-# -- execrl data (import / validate recorded market data): its own module ----------------------
-from execrl.data.cli import data_app  # noqa: E402
-
-app.add_typer(data_app, name="data")
-
-
 #: the demo's agent checkpoint, inside its output folder, and all the demo writes there
 DEMO_AGENT_DIR = "agent-qtable"
 
@@ -646,32 +665,45 @@ def _demo_outputs() -> frozenset[str]:
     return EVALUATION_OUTPUTS | {DEMO_AGENT_DIR}
 
 
-# `execrl calibrate` (execrl.calibrate.command): the order-book market fitted to a LOBSTER day
-from execrl.calibrate.command import calibrate as _calibrate  # noqa: E402
+# Commands defined in their own modules, imported only when one of them runs (or the command
+# list is shown): `execrl evaluate` does not pay for SQLAlchemy, the service or the executor's
+# command line. Name -> (module, attribute): a command function or a Typer group.
+_LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("execrl.data.cli", "data_app"),  # import / validate recorded market data
+    # the order-book market fitted to a LOBSTER day
+    "calibrate": ("execrl.calibrate.command", "calibrate"),
+    # the executor (execrl.executor_cli): execute, shadow, kill, tca, audit
+    "execute": ("execrl.executor_cli", "execute"),
+    "shadow": ("execrl.executor_cli", "shadow"),
+    "kill": ("execrl.executor_cli", "kill"),
+    "tca": ("execrl.executor_cli", "tca"),
+    "audit": ("execrl.executor_cli", "audit_app"),
+    # the service (execrl.service.serve_cli): serve, feed over Redis Streams
+    "serve": ("execrl.service.serve_cli", "serve"),
+    "feed": ("execrl.service.serve_cli", "feed"),
+    # the policy registry (execrl.service.registry_cli): register, promote, approve, flag, ...
+    "registry": ("execrl.service.registry_cli", "registry_app"),
+}
 
-app.command("calibrate")(_calibrate)
 
+def _lazy_command(name: str) -> Any:
+    """The click command of ``_LAZY_COMMANDS[name]``, built as ``app.command`` /
+    ``app.add_typer`` would have built it."""
+    import importlib
 
-# the executor (execrl.executor_cli): execute, shadow, kill, tca, audit
-from execrl.executor_cli import audit_app, execute, kill, shadow, tca  # noqa: E402
+    from typer.main import get_command_from_info, get_group_from_info
+    from typer.models import CommandInfo, TyperInfo
 
-app.command("execute")(execute)
-app.command("shadow")(shadow)
-app.command("kill")(kill)
-app.command("tca")(tca)
-app.add_typer(audit_app, name="audit")
-
-# the service (execrl.service.serve_cli): serve, feed over Redis Streams
-from execrl.service.serve_cli import feed as _feed  # noqa: E402
-from execrl.service.serve_cli import serve as _serve  # noqa: E402
-
-app.command("serve")(_serve)
-app.command("feed")(_feed)
-
-# the policy registry (execrl.service.registry_cli): register, promote, approve, flag, ...
-from execrl.service.registry_cli import registry_app  # noqa: E402
-
-app.add_typer(registry_app, name="registry")
+    module, attr = _LAZY_COMMANDS[name]
+    target = getattr(importlib.import_module(module), attr)
+    if isinstance(target, typer.Typer):
+        return get_group_from_info(TyperInfo(target, name=name),
+                                   pretty_exceptions_short=app.pretty_exceptions_short,
+                                   rich_markup_mode=app.rich_markup_mode,
+                                   suggest_commands=app.suggest_commands)
+    return get_command_from_info(CommandInfo(name=name, callback=target),
+                                 pretty_exceptions_short=app.pretty_exceptions_short,
+                                 rich_markup_mode=app.rich_markup_mode)
 
 # the HTTP API and web console (execrl.service.console_cli; fastapi / uvicorn load on use)
 from execrl.service.console_cli import console as _console  # noqa: E402

@@ -5,14 +5,17 @@ common random numbers: element ``i`` of two policies' IS arrays was produced on 
 path, so comparisons are *paired* (difference per order), which removes the market noise both
 policies share and makes small improvements detectable.
 
-Numpy / scipy, and one small compiled loop: the bootstrap's resample means. This module is
-the statistical core of every claim the project makes, so it must be easy to audit and cheap
-to test: the bootstrap's resamples are exactly those of numpy's ``integers`` under the seed
-(a test compares with the plain numpy computation), only computed without materialising them.
+Numpy / scipy, and one compiled loop: the bootstrap's resample means. This module is the
+statistical core of every claim the project makes, so it must be easy to audit and cheap to
+test: the bootstrap draws its indices from the project's counter-based generator
+(``execrl.sim.rng``'s Philox4x32-10), resample b from its own counter range, so a resample
+depends on (seed, b, n) alone; a test rebuilds them from the generator's known-answer-tested
+blocks in plain numpy, and checks the intervals' coverage on data with a known mean.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +23,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
+
+from execrl.sim.rng import philox4x32
 
 
 def _as_clean_1d(values: np.ndarray, name: str) -> np.ndarray:
@@ -123,104 +128,161 @@ class PairedComparison:
         }
 
 
-#: raw 64-bit words of the generator one call of the resampling kernel reads (8 MiB)
-_BOOT_WORDS = 1 << 20
-#: a draw is started only with this many 32-bit values left (Lemire's rejection takes another
-#: with probability < n / 2**32 per try: 64 in a row do not happen)
-_BOOT_RESERVE = 64
+#: the bootstrap's key: ``SeedSequence([seed, _BOOT_DOMAIN])``, so it is not the first episode
+#: key of the market run under the same seed (those are ``default_rng(seed)``'s raw words)
+_BOOT_DOMAIN = 0xB0075
+#: the fourth word of the bootstrap's Philox counters: a tag no market's stream uses there
+#: (markets put 0 or a ziggurat retry number 1, 2, … in it)
+_BOOT_TAG = np.uint64(0xB0075)
+#: rows are summed four at a time (the values of one order in one cache line)
+_BOOT_GROUP = 4
 _MASK32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 _ONE = np.uint64(1)
+_TWO = np.uint64(2)
+
+
+@njit(cache=True, inline="always")
+def _boot_block(b: int, block: np.uint64, k0: np.uint64, k1: np.uint64
+                ) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:
+    """Block ``block`` of resample ``b``'s stream: Philox4x32-10 of the counter
+    (block low, block high, b, _BOOT_TAG) under the bootstrap's key."""
+    return philox4x32(block & _MASK32, block >> _S32, np.uint64(b), _BOOT_TAG, k0, k1)
 
 
 @njit(cache=True)
-def _resample_sums(
-    values: NDArray[np.float64],
-    words: NDArray[np.uint64],
-    first_half: int,
-    cursor: NDArray[np.int64],
-    idx: NDArray[np.uint64],
-    means: NDArray[np.float64],
-) -> int:
-    """Resume the bootstrap at resample ``cursor[0]``, its first ``cursor[1]`` indices already
-    in ``idx``, reading 32-bit values from ``words`` from half ``first_half`` on: the low then
-    the high half of each word, as PCG64's ``next_uint32``. Each index is numpy's
-    ``buffered_bounded_lemire_uint32`` of them (what ``Generator.integers(0, n)`` draws for
-    int64 below 2**32); once a resample's n indices are drawn, each row is summed over them
-    in draw order. Returns the halves read, or −1 if a draw ran out of values."""
-    m, n = values.shape
-    n_boot = means.shape[1]
+def _draw_resample(b: int, n: int, k0: np.uint64, k1: np.uint64, idx: NDArray[np.uint64]
+                   ) -> None:
+    """The n indices of resample ``b`` into ``idx`` (its length: n rounded up to four): its
+    stream's 32-bit words in order, each mapped to [0, n) by Lemire's multiply-shift with
+    rejection (unbiased). A word is rejected with probability < n / 2**32, so the
+    branch-free pass that maps the first n words is the rule and the exact sequential pass
+    that skips rejected words the rare exception."""
     n_excl = np.uint64(n)
     threshold = (np.uint64(2**32) - n_excl) % n_excl
-    halves = 2 * words.shape[0]
-    h = first_half
-    b, j = cursor[0], cursor[1]
-    while b < n_boot and halves - h > _BOOT_RESERVE:
-        # as many draws of resample b as the values surely cover (a draw reads at least one;
-        # the reserve covers the rare rejections' extra ones)
-        count = min(n - j, halves - h - _BOOT_RESERVE)
-        for t in range(j, j + count):
-            # unsigned indices all through: numba then emits no negative-index wraparound
-            v = (words[np.uint64(h) >> _ONE] >> (_S32 * (np.uint64(h) & _ONE))) & _MASK32
-            h += 1
-            prod = v * n_excl
-            if (prod & _MASK32) < n_excl:  # Lemire's rejection zone (~n / 2**32 of draws)
-                while (prod & _MASK32) < threshold:
-                    if h >= halves:
-                        return -1
-                    v = (words[np.uint64(h) >> _ONE] >> (_S32 * (np.uint64(h) & _ONE))) \
-                        & _MASK32
-                    h += 1
-                    prod = v * n_excl
-            idx[t] = prod >> _S32
-        j += count
-        if j == n:
-            for r in range(m):
-                row = values[r]
-                total = 0.0
-                for t in range(n):
-                    total += row[idx[t]]
-                means[r, b] = total / n
-            j = 0
-            b += 1
-    cursor[0], cursor[1] = b, j
-    return h - first_half
+    rejected = False
+    for c in range(idx.shape[0] // 4):  # independent blocks: the CPU overlaps them
+        w0, w1, w2, w3 = _boot_block(b, np.uint64(c), k0, k1)
+        p0, p1, p2, p3 = w0 * n_excl, w1 * n_excl, w2 * n_excl, w3 * n_excl
+        rejected |= ((p0 & _MASK32) < threshold) | ((p1 & _MASK32) < threshold) \
+            | ((p2 & _MASK32) < threshold) | ((p3 & _MASK32) < threshold)
+        idx[4 * c], idx[4 * c + 1] = p0 >> _S32, p1 >> _S32
+        idx[4 * c + 2], idx[4 * c + 3] = p2 >> _S32, p3 >> _S32
+    if not rejected:  # (a rejected word among the padding's is redone below too: exact)
+        return
+    h = np.uint64(0)  # word h of the stream: block h // 4, its word h % 4
+    t = 0
+    while t < n:
+        q = h & np.uint64(3)
+        w = _boot_block(b, h >> _TWO, k0, k1)
+        v = w[0] if q == 0 else w[1] if q == 1 else w[2] if q == 2 else w[3]
+        h += _ONE
+        prod = v * n_excl
+        if (prod & _MASK32) < threshold:
+            continue
+        idx[t] = prod >> _S32
+        t += 1
 
 
-def _resample_means(values: NDArray[np.float64], n_boot: int, seed: int) -> NDArray[np.float64]:
-    """(rows, n_boot): the mean of every row over resamples b = 0 … n_boot − 1 of its n
-    columns, resample b holding draws b·n … b·n + n − 1 of ``default_rng(seed).integers(0,
-    n)``, i.e. the indices of ``integers(0, n, size=(n_boot, n))`` (a test checks it), read
-    from the generator's raw words in blocks; one resample's indices are kept at a time. One
-    pass over the indices serves every row, so comparisons against one baseline share their
-    resamples and the cost of drawing them."""
-    m, n = values.shape
-    if n >= 2**32:
-        raise ValueError(f"bootstrap of {n} values: at most 2**32 - 1")
-    bits = np.random.default_rng(seed).bit_generator
-    rows = np.ascontiguousarray(values)
-    means = np.empty((m, n_boot))
-    idx = np.empty(n, dtype=np.uint64)
-    cursor = np.zeros(2, dtype=np.int64)
-    words = np.empty(0, dtype=np.uint64)
-    half = 0
-    while cursor[0] < n_boot:
-        left = words[half >> 1 :]  # the values not read yet (from an odd half: its high half)
-        words = np.concatenate([left, np.asarray(bits.random_raw(_BOOT_WORDS), np.uint64)])
-        read = _resample_sums(rows, words, half & 1, cursor, idx, means)
-        if read < 0:  # pragma: no cover - 64 rejections in a row
-            raise RuntimeError("bootstrap: a draw needed more random values than reserved")
-        half = (half & 1) + read
-    return means
+@njit(cache=True, nogil=True)
+def _resample_means(by_order: NDArray[np.float64], key: np.uint64, first: int,
+                    means: NDArray[np.float64]) -> None:
+    """Resamples ``first`` … ``first + means.shape[1] − 1``: their means of the rows held
+    column-wise in ``by_order`` (n, g·4: order i's values side by side, zero-padded to groups
+    of four) into ``means`` (rows, resamples). Resample b's sums run over its indices in draw
+    order, even and odd draws in two partial sums added at the end (two chains the CPU runs
+    side by side), so each mean is a fixed function of (data, key, b): the same in any batch,
+    on any thread. Releases the GIL: ``bootstrap_means`` runs slices side by side."""
+    n, width = by_order.shape
+    m = means.shape[0]
+    flat = by_order.ravel()
+    k0, k1 = key & _MASK32, key >> _S32
+    idx = np.empty(4 * ((n + 3) // 4), dtype=np.uint64)
+    w = np.uint64(width)
+    half = n // 2
+    for col_b in range(means.shape[1]):
+        b = first + col_b
+        _draw_resample(b, n, k0, k1, idx)
+        for g in range(0, width, _BOOT_GROUP):
+            col = np.uint64(g)
+            a0 = a1 = a2 = a3 = 0.0
+            e0 = e1 = e2 = e3 = 0.0
+            for t in range(half):
+                i = idx[_TWO * np.uint64(t)] * w + col
+                j = idx[_TWO * np.uint64(t) + _ONE] * w + col
+                a0 += flat[i]
+                a1 += flat[i + _ONE]
+                a2 += flat[i + _TWO]
+                a3 += flat[i + np.uint64(3)]
+                e0 += flat[j]
+                e1 += flat[j + _ONE]
+                e2 += flat[j + _TWO]
+                e3 += flat[j + np.uint64(3)]
+            if n % 2:
+                i = idx[n - 1] * w + col
+                a0 += flat[i]
+                a1 += flat[i + _ONE]
+                a2 += flat[i + _TWO]
+                a3 += flat[i + np.uint64(3)]
+            sums = (a0 + e0, a1 + e1, a2 + e2, a3 + e3)
+            for r in range(_BOOT_GROUP):
+                if g + r < m:
+                    means[g + r, col_b] = sums[r] / n
+
+
+def bootstrap_key(seed: int) -> np.uint64:
+    """The bootstrap's 64-bit Philox key under ``seed``."""
+    state = np.random.SeedSequence([int(seed), _BOOT_DOMAIN]).generate_state(1, np.uint64)
+    return np.uint64(state[0])
 
 
 def bootstrap_means(values: NDArray, *, n_boot: int = 10_000, seed: int = 0) -> NDArray:
     """(rows, n_boot) resample means of each row of ``values`` (1-D: one row), all rows on the
-    same resamples, drawn from ``np.random.default_rng(seed)`` (see ``_resample_means``)."""
+    same resamples. Resample b draws n indices uniformly with replacement from the counter-based
+    Philox4x32-10 stream (key ``bootstrap_key(seed)``, counter (block, b, _BOOT_TAG)): each
+    resample's indices depend on (seed, b, n) alone, so they are reproducible, cost nothing to
+    skip to, and are the same whichever rows are resampled with them. One pass over a
+    resample's indices serves every row, so comparisons against one baseline share their
+    resamples and the cost of drawing them (~2×10⁸ draws for 10,000 resamples of 20,000
+    orders: well under a second)."""
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     arr = np.atleast_2d(np.asarray(values, dtype=np.float64))
-    return _resample_means(arr, int(n_boot), seed)
+    m, n = arr.shape
+    if n >= 2**32:
+        raise ValueError(f"bootstrap of {n} values: at most 2**32 - 1")
+    if n_boot >= 2**32:
+        raise ValueError(f"n_boot = {n_boot}: at most 2**32 - 1")
+    width = -(-m // _BOOT_GROUP) * _BOOT_GROUP
+    by_order = np.zeros((n, width))
+    by_order[:, :m] = arr.T
+    key = bootstrap_key(seed)
+    means = np.empty((m, int(n_boot)))
+    # slices of resamples side by side on the machine's cores (the kernel releases the GIL);
+    # each resample is computed whole by one thread, so the result does not depend on it
+    threads = min(_boot_threads(), max(1, n_boot * n // 10_000_000))
+    if threads == 1:
+        _resample_means(by_order, key, 0, means)
+        return means
+    from concurrent.futures import ThreadPoolExecutor
+
+    edges = np.linspace(0, n_boot, threads + 1).astype(np.int64)
+    parts = [np.empty((m, int(hi - lo))) for lo, hi in itertools.pairwise(edges)]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda j: _resample_means(by_order, key, int(edges[j]), parts[j]),
+                      range(threads)))
+    return np.concatenate(parts, axis=1)
+
+
+def _boot_threads() -> int:
+    """Threads for the bootstrap: the cores this process may run on (at most 8)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 def percentile_ci(means: NDArray, level: float = 0.95) -> tuple[float, float]:
@@ -237,9 +299,8 @@ def bootstrap_mean_ci(
 ) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of the mean of ``values``.
 
-    Deterministic given ``seed``: the resamples of ``rng.integers(0, n, size=(n_boot, n))``
-    with ``rng = np.random.default_rng(seed)``, summed in a compiled loop (no n_boot × n
-    index array: ~n_boot·n·1 ns, whatever n is).
+    Deterministic given ``seed``: the counter-based resamples of ``bootstrap_means``, summed
+    in a compiled loop (no n_boot × n index array: ~n_boot·n·3 ns, whatever n is).
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -299,39 +360,52 @@ def paired_comparisons(
         raise ValueError(f"paired comparison needs at least 2 orders, got n={n}")
     diffs = {policy: p - b for policy, p in checked.items()}
     resampled = [policy for policy, diff in diffs.items() if np.any(diff)]
-    cis: dict[str, tuple[float, float]] = {}
-    if resampled:
-        means = bootstrap_means(np.stack([diffs[p] for p in resampled]), n_boot=n_boot,
-                                seed=seed)
-        cis = {policy: percentile_ci(row) for policy, row in zip(resampled, means, strict=True)}
-    baseline_mean = float(b.mean())
-    # imported here: scipy.stats takes ~0.5 s to import, which every command line (its help
-    # included) would pay through format_pvalue
-    from scipy import stats
+    if not resampled:
+        return [_comparison(policy, baseline, diffs[policy], b, None, None, None)
+                for policy in checked]
+    from concurrent.futures import ThreadPoolExecutor
 
-    out = []
-    for policy, p in checked.items():
-        diff = diffs[policy]
-        diff_mean = float(diff.mean())
-        improvement = -diff_mean / baseline_mean * 100.0 if baseline_mean != 0.0 else None
-        if policy not in cis:
-            t_p, w_p, ci = 1.0, 1.0, (0.0, 0.0)
-        else:
+    # the bootstrap's kernel releases the GIL: it runs while this thread imports scipy.stats
+    # and computes the tests (same results, less waiting where there is a second core)
+    with ThreadPoolExecutor(1) as pool:
+        boot = pool.submit(bootstrap_means, np.stack([diffs[p] for p in resampled]),
+                           n_boot=n_boot, seed=seed)
+        # imported here: scipy.stats takes ~0.8 s to import, which every command line (its
+        # help included) would pay through format_pvalue
+        from scipy import stats
+
+        tests = {}
+        for policy in resampled:
             # A constant non-zero diff has zero variance: scipy returns t = +-inf, p = 0,
             # which is the right answer (the difference is certain): no special case.
-            t_p = float(stats.ttest_rel(p, b, alternative="two-sided").pvalue)
-            w_p = float(stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
-                        .pvalue)
-            ci = cis[policy]
-        out.append(PairedComparison(
-            policy=policy,
-            baseline=baseline,
-            n=int(n),
-            diff_bps_mean=diff_mean,
-            diff_bps_std=float(diff.std(ddof=1)),
-            ci95=ci,
-            t_pvalue=t_p,
-            wilcoxon_pvalue=w_p,
-            improvement_pct=None if improvement is None else float(improvement),
-        ))
-    return out
+            t_p = float(stats.ttest_rel(checked[policy], b, alternative="two-sided").pvalue)
+            w_p = float(stats.wilcoxon(diffs[policy], zero_method="wilcox",
+                                       alternative="two-sided").pvalue)
+            tests[policy] = (t_p, w_p)
+        means = boot.result()
+    cis = {policy: percentile_ci(row) for policy, row in zip(resampled, means, strict=True)}
+    return [_comparison(policy, baseline, diffs[policy], b, cis.get(policy),
+                        *tests.get(policy, (None, None))) for policy in checked]
+
+
+def _comparison(policy: str, baseline: str, diff: NDArray, baseline_is: NDArray,
+                ci: tuple[float, float] | None, t_p: float | None, w_p: float | None
+                ) -> PairedComparison:
+    """One ``PairedComparison``; ``ci`` None: every difference is exactly zero (p-values
+    1.0, CI (0, 0))."""
+    if ci is None:
+        ci, t_p, w_p = (0.0, 0.0), 1.0, 1.0
+    baseline_mean = float(baseline_is.mean())
+    diff_mean = float(diff.mean())
+    improvement = -diff_mean / baseline_mean * 100.0 if baseline_mean != 0.0 else None
+    return PairedComparison(
+        policy=policy,
+        baseline=baseline,
+        n=int(diff.size),
+        diff_bps_mean=diff_mean,
+        diff_bps_std=float(diff.std(ddof=1)),
+        ci95=ci,
+        t_pvalue=float(t_p),
+        wilcoxon_pvalue=float(w_p),
+        improvement_pct=None if improvement is None else float(improvement),
+    )
