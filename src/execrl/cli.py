@@ -683,6 +683,8 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "feed": ("execrl.service.serve_cli", "feed"),
     # the policy registry (execrl.service.registry_cli): register, promote, approve, flag, ...
     "registry": ("execrl.service.registry_cli", "registry_app"),
+    # the HTTP API and web console (execrl.service.console_cli; fastapi / uvicorn load on use)
+    "console": ("execrl.service.console_cli", "console"),
 }
 
 
