@@ -149,7 +149,7 @@ def test_the_ac_paper_market_with_a_signal_fed_one_entry_per_step_under_the_watc
 
     market = parse_market(AC_SIGNAL)
     order = market.default_order()
-    safety = Safety(watchdog=WatchdogConfig())
+    safety = Safety(watchdog=WatchdogConfig(max_latency_s=None))
     bt, pr, a, b = backtest_and_paper(market, order, "signal_aware", seed=4, n_orders=2,
                                       per_step=True, safety=safety)
     assert_same_run(bt, pr, a, b)
@@ -455,7 +455,7 @@ def test_the_watchdogs_shadow_twap_meets_the_stream_too():
     market = preset_market("ac")
     order = market.default_order()
     ex = Executor(make_baseline("ac", context_for(market, order)), market,
-                  safety=Safety(watchdog=WatchdogConfig()))
+                  safety=Safety(watchdog=WatchdogConfig(max_latency_s=None)))
     bt = ex.run(order, 1, 5)
     it = iter(feed_entries(market, order, 5, 1)[0])
     pr = ex.run(order, 1, 12_345, venue=StreamFeed(source=lambda env: next(it)))

@@ -707,11 +707,6 @@ def _lazy_command(name: str) -> Any:
                                  pretty_exceptions_short=app.pretty_exceptions_short,
                                  rich_markup_mode=app.rich_markup_mode)
 
-# the HTTP API and web console (execrl.service.console_cli; fastapi / uvicorn load on use)
-from execrl.service.console_cli import console as _console  # noqa: E402
-
-app.command("console")(_console)
-
 
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: the previous output is kept
