@@ -10,7 +10,7 @@ import pytest
 
 from execrl.domain import ConfigError, ParentOrder
 from execrl.env.factory import EnvConfig, make_execution, make_guard
-from execrl.executor.loop import Executor, Safety
+from execrl.executor.loop import Executor, Safety, context_for
 from execrl.executor.venues import sent_commands
 from execrl.policies.baselines import make_baseline
 from execrl.presets import preset_market
@@ -173,10 +173,7 @@ def _same_episodes(batch_e: pd.DataFrame, single: pd.DataFrame, i: int) -> None:
 @pytest.mark.parametrize("market", [AC, LOB], ids=["ac", "lob"])
 def test_run_orders_gives_each_order_its_single_run_with_guard_and_watchdog(market):
     orders = _orders()
-    ctx_order = orders[0]
-    from execrl.executor.loop import context_for
-
-    twap = make_baseline("twap", context_for(market, ctx_order))
+    twap = make_baseline("twap", context_for(market, orders[0]))
     watchdog = WatchdogConfig(price_band=0.002, is_vs_twap=None, late_elapsed=0.5,
                               late_filled=0.6)
     safety = Safety(limits=RiskLimits(child_max=40_000, price_band_bps=80.0), watchdog=watchdog)
@@ -198,10 +195,11 @@ def test_run_orders_gives_each_order_its_single_run_with_guard_and_watchdog(mark
 
 
 def test_run_orders_refuses_orders_that_cannot_share_a_batch():
-    twap = make_baseline("twap", __import__("execrl.executor.loop", fromlist=["x"]).context_for(
-        AC, _order(1000)))
+    from execrl.executor.loop import context_for
+
+    twap = make_baseline("twap", context_for(AC, _order(1000)))
     ex = Executor(twap, AC)
-    with pytest.raises(ConfigError, match="'B-1'.*side differs"):
+    with pytest.raises(ConfigError, match=r"'B-1'.*side differs"):
         ex.run_orders([_order(1000, 0), _order(1000, 1, side="buy")], [1, 2])
     with pytest.raises(ConfigError, match="horizon differs"):
         ex.run_orders([_order(1000, 0), _order(1000, 1, horizon=1800)], [1, 2])
@@ -210,8 +208,6 @@ def test_run_orders_refuses_orders_that_cannot_share_a_batch():
     with pytest.raises(ConfigError, match="seeds: 1 for 2"):
         ex.run_orders([_order(1000, 0), _order(2000, 1)], [1])
     # a policy built for one order's size batches only orders of that size
-    from execrl.executor.loop import context_for
-
     pov = make_baseline("pov", context_for(AC, _order(1000)))
     assert Executor(pov, AC).batch_key(_order(1000)) != Executor(pov, AC).batch_key(_order(2000))
     assert ex.batch_key(_order(1000)) == ex.batch_key(_order(2000, 3))

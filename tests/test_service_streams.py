@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from execrl.domain import OrderValidationError, ParentOrder
+from execrl.service.serve import STATE_OWNER
 from execrl.service.streams import (
     CHAN_EXEC_AGENT,
     STATE_DONE,
@@ -178,13 +179,28 @@ def test_orders_in_child_orders_and_fills_out(client, redis_url):  # noqa: F811
         _stop(feed)
 
 
-def test_sigkill_mid_order_loses_nothing_and_sends_nothing_twice(client, redis_url):  # noqa: F811
+def _same_batches(client, batches: dict[str, str]) -> None:
+    """A batch, once formed, stays that batch across restarts (``batches``: so far)."""
+    for parent, raw in client.hgetall(STATE_OWNER).items():
+        batch = json.loads(raw).get("batch")
+        if batch is not None:
+            assert batches.setdefault(parent, batch) == batch, f"{parent} changed batch"
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batches"])
+def test_sigkill_mid_order_loses_nothing_and_sends_nothing_twice(client, redis_url,  # noqa: F811
+                                                                 batched):
+    """Killed three times mid-order, restarted: every stream reconciled against uninterrupted
+    single-order runs. ``batches``: 8 orders, two sides, run as two batches of four (sizes
+    differ), re-formed from their record after each kill."""
     feed = _cli("feed", "--redis", redis_url, "--env", "ac", "--steps", "100000",
                 "--step-ms", "40")
-    orders = [_order(i) for i in range(1, 7)]
+    orders = [_order(i) for i in range(1, 9 if batched else 7)]
     for o in orders:
         client.xadd(STREAM_ORDERS, encode(o))
-    args = ("serve", "--redis", redis_url, "--env", "ac", "--concurrency", "2")
+    args = ("serve", "--redis", redis_url, "--env", "ac", "--concurrency",
+            "8" if batched else "2")
+    batches: dict[str, str] = {}
     kills = 0
     serve = None
     try:
@@ -204,17 +220,24 @@ def test_sigkill_mid_order_loses_nothing_and_sends_nothing_twice(client, redis_u
             serve.send_signal(signal.SIGKILL)
             serve.wait()
             kills += 1
+            _same_batches(client, batches)
         assert client.hlen(STATE_DONE) < len(orders), "the kills came too late to test"
         serve = _cli(*args)
         deadline = time.monotonic() + 40
         while client.hlen(STATE_DONE) < len(orders) and time.monotonic() < deadline:
             time.sleep(0.05)
         _stop(serve)
+        _same_batches(client, batches)
         summary = _reconcile(client, orders)
         assert summary["orders"] == len(orders) and kills == 3
         resumed = [m for _, m in _entries(client, STREAM_FILLS)
                    if m["kind"] == "done" and m["resumed_at_step"] > 0]
         assert resumed, "no order was resumed mid-way"
+        done = [m for _, m in _entries(client, STREAM_FILLS) if m["kind"] == "done"]
+        assert {m["parent_id"]: m["batch"] for m in done} == batches
+        if batched:  # micro-batches: one per side, their membership as first formed
+            assert sorted(m["batch_size"] for m in done) == [4] * 8
+            assert len(set(batches.values())) == 2
         print(json.dumps({**summary, "kills": kills, "resumed_mid_order": len(resumed),
                           "lost": 0}))
     finally:

@@ -44,6 +44,11 @@ def serve(
     max_orders: Annotated[int | None, typer.Option(
         min=1, help="Stop once this many order entries are answered (default: run until "
         "stopped).")] = None,
+    batch_window_ms: Annotated[int, typer.Option(
+        min=0, max=60_000, help="How long a batch of orders forms after its first order "
+        "arrives (orders that share a batch key run as one batched run).")] = 50,
+    max_batch: Annotated[int, typer.Option(min=1, max=100_000,
+                                           help="Most orders in one batch.")] = 256,
     lockstep: Annotated[bool, typer.Option(
         "--lockstep/--no-lockstep", help="One decision per STREAM_MARKET step of the order's "
         "symbol (default), or as fast as the executor runs.")] = True,
@@ -59,7 +64,8 @@ def serve(
         spec = _load_market(env, market)
         cfg = ServeConfig(market=spec, executor=load_executor_config(config, policy),
                           group=group, consumer=consumer, concurrency=concurrency,
-                          max_orders=max_orders, lockstep=lockstep)
+                          max_orders=max_orders, lockstep=lockstep,
+                          batch_window_ms=batch_window_ms, max_batch=max_batch)
         client = connect(redis_url)
         _warn_without_aof(client)
         server = Server(client, cfg)
