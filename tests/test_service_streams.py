@@ -238,6 +238,14 @@ def test_sigkill_mid_order_loses_nothing_and_sends_nothing_twice(client, redis_u
         if batched:  # micro-batches: one per side, their membership as first formed
             assert sorted(m["batch_size"] for m in done) == [4] * 8
             assert len(set(batches.values())) == 2
+            # one decision per market step for the whole batch: its members' k-th decisions
+            # were all released by the same market entry
+            released: dict[tuple[str, int], set[str]] = {}
+            for _, m in _entries(client, STREAM_RESEARCH):
+                released.setdefault((batches[m["parent_id"]], m["step"]), set()).add(
+                    m["market_id"])
+            assert len(released) == 2 * STEPS
+            assert all(len(ids) == 1 for ids in released.values())
         print(json.dumps({**summary, "kills": kills, "resumed_mid_order": len(resumed),
                           "lost": 0}))
     finally:

@@ -338,8 +338,6 @@ class Server:
             with self._lock:
                 self.answered += 1
 
-    _ack = ack
-
     def _market_cursor(self) -> str:
         last = self.client.xrevrange(STREAM_MARKET, count=1)
         return last[0][0] if last else "0-0"
