@@ -213,3 +213,21 @@ def test_run_orders_refuses_orders_that_cannot_share_a_batch():
     assert ex.batch_key(_order(1000)) == ex.batch_key(_order(2000, 3))
     with pytest.raises(ConfigError, match="qty differs"):
         Executor(pov, AC).run_orders([_order(1000, 0), _order(2000, 1)], [1, 2])
+
+
+def test_an_order_of_a_batch_is_re_run_from_its_trail(tmp_path):
+    """The trail of a batch names each order and its seed; ``rerun_order`` re-runs the batch
+    whole (its decisions depend on its members under a pooled drift trigger)."""
+    from execrl.executor.audit import AuditTrail
+    from execrl.executor.rerun import rerun_order
+
+    orders = _orders("buy")
+    twap = make_baseline("twap", context_for(AC, orders[0]))
+    audit = AuditTrail(tmp_path / "trail", features=twap.observations)
+    safety = Safety(limits=RiskLimits(child_max=40_000), watchdog=WatchdogConfig())
+    run = Executor(twap, AC, safety=safety, audit=audit).run_orders(orders, SEEDS)
+    for i in (1, 2):
+        again = rerun_order(tmp_path / "trail", orders[i].order_id)
+        assert again.identical, again.first_difference
+        assert again.decisions == int(run.episodes["steps"].iloc[i])
+        assert (again.recorded["child_qty"] <= 40_000).all()
