@@ -186,6 +186,9 @@ def test_run_orders_gives_each_order_its_single_run_with_guard_and_watchdog(mark
         one = Executor(twap, market, safety=safety).run(o, 1, s, venue="paper")
         _same_episodes(e, one.episodes, i)
         _same_episodes(batch.shadow_twap, one.shadow_twap, i)
+        alone = batch.order(i)  # the order's own run, as the service's done record reads it
+        _same_episodes(alone.episodes, one.episodes, 0)
+        _same_episodes(alone.shadow_twap, one.shadow_twap, 0)
         np.testing.assert_array_equal(batch.schedules[i], one.schedules[0])
         mine = [c for c in wire if c["parent_id"] == o.order_id]
         assert mine == sent_commands(one.extras["venue"])

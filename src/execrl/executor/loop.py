@@ -224,6 +224,14 @@ class ExecutionRun:
     shadow_twap: pd.DataFrame | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def order(self, i: int) -> ExecutionRun:
+        """Order i of the run alone (a batch's order, for what reads one order's run: the
+        service's done record, its metrics); ``extras`` are the whole run's."""
+        shadow = None if self.shadow_twap is None else \
+            self.shadow_twap.iloc[[i]].reset_index(drop=True)
+        return ExecutionRun(self.policy, self.episodes.iloc[[i]].reset_index(drop=True),
+                            self.schedules[i : i + 1], shadow, self.extras)
+
 
 @dataclass
 class Safety:

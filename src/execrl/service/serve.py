@@ -276,6 +276,8 @@ class BatchRun:
         filled = run.extras["core"].stats.filled
         out = []
         for i, (m, e) in enumerate(zip(self.members, run.episodes.itertuples(), strict=True)):
+            if not m.pending:  # done before a restart: its record stands
+                continue
             o = m.order
             parent = o.order_id
             done = {
@@ -290,16 +292,15 @@ class BatchRun:
                 "resumed_at_step": self.recorded, "replay_diverged": self.diverged,
                 "ts_ns": time.time_ns(),
             }
-            self.publish_done(m, done)
+            self.publish_done(m, done, run.order(i))
             out.append(done)
         return out
 
-    def publish_done(self, member: Member, done: dict[str, Any]) -> None:
-        """An order's done record, once (the one place it is written), then its entry is
-        acknowledged."""
+    def publish_done(self, member: Member, done: dict[str, Any], run: Any) -> None:
+        """An order's done record, once (the one place it is written; ``run``: the order's
+        own ``ExecutionRun``, ``ExecutionRun.order``), then its entry is acknowledged."""
         publish_once(self.client, done, done_parent=member.order.order_id)
-        if member.pending:
-            self.server.ack(member.entry_id)
+        self.server.ack(member.entry_id)
 
 
 def _key_text(key: tuple[Any, ...]) -> str:
