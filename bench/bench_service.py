@@ -131,8 +131,8 @@ def main() -> None:
            f"{os.environ.get('PYTHONPATH', '')}"}
     serve = subprocess.Popen(
         [sys.executable, "-m", "execrl", "serve", "--redis", url, "--env", "ac",
-         "--concurrency", str(max(counts))], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+         "--concurrency", str(max(counts)), "--summary-db", "none"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     arrivals: dict[str, tuple[int, dict]] = {}
     stop = threading.Event()
 

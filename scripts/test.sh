@@ -31,4 +31,14 @@ if ! command -v promtool >/dev/null; then
     } >/dev/null 2>&1 || echo "note: promtool could not be installed; the alert rules' test will skip"
   fi
 fi
+# The console's browser test (tests/test_console_browser.py) drives Debian's chromium through
+# Playwright (never `playwright install`: it downloads); the same way, install it where missing.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get install -y -qq --no-install-recommends chromium \
+        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
+    } >/dev/null 2>&1 || echo "note: chromium could not be installed; the console's browser test will skip"
+  fi
+fi
 exec .venv/bin/python -m pytest -q "$@"

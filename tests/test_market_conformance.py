@@ -57,6 +57,19 @@ MARKETS: dict[str, Callable[[int, int], BatchedMarket]] = {
 }
 
 
+def _stream(spec: dict) -> Callable[[int, int], BatchedMarket]:
+    """The paper market (``execrl.service.paper``) fed the tape of the market ``spec`` builds:
+    the stream venue passes the suite as the markets it replays do."""
+    from execrl.service.paper import TapeFed
+
+    return lambda n, side: TapeFed(parse_market(spec).build(n, side))
+
+
+MARKETS["stream_almgren_chriss_signal"] = _stream(SPECS["almgren_chriss_signal"])
+MARKETS["stream_replay"] = _stream(SPECS["replay"])
+MARKETS["stream_replay_impact"] = _stream(SPECS["replay_impact"])
+
+
 def _run(market: BatchedMarket, seed: int, schedule: Callable[[int, np.ndarray], np.ndarray]):
     """Trade ``schedule(step, remaining)`` market orders (capped at what remains) through
     every step; return per-step fills, events, mids and the remaining shares."""

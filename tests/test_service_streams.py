@@ -1,7 +1,7 @@
 """The service end to end on a real Redis: `execrl feed` and `execrl serve` in subprocesses,
 parent orders in, child orders and fills out, bad orders answered; and recovery: the service
 SIGKILLed mid-order several times, restarted, every stream reconciled against an
-uninterrupted run of the same orders."""
+uninterrupted run of the same orders, and the per-order SQL summary against the streams."""
 
 from __future__ import annotations
 
@@ -102,6 +102,24 @@ def _reconcile(client, orders: list[dict]) -> dict:
     return {"orders": len(orders), "child_orders": n_children, "duplicates": 0}
 
 
+def _reconcile_summary(client, url: str, orders: list[dict]) -> int:
+    """The SQL summary against the streams: every done order has exactly one row, and the
+    row's numbers are its done record's."""
+    from execrl.service.summary import SummaryDB
+
+    done = {m["parent_id"]: m for _, m in _entries(client, STREAM_FILLS) if m["kind"] == "done"}
+    db = SummaryDB(url)
+    rows = db.orders()
+    db.close()
+    assert sorted(rows["order_id"]) == sorted(done) == sorted(o["order_id"] for o in orders)
+    for _, row in rows.iterrows():
+        d = done[row["order_id"]]
+        for k in ("symbol", "side", "qty", "filled", "is_bps", "fill_rate", "child_orders",
+                  "fills", "residual_shares", "steps", "route", "policy"):
+            assert row[k] == d[k], f"{row['order_id']}: summary {k} = {row[k]!r}, done {d[k]!r}"
+    return len(rows)
+
+
 @pytest.fixture
 def client(redis_url):  # noqa: F811
     c = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -129,10 +147,12 @@ def test_decode_order_names_the_field():
         decode_order({"order": "x"})
 
 
-def test_orders_in_child_orders_and_fills_out(client, redis_url):  # noqa: F811
+def test_orders_in_child_orders_and_fills_out(client, redis_url, tmp_path):  # noqa: F811
     feed = _cli("feed", "--redis", redis_url, "--env", "ac", "--steps", "3000",
                 "--step-ms", "10")
-    serve = _cli("serve", "--redis", redis_url, "--env", "ac", "--max-orders", "5")
+    summary_db = f"sqlite:///{tmp_path / 'summary.sqlite'}"
+    serve = _cli("serve", "--redis", redis_url, "--env", "ac", "--max-orders", "5",
+                 "--summary-db", summary_db)
     logs: list[str] = []
     sub = client.pubsub(ignore_subscribe_messages=True)
     sub.subscribe(CHAN_EXEC_AGENT)
@@ -166,6 +186,7 @@ def test_orders_in_child_orders_and_fills_out(client, redis_url):  # noqa: F811
         assert not [m for _, m in _entries(client, STREAM_FILLS) if m.get("parent_id") == "T-3"]
         summary = _reconcile(client, orders)
         assert summary["child_orders"] >= 2 * STEPS - 2
+        assert _reconcile_summary(client, summary_db, orders) == 2  # no row for a refusal
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not any("T-2 step 9" in s for s in logs):
             time.sleep(0.05)
@@ -189,17 +210,19 @@ def _same_batches(client, batches: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batches"])
 def test_sigkill_mid_order_loses_nothing_and_sends_nothing_twice(client, redis_url,  # noqa: F811
-                                                                 batched):
+                                                                 tmp_path, batched):
     """Killed three times mid-order, restarted: every stream reconciled against uninterrupted
-    single-order runs. ``batches``: 8 orders, two sides, run as two batches of four (sizes
-    differ), re-formed from their record after each kill."""
+    single-order runs, and the SQL summary against the streams. ``batches``: 8 orders, two
+    sides, run as two batches of four (sizes differ), re-formed from their record after each
+    kill."""
     feed = _cli("feed", "--redis", redis_url, "--env", "ac", "--steps", "100000",
                 "--step-ms", "40")
     orders = [_order(i) for i in range(1, 9 if batched else 7)]
     for o in orders:
         client.xadd(STREAM_ORDERS, encode(o))
+    summary_db = f"sqlite:///{tmp_path / 'summary.sqlite'}"
     args = ("serve", "--redis", redis_url, "--env", "ac", "--concurrency",
-            "8" if batched else "2")
+            "8" if batched else "2", "--summary-db", summary_db)
     batches: dict[str, str] = {}
     kills = 0
     serve = None
@@ -230,6 +253,8 @@ def test_sigkill_mid_order_loses_nothing_and_sends_nothing_twice(client, redis_u
         _same_batches(client, batches)
         summary = _reconcile(client, orders)
         assert summary["orders"] == len(orders) and kills == 3
+        # the SQL summary too: one row per done order (none lost, none twice), same numbers
+        summary["summary_rows"] = _reconcile_summary(client, summary_db, orders)
         resumed = [m for _, m in _entries(client, STREAM_FILLS)
                    if m["kind"] == "done" and m["resumed_at_step"] > 0]
         assert resumed, "no order was resumed mid-way"
@@ -274,7 +299,9 @@ def test_feed_replays_the_market_as_built_and_paced(client):
     expect = []
     m = market.for_order(order).build(1, order.side.sign)
     for episode in range(2):
-        m.reset(np.random.default_rng([5, episode]))
+        rng = np.random.default_rng(5)  # episode i: the backtest's order i of the seed
+        rng.bit_generator.advance(episode)
+        m.reset(rng)
         for k in range(n_steps + 1 if episode == 0 else 3):
             expect.append((float(m.mid[0]), float(m.feature("best_bid")[0]),
                            float(m.feature("best_ask")[0])))

@@ -673,6 +673,11 @@ from execrl.service.registry_cli import registry_app  # noqa: E402
 
 app.add_typer(registry_app, name="registry")
 
+# the HTTP API and web console (execrl.service.console_cli; fastapi / uvicorn load on use)
+from execrl.service.console_cli import console as _console  # noqa: E402
+
+app.command("console")(_console)
+
 
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: the previous output is kept

@@ -53,11 +53,25 @@ MODES = ("backtest", "shadow", "paper", "train")
 
 class StepObserver(Protocol):
     """Something that watches the loop (the decision recorder, the behaviour tally):
-    ``before(actions, obs)`` right before the core's step, ``after()`` right after."""
+    ``before(actions, obs)`` right before the core's step, ``after()`` right after. An
+    observer with a ``decided(step)`` method (``Decision``) is shown each step's decision
+    context first: the action probabilities, the policy call's time, the watchdog's state."""
 
     def before(self, actions: NDArray, obs: NDArray | None = None) -> None: ...
 
     def after(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One step's decision context for observers that ask for it (``StepObserver``):
+    ``probs`` (n, n_actions) where the policy has them (``action_probabilities``, else None),
+    the policy call's ``latency_s`` for the whole batch, and ``acting`` (n,) the watchdog's
+    state name per order (``ACTING``; None without a watchdog)."""
+
+    probs: NDArray | None
+    latency_s: float
+    acting: NDArray[np.object_] | None
 
 
 @dataclass(frozen=True)
@@ -360,7 +374,7 @@ class Executor:
         on_step: Callable[[], None] | None = None,
         on_obs: Callable[[NDArray], None] | None = None,
         make_observers: Callable[[BatchedExecution], Sequence[StepObserver]] | None = None,
-        venue: str = "simulated",
+        venue: Any = "simulated",
     ) -> ExecutionRun:
         """Execute a batch of parent orders in one loop (one policy call per step for all):
         order i under its own id and size, on the path ``run(orders[i], 1, seeds[i])`` meets,
@@ -399,13 +413,15 @@ class Executor:
         on_step: Callable[[], None] | None = None,
         on_obs: Callable[[NDArray], None] | None = None,
         make_observers: Callable[[BatchedExecution], Sequence[StepObserver]] | None = None,
-        venue: str = "simulated",
+        venue: Any = "simulated",
     ) -> ExecutionRun:
         """Execute ``n_orders`` copies of ``order``, copy i on market path (seed, i).
         ``make_observers`` builds observers on the reset core (the decision recorder and the
         behaviour tally need it); ``on_obs`` sees the observations of the orders still
         running before each decision; ``on_step`` is called after each step (progress);
-        ``venue``: ``simulated``, ``shadow`` or ``paper`` (``executor.venues``)."""
+        ``venue``: ``simulated``, ``shadow`` or ``paper`` (``executor.venues``), or a venue
+        factory named by its ``name`` (``service.paper.StreamFeed``: paper fills against the
+        market-data stream)."""
         if n_orders < 1:
             raise ConfigError(f"orders = {n_orders!r} must be >= 1")
         batch = _Batch([order] * n_orders, order_ids(order, n_orders), None, None, seed)
@@ -418,7 +434,7 @@ class Executor:
         on_step: Callable[[], None] | None,
         on_obs: Callable[[NDArray], None] | None,
         make_observers: Callable[[BatchedExecution], Sequence[StepObserver]] | None,
-        venue: str,
+        venue: Any,
     ) -> ExecutionRun:
         order = batch.orders[0]  # what the orders share (``batch_key``)
         n_orders = len(batch.orders)
@@ -429,6 +445,9 @@ class Executor:
         step_s = float(order.horizon) / core.n_steps
         parent_ids = batch.ids
         core.market = wrap_venue(venue, core.market, parent_ids, step_s * 1e3)
+        # a venue's own market data for the shadow TWAP (the stream's: ``StreamFeed.shadow``)
+        shadow_market = getattr(venue, "shadow", None)
+        venue = venue if isinstance(venue, str) else str(getattr(venue, "name", "custom"))
         core.use_rng(batch.paths())
         obs = core.reset()
         watched = list(observers) + list(make_observers(core) if make_observers else ())
@@ -440,7 +459,7 @@ class Executor:
         action_set = core.action_set
         discrete = action_set.is_discrete
         sf = self.safety
-        watch = (_Watch(self, core, policy, order, spec, batch, parent_ids)
+        watch = (_Watch(self, core, policy, order, spec, batch, parent_ids, shadow_market)
                  if sf.watchdog is not None else None)
         trail = None
         if self.audit is not None:
@@ -452,6 +471,7 @@ class Executor:
             from execrl.executor.kill import KillFileWatcher, apply_kill
 
             kill_file = KillFileWatcher(sf.kill_file)
+        noted = [w.decided for w in watched if callable(getattr(w, "decided", None))]
         while not core.done.all():
             if kill_file is not None:
                 request = kill_file.request()  # the same object until the file changes
@@ -471,12 +491,16 @@ class Executor:
                     actions = np.array(np.unravel_index(actions, action_set.factors)).T
             forced, style = None, None
             probs = None
-            if watch is not None or trail is not None:
+            if watch is not None or trail is not None or noted:
                 probs = action_probabilities(policy, obs, masks)
             if watch is not None:
                 forced, style = watch.decide(obs, actions, faults, probs, latency)
             if trail is not None:
                 trail.before(obs, actions, masks, probs, latency, watch, propensity)
+            if noted:
+                decision = Decision(probs, latency, None if watch is None else watch.acting())
+                for note in noted:
+                    note(decision)
             for w in watched:
                 w.before(actions, obs)
             if forced is None:
@@ -570,7 +594,8 @@ class _Watch:
     trigger's benchmark), the kill switch and the operator's kill file."""
 
     def __init__(self, ex: Executor, core: BatchedExecution, policy: Policy, order: ParentOrder,
-                 spec: MarketSpec, batch: _Batch, parent_ids: list[str]):
+                 spec: MarketSpec, batch: _Batch, parent_ids: list[str],
+                 shadow_market: Callable[[Any], Any] | None = None):
         from execrl.policies.baselines import make_baseline
         from execrl.safety.fallback import FallbackSchedule
         from execrl.safety.watchdog import Watchdog
@@ -591,6 +616,8 @@ class _Watch:
                       actions=self.twap.action_set, reward=ex.reward),
             order, n_envs=core.n_envs, autoreset=False, qty=batch.qty,
         )
+        if shadow_market is not None:  # the TWAP meets the venue's market data, not a path
+            self.twap_core.market = shadow_market(self.twap_core.market)
         self.twap_core.use_rng(batch.paths())
         self.twap_obs = self.twap_core.reset()
         self.ids = np.asarray(parent_ids, dtype=object)

@@ -7,6 +7,8 @@
   have sent, and its fills are counterfactual, computed by the wrapped market from that same
   data (a replay without impact: the tape as it was). An RL policy runs in shadow beside the
   live TWAP on the same data (``execrl shadow``).
+- ``service.paper.StreamFeed``: a venue factory (``Executor.run(venue=feed)``) whose paper
+  market fills against the market-data stream with the backtest's fill and queue models.
 - ``BrokerAdapter``: what a broker connection implements (send, cancel, fills); ``PaperBroker``
   is the paper-trading one, which fills against a simulated or replayed market and keeps the
   wire log of seed 001 §9.1's child-order commands. ``BrokerVenue`` puts any adapter behind
@@ -152,8 +154,12 @@ class BrokerVenue(_Wrapped):
         return self.adapter.fills(record_events)
 
 
-def wrap_venue(kind: str, market: BatchedMarket, parent_ids: list[str], step_ms: float) -> Any:
-    """The venue ``kind`` (``VENUES``) over a built market."""
+def wrap_venue(kind: Any, market: BatchedMarket, parent_ids: list[str], step_ms: float) -> Any:
+    """The venue ``kind`` (``VENUES``) over a built market; or ``kind(market, parent_ids,
+    step_ms)`` for a venue factory (``service.paper.StreamFeed``: paper fills against the
+    market-data stream, named by its ``name``)."""
+    if callable(kind):
+        return kind(market, parent_ids, step_ms)
     if kind == "simulated":
         return market
     if kind == "shadow":

@@ -740,6 +740,19 @@ class Registry:
             self._move(conn, self._lock(conn, policy_hash), "release", by, reason)
         return self.get(policy_hash)
 
+    def system_quarantine(self, policy_hash: str, reason: str, from_state: str,
+                          **detail: Any) -> bool:
+        """Quarantine ``policy_hash`` as ``system``, the actor of automatic actions (the daily
+        review, the canary's SLO gates): one transaction, the policy's row locked, an audit row
+        with ``reason`` and ``detail``. False where it is no longer in ``from_state`` (another
+        process, or a person, moved it first)."""
+        with self._tx() as conn:
+            row = self._lock(conn, policy_hash)
+            if row["state"] != from_state:
+                return False
+            self._move(conn, row, "quarantine", SYSTEM, reason, **detail)
+        return True
+
     def review(self, policy_hash: str, daily: Iterable[Mapping[str, Any] | DailyResult],
                days: int = UNDERPERFORMANCE_DAYS) -> list[DailyResult] | None:
         """The daily review of a live policy (seed 004 §6): with ``days`` consecutive days worse
@@ -748,16 +761,15 @@ class Registry:
         streak = underperformance_streak(daily, days)
         if streak is None:
             return None
-        with self._tx() as conn:
-            row = self._lock(conn, policy_hash)
-            if row["state"] != "live":
-                raise RegistryError(f"policy {policy_hash[:12]} is {row['state']}: the daily "
-                                    "review quarantines live policies only")
-            self._move(conn, row, "quarantine", SYSTEM,
-                       f"worse than TWAP on {days} consecutive days "
-                       f"({streak[0].day} .. {streak[-1].day})",
-                       days=[{"day": d.day, "diff_bps_mean": d.diff_bps_mean,
-                              "ci95": d.ci95} for d in streak])
+        moved = self.system_quarantine(
+            policy_hash, f"worse than TWAP on {days} consecutive days "
+            f"({streak[0].day} .. {streak[-1].day})", "live",
+            days=[{"day": d.day, "diff_bps_mean": d.diff_bps_mean, "ci95": d.ci95}
+                  for d in streak])
+        if not moved:
+            state = self.get(policy_hash).state
+            raise RegistryError(f"policy {policy_hash[:12]} is {state}: the daily "
+                                "review quarantines live policies only")
         return streak
 
     # -- the feature flag --------------------------------------------------------------------

@@ -53,9 +53,10 @@ from typing import Any
 
 import numpy as np
 
-from execrl.domain import ExecRLError, OrderValidationError, ParentOrder
+from execrl.domain import ConfigError, ExecRLError, OrderValidationError, ParentOrder
 from execrl.domain.limits import MAX_SEED
 from execrl.executor.config import ExecutorConfig
+from execrl.service.canary import CanaryConfig
 from execrl.service.streams import (
     CHAN_ANALYST,
     CHAN_EXEC_AGENT,
@@ -80,6 +81,8 @@ STATE_OWNER = "execrl:serve:owner"
 #: batch id -> {"market_id", "members": [{"entry_id", "order"}]}: a batch's membership, so a
 #: restart re-forms exactly that batch
 STATE_BATCH = "execrl:serve:batch"
+#: where the paper fills come from (``ServeConfig.venue``)
+SERVE_VENUES = ("paper", "stream")
 
 
 class Stopped(Exception):
@@ -105,6 +108,29 @@ class ServeConfig:
     max_orders: int | None = None
     batch_window_ms: int = 50
     max_batch: int = 256
+    #: where the paper fills come from: ``paper`` (each order's own simulated path, seed
+    #: ``order_seed``) or ``stream`` (the STREAM_MARKET entries, ``service.paper``)
+    venue: str = "paper"
+    #: the per-order SQL summary (service.summary; None: none), the policy registry that
+    #: routes orders (service.registry; None: the configured policy, route "live"), the
+    #: canary's share and gates, and the shadow candidate's A/B runs (service.hooks)
+    summary_url: str | None = None
+    registry_url: str | None = None
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
+    shadow: bool = True
+
+
+def check_stream_market(market: MarketSpec) -> None:
+    """The stream venue fills against Almgren–Chriss or replay entries (``service.paper``):
+    another market is refused at start, naming it."""
+    from execrl.service.paper import PAPER_MODELS
+
+    model = getattr(market, "model", None)
+    if model not in PAPER_MODELS:
+        raise ConfigError(
+            f"venue = 'stream' fills against {', '.join(PAPER_MODELS)} market data, not "
+            f"{model!r}: an order book's flow reacts to our orders, which a tape cannot "
+            "replay (feed its tape as a replay instead)")
 
 
 def order_seed(order_id: str) -> int:
@@ -120,11 +146,15 @@ class _StepWriter:
         self._sent = 0  # commands of the venue's wire already turned into messages
         self._actions: Any = None
         self._active: Any = None
+        self._decision: Any = None  # executor.loop.Decision of the step
         self.k = 0  # the batch's steps done
         #: a running hash of the commands and fills of every step so far: a re-run after a
         #: restart checks that it reproduces the record (a timing-dependent watchdog trigger
         #: could make it differ; ids still keep every child order unique)
         self.digest = ""
+
+    def decided(self, decision: Any) -> None:
+        self._decision = decision
 
     def before(self, actions: Any, obs: Any = None) -> None:
         self._actions = actions
@@ -163,6 +193,13 @@ class _StepWriter:
         px = fill.avg_px[rows].tolist()
         actions = np.asarray(self._actions)
         actions = actions.reshape(actions.shape[0], -1)[rows].tolist()
+        d = self._decision
+        confidence: list[Any] = ([None] * len(rows) if d is None or d.probs is None
+                                 else np.asarray(d.probs)[rows].max(axis=1).tolist())
+        acting: list[Any] = ([None] * len(rows) if d is None or d.acting is None
+                             else d.acting[rows].tolist())
+        latency_ms = None if d is None else d.latency_s * 1e3
+        policy = run.route_fields
         messages: list[tuple[str, dict[str, Any]]] = []
         members: dict[str, dict[str, Any]] = {}
         logs = []
@@ -184,6 +221,8 @@ class _StepWriter:
                 "kind": "decision", "id": f"{parent}:decision:{step}", "parent_id": parent,
                 "step": step, "action": actions[j], "remaining": remaining[j],
                 "mid": mids[j], "market_mid": ev.get("mid"), "filled": filled[j], **market,
+                "confidence": confidence[j], "acting": acting[j], "latency_ms": latency_ms,
+                "policy": policy.get("policy"), "policy_hash": policy.get("policy_hash"),
             }))
             members[parent] = {"step": step + 1, "market_id": ev_id, "batch": run.batch_id}
             sent = sum(c.get("qty", 0) for c in mine)
@@ -205,14 +244,37 @@ class _StepWriter:
             pipe.execute()
 
 
+class _Clock:
+    """The batch's last observer: each step's decision latency, from the market entry that
+    released it (``BatchRun.wait_market``) to the end of its step, its messages written (the
+    step writer runs first). One latency per step for the whole batch; each order's are the
+    steps it was running (``BatchRun.latencies``). Steps a re-run recomputes from the record
+    are not decisions taken now and are not timed."""
+
+    def __init__(self, run: BatchRun):
+        self.run = run
+
+    def before(self, actions: Any, obs: Any = None) -> None:
+        pass
+
+    def after(self) -> None:
+        run = self.run
+        if run.k > run.recorded and run.t0 is not None:
+            run.step_ms[run.k - 1] = (time.perf_counter() - run.t0) * 1e3
+
+
 @dataclass
 class Member:
     """One parent order of a batch: the order, its STREAM_ORDERS entry, whether this
-    service holds the entry pending (to acknowledge it when done)."""
+    service holds the entry pending (to acknowledge it when done), its route
+    (``hooks.OrderRoute``: policy, latencies) and its batch's steps on record (what
+    ``ServeHooks.route`` reads of a run)."""
 
     order: ParentOrder
     entry_id: str
     pending: bool = True
+    route: Any = None
+    recorded: int = 0
 
 
 class BatchRun:
@@ -230,11 +292,26 @@ class BatchRun:
         progress = json.loads(raw) if raw else {}
         #: the batch's steps already on record (a re-run recomputes them silently)
         self.recorded = int(progress.get("step", 0))
-        self.cursor = progress.get("market_id") or start_cursor
+        #: the stream venue: the batch's market entries from its start (every member meets
+        #: them, step k on entry k); a re-run re-reads the recorded steps' entries from the
+        #: start cursor. The paper venue: only the cursor matters (recorded steps draw their
+        #: paths again)
+        self.stream = server.config.venue == "stream"
+        self.entries: list[tuple[str, dict[str, Any]]] = []
+        self._taken: dict[int, int] = {}
+        self.cursor = (start_cursor if self.stream
+                       else progress.get("market_id") or start_cursor)
         self.recorded_digest = progress.get("digest", "")
         self.diverged = False
         self.k = 0
         self.event: tuple[str, dict[str, Any]] | None = None
+        for m in members:
+            m.recorded = self.recorded
+        #: what the batch's traces say of its route (its members share it: ``batch_key``)
+        route = members[0].route
+        self.route_fields: dict[str, Any] = route.fields() if route is not None else {}
+        self.t0: float | None = None  # when the market entry of the step was released
+        self.step_ms: dict[int, float] = {}  # step -> its decision latency (``_Clock``)
 
     def record(self) -> None:
         """The batch's membership on record (with each member's owner entry), before its
@@ -251,10 +328,23 @@ class BatchRun:
         pipe.execute()
 
     def wait_market(self, _obs: Any) -> None:
-        """Before each decision: the next market entry of the batch's symbol (lockstep)."""
+        """Before each decision: the next market entry of the batch's symbol (lockstep); on
+        the stream venue, the entry the step fills against (read here, so the decision is
+        released by it, as on the paper venue; the paper market takes it from ``entries``)."""
         k, self.k = self.k, self.k + 1
-        if k < self.recorded or not self.server.config.lockstep:
-            return
+        if self.stream:
+            while len(self.entries) <= k:
+                self.entries.append(self._next_entry())
+            self.event = self.entries[k]
+        elif k >= self.recorded and self.server.config.lockstep:
+            self.event = self._next_entry()
+        if k >= self.recorded and self.event is not None:
+            self._lag(self.event[1])
+        self.t0 = time.perf_counter()
+
+    def _next_entry(self) -> tuple[str, dict[str, Any]]:
+        """The next ``STREAM_MARKET`` entry of the batch's symbol after the cursor (blocking
+        until one comes or the service stops)."""
         stop = self.server.stopping
         while not stop.is_set():
             got = self.client.xread({STREAM_MARKET: self.cursor}, count=16,
@@ -264,16 +354,42 @@ class BatchRun:
                     self.cursor = entry_id
                     event = decode(fields)
                     if event.get("symbol") == self.symbol:
-                        self.event = (entry_id, event)
-                        return
+                        return entry_id, event
         raise Stopped
+
+    def _source(self, env: int) -> dict[str, Any]:
+        """The stream venue's source (``service.paper.StreamFeed``): order ``env``'s next
+        entry, the batch's entry of that step."""
+        n = self._taken.get(env, 0)
+        self._taken[env] = n + 1
+        while len(self.entries) <= n:
+            self.entries.append(self._next_entry())
+        return self.entries[n][1]
+
+    def _lag(self, event: dict[str, Any]) -> None:
+        """The market stream's queue lag: entry written -> the batch took it."""
+        ts = event.get("ts_ns")
+        if isinstance(ts, int) and not isinstance(ts, bool):
+            self.server.hooks.metrics.set_queue_lag(max(0.0, (time.time_ns() - ts) / 1e9),
+                                                    stream="market")
+
+    def latencies(self, steps: int) -> list[float]:
+        """An order's decision latencies: the batch's steps it ran, timed now (``_Clock``)."""
+        return [self.step_ms[k] for k in range(steps) if k in self.step_ms]
 
     def execute(self) -> list[dict[str, Any]]:
         orders = [m.order for m in self.members]
+        venue: Any = "paper"
+        if self.stream:
+            from execrl.service.paper import StreamFeed
+
+            venue = StreamFeed(symbol=self.symbol, source=self._source)
         run = self.executor.run_orders(
-            orders, [order_seed(o.order_id) for o in orders], venue="paper",
-            on_obs=self.wait_market, make_observers=lambda core: [_StepWriter(self, core)])
+            orders, [order_seed(o.order_id) for o in orders], venue=venue,
+            on_obs=self.wait_market,
+            make_observers=lambda core: [_StepWriter(self, core), _Clock(self)])
         filled = run.extras["core"].stats.filled
+        returns = run.episodes["return"].to_numpy(dtype=float)  # the episode's reward
         out = []
         for i, (m, e) in enumerate(zip(self.members, run.episodes.itertuples(), strict=True)):
             if not m.pending:  # done before a restart: its record stands
@@ -288,9 +404,10 @@ class BatchRun:
                 "child_orders": int(e.child_orders), "fills": int(e.fills),
                 "residual_shares": int(e.residual_shares), "steps": int(e.steps),
                 "finished_by": str(getattr(e, "finished_by", "policy")),
+                "return": float(returns[i]),
                 "batch": self.batch_id, "batch_size": len(self.members),
                 "resumed_at_step": self.recorded, "replay_diverged": self.diverged,
-                "ts_ns": time.time_ns(),
+                **(m.route.fields() if m.route is not None else {}), "ts_ns": time.time_ns(),
             }
             self.publish_done(m, done, run.order(i))
             out.append(done)
@@ -298,7 +415,13 @@ class BatchRun:
 
     def publish_done(self, member: Member, done: dict[str, Any], run: Any) -> None:
         """An order's done record, once (the one place it is written; ``run``: the order's
-        own ``ExecutionRun``, ``ExecutionRun.order``), then its entry is acknowledged."""
+        own ``ExecutionRun``, ``ExecutionRun.order``), then its entry is acknowledged. The
+        on-done hook (summary row, shadow A/B, canary gates, metrics) runs first: every done
+        record on the stream has its SQL row."""
+        route = member.route
+        if route is not None:
+            route.latencies_ms = self.latencies(int(done["steps"]))
+            self.server.hooks.done(member, route, run, done)
         publish_once(self.client, done, done_parent=member.order.order_id)
         self.server.ack(member.entry_id)
 
@@ -323,6 +446,15 @@ class Server:
         self._lock = threading.Lock()
         self.log = log if log is not None else (lambda text: print(text, file=sys.stderr,
                                                                    flush=True))
+        from execrl.service.hooks import ServeHooks
+
+        if config.venue not in SERVE_VENUES:
+            raise ConfigError(f"venue = {config.venue!r} is not one of "
+                              f"{', '.join(SERVE_VENUES)}")
+        if config.venue == "stream":
+            check_stream_market(config.market)
+
+        self.hooks = ServeHooks(client, config, self.log)
 
     # -- the group -------------------------------------------------------------------------
     def ensure_group(self) -> None:
@@ -344,26 +476,34 @@ class Server:
         return last[0][0] if last else "0-0"
 
     # -- one entry --------------------------------------------------------------------------
-    def executor_for(self, order: ParentOrder) -> Any:
+    def executor_for(self, member: Member) -> Any:
         """The executor an order runs under (its policy, limits and watchdog): where the
-        order's route is decided. Orders batch only with orders of an equal ``batch_key``."""
+        order's route is decided (``ServeHooks.route``: live / canary / fallback, fixed at the
+        order's first attempt in ``hooks.STATE_ROUTE``, so a restart re-forms the same batch
+        on the same policy; set on ``member.route``). Orders batch only with orders of an
+        equal ``batch_key``."""
         from execrl.executor_cli import build_executor
 
         cfg = self.config
-        return build_executor(cfg.executor, cfg.market, order, mode="paper")
+        member.route = self.hooks.route(member)
+        return build_executor(member.route.executor, cfg.market, member.order, mode="paper")
 
-    def batch_key(self, executor: Any, order: ParentOrder) -> str:
-        """What an order's batch mates must share: the executor's ``batch_key`` and its
-        policy and safety settings."""
+    def batch_key(self, executor: Any, member: Member) -> str:
+        """What an order's batch mates must share: the executor's ``batch_key``, its policy
+        and safety settings, and the order's route (canary, live and fallback orders never
+        share a batch)."""
         from execrl.executor.loop import policy_hash
 
+        order = member.order
         policy = executor.policy_for(order)
         sf = executor.safety
+        route = member.route.route if member.route is not None else None
         return _key_text((
             executor.batch_key(order), policy_hash(policy), policy.name,
             None if sf.limits is None else sf.limits.model_dump_json(),
             None if sf.watchdog is None else sf.watchdog.model_dump_json(),
             executor.meta_extra,
+            None if route is None else (route.route, route.policy_hash),
         ))
 
     def handle(self, entry_id: str, fields: dict[str, Any]) -> None:
@@ -394,16 +534,17 @@ class Server:
         if batch_id is not None and client.hexists(STATE_BATCH, batch_id):
             self._resume(batch_id)
             return
+        member = Member(order, entry_id)
         try:
-            executor = self.executor_for(order)
-            key = self.batch_key(executor, order)
+            executor = self.executor_for(member)
+            key = self.batch_key(executor, member)
         except ExecRLError as exc:  # the order cannot run on this market: nothing traded
             self._refuse(order, entry_id, exc)
             return
         if not self._forming:
             self._forming_since = time.monotonic()
         members, _ = self._forming.setdefault(key, ([], executor))
-        members.append(Member(order, entry_id))
+        members.append(member)
 
     def _refuse(self, order: ParentOrder, entry_id: str, exc: Exception) -> None:
         parent = order.order_id
@@ -412,6 +553,26 @@ class Server:
         self.log(f"serve: order {parent} refused: {exc}")
         self.ack(entry_id)
 
+    def _fail(self, run: BatchRun, exc: Exception) -> None:
+        """A batch the stream venue cannot fill on (``service.paper.MarketDataError``: a
+        missing, foreign or malformed market entry) stops at that step; each of its pending
+        orders is answered ``kind: error`` naming the step and the reason, recorded as done
+        (what was sent before stands; nothing more is sent) and acknowledged. The server and
+        the other batches run on. A restart re-runs the batch to the same error and writes
+        nothing twice (the record's id is the order's)."""
+        step = max(run.k - 1, 0)
+        for m in run.members:
+            if not m.pending:
+                continue
+            parent = m.order.order_id
+            publish_once(self.client, {
+                "kind": "error", "id": f"{parent}:error", "entry_id": m.entry_id,
+                "order_id": parent, "parent_id": parent, "step": step, "batch": run.batch_id,
+                "error": f"error: order {parent} stopped at step {step}: {exc}",
+                "ts_ns": time.time_ns()}, done_parent=parent)
+            self.log(f"serve: order {parent} stopped at step {step}: {exc}")
+            self.ack(m.entry_id)
+
     def _resume(self, batch_id: str) -> None:
         """Re-form a batch on record (a restart), once: every member, the orders already done
         included (they re-run silently: the batch's decisions depend on its members)."""
@@ -419,12 +580,16 @@ class Server:
             if batch_id in self._threads:
                 return
         record = json.loads(self.client.hget(STATE_BATCH, batch_id))
+        progress = json.loads(self.client.hget(STATE_BATCH_PROGRESS, batch_id) or "{}")
         members = []
         for m in record["members"]:
             order = ParentOrder.from_dict(m["order"])
             members.append(Member(order, m["entry_id"],
-                                  pending=not self.client.hexists(STATE_DONE, order.order_id)))
-        executor = self.executor_for(members[0].order)
+                                  pending=not self.client.hexists(STATE_DONE, order.order_id),
+                                  recorded=int(progress.get("step", 0))))
+        executor = self.executor_for(members[0])  # the routes on record (STATE_ROUTE)
+        for m in members[1:]:
+            m.route = self.hooks.route(m)
         self._start(BatchRun(self, batch_id, members, executor, record["market_id"]),
                     new=False)
 
@@ -435,6 +600,9 @@ class Server:
             return
         cursor = self._market_cursor()
         size = self.config.max_batch
+        now_ms = time.time() * 1e3
+        oldest = min(int(m.entry_id.partition("-")[0]) for ms, _ in forming.values() for m in ms)
+        self.hooks.metrics.set_queue_lag(max(0.0, (now_ms - oldest) / 1e3), stream="orders")
         for members, executor in forming.values():
             for lo in range(0, len(members), size):
                 part = members[lo:lo + size]
@@ -450,9 +618,13 @@ class Server:
         thread.start()
 
     def _run(self, run: BatchRun) -> None:
+        from execrl.service.paper import MarketDataError
+
         try:
             try:
                 done = run.execute()
+            except MarketDataError as exc:  # the stream venue's data: this batch stops only
+                self._fail(run, exc)
             except ExecRLError as exc:  # the batch cannot run on this market: nothing traded
                 if run.recorded or run.k:
                     raise
@@ -542,5 +714,5 @@ class Server:
         return self.answered
 
 
-__all__ = ["STATE_BATCH", "STATE_OWNER", "BatchRun", "Member", "ServeConfig", "Server",
-           "Stopped", "order_seed"]
+__all__ = ["SERVE_VENUES", "STATE_BATCH", "STATE_OWNER", "BatchRun", "Member", "ServeConfig",
+           "Server", "Stopped", "check_stream_market", "order_seed"]

@@ -52,28 +52,70 @@ def serve(
     lockstep: Annotated[bool, typer.Option(
         "--lockstep/--no-lockstep", help="One decision per STREAM_MARKET step of the order's "
         "symbol (default), or as fast as the executor runs.")] = True,
+    venue: Annotated[str, typer.Option(
+        "--venue", help="Where paper fills come from: 'paper' (each order's own simulated "
+        "path of the market, seeded by its id) or 'stream' (the STREAM_MARKET entries of "
+        "`execrl feed`, with the backtest's fill and queue models; ac and replay markets).")
+    ] = "paper",
+    summary_db: Annotated[str | None, typer.Option(
+        "--summary-db", help="SQLAlchemy URL of the per-order summary (and the A/B pairs and "
+        "canary gates): SQLite file or postgresql://... (default: $EXECRL_SUMMARY_URL or "
+        "sqlite:///execrl-summary.sqlite; 'none': no summary).")] = None,
+    registry_url: Annotated[str | None, typer.Option(
+        "--registry", help="Policy registry URL: the live / canary / shadow policy of each "
+        "symbol and the fallback flags come from it (default: none, the configured policy "
+        "runs every order).")] = None,
+    canary_share: Annotated[float, typer.Option(
+        "--canary-share", help="Share of the flow the canary policy gets (chosen by order id; "
+        "0 turns the canary off).")] = 0.10,
+    shadow: Annotated[bool, typer.Option(
+        "--shadow/--no-shadow", help="Run the registry's shadow candidate beside the live "
+        "policy on every live order (counterfactual IS, paired A/B statistics).")] = True,
+    metrics_port: Annotated[int, typer.Option(
+        "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics on this port "
+        "(0: off).")] = 0,
 ) -> None:
     """Run parent orders from STREAM_ORDERS through the executor; child orders and fills to
     STREAM_FILLS, decision traces to STREAM_RESEARCH, diagnostics to CHAN_ANALYST, agent logs to
     CHAN_EXEC_AGENT. Stop with Ctrl-C or SIGTERM; restart to resume."""
     from execrl.cli import _load_market
+    from execrl.service.canary import CanaryConfig
     from execrl.service.serve import ServeConfig, Server
     from execrl.service.streams import connect
+    from execrl.service.summary import default_url
 
+    endpoint = None
     try:
         spec = _load_market(env, market)
+        summary = summary_db if summary_db is not None else default_url()
         cfg = ServeConfig(market=spec, executor=load_executor_config(config, policy),
                           group=group, consumer=consumer, concurrency=concurrency,
                           max_orders=max_orders, lockstep=lockstep,
-                          batch_window_ms=batch_window_ms, max_batch=max_batch)
+                          batch_window_ms=batch_window_ms, max_batch=max_batch, venue=venue,
+                          summary_url=None if summary.lower() == "none" else summary,
+                          registry_url=registry_url, canary=CanaryConfig(share=canary_share),
+                          shadow=shadow)
         client = connect(redis_url)
         _warn_without_aof(client)
         server = Server(client, cfg)
+        if metrics_port:
+            endpoint = _metrics_endpoint(server, metrics_port)
         server.serve()
     except ExecRLError as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+
+
+def _metrics_endpoint(server: object, port: int) -> object:
+    try:
+        return server.hooks.metrics.serve(port)  # type: ignore[attr-defined]
+    except OSError as exc:
+        raise ConfigError(f"--metrics-port {port}: cannot listen on it ({exc.strerror})"
+                          ) from None
 
 
 def _warn_without_aof(client: object) -> None:

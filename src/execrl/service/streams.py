@@ -31,8 +31,13 @@ STATE_BATCH_PROGRESS = "execrl:serve:batch-progress"  # batch id -> {"step", "ma
 
 #: what an outbound entry on STREAM_FILLS can be
 MESSAGE_KINDS = ("child", "cancel", "fill", "done", "error")
-#: the market stream's fields, per decision step and symbol
-MARKET_FIELDS = ("symbol", "step", "mid", "bid", "ask", "volume", "ts_ns")
+#: the market stream's fields, per decision step and symbol (``execrl.service.feed``): the
+#: feed's counter, the market episode and its step, the quote at the step's start, the last
+#: step's volume, the market model, the step's length and start (s since the episode began)
+#: and what the paper market replays the step from (``ac`` for Almgren–Chriss, ``book`` for a
+#: replay; one of them, or neither for a market whose flow reacts to our orders)
+MARKET_FIELDS = ("symbol", "step", "episode", "k", "mid", "bid", "ask", "volume", "ts_ns",
+                 "model", "step_s", "t_s", "ac", "book")
 
 
 def encode(message: dict[str, Any]) -> dict[str, str]:

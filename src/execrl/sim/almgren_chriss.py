@@ -345,6 +345,12 @@ _N_STATE = 7
 (_P_SIDE, _P_EPSILON, _P_TEMP, _P_DRIFT, _P_TAU, _P_SIGMA_SQRT_TAU, _P_SIDE_GAMMA, _P_PHI,
  _P_ALPHA_STEP_STD, _P_ALPHA_STD, _P_NU, _P_S0, _P_ADV_TAU, _P_DRIFT_TAU) = range(14)
 _N_PARAMS = 14
+# Rows of a step's exogenous moves (``_exogenous_kernel``): what the market does in the step
+# whatever we trade, so that the paper market can take them from the market-data stream.
+_X_DRIFT, _X_SHOCK, _X_VOLUME, _X_ALPHA_NEXT = range(4)
+_N_EXO = 4
+#: their names on the market-data stream (``execrl.service.feed``), in row order
+EXOGENOUS_FIELDS = ("drift_term", "shock", "step_volume", "alpha_next")
 
 # Why numba: the numpy version of this market took ~150 µs per ``execute`` at 4096 envs (~25
 # small array operations) and a reset drew whole paths; the kernels below draw each step's
@@ -429,7 +435,54 @@ def _reset_kernel(
 
 
 @njit(cache=True)
-def _execute_kernel(
+def _exogenous_kernel(
+    active: NDArray[np.bool_],
+    state: NDArray[np.float64],
+    k: NDArray[np.int64],
+    keys: NDArray[np.uint64],
+    params: NDArray[np.float64],
+    expected_volume: NDArray[np.float64],
+    has_signal: bool,
+    bits: NDArray[np.uint64],
+    noise: NDArray[np.float64],
+    exo: NDArray[np.float64],
+) -> None:
+    """What step k does whatever we trade (``EXOGENOUS_FIELDS``), drawn into ``exo``: the
+    drift term (μ + α_{k−1})·τ, the innovation σ_eff·√τ·ξ_k, the step's market volume and the
+    next α. The paper market reads these from the market-data stream instead
+    (``execrl.service.paper``); ``_apply_kernel`` turns them and the orders into the step."""
+    n = active.shape[0]
+    n_steps = expected_volume.shape[0]
+    tau = params[_P_TAU]
+    nu = params[_P_NU]
+    half_nu2 = 0.5 * nu * nu
+    alpha = state[_ALPHA]
+    for i in range(n):
+        exo[_X_DRIFT, i] = (params[_P_DRIFT] + alpha[i]) * tau
+    xi = noise[0]
+    _draw_rows(keys, STREAM_PRICE, k, 0, bits, xi)
+    for i in range(n):
+        exo[_X_SHOCK, i] = params[_P_SIGMA_SQRT_TAU] * xi[i]
+    factor = noise[1]
+    if nu > 0.0:
+        _draw_rows(keys, STREAM_VOLUME, k, 0, bits, factor)
+        for i in range(n):
+            factor[i] = np.exp(nu * factor[i] - half_nu2)
+    else:
+        factor[:] = 1.0
+    for i in range(n):
+        exo[_X_VOLUME, i] = expected_volume[min(k[i], n_steps - 1)] * factor[i]
+    if not has_signal:
+        exo[_X_ALPHA_NEXT, :] = alpha
+    else:
+        zeta = noise[2]
+        _draw_rows(keys, STREAM_SIGNAL, k, 1, bits, zeta)
+        for i in range(n):
+            exo[_X_ALPHA_NEXT, i] = params[_P_PHI] * alpha[i] + params[_P_ALPHA_STEP_STD] * zeta[i]
+
+
+@njit(cache=True)
+def _apply_kernel(
     qty: NDArray[np.int64],
     active: NDArray[np.bool_],
     order_type: NDArray[np.int8],
@@ -438,28 +491,22 @@ def _execute_kernel(
     state: NDArray[np.float64],
     new_state: NDArray[np.float64],
     k: NDArray[np.int64],
-    keys: NDArray[np.uint64],
     params: NDArray[np.float64],
-    expected_volume: NDArray[np.float64],
-    has_signal: bool,
-    bits: NDArray[np.uint64],
-    noise: NDArray[np.float64],
+    exo: NDArray[np.float64],
     fill_qty: NDArray[np.int64],
     avg_px: NDArray[np.float64],
     reject: NDArray[np.int8],
     n_fills: NDArray[np.int32],
 ) -> None:
     """One step of every market (see the module docstring) from ``state`` into
-    ``new_state``. A child order that is not a market order is rejected (``reject``), in its
-    market alone, which then steps without trading."""
+    ``new_state``, given the step's exogenous moves ``exo`` (``_exogenous_kernel``, or the
+    market-data stream): our fills at S_{k−1} + side·(ε + (η/τ)·n_k), then S_k with our
+    permanent impact on top. A child order that is not a market order is rejected
+    (``reject``), in its market alone, which then steps without trading."""
     n = qty.shape[0]
-    n_steps = expected_volume.shape[0]
     side = params[_P_SIDE]
     epsilon = params[_P_EPSILON]
     temp = params[_P_TEMP]
-    tau = params[_P_TAU]
-    nu = params[_P_NU]
-    half_nu2 = 0.5 * nu * nu
     new_state[_ARRIVAL, :] = state[_ARRIVAL, :]  # what a step does not change
     new_state[_ARRIVAL_VWAP, :] = state[_ARRIVAL_VWAP, :]
     mid, new_mid = state[_MID], new_state[_MID]
@@ -474,38 +521,21 @@ def _execute_kernel(
         traded = q > 0
         exec_px = mid[i] + side * (epsilon * (1.0 if traded else 0.0) + temp * q)
         avg_px[i] = exec_px if traded else np.nan
-    xi = noise[0]
-    _draw_rows(keys, STREAM_PRICE, k, 0, bits, xi)
-    alpha = state[_ALPHA]
+    drift, shock = exo[_X_DRIFT], exo[_X_SHOCK]
     for i in range(n):
-        m1 = (mid[i] + (params[_P_DRIFT] + alpha[i]) * tau + params[_P_SIGMA_SQRT_TAU] * xi[i]
-              + params[_P_SIDE_GAMMA] * fill_qty[i])
+        m1 = mid[i] + drift[i] + shock[i] + params[_P_SIDE_GAMMA] * fill_qty[i]
         new_mid[i] = m1 if active[i] else mid[i]
-    factor = noise[1]
-    if nu > 0.0:
-        _draw_rows(keys, STREAM_VOLUME, k, 0, bits, factor)
-        for i in range(n):
-            factor[i] = np.exp(nu * factor[i] - half_nu2)
-    else:
-        factor[:] = 1.0
     iv_num, iv_den, last_volume = state[_IV_NUM], state[_IV_DEN], state[_LAST_VOLUME]
     new_iv_num, new_iv_den = new_state[_IV_NUM], new_state[_IV_DEN]
     new_last_volume = new_state[_LAST_VOLUME]
+    alpha, new_alpha = state[_ALPHA], new_state[_ALPHA]
     for i in range(n):
-        volume = expected_volume[min(k[i], n_steps - 1)] * factor[i]
+        volume = exo[_X_VOLUME, i]
         on = active[i]
         new_iv_num[i] = iv_num[i] + (volume * 0.5 * (mid[i] + new_mid[i]) if on else 0.0)
         new_iv_den[i] = iv_den[i] + (volume if on else 0.0)
         new_last_volume[i] = volume if on else last_volume[i]
-    if not has_signal:
-        new_state[_ALPHA, :] = state[_ALPHA, :]
-    else:
-        zeta = noise[2]
-        _draw_rows(keys, STREAM_SIGNAL, k, 1, bits, zeta)
-        new_alpha = new_state[_ALPHA]
-        for i in range(n):
-            a1 = params[_P_PHI] * alpha[i] + params[_P_ALPHA_STEP_STD] * zeta[i]
-            new_alpha[i] = a1 if active[i] else alpha[i]
+        new_alpha[i] = exo[_X_ALPHA_NEXT, i] if on else alpha[i]
     for i in range(n):
         k[i] += 1 if active[i] else 0
 
@@ -583,6 +613,7 @@ class ACMarket:
         self._rows = np.arange(n)
         self._bits = np.empty((2, n), dtype=np.uint64)  # the kernels' scratch
         self._noise = np.empty((3, n))
+        self._exo = np.zeros((_N_EXO, n))  # the last step's exogenous moves
 
     # -- protocol -------------------------------------------------------------------------
     # Views of the state block. ``execute`` writes the next state into a new block, so a
@@ -643,6 +674,25 @@ class ACMarket:
     ) -> FillBatch:
         """Fill every active market order at once (nothing rests, so a cancel has nothing to
         take off); other order types are rejected by name, per market."""
+        act = np.ascontiguousarray(active)
+        _exogenous_kernel(act, self._state, self._k, self._keys, self._params,
+                          self._expected_volume, self._has_signal, self._bits, self._noise,
+                          self._exo)
+        return self.apply_step(orders, act, self._exo, record_events)
+
+    @property
+    def last_exogenous(self) -> dict[str, NDArray[np.float64]]:
+        """The last step's exogenous moves (``EXOGENOUS_FIELDS``), per market: what the
+        market-data stream carries so that a paper market can replay the step."""
+        return {name: self._exo[j].copy() for j, name in enumerate(EXOGENOUS_FIELDS)}
+
+    def apply_step(
+        self, orders: ChildOrderBatch, active: NDArray[np.bool_], exo: NDArray[np.float64],
+        record_events: bool = False,
+    ) -> FillBatch:
+        """The step with its exogenous moves ``exo`` ((``len(EXOGENOUS_FIELDS)``, n_envs),
+        drawn here or read from the market-data stream): the one place fills, impact and the
+        next state are computed."""
         n = self.n_envs
         new_state = np.empty_like(self._state)
         fill_qty = np.empty(n, dtype=np.int64)
@@ -650,7 +700,7 @@ class ACMarket:
         reject = np.empty(n, dtype=np.int8)
         n_fills = np.empty(n, dtype=np.int32)
         step = self._k.copy() if record_events else None
-        _execute_kernel(
+        _apply_kernel(
             np.ascontiguousarray(orders.qty),
             np.ascontiguousarray(active),
             np.ascontiguousarray(orders.order_type),
@@ -659,12 +709,8 @@ class ACMarket:
             self._state,
             new_state,
             self._k,
-            self._keys,
             self._params,
-            self._expected_volume,
-            self._has_signal,
-            self._bits,
-            self._noise,
+            exo,
             fill_qty,
             avg_px,
             reject,

@@ -329,6 +329,7 @@ class ReplayData:
         n = self.t.size
         self.sub_row = _submission_rows(np.asarray(store.order_id), self.kind) if (
             m.has_order_ids) else np.full(n, -1, dtype=np.int64)
+        self.seq = np.arange(n, dtype=np.int64)  # the kernel's event numbers (``_step``)
         trade = np.isin(self.kind, (EXECUTE, EXECUTE_HIDDEN, 6, TRADE))
         self.is_trade = trade
         if m.has_book:
@@ -533,7 +534,7 @@ def _draw_starts(keys, lo, span, halts, horizon, out):  # type: ignore[no-untype
 
 @njit(cache=True)
 def _step(  # type: ignore[no-untyped-def]
-    t, kind, size, price, side_of, sub_row, bid_px, bid_qty, ask_px, ask_qty,
+    t, kind, size, price, side_of, sub_row, seq, bid_px, bid_qty, ask_px, ask_qty,
     active, keys, t0, k, ptr, dt, lat_const, lat_jitter,
     parent_side, queue_rule, queue_power, taker_fee, maker_fee, tick, kappa, decay_s,
     arrival_units,
@@ -545,7 +546,9 @@ def _step(  # type: ignore[no-untyped-def]
 ):
     """One decision step of every active episode (module docstring). Prices are float64 in
     the data's price units; fills are reported in them too (the caller scales to currency).
-    Returns the number of fill rows written."""
+    ``seq``: each event row's number in the recording (``sub_row`` counts in it; the replay's
+    rows are the recording, ``seq[r] == r``; the paper market's rows are a step's streamed
+    events, ``execrl.service.paper``). Returns the number of fill rows written."""
     n_ev_total = t.shape[0]
     levels = bid_px.shape[1]
     n_rows = 0
@@ -781,7 +784,8 @@ def _step(  # type: ignore[no-untyped-def]
                 w_ahead[i] = level
                 w_level[i] = level
                 w_pending[i] = 0.0
-                w_join[i] = ptr[i]
+                # events numbered from here on came after we joined
+                w_join[i] = seq[ptr[i]] if ptr[i] < n_ev_total else seq[n_ev_total - 1] + 1
                 w_expire[i] = k[i] + o_ttl[i]
                 w_child[i] = o_child[i]
         last_vol[i] = vol
@@ -864,8 +868,7 @@ class ReplayMarket:
     def mid(self) -> NDArray[np.float64]:
         """The recorded mid now (the last event at or before the step's end), plus our own
         transient impact."""
-        d = self.data
-        mid = d.mid_units[np.maximum(self._ptr - 1, 0)]
+        mid = self._mid_units_now()
         now = self._t0 + self._k * self._dt
         if self._kappa_units > 0:
             mid = mid + self._imp * np.exp(-(now - self._imp_t) / self.config.impact_decay_s)
@@ -890,11 +893,42 @@ class ReplayMarket:
     def touch(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Each episode's recorded best bid and best ask now (currency; NaN where a side is
         empty)."""
+        bid_px, bid_qty, ask_px, ask_qty = self._touch_now()
+        bid = np.where(bid_qty > 0, bid_px / self._scale, np.nan)
+        ask = np.where(ask_qty > 0, ask_px / self._scale, np.nan)
+        return bid, ask
+
+    # -- where the recorded market comes from (the paper market, execrl.service.paper, reads
+    # -- it from the market-data stream instead and keeps everything else) ------------------
+    def _mid_units_now(self) -> NDArray[np.float64]:
+        """The recorded mid of each episode now (price units): its last event's."""
+        return self.data.mid_units[np.maximum(self._ptr - 1, 0)]
+
+    def _touch_now(self) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+        """Each episode's recorded best bid, its size, best ask, its size now (price units)."""
         d = self.data
         b = np.maximum(self._ptr - 1, 0)
-        bid = np.where(d.bid_qty[b, 0] > 0, d.bid_px[b, 0] / self._scale, np.nan)
-        ask = np.where(d.ask_qty[b, 0] > 0, d.ask_px[b, 0] / self._scale, np.nan)
-        return bid, ask
+        return d.bid_px[b, 0], d.bid_qty[b, 0], d.ask_px[b, 0], d.ask_qty[b, 0]
+
+    def _events(self) -> tuple[NDArray, ...]:
+        """The event columns the step kernel walks (``_step``'s first eleven arguments)."""
+        d = self.data
+        return (d.t, d.kind, d.size, d.price, d.side, d.sub_row, d.seq, d.bid_px, d.bid_qty,
+                d.ask_px, d.ask_qty)
+
+    def _begin_step(self, active: NDArray[np.bool_]) -> None:
+        """Before the kernel: the recording is all there (the paper market builds the step's
+        rows here)."""
+
+    def _end_step(self, active: NDArray[np.bool_]) -> None:
+        """After the kernel (the paper market keeps the book the step ended on)."""
+
+    def _event_capacity(self, active: NDArray[np.bool_]) -> int:
+        """Fill rows the step can write at most: one per event ahead, and the walks."""
+        d = self.data
+        ends = self._t0 + (self._k + 1) * self._dt
+        ahead = np.searchsorted(d.t, ends, side="right") - self._ptr
+        return int(np.where(active, ahead, 0).sum()) + self.n_envs * (d.levels + 2) + 16
 
     @property
     def working_qty(self) -> NDArray[np.int64]:
@@ -943,7 +977,6 @@ class ReplayMarket:
     def execute(
         self, orders: ChildOrderBatch, active: NDArray[np.bool_], record_events: bool = False
     ) -> FillBatch:
-        d = self.data
         n = self.n_envs
         qty = np.ascontiguousarray(orders.qty, dtype=np.int64)
         otype = np.ascontiguousarray(orders.order_type, dtype=np.int8)
@@ -955,12 +988,8 @@ class ReplayMarket:
         f_fees = np.empty(n)
         f_nfills = np.empty(n, dtype=np.int32)
         f_cancelled = np.empty(n, dtype=np.int64)
-        if record_events:
-            ends = self._t0 + (self._k + 1) * self._dt
-            ahead = np.searchsorted(d.t, ends, side="right") - self._ptr
-            cap = int(np.where(act, ahead, 0).sum()) + n * (d.levels + 2) + 16
-        else:
-            cap = 1
+        self._begin_step(act)
+        cap = self._event_capacity(act) if record_events else 1
         ev = np.empty(cap, dtype=FILL_DTYPE)
         ev_env = np.empty(cap, dtype=np.int32)
         ev_child = np.empty(cap, dtype=np.int64)
@@ -973,6 +1002,7 @@ class ReplayMarket:
             act, qty, otype, px_units, orders, reject, f_qty, f_notional, f_passive, f_fees,
             f_nfills, f_cancelled, record_events, ev_env, ev_child, ev_t, ev_qty, ev_px,
             ev_passive, ev_fee))
+        self._end_step(act)
         with np.errstate(invalid="ignore", divide="ignore"):
             avg_px = np.where(f_qty > 0, f_notional / f_qty / self._scale, np.nan)
         fills = FillBatch(qty=f_qty, avg_px=avg_px, passive_qty=f_passive, fees=f_fees,
@@ -998,8 +1028,7 @@ class ReplayMarket:
         interpreted, ``_step.py_func``, on them)."""
         d, c = self.data, self.config
         return (
-            d.t, d.kind, d.size, d.price, d.side, d.sub_row, d.bid_px, d.bid_qty, d.ask_px,
-            d.ask_qty, act, self._keys, self._t0, self._k, self._ptr, self._dt,
+            *self._events(), act, self._keys, self._t0, self._k, self._ptr, self._dt,
             c.order_latency_s, c.latency_jitter_s, self.side, self._queue_rule,
             c.queue_power, c.taker_fee_per_share, c.maker_fee_per_share, d.tick,
             self._kappa_units, c.impact_decay_s, self._arrival_units,
@@ -1035,11 +1064,19 @@ class ReplayMarket:
         if ids.size == 0:
             return
         d = self.data
-        fb = self._features
         now = self._t0[ids] + self._k[ids] * self._dt - self.config.market_data_delay_s
         lo = self._fed[ids]
         hi = np.maximum(np.searchsorted(d.t, now, side="right"), lo)
         self._fed[ids] = hi
+        self._feed_rows(ids, lo, hi, d.t, d.kind, d.price, d.size, d.side, d.bid_px, d.bid_qty,
+                        d.ask_px, d.ask_qty)
+
+    def _feed_rows(self, ids, lo, hi, t, kind, price, size, side, bid_px, bid_qty, ask_px,  # type: ignore[no-untyped-def]
+                   ask_qty) -> None:
+        """Feed episode ``ids[j]`` the event rows [lo[j], hi[j]) of these columns: the trades
+        and book rows in one ``FeatureBuilder.on_market_events`` call, then the queue."""
+        d = self.data
+        fb = self._features
         total = int((hi - lo).sum())
         if total > 0:
             k = self._top_k
@@ -1051,8 +1088,8 @@ class ReplayMarket:
             bbq = np.empty((total, k))
             bap = np.empty((total, k))
             baq = np.empty((total, k))
-            n_tr, n_bk = _gather(ids, lo, hi, d.t, d.kind, d.price, d.size, d.side, d.bid_px,
-                                 d.bid_qty, d.ask_px, d.ask_qty, 1.0 / self._scale, proxy,
+            n_tr, n_bk = _gather(ids, lo, hi, t, kind, price, size, side, bid_px,
+                                 bid_qty, ask_px, ask_qty, 1.0 / self._scale, proxy,
                                  trades["env"], trades["t"], trades["px"], trades["qty"],
                                  trades["aggressor"], bt, benv, bbp, bbq, bap, baq)
             fb.on_market_events(trades[:n_tr], bt[:n_bk], bbp[:n_bk], bbq[:n_bk], bap[:n_bk],
