@@ -308,6 +308,13 @@ def test_bad_market_data_fails_only_its_batch_on_the_stream_venue(client):
         assert [(m["parent_id"], m["steps"]) for m in done] == [("T-2", STEPS)]
         assert client.xpending(STREAM_ORDERS, "execrl-serve")["pending"] == 0
         assert any("T-1 stopped at step 3" in line for line in logs)
+        # the queue lags: order entry -> its batch launched, market entry -> a batch took it
+        from execrl.service.metrics import scrape_samples
+
+        lag = {lb.get("stream"): v for n, lb, v in
+               scrape_samples(server.hooks.metrics.exposition().decode())
+               if n == "exec_queue_lag_seconds"}
+        assert set(lag) == {"orders", "market"} and all(0 <= v < 30 for v in lag.values())
     finally:
         server.stopping.set()
         thread.join(timeout=10)

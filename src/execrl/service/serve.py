@@ -2,42 +2,65 @@
 and fills to ``STREAM_FILLS``, in lockstep with the market on ``STREAM_MARKET``.
 
 Design (micro-batches: the desk's live orders that can share a batch run as one
-``Executor.run_orders`` on the paper venue, one policy call per market step for the whole
-batch; one thread per batch, up to ``concurrency`` orders in flight):
+``Executor.run_orders``, one policy call per market step for the whole batch; one thread per
+batch, up to ``concurrency`` orders in flight):
 
 - **Edge.** Each entry of the consumer group is validated by ``ParentOrder.from_json``; a bad
   one is answered on ``STREAM_FILLS`` (``kind: error``, the one-line message naming the field)
   and acknowledged, and nothing trades. An order id seen before under another entry is
   refused the same way (``order_id`` ... already taken): an order trades once. An order its
   market or executor refuses (``ExecRLError`` while building it) is answered the same way.
-- **Batches.** Each order's executor is built where it arrives (``Server.executor_for``) and
-  keyed by what a batch must share (``Executor.batch_key``: symbol, side, horizon, market and
-  arrival price, constraints, the size for a per-size policy; and the executor's policy and
-  safety settings). Orders that arrive while a batch forms (within ``batch_window_ms`` of the
-  first, or as many as ``concurrency`` leaves room for) and share a key run as one batch of
-  at most ``max_batch``; different keys run as separate batches. Order i of a batch trades on
-  its own path (seed: a hash of its id, ``order_seed``), exactly as it would alone.
+- **Routes.** Where an order's executor is built (``Server.executor_for``) its route is decided
+  (``service.hooks.ServeHooks.route``: the registry's live policy, the canary for its share
+  of the flow, or the fallback schedule when a flag is set; the configured policy without a
+  registry) and fixed at its first attempt (``hooks.STATE_ROUTE``), so a restart re-runs it
+  on the same policy.
+- **Batches.** Orders are keyed by what a batch must share (``Executor.batch_key``: symbol,
+  side, horizon, market and arrival price, constraints, the size for a per-size policy; the
+  executor's policy and safety settings; and the route with its policy hash: canary, live
+  and fallback orders never share a batch). Orders that arrive while a batch forms (within
+  ``batch_window_ms`` of the first, or as many as ``concurrency`` leaves room for) and share
+  a key run as one batch of at most ``max_batch``; different keys run as separate batches.
+- **Venues** (``ServeConfig.venue``, ``execrl serve --venue``). ``paper``: order i of a batch
+  trades on its own simulated path (seed: a hash of its id, ``order_seed``), exactly as it
+  would alone, against ``executor.venues.PaperBroker`` with the backtest's fill and queue
+  models; the market stream only paces it. ``stream``: the batch's orders fill against the
+  ``STREAM_MARKET`` entries themselves (``service.paper.StreamFeed``: the backtest's AC or
+  replay kernels on the streamed moves or book), step k of every member on the batch's k-th
+  entry of its symbol after the batch's start cursor. A market entry the paper market cannot
+  fill on (``service.paper.MarketDataError``: missing field, another model or step length)
+  stops that batch only: each of its pending orders is answered ``kind: error`` naming the
+  step and the reason, recorded done and acknowledged; the server runs on.
 - **Lockstep.** Before each decision the batch waits for the next ``STREAM_MARKET`` entry of
-  its symbol (``Executor.run_orders``' ``on_obs`` hook), so the market stream is the run's
-  clock: one decision per market step, backlog served in order. The fills come from the paper
-  venue (``executor.venues.PaperBroker``) against each order's simulated path, the same fill
-  and queue models as the backtest; the market entry that released each decision is named in
+  its symbol (``Executor.run_orders``' ``on_obs`` hook; on the stream venue, the entry the
+  step fills against), so the market stream is the run's clock: one decision per market
+  step, backlog served in order. The market entry that released each decision is named in
   its messages (``market_id``, ``market_ts_ns``).
 - **Output, exactly once.** After each step an observer collects the step's child orders
   (seed 001 §9.1 commands, ``executor.venues.child_commands``), fills and decision traces of
-  every order of the batch, and writes them in one atomic Redis script
-  (``streams.publish_batch_step``) together with the batch's progress (steps done, the market
-  cursor) and each order's. Ids are ``parent id:child id``.
-- **Recovery.** A batch's run is deterministic given its members and their seeds (the
-  watchdog's drift trigger pools decisions over the batch, so membership matters): the
-  membership is on record (``STATE_BATCH``, written with each member's ``STATE_OWNER`` entry
-  before the batch's first step), and a restarted service re-forms the same batch from it and
-  re-runs it from the start: steps on record are recomputed without waiting and without
-  writing; from the first step not on record it waits on the market again from the recorded
-  cursor. Each order's ``done`` record is written once (``streams.publish_once``,
-  ``BatchRun.publish_done``) and only then is its entry acknowledged (``XACK`` after the
-  durable record: the server should run with AOF on); on restart the service first re-reads
-  its own pending entries.
+  every order of the batch (each trace: action, remaining, mid, ``confidence`` = the largest
+  action probability where the policy has them, ``acting`` = the watchdog's state,
+  ``latency_ms`` = the batch's policy call, ``policy`` / ``policy_hash``), and writes them in
+  one atomic Redis script (``streams.publish_batch_step``) together with the batch's progress
+  (steps done, the market cursor) and each order's. Ids are ``parent id:child id``.
+- **Done.** Each order's ``done`` record (IS, fills, ``return``, route, ``policy``,
+  ``policy_hash``, batch) is written once (``BatchRun.publish_done``) after the on-done hook
+  (``ServeHooks.done``: the SQL summary row, the shadow A/B pair, the canary's gates, the
+  metrics with the order's decision latencies, one per step it ran), so every done record on
+  the stream has its row; only then is its entry acknowledged (``XACK`` after the durable
+  record: the server should run with AOF on). Queue lag goes to
+  ``exec_queue_lag_seconds{stream}`` (``orders``: the oldest entry's age when batches launch;
+  ``market``: entry written -> a batch took it).
+- **Recovery.** A batch's run is deterministic given its members, their seeds and (stream
+  venue) its entries (the watchdog's drift trigger pools decisions over the batch, so
+  membership matters): the membership is on record (``STATE_BATCH``, written with each
+  member's ``STATE_OWNER`` entry before the batch's first step), and a restarted service
+  re-forms the same batch from it, on the routes on record, and re-runs it from the start:
+  steps on record are recomputed without writing (the paper venue without waiting; the
+  stream venue re-reads their entries from the batch's start cursor); from the first step
+  not on record it waits on the market again. Members done before the restart re-run
+  silently and are not written again; on restart the service first re-reads its own pending
+  entries.
 """
 
 from __future__ import annotations
