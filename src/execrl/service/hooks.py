@@ -115,6 +115,9 @@ class ServeHooks:
 
         order, cfg = run.order, self.config
         seed = order_seed(order.order_id)
+        #: the counterfactuals' market data: the order's path (paper venue) or a fresh replay
+        #: of the stream entries it met (stream venue)
+        venue_of = getattr(run, "counterfactual_venue", None) or (lambda: "shadow")
         e = execution.episodes.iloc[0]
         r = route.route
         shadow_hash, shadow_is = "", math.nan
@@ -127,7 +130,8 @@ class ServeHooks:
                 shadow_cfg = Route("shadow", label, label, candidate.path,
                                    candidate.policy_hash).executor_config(cfg.executor)
                 try:  # the shadow never stops the live flow
-                    shadow_is = counterfactual_is(shadow_cfg, cfg.market, order, seed)
+                    shadow_is = counterfactual_is(shadow_cfg, cfg.market, order, seed,
+                                                  venue_of())
                     shadow_hash = candidate.policy_hash
                 except Exception as exc:
                     self.log(f"serve: shadow {label} on order {order.order_id} failed: {exc}")
@@ -137,7 +141,7 @@ class ServeHooks:
         done["shadow_policy_hash"] = shadow_hash
         done["shadow_is_bps"] = shadow_is if math.isfinite(shadow_is) else None
         if r.route == "canary" and self.db is not None:
-            self._canary(order, seed, route, e, done["ts_ns"])
+            self._canary(order, seed, route, e, done["ts_ns"], venue_of)
         if self.db is not None:
             self.db.write_order({
                 **{k: done[k] for k in ("symbol", "side", "qty", "filled", "is_bps",
@@ -148,13 +152,14 @@ class ServeHooks:
                 "started_at": iso(route.started_ns), "finished_at": iso(done["ts_ns"])})
         self._observe(route, execution)
 
-    def _canary(self, order: Any, seed: int, route: OrderRoute, e: Any, ts_ns: int) -> None:
+    def _canary(self, order: Any, seed: int, route: OrderRoute, e: Any, ts_ns: int,
+                venue_of: Callable[[], Any]) -> None:
         from execrl.service.abtest import counterfactual_is
 
         r = route.route
         base = Route("baseline", AC_BASELINE, AC_BASELINE).executor_config(self.config.executor)
         try:
-            base_is = counterfactual_is(base, self.config.market, order, seed)
+            base_is = counterfactual_is(base, self.config.market, order, seed, venue_of())
         except Exception as exc:  # the order stands; the gates just do not see it
             self.log(f"serve: AC baseline of canary order {order.order_id} failed: {exc}")
             return

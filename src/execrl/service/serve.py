@@ -298,6 +298,9 @@ class Member:
     pending: bool = True
     route: Any = None
     recorded: int = 0
+    #: stream venue: a fresh venue replaying the batch's entries, for the on-done hook's
+    #: counterfactual runs (shadow candidate, canary baseline); None: the order's path
+    counterfactual_venue: Any = None
 
 
 class BatchRun:
@@ -389,6 +392,21 @@ class BatchRun:
             self.entries.append(self._next_entry())
         return self.entries[n][1]
 
+    def _replay_venue(self) -> Any:
+        """A stream venue over the batch's entries from its first (then on from the stream,
+        as a longer-running order would have met them): the counterfactual runs' market."""
+        from execrl.service.paper import StreamFeed
+
+        taken = [0]
+
+        def source(_env: int) -> dict[str, Any]:
+            n, taken[0] = taken[0], taken[0] + 1
+            while len(self.entries) <= n:
+                self.entries.append(self._next_entry())
+            return self.entries[n][1]
+
+        return StreamFeed(symbol=self.symbol, source=source)
+
     def _lag(self, event: dict[str, Any]) -> None:
         """The market stream's queue lag: entry written -> the batch took it."""
         ts = event.get("ts_ns")
@@ -444,6 +462,8 @@ class BatchRun:
         route = member.route
         if route is not None:
             route.latencies_ms = self.latencies(int(done["steps"]))
+            if self.stream:
+                member.counterfactual_venue = self._replay_venue
             self.server.hooks.done(member, route, run, done)
         publish_once(self.client, done, done_parent=member.order.order_id)
         self.server.ack(member.entry_id)
