@@ -467,3 +467,15 @@ def test_feed_and_serve_refuse_bad_options_in_one_line(redis_url):  # noqa: F811
         assert result.exit_code == 2, (args, result.output)
         text = result.output.strip()
         assert text.startswith("error: ") and needle in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--venue", "broker"), "venue = 'broker'"),
+    (("--venue", "stream", "--env", "lob"), "not 'lob'"),
+])
+def test_serve_refuses_a_venue_it_cannot_fill_on_in_one_line(redis_url, args, needle):  # noqa: F811
+    proc = _cli("serve", "--redis", redis_url, "--summary-db", "none", *args)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
