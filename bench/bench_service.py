@@ -15,6 +15,9 @@ arrival here − the ``time.time_ns()`` the feed took right before the market en
 an hour); 10× a tenth of that; max: no pause. Each cell submits its orders at once, each 10
 decisions, and waits until all are done.
 
+Per cell also the service process's CPU seconds (``serve_cpu_s``: at 1× the wall time is
+mostly waiting on the feed) and the 1-minute load average when it ended (a shared machine).
+
 Reference, in this process: one ``Executor.run`` of the same order without Redis, per decision
 (``reference_us_per_decision``); ``ratio_p50_vs_reference`` = the service's p50 / that. The
 seed's SLO: p95 < 50 ms per decision (``slo_ms``).
@@ -70,6 +73,15 @@ def _reference_us() -> float:
     return (time.perf_counter() - t) / (n * STEPS) * 1e6
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--orders", default="1,10,100")
@@ -119,8 +131,8 @@ def main() -> None:
            f"{os.environ.get('PYTHONPATH', '')}"}
     serve = subprocess.Popen(
         [sys.executable, "-m", "execrl", "serve", "--redis", url, "--env", "ac",
-         "--concurrency", str(max(counts))], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+         "--concurrency", str(max(counts)), "--summary-db", "none"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     arrivals: dict[str, tuple[int, dict]] = {}
     stop = threading.Event()
 
@@ -163,6 +175,7 @@ def main() -> None:
                     client.xadd(STREAM_ORDERS, encode(o))
                 time.sleep(0.2)  # the orders accepted before their first market entry
                 t0 = time.perf_counter()
+                cpu0 = _cpu_s(serve.pid)
                 # the feed runs until every order of the cell is done
                 cell_done = threading.Event()
                 feeder = threading.Thread(target=run_feed, args=(client, FeedConfig(
@@ -176,6 +189,7 @@ def main() -> None:
                         break
                     time.sleep(0.01)
                 wall = time.perf_counter() - t0
+                serve_cpu = _cpu_s(serve.pid) - cpu0
                 cell_done.set()
                 feeder.join()
                 time.sleep(0.2)
@@ -191,6 +205,10 @@ def main() -> None:
                     "p95_ms": float(np.percentile(lat, 95)) if lat.size else None,
                     "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
                     "decisions_per_s": n * STEPS / wall, "wall_s": wall,
+                    # the service's own CPU over the cell (wall time at 1x is mostly waiting
+                    # on the feed) and the machine's load when the cell ended
+                    "serve_cpu_s": serve_cpu, "serve_cpu_ms_per_decision":
+                    serve_cpu / (n * STEPS) * 1e3, "load_avg_1m": os.getloadavg()[0],
                 })
                 if done < n:  # the rest would run into the next cell: stop here
                     stopped_at = f"{n} orders at speed {speed_text}: {n - done} not done"

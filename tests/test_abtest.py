@@ -89,3 +89,53 @@ def test_no_shadow_without_a_candidate_or_with_no_shadow(client, tmp_path, monke
     assert np.isnan(rows["shadow_is_bps"]).all()
     assert SummaryDB(summary).pairs(d.shadow).empty
     assert ShadowAB(SummaryDB(summary)).comparison(d.shadow) is None
+
+
+def test_on_the_stream_venue_the_shadow_meets_the_entries_the_live_order_met(
+        client, tmp_path, monkeypatch):
+    """``serve --venue stream``: the candidate's counterfactual IS is its run on a paper
+    market fed the STREAM_MARKET entries the live order's batch met (not the order's
+    simulated path)."""
+    import threading
+    import time
+
+    from execrl.service.feed import FeedConfig, run_feed
+    from execrl.service.paper import StreamFeed
+    from execrl.service.serve import STATE_BATCH, ServeConfig, Server
+    from execrl.service.streams import STREAM_MARKET, STREAM_ORDERS, decode, encode
+
+    d = desk(tmp_path, monkeypatch, canary=False)
+    summary = f"sqlite:///{tmp_path / 'summary.sqlite'}"
+    o = order(1)
+    server = Server(client, ServeConfig(market=MARKET, venue="stream", max_orders=1,
+                                        batch_window_ms=1, summary_url=summary,
+                                        registry_url=d.url), log=lambda text: None)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        client.xadd(STREAM_ORDERS, encode(o))
+        deadline = time.monotonic() + 30
+        while client.hlen(STATE_BATCH) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        parent = ParentOrder.from_dict(o)
+        steps = MARKET.for_order(parent).n_steps
+        run_feed(client, FeedConfig(MARKET, parent, steps=steps + 2, speed=0.0, seed=8), "DEMO")
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    finally:
+        server.stopping.set()
+        thread.join(timeout=10)
+    entries = [decode(f) for _, f in client.xrange(STREAM_MARKET)]
+    cand = d.registry.get(d.shadow)
+    cfg = ExecutorConfig(policy=PolicyConfig(type=policy_label(cand), checkpoint=cand.path))
+    it = iter(entries)
+    run = build_executor(cfg, MARKET, parent, mode="shadow").run(
+        parent, 1, order_seed(parent.order_id),
+        venue=StreamFeed(symbol="DEMO", source=lambda env: next(it)))
+    on_stream = float(run.episodes["is_bps"].iloc[0])
+    pair = SummaryDB(summary).pairs(d.shadow)
+    assert list(pair["order_id"]) == ["T-1"]
+    assert pair["candidate_is_bps"].iloc[0] == on_stream
+    assert on_stream != _offline_is(cand.path, policy_label(cand), o)
+    assert done_records(client)["T-1"]["shadow_is_bps"] == on_stream

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from ab_helpers import desk, done_records, order, serve
+from ab_helpers import MARKET, desk, done_records, order, serve
 from execrl.domain import ConfigError
 from execrl.service.canary import (
     CanaryConfig,
@@ -23,6 +23,7 @@ from execrl.service.canary import (
     in_canary,
     policy_label,
 )
+from execrl.service.streams import decode
 from execrl.service.summary import SummaryDB
 from redis_server import redis_url  # noqa: F401  (the fixture)
 
@@ -217,3 +218,83 @@ def test_service_sends_flagged_flow_to_the_fallback_schedule(client, tmp_path, m
     r = router.route("T-1", "DEMO")
     assert (r.route, r.policy, r.flagged) == ("fallback", "vwap", "")
     assert "no live policy" in r.reason
+
+
+def test_canary_and_live_orders_never_share_a_batch_and_each_order_is_timed(client, tmp_path,
+                                                                            monkeypatch):
+    """The route is part of the service's batch key: orders that could share a batch (one
+    side, one horizon) split by route; each canary order's gates see one latency per
+    decision it took (the batch's step clock, per order)."""
+    d = desk(tmp_path, monkeypatch, shadow=False)
+    summary = f"sqlite:///{tmp_path / 'summary.sqlite'}"
+    lenient = CanaryConfig(share=0.5, latency_p95_ms=1e9, is_p95_margin_bps=1e9,
+                           violations_per_1k=1e9, min_latencies=1, min_decisions=1, min_orders=1)
+    orders = [order(2 * i) for i in range(1, 9)]  # all buys
+    ids = [o["order_id"] for o in orders]
+    assert 0 < sum(in_canary(i, 0.5) for i in ids) < len(ids)
+    serve(client, orders, summary_url=summary, registry_url=d.url, canary=lenient,
+          concurrency=len(orders))
+    done = done_records(client)
+    routes: dict[str, set[str]] = {}
+    for m in done.values():
+        routes.setdefault(m["batch"], set()).add(m["route"])
+        assert m["route"] == ("canary" if in_canary(m["parent_id"], 0.5) else "live")
+        assert m["policy_hash"] == (d.canary if m["route"] == "canary" else d.live)
+    assert all(len(r) == 1 for r in routes.values()), routes
+    assert set().union(*routes.values()) == {"canary", "live"}
+    rows = SummaryDB(summary).canary_rows(d.canary)
+    assert sorted(rows["order_id"]) == sorted(i for i in ids if in_canary(i, 0.5))
+    for _, row in rows.iterrows():
+        lat = json.loads(row["latencies_ms"])
+        assert len(lat) == row["decisions"] == done[row["order_id"]]["steps"]
+        assert all(v > 0 for v in lat)
+
+
+def _ppo_checkpoint(folder):
+    """A checkpoint of a random categorical (PPO) policy whose export names its algorithm,
+    as ``execrl train`` writes one: the executor reports its action probabilities."""
+    import pandas as pd
+
+    from execrl.agents.checkpoint import TrainOutput, write_checkpoint
+    from execrl.agents.export import NumpyPolicy
+    from execrl.env.factory import DEFAULT_ORDER, EnvConfig
+    from registry_helpers import OBS
+
+    rng = np.random.default_rng(3)
+    policy = NumpyPolicy(
+        name="ppo", observations=OBS, action_set="seed004", head="argmax", activation="relu",
+        weights=[rng.normal(size=(4, 8)), rng.normal(size=8), rng.normal(size=(8, 5)),
+                 rng.normal(size=5)], meta={"algo": "ppo"})
+    write_checkpoint(folder, algo="ppo", env_name="ac",
+                     env_config=EnvConfig(market=MARKET, reward="risk_adjusted"),
+                     order=DEFAULT_ORDER, seed=3, steps=1, hyperparams={}, wall_time_s=0.0,
+                     output=TrainOutput(policy=policy, curve=pd.DataFrame()))
+    return folder
+
+
+def test_decision_traces_carry_the_policys_confidence_state_and_hash(client, tmp_path):
+    """What the console reads of each decision (api.Tape): the PPO policy's confidence (its
+    largest action probability), the watchdog's state, the policy's hash and the policy
+    call's time; the done record names the policy and the episode's return."""
+    from execrl.agents.export import NumpyPolicy
+    from execrl.env.spaces import ACTION_SETS
+    from execrl.executor.config import ExecutorConfig, PolicyConfig
+    from execrl.executor.loop import ACTING
+    from execrl.service.streams import STREAM_RESEARCH
+
+    ck = _ppo_checkpoint(tmp_path / "ck")
+    digest = NumpyPolicy.load(ck, checkpoint=True).policy_hash()
+    cfg = ExecutorConfig(policy=PolicyConfig(type="ppo", checkpoint=str(ck)))
+    serve(client, [order(1), order(2)], executor=cfg)
+    traces = [decode(f) for _, f in client.xrange(STREAM_RESEARCH)]
+    done = done_records(client)
+    assert len(traces) == sum(m["steps"] for m in done.values()) > 0
+    n_actions = ACTION_SETS["seed004"].n_actions  # the checkpoint's action set
+    for t in traces:
+        assert 1.0 / n_actions <= t["confidence"] <= 1.0
+        assert t["acting"] in ACTING and t["policy_hash"] == digest
+        assert t["latency_ms"] > 0
+    assert len({t["confidence"] for t in traces}) > 1  # it follows the observations
+    for m in done.values():
+        assert m["policy_hash"] == digest and m["route"] == "live"
+        assert isinstance(m["return"], float)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from execrl.domain import OrderValidationError, ParentOrder
+from execrl.service.serve import STATE_OWNER
 from execrl.service.streams import (
     CHAN_EXEC_AGENT,
     STATE_DONE,
@@ -51,12 +52,28 @@ def _entries(client, stream: str) -> list[tuple[str, dict]]:
     return [(i, decode(f)) for i, f in client.xrange(stream)]
 
 
-def _reference_commands(orders: list[dict]) -> dict[str, list[dict]]:
-    """The child-order commands of each order from an uninterrupted in-process run."""
+def _stream_entries(client, parent: str) -> list[dict]:
+    """The STREAM_MARKET entries of the order's symbol after its batch's start cursor (what
+    the stream venue fills the batch against, step k on entry k)."""
+    from execrl.service.serve import STATE_BATCH
+    from execrl.service.streams import STREAM_MARKET
+
+    batch = json.loads(client.hget(STATE_OWNER, parent))["batch"]
+    start = json.loads(client.hget(STATE_BATCH, batch))["market_id"]
+    key = tuple(map(int, start.split("-")))
+    return [m for i, m in _entries(client, STREAM_MARKET)
+            if tuple(map(int, i.split("-"))) > key and m["symbol"] == "DEMO"]
+
+
+def _reference(orders: list[dict], client=None, venue: str = "paper") -> dict[str, tuple]:
+    """(child-order commands, IS in bps) of each order from an uninterrupted in-process run
+    of it alone: on its own simulated path (``paper``) or on the market entries its batch met
+    (``stream``)."""
     from execrl.executor.config import ExecutorConfig
     from execrl.executor.venues import sent_commands
     from execrl.executor_cli import build_executor
     from execrl.presets import preset_market
+    from execrl.service.paper import StreamFeed
     from execrl.service.serve import order_seed
 
     market = preset_market("ac")
@@ -64,18 +81,23 @@ def _reference_commands(orders: list[dict]) -> dict[str, list[dict]]:
     for o in orders:
         order = ParentOrder.from_dict(o)
         ex = build_executor(ExecutorConfig(), market, order, mode="paper")
-        run = ex.run(order, 1, order_seed(order.order_id), venue="paper")
-        out[order.order_id] = sent_commands(run.extras["venue"])
+        where: object = "paper"
+        if venue == "stream":
+            it = iter(_stream_entries(client, order.order_id))
+            where = StreamFeed(symbol="DEMO", source=lambda env, it=it: next(it))
+        run = ex.run(order, 1, order_seed(order.order_id), venue=where)
+        out[order.order_id] = (sent_commands(run.extras["venue"]),
+                               float(run.episodes["is_bps"].iloc[0]))
     return out
 
 
-def _reconcile(client, orders: list[dict]) -> dict:
+def _reconcile(client, orders: list[dict], venue: str = "paper") -> dict:
     """Every order done once, no id twice, child orders and fills adding up to the done
-    record, the commands those of an uninterrupted run; nothing pending."""
+    record, the commands and IS those of an uninterrupted run; nothing pending."""
     fills = _entries(client, STREAM_FILLS)
     ids = [m["id"] for _, m in fills]
     assert len(ids) == len(set(ids)), "an id was written twice on STREAM_FILLS"
-    reference = _reference_commands(orders)
+    reference = _reference(orders, client, venue)
     wire = ("parent_id", "child_id", "type", "qty", "px", "ttl_ms", "venue")
     n_children = 0
     for o in orders:
@@ -85,7 +107,8 @@ def _reconcile(client, orders: list[dict]) -> dict:
         assert len(done) == 1, f"{pid}: {len(done)} done records"
         children = [m for m in mine if m["kind"] in ("child", "cancel")]
         got = [{k: m[k] for k in wire if k in m} for m in children]
-        assert got == reference[pid], f"{pid}: child orders differ from an uninterrupted run"
+        assert got == reference[pid][0], f"{pid}: child orders differ from an uninterrupted run"
+        assert done[0]["is_bps"] == reference[pid][1], f"{pid}: IS differs"
         assert [m["child_id"] for m in children if m["kind"] == "child"] == \
             list(range(1, done[0]["child_orders"] + 1))
         assert sum(m["qty"] for m in mine if m["kind"] == "fill") == done[0]["filled"]
@@ -199,16 +222,141 @@ def test_orders_in_child_orders_and_fills_out(client, redis_url, tmp_path):  # n
         _stop(feed)
 
 
+def test_stream_venue_end_to_end_with_the_consoles_fields(client, redis_url,  # noqa: F811
+                                                          tmp_path):
+    """`execrl feed` + `execrl serve --venue stream`: each order's child orders and IS are
+    those of an in-process paper run on the same entries; the decision traces and done
+    records carry what the console reads (confidence, acting, latency, policy, return)."""
+    summary_db = f"sqlite:///{tmp_path / 'summary.sqlite'}"
+    orders = [_order(i) for i in range(1, 5)]
+    for o in orders:
+        client.xadd(STREAM_ORDERS, encode(o))
+    serve = _cli("serve", "--redis", redis_url, "--env", "ac", "--venue", "stream",
+                 "--max-orders", "4", "--summary-db", summary_db)
+    feed = _cli("feed", "--redis", redis_url, "--env", "ac", "--steps", "3000",
+                "--step-ms", "10", "--order", _feed_order(tmp_path))
+    try:
+        _, err = serve.communicate(timeout=60)
+        assert serve.returncode == 0, err
+        summary = _reconcile(client, orders, "stream")
+        assert summary["orders"] == 4
+        assert _reconcile_summary(client, summary_db, orders) == 4
+        done = [m for _, m in _entries(client, STREAM_FILLS) if m["kind"] == "done"]
+        assert len({m["batch"] for m in done}) == 2  # a batch per side
+        for m in done:
+            assert (m["route"], m["policy"], m["policy_hash"]) == ("live", "twap", "")
+            assert isinstance(m["return"], float) and m["return"] == m["return"]
+        traces = [m for _, m in _entries(client, STREAM_RESEARCH)]
+        assert len(traces) == 4 * STEPS
+        for t in traces:
+            # the TWAP baseline has no action probabilities: confidence None, not a number
+            assert t["confidence"] is None and t["acting"] == "policy"
+            assert t["latency_ms"] > 0 and (t["policy"], t["policy_hash"]) == ("twap", "")
+    finally:
+        _stop(serve)
+        _stop(feed)
+
+
+def _wait(cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_bad_market_data_fails_only_its_batch_on_the_stream_venue(client):
+    """A malformed STREAM_MARKET entry mid-order (no ``ac`` part at step 3): that batch's
+    order is answered ``kind: error`` naming the step and the field, recorded done and
+    acknowledged, after the child orders of its first steps; the server runs on and the next
+    order trades to the end on good entries."""
+    from execrl.presets import preset_market
+    from execrl.service.feed import FeedConfig, run_feed
+    from execrl.service.serve import STATE_BATCH, ServeConfig, Server
+    from execrl.service.streams import STREAM_MARKET
+
+    market = preset_market("ac")
+    logs: list[str] = []
+    server = Server(client, ServeConfig(market=market, venue="stream", max_orders=2,
+                                        batch_window_ms=1), log=logs.append)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    first, second = _order(1), _order(2)
+    feed = FeedConfig(market, ParentOrder.from_dict(first), steps=3, speed=0.0, seed=4)
+    try:
+        client.xadd(STREAM_ORDERS, encode(first))
+        _wait(lambda: client.hlen(STATE_BATCH) == 1)
+        run_feed(client, feed, "DEMO")  # steps 0, 1, 2
+        _, last = _entries(client, STREAM_MARKET)[-1]
+        bad = {k: v for k, v in last.items() if k != "ac"}
+        client.xadd(STREAM_MARKET, encode({**bad, "step": last["step"] + 1}))
+        _wait(lambda: client.hexists(STATE_DONE, "T-1"))
+        out = [m for _, m in _entries(client, STREAM_FILLS)]
+        errors = [m for m in out if m["kind"] == "error"]
+        assert len(errors) == 1 and errors[0]["order_id"] == "T-1" and errors[0]["step"] == 3
+        assert "step 3" in errors[0]["error"] and "'ac'" in errors[0]["error"]
+        assert "\n" not in errors[0]["error"]
+        assert not [m for m in out if m["kind"] == "done"]
+        assert [m["step"] for m in out if m["kind"] == "child"] == [0, 1, 2]
+        assert thread.is_alive() and not server.stopping.is_set()
+        client.xadd(STREAM_ORDERS, encode(second))
+        _wait(lambda: client.hlen(STATE_BATCH) == 2)
+        run_feed(client, FeedConfig(market, ParentOrder.from_dict(second), steps=STEPS,
+                                    speed=0.0, seed=5), "DEMO")
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+        done = [m for _, m in _entries(client, STREAM_FILLS) if m["kind"] == "done"]
+        assert [(m["parent_id"], m["steps"]) for m in done] == [("T-2", STEPS)]
+        assert client.xpending(STREAM_ORDERS, "execrl-serve")["pending"] == 0
+        assert any("T-1 stopped at step 3" in line for line in logs)
+        # the queue lags: order entry -> its batch launched, market entry -> a batch took it
+        from execrl.service.metrics import scrape_samples
+
+        lag = {lb.get("stream"): v for n, lb, v in
+               scrape_samples(server.hooks.metrics.exposition().decode())
+               if n == "exec_queue_lag_seconds"}
+        assert set(lag) == {"orders", "market"} and all(0 <= v < 30 for v in lag.values())
+    finally:
+        server.stopping.set()
+        thread.join(timeout=10)
+
+
+def _same_batches(client, batches: dict[str, str]) -> None:
+    """A batch, once formed, stays that batch across restarts (``batches``: so far)."""
+    for parent, raw in client.hgetall(STATE_OWNER).items():
+        batch = json.loads(raw).get("batch")
+        if batch is not None:
+            assert batches.setdefault(parent, batch) == batch, f"{parent} changed batch"
+
+
+def _feed_order(tmp_path: Path) -> str:
+    """A parent order file for `execrl feed --order`: the test orders' horizon sets the
+    entries' step (the stream venue refuses entries of another step length)."""
+    path = tmp_path / "feed-order.json"
+    path.write_text(json.dumps(_order(1)))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["one-by-one", "batches", "stream-batches"])
 def test_sigkill_mid_order_loses_nothing_and_sends_nothing_twice(client, redis_url,  # noqa: F811
-                                                                 tmp_path):
+                                                                 tmp_path, case):
+    """Killed three times mid-order, restarted: every stream reconciled against uninterrupted
+    single-order runs, and the SQL summary against the streams. ``batches``: 8 orders, two
+    sides, run as two batches of four (sizes differ), re-formed from their record after each
+    kill. ``stream-batches``: the same on the stream venue (fills against the feed's
+    entries; a restarted batch re-reads its recorded steps' entries from its start cursor),
+    reconciled against single-order runs on those entries."""
+    batched = case != "one-by-one"
+    venue = "stream" if case.startswith("stream") else "paper"
+    feed_order = ("--order", _feed_order(tmp_path)) if venue == "stream" else ()
     feed = _cli("feed", "--redis", redis_url, "--env", "ac", "--steps", "100000",
-                "--step-ms", "40")
-    orders = [_order(i) for i in range(1, 7)]
+                "--step-ms", "40", *feed_order)
+    orders = [_order(i) for i in range(1, 9 if batched else 7)]
     for o in orders:
         client.xadd(STREAM_ORDERS, encode(o))
     summary_db = f"sqlite:///{tmp_path / 'summary.sqlite'}"
-    args = ("serve", "--redis", redis_url, "--env", "ac", "--concurrency", "2",
-            "--summary-db", summary_db)
+    args = ("serve", "--redis", redis_url, "--env", "ac", "--concurrency",
+            "8" if batched else "2", "--summary-db", summary_db, "--venue", venue)
+    batches: dict[str, str] = {}
     kills = 0
     serve = None
     try:
@@ -228,21 +376,39 @@ def test_sigkill_mid_order_loses_nothing_and_sends_nothing_twice(client, redis_u
             serve.send_signal(signal.SIGKILL)
             serve.wait()
             kills += 1
+            _same_batches(client, batches)
         assert client.hlen(STATE_DONE) < len(orders), "the kills came too late to test"
         serve = _cli(*args)
         deadline = time.monotonic() + 40
         while client.hlen(STATE_DONE) < len(orders) and time.monotonic() < deadline:
             time.sleep(0.05)
         _stop(serve)
-        summary = _reconcile(client, orders)
+        _same_batches(client, batches)
+        summary = _reconcile(client, orders, venue)
         assert summary["orders"] == len(orders) and kills == 3
         # the SQL summary too: one row per done order (none lost, none twice), same numbers
         summary["summary_rows"] = _reconcile_summary(client, summary_db, orders)
         resumed = [m for _, m in _entries(client, STREAM_FILLS)
                    if m["kind"] == "done" and m["resumed_at_step"] > 0]
         assert resumed, "no order was resumed mid-way"
-        print(json.dumps({**summary, "kills": kills, "resumed_mid_order": len(resumed),
-                          "lost": 0}))
+        done = [m for _, m in _entries(client, STREAM_FILLS) if m["kind"] == "done"]
+        assert {m["parent_id"]: m["batch"] for m in done} == batches
+        if venue == "stream":  # the fills came from the entries, not a simulated path
+            paper = _reference(orders)
+            assert all(m["is_bps"] != paper[m["parent_id"]][1] for m in done)
+        if batched:  # micro-batches: one per side, their membership as first formed
+            assert sorted(m["batch_size"] for m in done) == [4] * 8
+            assert len(set(batches.values())) == 2
+            # one decision per market step for the whole batch: its members' k-th decisions
+            # were all released by the same market entry
+            released: dict[tuple[str, int], set[str]] = {}
+            for _, m in _entries(client, STREAM_RESEARCH):
+                released.setdefault((batches[m["parent_id"]], m["step"]), set()).add(
+                    m["market_id"])
+            assert len(released) == 2 * STEPS
+            assert all(len(ids) == 1 for ids in released.values())
+        print(json.dumps({**summary, "case": case, "kills": kills,
+                          "resumed_mid_order": len(resumed), "lost": 0}))
     finally:
         if serve is not None:
             _stop(serve)
@@ -301,3 +467,15 @@ def test_feed_and_serve_refuse_bad_options_in_one_line(redis_url):  # noqa: F811
         assert result.exit_code == 2, (args, result.output)
         text = result.output.strip()
         assert text.startswith("error: ") and needle in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--venue", "broker"), "venue = 'broker'"),
+    (("--venue", "stream", "--env", "lob"), "not 'lob'"),
+])
+def test_serve_refuses_a_venue_it_cannot_fill_on_in_one_line(redis_url, args, needle):  # noqa: F811
+    proc = _cli("serve", "--redis", redis_url, "--summary-db", "none", *args)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err

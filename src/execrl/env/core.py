@@ -96,6 +96,12 @@ class EpisodeStats:
 class BatchedExecution:
     """Execute one parent order of ``qty`` shares (``side`` ±1) in each of the market's envs.
 
+    ``qty``: one size for every env, or one per env (a batch of the desk's orders of one side
+    and horizon on one market: the service's micro-batches). Everything that scales with the
+    order (what remains, the fill rate, per-parent-qty features, IS's 1e4/qty, the reward's
+    notional, the guard's caps) then uses each env's own; an env's results are exactly those
+    of a one-order core of its size on the same path.
+
     With ``autoreset`` a finished episode restarts in the same step (training); without it a
     finished environment stays finished until ``reset`` (evaluation: one order per env).
     """
@@ -103,7 +109,7 @@ class BatchedExecution:
     def __init__(
         self,
         market: BatchedMarket,
-        qty: int,
+        qty: int | NDArray[np.int64],
         side: int,
         observations: tuple[str, ...],
         action_set: ActionSet,
@@ -113,8 +119,19 @@ class BatchedExecution:
         risk_var_per_share2: float = 0.0,
         guard: RiskGuard | None = None,
     ):
-        if qty <= 0:
+        per_env = np.ndim(qty) > 0
+        if per_env:
+            order_qty = np.array(qty, dtype=np.int64).reshape(-1)
+            if order_qty.shape[0] != market.n_envs:
+                raise ConfigError(f"order field 'qty' has {order_qty.shape[0]} entries for "
+                                  f"{market.n_envs} environments")
+            if order_qty.size and order_qty.min() <= 0:
+                bad = int(order_qty[np.argmin(order_qty)])
+                raise ConfigError(f"order field 'qty' = {bad!r} must be > 0")
+        elif qty <= 0:
             raise ConfigError(f"order field 'qty' = {qty!r} must be > 0")
+        else:
+            order_qty = np.full(market.n_envs, int(qty), dtype=np.int64)
         for name in observations:
             source = OBSERVATION_FEATURES[name].source
             if source is None or source in market.available_features:
@@ -126,7 +143,11 @@ class BatchedExecution:
         self.market = market
         self.n_envs = market.n_envs
         self.n_steps = market.n_steps
-        self.qty = int(qty)
+        #: the parent order's shares as given: an int (every env), or the per-env array
+        self.qty: int | NDArray[np.int64] = order_qty if per_env else int(qty)
+        #: per env: its parent order's shares (the kernels' input, whatever was given)
+        self.order_qty = order_qty
+        self._is_scale = 1e4 / order_qty  # IS in bps of each order's arrival notional
         self.side = int(side)
         self.observations = observations
         self.action_set = action_set
@@ -184,13 +205,14 @@ class BatchedExecution:
         # kernels build, its band edges every limit price, and its check runs on the result
         if guard is None:
             guard = RiskGuard(
-                RiskLimits.from_constraints(self.constraints), n, self.side, self.qty,
+                RiskLimits.from_constraints(self.constraints), n, self.side, order_qty,
                 step_seconds=1.0, tick_size=self._tick, horizon_s=float(self.n_steps),
             )
-        if guard.n_orders != n or (guard.qty != self.qty).any() or (guard.side != side).any():
+        if guard.n_orders != n or (guard.qty != order_qty).any() or (guard.side != side).any():
+            shares = f"{self.qty}" if not per_env else "their"
             raise ConfigError(
                 f"risk guard for {guard.n_orders} orders does not match the execution core's "
-                f"{n} orders of {self.qty} shares, side {side:+d}"
+                f"{n} orders of {shares} shares, side {side:+d}"
             )
         guard.use_tick(self._tick)  # band edges on this market's grid (0: no book)
         if guard.needs_volume and "expected_volume" not in market.available_features:
@@ -201,20 +223,21 @@ class BatchedExecution:
         self.last_guard = np.zeros(n, dtype=np.int16)
         self._forced_tables: dict[OrderStyle, NDArray[np.int64]] = {}
         self._last_quotes = _NO_QUOTES
-        self.remaining = np.full(n, self.qty, dtype=np.int64)
+        self.remaining = order_qty.copy()
         self.k = np.zeros(n, dtype=np.int64)
         self.done = np.zeros(n, dtype=bool)
         self._cash = np.zeros(n)
         self.stats = self._new_stats()
         # observation plan: per feature, where it comes from (and the market's, its scale
         # and whether it is divided by the step's expected volume)
-        self._obs_plan: list[tuple[int, str, float, bool]] = []
+        self._obs_plan: list[tuple[int, str, Any, bool]] = []
         for name in observations:
             if name in _ORDER_OBS:
                 self._obs_plan.append((_ORDER_OBS[name], "", 1.0, False))
             else:
                 f = OBSERVATION_FEATURES[name]
-                scale = f.scale / self.qty if f.per_parent_qty else f.scale
+                # per env with per-env sizes (the same division, element by element)
+                scale: Any = f.scale / self.qty if f.per_parent_qty else f.scale
                 scale = scale * self.side if f.side_relative else scale
                 if f.per_step_volume and "expected_volume" not in market.available_features:
                     raise ConfigError(
@@ -265,7 +288,7 @@ class BatchedExecution:
         if ids is not None:
             _reset_order_rows(
                 np.ascontiguousarray(ids, dtype=np.intp),
-                self.qty,
+                self.order_qty,
                 self.remaining,
                 self.k,
                 self.done,
@@ -284,7 +307,7 @@ class BatchedExecution:
                 s.order_ints,
             )
             return
-        self.remaining.fill(self.qty)
+        np.copyto(self.remaining, self.order_qty)
         self.k.fill(0)
         self.done.fill(False)
         self._cash.fill(0.0)
@@ -470,7 +493,7 @@ class BatchedExecution:
             np.ascontiguousarray(self.market.mid, dtype=np.float64),
             np.ascontiguousarray(self.market.arrival_vwap, dtype=np.float64),
             self.side,
-            1e4 / self.qty,
+            self._is_scale,
             self.n_steps,
             self._cash,
             s.filled,
@@ -596,7 +619,7 @@ class BatchedExecution:
             "is_bps": s.is_bps[ids].copy(),
             "is_vs_arrival_vwap_bps": s.is_vs_arrival_vwap_bps[ids].copy(),
             "is_vs_interval_vwap_bps": s.is_vs_interval_vwap_bps[ids].copy(),
-            "fill_rate": s.filled[ids] / self.qty,
+            "fill_rate": s.filled[ids] / self.order_qty[ids],
             "residual_shares": np.where(self.done[ids], self.remaining[ids], 0),
             "residual_is_bps": s.residual_is_bps[ids].copy(),
             "child_orders": s.child_orders[ids].copy(),
@@ -630,7 +653,7 @@ class BatchedExecution:
             self._obs_kinds,
             values,
             self.remaining,
-            self.qty,
+            self.order_qty,
             self.k,
             self.n_steps,
             self.stats.order_ints,
@@ -668,7 +691,7 @@ _N_ORDER_INTS = 5
 @njit(cache=True)
 def _reset_order_rows(
     ids: NDArray[np.intp],
-    qty: int,
+    qty: NDArray[np.int64],
     remaining: NDArray[np.int64],
     k: NDArray[np.int64],
     done: NDArray[np.bool_],
@@ -689,7 +712,7 @@ def _reset_order_rows(
     """A fresh episode's order state in envs ``ids``."""
     for r in range(ids.shape[0]):
         i = ids[r]
-        remaining[i] = qty
+        remaining[i] = qty[i]
         k[i] = 0
         done[i] = False
         cash[i] = 0.0
@@ -720,7 +743,7 @@ def _observe_kernel(
     kinds: NDArray[np.int64],
     values: NDArray[np.float64],
     remaining: NDArray[np.int64],
-    qty: int,
+    qty: NDArray[np.int64],
     k: NDArray[np.int64],
     n_steps: int,
     order_ints: NDArray[np.int64],
@@ -735,16 +758,16 @@ def _observe_kernel(
         row = values[j]
         if kinds[j] == _OBS_REMAINING:
             for i in range(n):
-                row[i] = remaining[i] / qty
+                row[i] = remaining[i] / qty[i]
         elif kinds[j] == _OBS_ELAPSED:
             for i in range(n):
                 row[i] = k[i] / n_steps
         elif kinds[j] == _OBS_TWAP_DEV:
             for i in range(n):
-                row[i] = remaining[i] / qty - (1.0 - min(k[i], n_steps) / n_steps)
+                row[i] = remaining[i] / qty[i] - (1.0 - min(k[i], n_steps) / n_steps)
         elif kinds[j] == _OBS_WORKING:
             for i in range(n):
-                row[i] = order_ints[i, _WORKING] / qty
+                row[i] = order_ints[i, _WORKING] / qty[i]
         for i in range(n):
             flat[i * m + j] = row[i]
 
@@ -1027,7 +1050,7 @@ def _book_kernel(
     end_mid: NDArray[np.float64],
     arrival_vwap: NDArray[np.float64],
     side: int,
-    is_scale: float,
+    is_scale: NDArray[np.float64],
     n_steps: int,
     cash: NDArray[np.float64],
     filled: NDArray[np.int64],
@@ -1088,11 +1111,11 @@ def _book_kernel(
         px = fill_avg_px[i] if q > 0 else 0.0
         cash[i] += q * px
         x = side * q * (px - arrival[i]) / arrival[i] if q > 0 else 0.0
-        step_is[i] = x * is_scale
+        step_is[i] = x * is_scale[i]
     for i in range(n):
         # the residual booked as if filled at the end mid, with the step IS's operations
         res = remaining[i] if done_now[i] else 0
-        charge = side * res * (end_mid[i] - arrival[i]) / arrival[i] * is_scale
+        charge = side * res * (end_mid[i] - arrival[i]) / arrival[i] * is_scale[i]
         residual_is_bps[i] = charge if res > 0 else residual_is_bps[i]
         step_is[i] = step_is[i] + charge if res > 0 else step_is[i]
     for i in range(n):

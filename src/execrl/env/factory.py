@@ -150,9 +150,12 @@ def make_guard(
     limits: RiskLimits | None = None,
     policy: str | list[str] = "",
     kill: KillSwitch | None = None,
+    qty: NDArray[np.int64] | None = None,
 ) -> RiskGuard:
     """The risk guard for ``n_envs`` copies of ``order`` on ``market``: the firm's ``limits``
     tightened by the order's own constraints, on the core's clock (k × the step's seconds).
+    ``qty``: per env, the size of its order (a batch of orders that differ only in size);
+    None: ``order.qty`` for every env.
     ADV, when the limits need it and do not give it, is the market's expected volume over the
     horizon scaled to a 6.5-hour trading day. The execution core puts the band on its market's
     tick grid (``RiskGuard.use_tick``)."""
@@ -165,7 +168,8 @@ def make_guard(
     if merged.adv_fraction is not None and merged.adv_shares is None:
         adv = float(m.expected_volumes().sum()) * TRADING_DAY_S / order.horizon
     return RiskGuard(
-        merged, n_envs, order.side.sign, order.qty, symbol=order.symbol, step_seconds=step_s,
+        merged, n_envs, order.side.sign, order.qty if qty is None else qty,
+        symbol=order.symbol, step_seconds=step_s,
         horizon_s=order.horizon, adv_shares=adv, policy=policy, kill=kill,
     )
 
@@ -180,14 +184,17 @@ def make_execution(
     n_envs: int = 1,
     autoreset: bool = True,
     guard: RiskGuard | None = None,
+    qty: NDArray[np.int64] | None = None,
 ) -> BatchedExecution:
     """The execution loop of ``n_envs`` copies of ``order``; ``guard`` (``make_guard``)
-    replaces the one the core builds from the order's constraints."""
+    replaces the one the core builds from the order's constraints. ``qty``: per env, its
+    order's size (a batch of orders that share everything else; the market is built from
+    ``order``, so the caller checks they share it); None: ``order.qty`` everywhere."""
     market_config = market_for_order(config.market, order)
     market = market_config.build(n_envs, order.side.sign)
     return BatchedExecution(
         market,
-        qty=order.qty,
+        qty=order.qty if qty is None else qty,
         side=order.side.sign,
         observations=resolve_observation_set(config.observations),
         action_set=resolve_action_set(config.actions),

@@ -51,9 +51,10 @@ class StepOutcome:
 
 @dataclass(frozen=True, slots=True)
 class RewardContext:
-    """Constants a reward needs: the order's size and side and the market's risk scale."""
+    """Constants a reward needs: the order's size (one, or one per env in a batch of orders of
+    different sizes) and side and the market's risk scale."""
 
-    qty: int
+    qty: int | NDArray[np.int64]
     side: int
     arrival_mid: NDArray[np.float64]
     risk_var_per_share2: float  # σ_eff²·τ, the variance one held share adds per step

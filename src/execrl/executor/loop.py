@@ -5,7 +5,10 @@ Backtests (``execrl evaluate``), shadow runs, paper trading and the greedy rollo
 measures all run through ``Executor.run``; there is no second copy of this loop. The loop is
 batched: one call runs ``n_orders`` copies of a parent order, order i on market path
 (seed, i) (common random numbers: two policies meet the same paths), and with one order it
-is the low-latency path.
+is the low-latency path. ``Executor.run_orders`` runs the same loop over a list of the desk's
+parent orders that can share a batch (``batch_key``: one symbol, side, horizon, market and
+constraints; sizes and ids may differ), order i on the path a one-order run seeded
+``seeds[i]`` meets: one policy call per step for all of them.
 
 What the loop adds to the execution core (``env.core.BatchedExecution``, which books fills and
 applies the risk guard to every child order whatever the policy asks):
@@ -50,11 +53,25 @@ MODES = ("backtest", "shadow", "paper", "train")
 
 class StepObserver(Protocol):
     """Something that watches the loop (the decision recorder, the behaviour tally):
-    ``before(actions, obs)`` right before the core's step, ``after()`` right after."""
+    ``before(actions, obs)`` right before the core's step, ``after()`` right after. An
+    observer with a ``decided(step)`` method (``Decision``) is shown each step's decision
+    context first: the action probabilities, the policy call's time, the watchdog's state."""
 
     def before(self, actions: NDArray, obs: NDArray | None = None) -> None: ...
 
     def after(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One step's decision context for observers that ask for it (``StepObserver``):
+    ``probs`` (n, n_actions) where the policy has them (``action_probabilities``, else None),
+    the policy call's ``latency_s`` for the whole batch, and ``acting`` (n,) the watchdog's
+    state name per order (``ACTING``; None without a watchdog)."""
+
+    probs: NDArray | None
+    latency_s: float
+    acting: NDArray[np.object_] | None
 
 
 @dataclass(frozen=True)
@@ -221,6 +238,14 @@ class ExecutionRun:
     shadow_twap: pd.DataFrame | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def order(self, i: int) -> ExecutionRun:
+        """Order i of the run alone (a batch's order, for what reads one order's run: the
+        service's done record, its metrics); ``extras`` are the whole run's."""
+        shadow = None if self.shadow_twap is None else \
+            self.shadow_twap.iloc[[i]].reset_index(drop=True)
+        return ExecutionRun(self.policy, self.episodes.iloc[[i]].reset_index(drop=True),
+                            self.schedules[i : i + 1], shadow, self.extras)
+
 
 @dataclass
 class Safety:
@@ -276,14 +301,20 @@ class Executor:
         self.meta_extra: dict[str, Any] = {}
 
     def run_meta(self, order: ParentOrder, n_orders: int, seed: int, venue: str,
-                 policy: Policy) -> dict[str, Any]:
+                 policy: Policy, batch: _Batch | None = None) -> dict[str, Any]:
         """What re-runs an order from its trail: the order, the market, the seed, the
-        policy (hash and where it came from), the safety settings, the mode and the venue."""
+        policy (hash and where it came from), the safety settings, the mode and the venue;
+        for a batch of orders (``run_orders``), each order and its seed too."""
         sf = self.safety
+        extra: dict[str, Any] = {}
+        if batch is not None and batch.seeds is not None:
+            extra["batch"] = [{"order": o.model_dump(mode="json"), "seed": int(sd)}
+                              for o, sd in zip(batch.orders, batch.seeds, strict=True)]
         return {
             "order": order.model_dump(mode="json"),
             "orders": n_orders,
             "seed": seed,
+            **extra,
             "mode": self.mode,
             "venue": venue,
             "market": self.market.model_dump(mode="json"),
@@ -300,9 +331,11 @@ class Executor:
     def policy_for(self, order: ParentOrder) -> Policy:
         return self.policies.for_side(order.side)
 
-    def build_core(self, order: ParentOrder, n_orders: int, policy: Policy) -> BatchedExecution:
+    def build_core(self, order: ParentOrder, n_orders: int, policy: Policy,
+                   qty: NDArray[np.int64] | None = None) -> BatchedExecution:
         """The execution core of the run, under the firm's limits tightened by the order's
-        (``env.factory.make_guard``) and the run's kill switch (``self.kill_switch``)."""
+        (``env.factory.make_guard``) and the run's kill switch (``self.kill_switch``);
+        ``qty``: per order, its size (a batch of orders, ``run_orders``)."""
         from execrl.env.factory import make_guard
         from execrl.safety.guard import KillSwitch
 
@@ -311,14 +344,65 @@ class Executor:
             kill = KillSwitch(n_orders, [policy.name])
         self.kill_switch = kill
         guard = make_guard(order, self.market, n_orders, limits=self.safety.limits,
-                           policy=policy.name, kill=kill)
+                           policy=policy.name, kill=kill, qty=qty)
         env_config = EnvConfig(
             market=self.market,
             observations=tuple(policy.observations),
             actions=policy.action_set if self.actions is None else self.actions,
             reward=self.reward,
         )
-        return make_execution(env_config, order, n_envs=n_orders, autoreset=False, guard=guard)
+        return make_execution(env_config, order, n_envs=n_orders, autoreset=False, guard=guard,
+                              qty=qty)
+
+    def batch_key(self, order: ParentOrder) -> tuple[Any, ...]:
+        """What orders must share to run in one batch (``run_orders``): symbol, side, horizon,
+        the market the order meets (its arrival price), its constraints (the guard's limits
+        are per batch) and, for a policy built for one order's size (``per_order_qty``: POV,
+        the signal-aware optimum), the size. Orders with equal keys give, batched, exactly
+        what each gives alone."""
+        policy = self.policy_for(order)
+        spec = market_for_order(self.market, order)
+        sized = order.qty if getattr(policy, "per_order_qty", False) else None
+        return (order.symbol, order.side.value, float(order.horizon),
+                spec.model_dump_json(), order.constraints.model_dump_json(), sized)
+
+    def run_orders(
+        self,
+        orders: Sequence[ParentOrder],
+        seeds: Sequence[int],
+        observers: Sequence[StepObserver] = (),
+        on_step: Callable[[], None] | None = None,
+        on_obs: Callable[[NDArray], None] | None = None,
+        make_observers: Callable[[BatchedExecution], Sequence[StepObserver]] | None = None,
+        venue: Any = "simulated",
+    ) -> ExecutionRun:
+        """Execute a batch of parent orders in one loop (one policy call per step for all):
+        order i under its own id and size, on the path ``run(orders[i], 1, seeds[i])`` meets,
+        with exactly that run's results; the orders must share ``batch_key`` (else a
+        ``ConfigError`` naming the first that differs). The watchdog's drift trigger pools
+        the policy's decisions over the batch, so with it on a batch's decisions depend on
+        its members: re-run a batch whole (the service records each batch's members)."""
+        if not orders:
+            raise ConfigError("orders: an empty batch")
+        if len(seeds) != len(orders):
+            raise ConfigError(f"seeds: {len(seeds)} for {len(orders)} orders")
+        key = self.batch_key(orders[0])
+        fields = ("symbol", "side", "horizon", "market", "constraints", "qty")
+        for o in orders[1:]:
+            other = self.batch_key(o)
+            if other != key:
+                name = next(f for f, a, b in zip(fields, key, other, strict=True) if a != b)
+                raise ConfigError(
+                    f"order {o.order_id!r} cannot share a batch with {orders[0].order_id!r}: "
+                    f"its {name} differs (Executor.batch_key)"
+                )
+        ids = [o.order_id for o in orders]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ConfigError(f"order field 'order_id' = {dup!r} appears twice in one batch")
+        batch = _Batch(list(orders), ids, np.array([o.qty for o in orders], dtype=np.int64),
+                       [int(sd) for sd in seeds])
+        return self._run(batch, observers, on_step, on_obs, make_observers, venue)
 
     def run(
         self,
@@ -340,16 +424,32 @@ class Executor:
         market-data stream)."""
         if n_orders < 1:
             raise ConfigError(f"orders = {n_orders!r} must be >= 1")
+        batch = _Batch([order] * n_orders, order_ids(order, n_orders), None, None, seed)
+        return self._run(batch, observers, on_step, on_obs, make_observers, venue)
+
+    def _run(
+        self,
+        batch: _Batch,
+        observers: Sequence[StepObserver],
+        on_step: Callable[[], None] | None,
+        on_obs: Callable[[NDArray], None] | None,
+        make_observers: Callable[[BatchedExecution], Sequence[StepObserver]] | None,
+        venue: Any,
+    ) -> ExecutionRun:
+        order = batch.orders[0]  # what the orders share (``batch_key``)
+        n_orders = len(batch.orders)
+        seed = batch.seed
         policy = self.policy_for(order)
-        core = self.build_core(order, n_orders, policy)
+        core = self.build_core(order, n_orders, policy, batch.qty)
         spec = market_for_order(self.market, order)
         step_s = float(order.horizon) / core.n_steps
-        parent_ids = order_ids(order, n_orders)
+        parent_ids = batch.ids
         core.market = wrap_venue(venue, core.market, parent_ids, step_s * 1e3)
         # a venue's own market data for the shadow TWAP (the stream's: ``StreamFeed.shadow``)
         shadow_market = getattr(venue, "shadow", None)
         venue = venue if isinstance(venue, str) else str(getattr(venue, "name", "custom"))
-        obs = core.reset(seed=seed)
+        core.use_rng(batch.paths())
+        obs = core.reset()
         watched = list(observers) + list(make_observers(core) if make_observers else ())
         explorer = None
         if self.explore is not None:
@@ -359,18 +459,19 @@ class Executor:
         action_set = core.action_set
         discrete = action_set.is_discrete
         sf = self.safety
-        watch = (_Watch(self, core, policy, order, spec, seed, parent_ids, shadow_market)
+        watch = (_Watch(self, core, policy, order, spec, batch, parent_ids, shadow_market)
                  if sf.watchdog is not None else None)
         trail = None
         if self.audit is not None:
             trail = _TrailRows(self.audit, core, policy, order, parent_ids, step_s, venue)
-            self.audit.write_run({**self.run_meta(order, n_orders, seed, venue, policy),
+            self.audit.write_run({**self.run_meta(order, n_orders, seed, venue, policy, batch),
                                   "tick_size": float(core.market.tick_size)})
         kill_file, applied = None, None
         if sf.kill_file is not None:
             from execrl.executor.kill import KillFileWatcher, apply_kill
 
             kill_file = KillFileWatcher(sf.kill_file)
+        noted = [w.decided for w in watched if callable(getattr(w, "decided", None))]
         while not core.done.all():
             if kill_file is not None:
                 request = kill_file.request()  # the same object until the file changes
@@ -390,12 +491,16 @@ class Executor:
                     actions = np.array(np.unravel_index(actions, action_set.factors)).T
             forced, style = None, None
             probs = None
-            if watch is not None or trail is not None:
+            if watch is not None or trail is not None or noted:
                 probs = action_probabilities(policy, obs, masks)
             if watch is not None:
                 forced, style = watch.decide(obs, actions, faults, probs, latency)
             if trail is not None:
                 trail.before(obs, actions, masks, probs, latency, watch, propensity)
+            if noted:
+                decision = Decision(probs, latency, None if watch is None else watch.acting())
+                for note in noted:
+                    note(decision)
             for w in watched:
                 w.before(actions, obs)
             if forced is None:
@@ -424,6 +529,27 @@ class Executor:
         if trail is not None:
             trail.close(episodes, watch)
         return run
+
+
+@dataclass
+class _Batch:
+    """The orders of one run: ``n`` copies of one order on paths (seed, i) (``run``), or a
+    batch of the desk's orders, each under its own id and size on its own seed's path
+    (``run_orders``; ``qty`` and ``seeds`` set)."""
+
+    orders: list[ParentOrder]
+    ids: list[str]
+    qty: NDArray[np.int64] | None
+    seeds: list[int] | None
+    seed: int = 0
+
+    def paths(self) -> Any:
+        """A fresh source of the orders' market paths (the core's, the shadow TWAP's)."""
+        from execrl.sim.rng import OrderSeeds
+
+        if self.seeds is None:
+            return np.random.default_rng(self.seed)
+        return OrderSeeds(self.seeds)
 
 
 def order_ids(order: ParentOrder, n_orders: int) -> list[str]:
@@ -468,7 +594,7 @@ class _Watch:
     trigger's benchmark), the kill switch and the operator's kill file."""
 
     def __init__(self, ex: Executor, core: BatchedExecution, policy: Policy, order: ParentOrder,
-                 spec: MarketSpec, seed: int, parent_ids: list[str],
+                 spec: MarketSpec, batch: _Batch, parent_ids: list[str],
                  shadow_market: Callable[[Any], Any] | None = None):
         from execrl.policies.baselines import make_baseline
         from execrl.safety.fallback import FallbackSchedule
@@ -488,11 +614,12 @@ class _Watch:
         self.twap_core = make_execution(
             EnvConfig(market=ex.market, observations=tuple(self.twap.observations),
                       actions=self.twap.action_set, reward=ex.reward),
-            order, n_envs=core.n_envs, autoreset=False,
+            order, n_envs=core.n_envs, autoreset=False, qty=batch.qty,
         )
         if shadow_market is not None:  # the TWAP meets the venue's market data, not a path
             self.twap_core.market = shadow_market(self.twap_core.market)
-        self.twap_obs = self.twap_core.reset(seed=seed)
+        self.twap_core.use_rng(batch.paths())
+        self.twap_obs = self.twap_core.reset()
         self.ids = np.asarray(parent_ids, dtype=object)
         self._discrete = core.action_set.is_discrete
         self._names = [policy.name]
@@ -519,7 +646,7 @@ class _Watch:
                 flat[faults != 0] = np.nan
         killed = self.killed()
         self.wd.check_arrays(
-            core.k, active, core.done, core.k / core.n_steps, 1.0 - core.remaining / core.qty,
+            core.k, active, core.done, core.k / core.n_steps, 1.0 - core.remaining / core.order_qty,
             core.market.mid, core.market.arrival_vwap, faults, probs, flat, latency,
             core.stats.is_bps, self.twap_core.stats.is_bps,
             obs if self._watch_obs else None, killed,
@@ -725,7 +852,7 @@ class _TrailRows:
             "symbol": self.order.symbol,
             "side": self.order.side.value,
             "venue": self.venue,
-            "qty": core.qty,
+            "qty": core.order_qty,
             "arrival_mid": core.market.arrival_mid.astype(np.float64),
             "start_s": 0.0,
             "end_s": core.n_steps * self.step_s,

@@ -119,8 +119,14 @@ def rerun_order(folder: Path, order_id: str, sql_url: str | None = None) -> Reru
             write_kill_file(Path(tmp) / "kill", KillRequest(
                 orders=frozenset(str(ids[i]) for i in due0)))
             safety.kill_file = str(Path(tmp) / "kill")
-        executor.run(order, int(meta["orders"]), int(meta["seed"]), on_step=replay_kills,
-                     venue=meta.get("venue", "simulated"))
+        venue = meta.get("venue", "simulated")
+        if meta.get("batch"):  # a batch of the desk's orders (``Executor.run_orders``): whole
+            executor.run_orders([ParentOrder.model_validate(b["order"]) for b in meta["batch"]],
+                                [int(b["seed"]) for b in meta["batch"]], on_step=replay_kills,
+                                venue=venue)
+        else:
+            executor.run(order, int(meta["orders"]), int(meta["seed"]), on_step=replay_kills,
+                         venue=venue)
         replayed = read_trail(Path(tmp) / "rerun").decisions
     recorded = trail.decisions[trail.decisions["order_idx"] == idx].reset_index(drop=True)
     replayed = replayed[replayed["order_idx"] == idx].reset_index(drop=True)

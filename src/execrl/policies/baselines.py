@@ -74,6 +74,8 @@ class POVPolicy:
 
     action_set = "continuous"
     observations = ("remaining_ratio", "elapsed_ratio", "last_volume_ratio")
+    #: built for one order's size: a batch of orders (``Executor.batch_key``) shares one
+    per_order_qty = True
 
     def __init__(self, rate: float, qty: int):
         if not 0.0 < rate <= 1.0:
@@ -105,6 +107,7 @@ class SignalAwarePolicy:
     name = "signal_aware"
     action_set = "continuous"
     observations = ("remaining_ratio", "elapsed_ratio", "signal")
+    per_order_qty = True  # as POVPolicy's
 
     def __init__(self, ctx: PolicyContext):
         if ctx.market.signal is None:

@@ -2,11 +2,13 @@
 the same market data, and the paired statistics of its counterfactual IS against the live
 IS accumulate over the orders seen so far (seed 001 §6, seed 002 §5).
 
-Same market data: in this service an order's market path is its seed
+Same market data: on the service's paper venue an order's market path is its seed
 (``serve.order_seed(order_id)``), so the candidate runs the order through the one
 ``Executor`` on that seed, through the ``ShadowVenue`` (``executor.venues``: nothing is
 sent; the fills are the market's counterfactual ones), with the live run's risk limits and
-watchdog. Its IS is therefore exactly what an offline ``Executor.run`` of the candidate on
+watchdog; on the stream venue it runs on a paper market fed the entries the live order's
+batch met (``serve.Member.counterfactual_venue``), read on from the stream if it runs
+longer. Its IS is therefore exactly what an offline ``Executor.run`` of the candidate on
 that seed gives (a test checks it).
 
 The statistics are ``evaluate.stats.paired_comparison`` (the function ``execrl evaluate``
@@ -27,19 +29,22 @@ from execrl.evaluate.stats import PairedComparison, paired_comparison
 from execrl.service.summary import SummaryDB, iso
 
 
-def shadow_run(executor_config: Any, market: Any, order: ParentOrder, seed: int) -> Any:
+def shadow_run(executor_config: Any, market: Any, order: ParentOrder, seed: int,
+               venue: Any = "shadow") -> Any:
     """``order`` through the executor in shadow on market path ``seed``: the
-    ``ExecutionRun`` of one order (its ``episodes`` row has the counterfactual IS)."""
+    ``ExecutionRun`` of one order (its ``episodes`` row has the counterfactual IS).
+    ``venue``: a venue factory instead (the service's stream venue: a
+    ``service.paper.StreamFeed`` replaying the entries the live order met)."""
     from execrl.executor_cli import build_executor
 
     executor = build_executor(executor_config, market, order, mode="shadow")
-    return executor.run(order, 1, seed, venue="shadow")
+    return executor.run(order, 1, seed, venue=venue)
 
 
-def counterfactual_is(executor_config: Any, market: Any, order: ParentOrder, seed: int
-                      ) -> float:
+def counterfactual_is(executor_config: Any, market: Any, order: ParentOrder, seed: int,
+                      venue: Any = "shadow") -> float:
     """The IS (bps) ``executor_config``'s policy would have had on ``order``."""
-    run = shadow_run(executor_config, market, order, seed)
+    run = shadow_run(executor_config, market, order, seed, venue)
     return float(run.episodes["is_bps"].iloc[0])
 
 

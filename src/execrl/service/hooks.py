@@ -3,18 +3,23 @@ policy runs it: ``service.canary``), and once it is done the per-order SQL summa
 (``service.summary``), the shadow candidate's counterfactual IS and its A/B pair
 (``service.abtest``), the canary's gates, and the Prometheus metrics (``service.metrics``).
 
-The service calls two hooks (``serve.OrderRun.execute``):
+The service calls two hooks (``serve.Server.executor_for`` and ``serve.BatchRun.publish_done``):
 
-- ``ServeHooks.route(run)`` where the order's executor is built: an ``OrderRoute`` whose
-  ``executor`` is the executor config to build, ``timed`` / ``clock`` measure each decision's
-  latency (market entry released -> its child orders written), ``fields`` go in the done
-  record. The route is fixed at the order's first attempt (a Redis hash, ``STATE_ROUTE``,
-  with the start time): a service restarted mid-order re-runs it on the same policy even if
-  the registry changed meanwhile, so the re-run reproduces what was sent.
-- ``ServeHooks.done(run, route, execution, done)`` right before the done record is
-  published: the shadow and canary runs, the summary row, the metrics. The row goes in first,
-  so every done record on the stream has its row; a service killed in between re-runs the
-  order (it is not done) and writes the same row, once (idempotent on the order id).
+- ``ServeHooks.route(member)`` (anything with ``.order`` and ``.recorded``: a batch's
+  ``serve.Member``) where the order's executor is built: an ``OrderRoute`` whose ``executor``
+  is the executor config to build and whose ``fields`` go in the done record; the route is
+  part of the batch key (canary, live and fallback orders never share a batch);
+  ``latencies_ms`` are the order's decision latencies (market entry released -> its child
+  orders written, timed per batch step by ``serve._Clock``, set before the done hook). The
+  route is fixed at the order's first attempt (a Redis hash, ``STATE_ROUTE``, with the start
+  time): a service restarted mid-order re-runs it on the same policy even if the registry
+  changed meanwhile, so the re-run reproduces what was sent.
+- ``ServeHooks.done(member, route, execution, done)`` (``execution``: the order's own
+  ``ExecutionRun``, ``ExecutionRun.order(i)`` of its batch's run) right before the done
+  record is published: the shadow and canary runs, the summary row, the metrics. The row goes
+  in first, so every done record on the stream has its row; a service killed in between
+  re-runs the order (it is not done) and writes the same row, once (idempotent on the order
+  id).
 """
 
 from __future__ import annotations
@@ -43,41 +48,13 @@ from execrl.service.summary import SummaryDB, iso, latencies_json
 STATE_ROUTE = "execrl:serve:route"
 
 
-class _Clock:
-    """Observer of one order's run: each decision's latency, from the market entry that
-    released it (``OrderRoute.timed``) to the end of its step, its messages written (this
-    observer runs after the service's step writer). Steps a re-run recomputes from the
-    record are not decisions taken now and are not timed."""
-
-    def __init__(self, route: OrderRoute, run: Any, core: Any):
-        self.route, self.run, self.core = route, run, core
-
-    def before(self, actions: Any, obs: Any = None) -> None:
-        pass
-
-    def after(self) -> None:
-        if int(self.core.k[0]) > self.run.recorded and self.route.t0 is not None:
-            self.route.latencies_ms.append((time.perf_counter() - self.route.t0) * 1e3)
-
-
 class OrderRoute:
     """One order's route and its decision latencies."""
 
     def __init__(self, hooks: ServeHooks, route: Route, started_ns: int):
         self.hooks, self.route, self.started_ns = hooks, route, started_ns
         self.executor = route.executor_config(hooks.config.executor)
-        self.t0: float | None = None
         self.latencies_ms: list[float] = []
-
-    def timed(self, wait: Callable[[Any], None]) -> Callable[[Any], None]:
-        """``wait`` (the lockstep wait for the next market entry), stamping its return."""
-        def on_obs(obs: Any) -> None:
-            wait(obs)
-            self.t0 = time.perf_counter()
-        return on_obs
-
-    def clock(self, run: Any, core: Any) -> _Clock:
-        return _Clock(self, run, core)
 
     def fields(self) -> dict[str, Any]:
         """What the done record says of the route."""
@@ -138,6 +115,9 @@ class ServeHooks:
 
         order, cfg = run.order, self.config
         seed = order_seed(order.order_id)
+        #: the counterfactuals' market data: the order's path (paper venue) or a fresh replay
+        #: of the stream entries it met (stream venue)
+        venue_of = getattr(run, "counterfactual_venue", None) or (lambda: "shadow")
         e = execution.episodes.iloc[0]
         r = route.route
         shadow_hash, shadow_is = "", math.nan
@@ -150,7 +130,8 @@ class ServeHooks:
                 shadow_cfg = Route("shadow", label, label, candidate.path,
                                    candidate.policy_hash).executor_config(cfg.executor)
                 try:  # the shadow never stops the live flow
-                    shadow_is = counterfactual_is(shadow_cfg, cfg.market, order, seed)
+                    shadow_is = counterfactual_is(shadow_cfg, cfg.market, order, seed,
+                                                  venue_of())
                     shadow_hash = candidate.policy_hash
                 except Exception as exc:
                     self.log(f"serve: shadow {label} on order {order.order_id} failed: {exc}")
@@ -160,7 +141,7 @@ class ServeHooks:
         done["shadow_policy_hash"] = shadow_hash
         done["shadow_is_bps"] = shadow_is if math.isfinite(shadow_is) else None
         if r.route == "canary" and self.db is not None:
-            self._canary(order, seed, route, e, done["ts_ns"])
+            self._canary(order, seed, route, e, done["ts_ns"], venue_of)
         if self.db is not None:
             self.db.write_order({
                 **{k: done[k] for k in ("symbol", "side", "qty", "filled", "is_bps",
@@ -171,13 +152,14 @@ class ServeHooks:
                 "started_at": iso(route.started_ns), "finished_at": iso(done["ts_ns"])})
         self._observe(route, execution)
 
-    def _canary(self, order: Any, seed: int, route: OrderRoute, e: Any, ts_ns: int) -> None:
+    def _canary(self, order: Any, seed: int, route: OrderRoute, e: Any, ts_ns: int,
+                venue_of: Callable[[], Any]) -> None:
         from execrl.service.abtest import counterfactual_is
 
         r = route.route
         base = Route("baseline", AC_BASELINE, AC_BASELINE).executor_config(self.config.executor)
         try:
-            base_is = counterfactual_is(base, self.config.market, order, seed)
+            base_is = counterfactual_is(base, self.config.market, order, seed, venue_of())
         except Exception as exc:  # the order stands; the gates just do not see it
             self.log(f"serve: AC baseline of canary order {order.order_id} failed: {exc}")
             return

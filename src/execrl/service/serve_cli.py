@@ -44,9 +44,19 @@ def serve(
     max_orders: Annotated[int | None, typer.Option(
         min=1, help="Stop once this many order entries are answered (default: run until "
         "stopped).")] = None,
+    batch_window_ms: Annotated[int, typer.Option(
+        min=0, max=60_000, help="How long a batch of orders forms after its first order "
+        "arrives (orders that share a batch key run as one batched run).")] = 50,
+    max_batch: Annotated[int, typer.Option(min=1, max=100_000,
+                                           help="Most orders in one batch.")] = 256,
     lockstep: Annotated[bool, typer.Option(
         "--lockstep/--no-lockstep", help="One decision per STREAM_MARKET step of the order's "
         "symbol (default), or as fast as the executor runs.")] = True,
+    venue: Annotated[str, typer.Option(
+        "--venue", help="Where paper fills come from: 'paper' (each order's own simulated "
+        "path of the market, seeded by its id) or 'stream' (the STREAM_MARKET entries of "
+        "`execrl feed`, with the backtest's fill and queue models; ac and replay markets).")
+    ] = "paper",
     summary_db: Annotated[str | None, typer.Option(
         "--summary-db", help="SQLAlchemy URL of the per-order summary (and the A/B pairs and "
         "canary gates): SQLite file or postgresql://... (default: $EXECRL_SUMMARY_URL or "
@@ -81,6 +91,7 @@ def serve(
         cfg = ServeConfig(market=spec, executor=load_executor_config(config, policy),
                           group=group, consumer=consumer, concurrency=concurrency,
                           max_orders=max_orders, lockstep=lockstep,
+                          batch_window_ms=batch_window_ms, max_batch=max_batch, venue=venue,
                           summary_url=None if summary.lower() == "none" else summary,
                           registry_url=registry_url, canary=CanaryConfig(share=canary_share),
                           shadow=shadow)

@@ -27,6 +27,7 @@ CHAN_EXEC_AGENT = "CHAN_EXEC_AGENT"  # pub/sub: the agent's log lines (seed 002)
 STATE_PROGRESS = "execrl:serve:progress"  # parent id -> {"step", "market_id"} last published
 STATE_DONE = "execrl:serve:done"  # parent id -> its done entry's id on STREAM_FILLS
 STATE_SENT = "execrl:serve:sent"  # every outbound id ever written (the idempotency set)
+STATE_BATCH_PROGRESS = "execrl:serve:batch-progress"  # batch id -> {"step", "market_id", ...}
 
 #: what an outbound entry on STREAM_FILLS can be
 MESSAGE_KINDS = ("child", "cancel", "fill", "done", "error")
@@ -132,6 +133,48 @@ def publish_step(client: Any, parent_id: str, step: int, progress: dict[str, Any
     return int(client.eval(PUBLISH_STEP, len(keys), *keys, *args))
 
 
+# A batch's decision step (``execrl serve``'s micro-batches), atomic as PUBLISH_STEP: unless the
+# batch's step was already written, its members' messages (each id once) and the progress of
+# the batch and of each member that decided in it.
+#   KEYS: batch progress hash, order progress hash, sent set, then one stream key per message
+#   ARGV: batch id, step, batch progress JSON, m, then m × (order id, its progress JSON), then
+#         per message: id, data
+PUBLISH_BATCH_STEP = """
+local done = redis.call('HGET', KEYS[1], ARGV[1])
+if done and tonumber(cjson.decode(done)['step']) >= tonumber(ARGV[2]) then return 0 end
+local m = tonumber(ARGV[4])
+local base = 4 + 2 * m
+local n = 0
+for i = 4, #KEYS do
+  local id = ARGV[base + 1 + 2 * (i - 4)]
+  local data = ARGV[base + 2 + 2 * (i - 4)]
+  if redis.call('SADD', KEYS[3], id) == 1 then
+    redis.call('XADD', KEYS[i], 'MAXLEN', '~', '1000000', '*', 'data', data)
+    n = n + 1
+  end
+end
+for j = 1, m do redis.call('HSET', KEYS[2], ARGV[3 + 2 * j], ARGV[4 + 2 * j]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return n
+"""
+
+
+def publish_batch_step(client: Any, batch_id: str, step: int, progress: dict[str, Any],
+                       members: dict[str, dict[str, Any]],
+                       messages: list[tuple[str, dict[str, Any]]]) -> int:
+    """``publish_step`` for a batch of orders: the batch's step on record once (in
+    ``STATE_BATCH_PROGRESS``), with each member's progress (``members``: order id -> its
+    progress, in ``STATE_PROGRESS``) and every message; returns how many were written."""
+    keys = [STATE_BATCH_PROGRESS, STATE_PROGRESS, STATE_SENT]
+    args: list[Any] = [batch_id, step, json.dumps(progress), len(members)]
+    for parent, prog in members.items():
+        args += [parent, json.dumps(prog)]
+    for stream, message in messages:
+        keys.append(stream)
+        args += [message["id"], encode(message)["data"]]
+    return int(client.eval(PUBLISH_BATCH_STEP, len(keys), *keys, *args))
+
+
 def publish_once(client: Any, message: dict[str, Any], done_parent: str | None = None) -> bool:
     """Append ``message`` to ``STREAM_FILLS`` unless its id was written before; with
     ``done_parent``, record the order as done in the same atomic write."""
@@ -158,8 +201,8 @@ def connect(url: str) -> Any:
 
 
 __all__ = [
-    "CHAN_ANALYST", "CHAN_EXEC_AGENT", "MARKET_FIELDS", "MESSAGE_KINDS", "STATE_DONE",
-    "STATE_PROGRESS", "STATE_SENT", "STREAM_FILLS", "STREAM_MARKET", "STREAM_ORDERS",
-    "STREAM_RESEARCH", "child_message_id", "connect", "decode", "decode_order", "encode",
-    "order_error", "publish_once", "publish_step",
+    "CHAN_ANALYST", "CHAN_EXEC_AGENT", "MARKET_FIELDS", "MESSAGE_KINDS", "STATE_BATCH_PROGRESS",
+    "STATE_DONE", "STATE_PROGRESS", "STATE_SENT", "STREAM_FILLS", "STREAM_MARKET",
+    "STREAM_ORDERS", "STREAM_RESEARCH", "child_message_id", "connect", "decode", "decode_order",
+    "encode", "order_error", "publish_batch_step", "publish_once", "publish_step",
 ]

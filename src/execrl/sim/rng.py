@@ -26,6 +26,7 @@ overlap in the CPU) and then ``gauss_finish``: the same value as ``gauss``, ~3x 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from numba import njit
@@ -216,10 +217,33 @@ def gauss(key: np.uint64, stream: int, counter: int) -> float:
     return gauss_finish(r, s, key, stream, counter)
 
 
-def episode_keys(rng: np.random.Generator, n: int) -> NDArray[np.uint64]:
+def episode_keys(rng: np.random.Generator | OrderSeeds, n: int) -> NDArray[np.uint64]:
     """``n`` episode keys, the next raw 64-bit words of ``rng``'s bit generator: key i depends
-    only on the generator's state and i, not on ``n`` (batch sizes keep their paths)."""
+    only on the generator's state and i, not on ``n`` (batch sizes keep their paths). From
+    ``OrderSeeds``: the next ``n`` of its per-order keys."""
+    if isinstance(rng, OrderSeeds):
+        return rng.take(n)
     return np.asarray(rng.bit_generator.random_raw(n), dtype=np.uint64).reshape(n)
+
+
+class OrderSeeds:
+    """Per-order seeds where a market reset takes a generator: episode i gets the key a run of
+    one order seeded ``seeds[i]`` draws (the first of ``default_rng(seeds[i])``), so each order
+    of a batch meets exactly the path it meets alone (the service's micro-batches: order i on
+    ``order_seed(order_id)``). Keys are handed out in order, once each."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.keys = np.array(
+            [np.random.default_rng(int(s)).bit_generator.random_raw(1) for s in seeds],
+            dtype=np.uint64,
+        ).reshape(len(seeds))
+        self._next = 0
+
+    def take(self, n: int) -> NDArray[np.uint64]:
+        lo, self._next = self._next, self._next + n
+        if self._next > self.keys.size:
+            raise ValueError(f"{self.keys.size} order seeds, asked for key {self._next - 1}")
+        return self.keys[lo:self._next].copy()
 
 
 @njit(cache=True)
