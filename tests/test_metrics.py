@@ -380,3 +380,55 @@ def test_alert_rules_fire_on_recorded_metrics_and_only_then(scenarios, tmp_path)
                          text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
+
+
+def test_mixed_policies_and_missing_labels_count_as_pandas_groups_them():
+    """A hand-built run of two policies (rows interleaved, one without a policy), missing IS,
+    fallback and passive finishers, a missing trigger and a shadow TWAP lacking one order:
+    every count and gauge equals what pandas' groupby / value_counts give, and observing the
+    run order by order (the service's one-row frames) gives the same samples."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    e = pd.DataFrame({
+        "order_idx": range(6),
+        "policy": pd.array(["ppo", "twap", "ppo", None, "twap", "ppo"], dtype="str"),
+        "is_bps": [10.0, -5.0, np.nan, 7.0, 30.0, 50.0],
+        "steps": [10, 4, 6, 9, 8, 3], "child_orders": [5, 2, 3, 1, 4, 2],
+        "guard_rejects": [0, 1, 0, 0, 2, 0], "breaches": [0, 0, 1, 0, 0, 0],
+        "finished_by": pd.array(["fallback", "policy", "passive", "fallback", "fallback",
+                                 "fallback"], dtype="str"),
+        "trigger": pd.array(["latency", "none", "extreme_volatility", "latency", None,
+                             "latency"], dtype="str"),
+    })
+    shadow = pd.DataFrame({"order_idx": [5, 0, 1, 2, 3], "is_bps": [40.0, 4.0, -1.0, 3.0, 2.0]})
+    whole = ExecMetrics(tail_window=2)
+    whole.observe_run(SimpleNamespace(episodes=e, shadow_twap=shadow))
+    s = _samples(whole)
+    has = e[e["policy"].notna()]
+    for policy, rows in has.groupby("policy"):
+        assert _value(s, "exec_orders_total", policy=policy) == len(rows)
+        assert _value(s, "exec_decisions_total", policy=policy) == rows["steps"].sum()
+        finite = rows["is_bps"].dropna().to_numpy()
+        assert _value(s, "exec_is_bps_count", policy=policy) == finite.size
+        assert _value(s, "exec_tail_cvar_bps", policy=policy) == cvar(finite[-2:])
+        base = shadow.set_index("order_idx")["is_bps"].reindex(rows["order_idx"]).to_numpy()
+        diff = rows["is_bps"].to_numpy() - base
+        assert _value(s, "exec_is_vs_baseline_bps", policy=policy, baseline="twap") == \
+            np.mean(diff[np.isfinite(diff)][-2:])
+        taken = rows[rows["finished_by"].isin(["fallback", "passive"])]
+        for trigger, n in taken["trigger"].value_counts().items():
+            assert _value(s, "exec_fallback_total", policy=policy, trigger=trigger) == n
+    assert not [k for k in s if k[0] == "exec_fallback_total" and ("trigger", "nan") in k[1]]
+    assert _value(s, "exec_orders_total", policy="ppo") == 3  # the row without one is left out
+    assert _value(s, "exec_fallback_total", policy="ppo", trigger="latency") == 2
+    assert _value(s, "exec_fallback_total", policy="ppo", trigger="extreme_volatility") == 1
+    assert _value(s, "exec_violations_total", kind="watchdog_latency") == 3
+    assert _value(s, "exec_violations_total", kind="limit_breach") == 1
+    assert _value(s, "exec_violations_total", kind="guard_reject") == 3
+    by_order = ExecMetrics(tail_window=2)
+    for i in range(len(e)):
+        one = e.iloc[i : i + 1].reset_index(drop=True)
+        by_order.observe_run(SimpleNamespace(episodes=one, shadow_twap=shadow))
+    assert _samples(by_order) == s

@@ -241,9 +241,12 @@ class ExecutionRun:
     def order(self, i: int) -> ExecutionRun:
         """Order i of the run alone (a batch's order, for what reads one order's run: the
         service's done record, its metrics); ``extras`` are the whole run's."""
+        i = range(len(self.episodes))[i]  # a negative i counts from the end; IndexError past it
+        # a slice, not a list take (the same one-row frame, a sixth of the CPU: the service
+        # calls this once per order)
         shadow = None if self.shadow_twap is None else \
-            self.shadow_twap.iloc[[i]].reset_index(drop=True)
-        return ExecutionRun(self.policy, self.episodes.iloc[[i]].reset_index(drop=True),
+            self.shadow_twap.iloc[i : i + 1].reset_index(drop=True)
+        return ExecutionRun(self.policy, self.episodes.iloc[i : i + 1].reset_index(drop=True),
                             self.schedules[i : i + 1], shadow, self.extras)
 
 

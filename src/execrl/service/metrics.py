@@ -150,8 +150,9 @@ class ExecMetrics:
             self.observe_decisions(decisions)
             return
         e = run.episodes
-        for policy, rows in e.groupby("policy", sort=False):
-            self.decisions.labels(policy=str(policy)).inc(float(rows["steps"].sum()))
+        steps = e["steps"].to_numpy()
+        for policy, rows in _policy_rows(e).items():
+            self.decisions.labels(policy=policy).inc(float(steps[rows].sum()))
         self._inc(self.child_rate, "type", {"unknown": float(e["child_orders"].sum())})
         if "guard_rejects" in e:
             self._inc(self.violations, "kind", {"guard_reject": float(e["guard_rejects"].sum())})
@@ -165,9 +166,19 @@ class ExecMetrics:
             self._observe_orders(episodes, shadow)
 
     def _observe_orders(self, episodes: pd.DataFrame, shadow: pd.DataFrame | None) -> None:
-        for policy, rows in episodes.groupby("policy", sort=False):
-            name = str(policy)
-            is_bps = rows["is_bps"].to_numpy(dtype=np.float64)
+        # numpy arrays and lists, not a groupby: the service calls this once per order (a
+        # one-row frame) and pandas' per-call overhead was most of the service's CPU
+        is_all = episodes["is_bps"].to_numpy(dtype=np.float64)
+        taken_by = None
+        if "finished_by" in episodes:
+            taken_by = episodes["finished_by"].isin(FALLBACK_FINISHERS).to_numpy(dtype=bool)
+            triggers = episodes["trigger"].tolist()
+        base = None
+        if shadow is not None:
+            base = _by_order_idx(shadow)
+            order_idx = episodes["order_idx"].tolist()
+        for name, rows in _policy_rows(episodes).items():
+            is_bps = is_all[rows]
             finite = is_bps[np.isfinite(is_bps)]
             hist = self.is_bps.labels(policy=name)
             for v in finite:
@@ -177,22 +188,22 @@ class ExecMetrics:
             recent.extend(finite.tolist())
             if recent:
                 self.tail_cvar_bps.labels(policy=name).set(cvar(np.fromiter(recent, float)))
-            if "finished_by" in rows:
-                taken = rows[rows["finished_by"].isin(FALLBACK_FINISHERS)]
-                for trigger, n in taken["trigger"].value_counts(sort=False).items():
+            if taken_by is not None:
+                fell = _counts(triggers[i] for i in rows if taken_by[i])
+                for trigger, n in fell.items():
                     self.fallbacks.labels(policy=name, trigger=str(trigger)).inc(float(n))
-            if shadow is not None:
-                base = shadow.set_index("order_idx")["is_bps"]
-                diff = is_bps - base.reindex(rows["order_idx"]).to_numpy(dtype=np.float64)
+            if base is not None:
+                diff = is_bps - np.array([base.get(order_idx[i], np.nan) for i in rows],
+                                         dtype=np.float64)
                 paired = self._paired.setdefault(name, deque(maxlen=self.tail_window))
                 paired.extend(diff[np.isfinite(diff)].tolist())
                 if paired:
                     self.is_vs_baseline_bps.labels(policy=name, baseline=SHADOW_BASELINE).set(
                         float(np.mean(np.fromiter(paired, float))))
         if "trigger" in episodes:
-            fired = episodes["trigger"][episodes["trigger"] != "none"]
+            fired = _counts(t for t in episodes["trigger"].tolist() if t != "none")
             self._inc(self.violations, "kind",
-                      {f"watchdog_{t}": float(n) for t, n in fired.value_counts().items()})
+                      {f"watchdog_{t}": float(n) for t, n in fired.items()})
         if "breaches" in episodes:
             self._inc(self.violations, "kind", {"limit_breach": float(episodes["breaches"].sum())})
 
@@ -240,6 +251,39 @@ class ExecMetrics:
         """``/metrics`` over HTTP on ``host:port`` (0: a free port) in a daemon thread."""
         server, thread = start_http_server(port, addr=host, registry=self.registry)
         return MetricsServer(server, thread)
+
+
+def _missing(value: Any) -> bool:
+    """A missing label (None, NaN, pd.NA): what groupby and value_counts leave out."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _policy_rows(episodes: pd.DataFrame) -> dict[str, list[int]]:
+    """Row positions of each policy, in order of first appearance, rows without a policy left
+    out: the groups ``episodes.groupby("policy", sort=False)`` iterates."""
+    rows: dict[str, list[int]] = {}
+    for i, policy in enumerate(episodes["policy"].tolist()):
+        if not _missing(policy):
+            rows.setdefault(str(policy), []).append(i)
+    return rows
+
+
+def _counts(values: Iterable[Any]) -> dict[Any, int]:
+    """How often each value occurs, missing ones left out (``Series.value_counts``)."""
+    out: dict[Any, int] = {}
+    for v in values:
+        if not _missing(v):
+            out[v] = out.get(v, 0) + 1
+    return out
+
+
+def _by_order_idx(shadow: pd.DataFrame) -> dict[Any, float]:
+    """The shadow TWAP's IS by ``order_idx`` (``shadow.set_index("order_idx")["is_bps"]``)."""
+    idx = shadow["order_idx"].tolist()
+    base = dict(zip(idx, shadow["is_bps"].to_numpy(dtype=np.float64).tolist(), strict=True))
+    if len(base) != len(idx):  # what reindexing a Series with a repeated label says
+        raise ValueError("cannot reindex on an axis with duplicate labels")
+    return base
 
 
 @dataclass
