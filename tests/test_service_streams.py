@@ -37,9 +37,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 STEPS = 10  # decisions of an order on the AC preset
 
 
-def _cli(*args: str) -> subprocess.Popen:
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.Popen([sys.executable, "-m", "execrl", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "execrl", *args], env=env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -479,3 +479,18 @@ def test_serve_refuses_a_venue_it_cannot_fill_on_in_one_line(redis_url, args, ne
     assert proc.returncode == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--venue", "broker"), "venue = 'broker'"),
+    (("--venue", "stream", "--env", "lob"), "not 'lob'"),
+])
+def test_serve_names_a_bad_venue_before_it_reaches_the_server(tmp_path, args, needle):
+    """No server listens on port 1: the bad option is named first, and nothing is written
+    (no summary database in the working folder)."""
+    proc = _cli("serve", "--redis", "redis://127.0.0.1:1/0", *args, cwd=tmp_path)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert list(tmp_path.iterdir()) == []

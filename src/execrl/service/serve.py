@@ -142,6 +142,14 @@ class ServeConfig:
     canary: CanaryConfig = field(default_factory=CanaryConfig)
     shadow: bool = True
 
+    def check(self) -> None:
+        """What can be refused before any server is reached: the venue, and the market the
+        stream venue can fill on (one line naming the value)."""
+        if self.venue not in SERVE_VENUES:
+            raise ConfigError(f"venue = {self.venue!r} is not one of {', '.join(SERVE_VENUES)}")
+        if self.venue == "stream":
+            check_stream_market(self.market)
+
 
 def check_stream_market(market: MarketSpec) -> None:
     """The stream venue fills against Almgren–Chriss or replay entries (``service.paper``):
@@ -491,12 +499,7 @@ class Server:
                                                                    flush=True))
         from execrl.service.hooks import ServeHooks
 
-        if config.venue not in SERVE_VENUES:
-            raise ConfigError(f"venue = {config.venue!r} is not one of "
-                              f"{', '.join(SERVE_VENUES)}")
-        if config.venue == "stream":
-            check_stream_market(config.market)
-
+        config.check()
         self.hooks = ServeHooks(client, config, self.log)
 
     # -- the group -------------------------------------------------------------------------

@@ -95,6 +95,7 @@ def serve(
                           summary_url=None if summary.lower() == "none" else summary,
                           registry_url=registry_url, canary=CanaryConfig(share=canary_share),
                           shadow=shadow)
+        cfg.check()  # a bad option is named before the server is reached
         client = connect(redis_url)
         _warn_without_aof(client)
         server = Server(client, cfg)
