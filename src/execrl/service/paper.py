@@ -426,18 +426,7 @@ class StreamReplayMarket(ReplayMarket):
             self._unfed[i] = (self._rows_of(pre, "book.pre.", self._top_k) if pre is not None
                               else _no_rows(self._top_k))
             self._entry[i] = entry
-        self._t0[ids] = starts
-        self._k[ids] = 0
-        for arr in (self._w_qty, self._w_ahead, self._w_level, self._w_pending, self._imp,
-                    self._iv_num, self._iv_den, self._last_vol):
-            arr[ids] = 0
-        self._imp_t[ids] = starts
-        self._w_expire[ids] = 0
-        fb = self._features
-        fb.reset(ids, t0=starts - self.config.pre_arrival_s)
-        self._feed(ids)
-        fb.start_order(ids, self._arrival[ids], self.side)
-        self._obs_cache = None
+        self._start_orders(ids, starts)
 
     def _set_book(self, i: int, part: dict[str, Any]) -> None:
         for j, a in enumerate(self._levels_of(part, "book.", None, self._levels)):

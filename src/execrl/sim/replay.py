@@ -950,8 +950,6 @@ class ReplayMarket:
         _draw_starts(keys, self._start_lo, self._start_span, d.halts, self.config.horizon,
                      starts)
         self._keys[ids] = keys
-        self._t0[ids] = starts
-        self._k[ids] = 0
         ptr = np.searchsorted(d.t, starts, side="right")
         self._ptr[ids] = ptr
         self._arrival_units[ids] = d.mid_units[np.maximum(ptr - 1, 0)]
@@ -961,15 +959,25 @@ class ReplayMarket:
         with np.errstate(invalid="ignore", divide="ignore"):
             vwap = (d.cum_notional[ptr] - d.cum_notional[lo]) / vol / self._scale
         self.arrival_vwap[ids] = np.where(vol > 0, vwap, self._arrival[ids])
+        self._start_orders(ids, starts, fed=lo)
+
+    def _start_orders(self, ids: NDArray[np.intp], starts: NDArray[np.float64],
+                      fed: NDArray[np.int64] | None = None) -> None:
+        """New orders in ``ids`` starting at ``starts`` (arrival prices set): no working order,
+        no impact, and the features a fresh stream from the pre-arrival window up to the first
+        observation (``fed``: where the data's events to feed start, when they come from the
+        store). The backtest's reset and the stream's paper market both end here."""
+        self._t0[ids] = starts
+        self._k[ids] = 0
         for arr in (self._w_qty, self._w_ahead, self._w_level, self._w_pending, self._imp,
                     self._iv_num, self._iv_den, self._last_vol):
             arr[ids] = 0
         self._imp_t[ids] = starts
         self._w_expire[ids] = 0
-        # the features: a fresh stream from the pre-arrival window up to the first observation
         fb = self._features
         fb.reset(ids, t0=starts - self.config.pre_arrival_s)
-        self._fed[ids] = lo
+        if fed is not None:
+            self._fed[ids] = fed
         self._feed(ids)
         fb.start_order(ids, self._arrival[ids], self.side)
         self._obs_cache = None
