@@ -176,6 +176,25 @@ def test_staged_folder_swaps_in_only_at_the_end(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_an_interrupt_swallowed_inside_the_block_still_keeps_the_previous_output(tmp_path):
+    """A Ctrl-C that lands while C code calls back into Python (numba compiling, in a fresh
+    checkout) is printed as "Exception ignored" and lost: the run went on and swapped its
+    output in, exit 0. The handler counts it, and the swap is refused."""
+    from execrl.domain.outputs import interrupt
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(KeyboardInterrupt), staged_folder(out) as stage:
+        (stage / "new.txt").write_text("new")
+        try:  # what a C callback does with the exception: prints and drops it
+            interrupt(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_check_output_folder_names_the_flag_and_the_foreign_file(tmp_path):
     (tmp_path / "x.csv").write_text("1")
     with pytest.raises(ConfigError, match=r"--out .* holds files that are not ours .*'x.csv'"):

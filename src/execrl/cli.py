@@ -708,14 +708,10 @@ def _lazy_command(name: str) -> Any:
                                  rich_markup_mode=app.rich_markup_mode)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: the previous output is kept
-
-
 def main() -> None:
-    import signal
+    from execrl.domain.outputs import install_interrupt_handlers
 
-    signal.signal(signal.SIGTERM, _terminate)
+    install_interrupt_handlers()  # SIGTERM like Ctrl-C; a swallowed Ctrl-C still counts
     try:
         app()
     except KeyboardInterrupt:  # one that reached past a command's own handler

@@ -115,6 +115,27 @@ class InterruptedAfterSwap(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) arrived during the swap: the new output is complete and in place."""
 
 
+#: Ctrl-C / SIGTERM received by ``interrupt`` so far. A KeyboardInterrupt raised while C code
+#: calls back into Python (numba's compiler cache notifications, ctypes) is printed as
+#: "Exception ignored" and lost; the count still says it came, so ``staged_folder`` refuses
+#: to swap in an output that a swallowed interrupt should have stopped.
+_interrupts = 0
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """The handler of SIGINT and SIGTERM (``install_interrupt_handlers``): count, then raise
+    KeyboardInterrupt (SIGTERM cleans up like Ctrl-C: the previous output is kept)."""
+    global _interrupts
+    _interrupts += 1
+    raise KeyboardInterrupt
+
+
+def install_interrupt_handlers() -> None:
+    """SIGINT and SIGTERM to ``interrupt``, from the main thread (the command line's entry)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """Defer SIGINT / SIGTERM over the two renames of a swap (they take microseconds) and
@@ -153,8 +174,11 @@ def staged_folder(out: Path) -> Iterator[Path]:
     staging = out.parent / f".{out.name}{_STAGING}-{tag}"
     staging.mkdir()
     retired = out.parent / f".{out.name}{_RETIRED}-{tag}"
+    interrupts = _interrupts
     try:
         yield staging
+        if _interrupts != interrupts:  # an interrupt came and was swallowed (``_interrupts``)
+            raise KeyboardInterrupt
         os.chmod(staging, 0o755)
         # Ctrl-C and SIGTERM are held over the swap and delivered once it is done: such an
         # interrupt comes after the new output is in place (``InterruptedAfterSwap``)
