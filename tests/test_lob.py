@@ -182,14 +182,17 @@ def test_queue_position_only_improves_and_fills_wait_for_it_with_cancels_in_the_
     assert checked > 5
 
 
-@pytest.mark.parametrize(("regime", "side"), [("calm", 1), ("calm", -1), ("crash", -1),
-                                              ("flash_crash", 1)])
-def test_queues_stay_whole_whatever_the_agent_does(regime, side):
+@pytest.mark.parametrize(("regime", "side", "reinit"), [
+    ("calm", 1, 0.0), ("calm", -1, 0.0), ("crash", -1, 0.0), ("flash_crash", 1, 0.0),
+    ("calm", 1, 0.8), ("stressed", -1, 1.0)])
+def test_queues_stay_whole_whatever_the_agent_does(regime, side, reinit):
     """Random child orders of every type, cancels and partial resets: every queue stays >= 0
-    and the volume ahead of a resting order within 0 .. the others' volume at its level."""
+    and the volume ahead of a resting order within 0 .. the others' volume at its level (also
+    when the book is redrawn after price moves, ``reinit``)."""
     from execrl.presets import preset_market
 
-    config = preset_market(f"lob:{regime}").model_copy(update={"horizon_s": 200.0})
+    config = preset_market(f"lob:{regime}").model_copy(update={"horizon_s": 200.0,
+                                                              "reinit_prob": reinit})
     n = 64
     rng = np.random.default_rng(11)
     market = config.build(n, side)
@@ -345,7 +348,8 @@ def test_a_bad_lob_configuration_is_refused_naming_the_field():
     LOBMarketConfig(horizon_s=100.0, theta=0.9,
                     hawkes=HawkesConfig(alpha_self=0.5, alpha_cross=0.1, beta=2.0, max_rate=3.0),
                     shock=ShockConfig(move=-0.02, start=0.2, duration=0.3, recovery=0.2)),
-], ids=["calm", "hawkes_and_shock"])
+    LOBMarketConfig(horizon_s=100.0, theta=0.9, reinit_prob=0.6),
+], ids=["calm", "hawkes_and_shock", "reinit"])
 def test_the_compiled_flow_is_the_plain_python_models_event_for_event(config):
     n, horizon = 3, 100.0
     market = LOBMarket(config, n, 1)
@@ -398,10 +402,11 @@ def test_paired_policies_differ_by_nothing_or_far_less_than_unpaired_ones():
     assert 0 < paired < 0.2 * unpaired, (paired, unpaired)
 
 
-def test_candidate_events_are_the_same_whatever_the_agent_does():
+@pytest.mark.parametrize("reinit", [0.0, 0.7])
+def test_candidate_events_are_the_same_whatever_the_agent_does(reinit):
     """The thinning clock: the same candidates (times and uniforms) meet both policies, so a
-    book the agent never touched is the same book event for event."""
-    config = LOBMarketConfig(horizon_s=100.0)
+    book the agent never touched is the same book event for event (redraws included)."""
+    config = LOBMarketConfig(horizon_s=100.0, reinit_prob=reinit)
     n = 8
     runs = []
     for qty in (0, 300):
@@ -415,7 +420,10 @@ def test_candidate_events_are_the_same_whatever_the_agent_does():
     quiet_a, quiet_b = runs
     assert np.array_equal(quiet_a._ints[:, kern.I_CTR], quiet_b._ints[:, kern.I_CTR])
     assert np.array_equal(quiet_a._q[::2], quiet_b._q[::2])
-    assert not np.array_equal(quiet_a._q[1::2], quiet_b._q[1::2])
+    # the agent's books differ: their queues, or (a redraw after a move at the same event
+    # gives both the same queues again) their prices
+    assert not (np.array_equal(quiet_a._q[1::2], quiet_b._q[1::2])
+                and np.array_equal(quiet_a.mid[1::2], quiet_b.mid[1::2]))
 
 
 # -- stylised facts (light) ---------------------------------------------------------------------

@@ -41,6 +41,9 @@ SPECS = {
     "lob_conservative": {"model": "lob", "horizon_s": 80.0, "step_seconds": 10.0,
                          "conservative_fills": True, "hawkes": {"alpha_self": 0.3,
                                                                 "beta": 1.0, "max_rate": 2.0}},
+    # HLR's model III: the book redrawn after most price moves
+    "lob_reinit": {"model": "lob", "horizon_s": 80.0, "step_seconds": 10.0, "theta": 0.8,
+                   "reinit_prob": 0.7},
     # historical replay of a synthetic LOBSTER-format day (no data needed): exact queues,
     # latency and fees; and with transient impact, an estimated queue and a data delay
     "replay": {"model": "replay", "data": "synthetic:1", "horizon": 60.0, "n_steps": 8,

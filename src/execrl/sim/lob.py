@@ -140,7 +140,7 @@ class LOBEstimate:
 
 _ESTIMATE_FIELDS = ("ticks_per_level", "n_levels", "aes", "limit_rate", "cancel_rate",
                     "market_rate", "init_queue", "limit_size", "market_size", "theta",
-                    "resilience", "hawkes")
+                    "reinit_prob", "resilience", "hawkes")
 
 
 def estimate_book(config: LOBMarketConfig, seconds: float = 1800.0, n_books: int = 64,
@@ -226,6 +226,7 @@ class LOBMarket:
         par = np.zeros(kern.N_PARAMS)
         par[kern.P_LAMBDA] = lam
         par[kern.P_THETA] = c.theta
+        par[kern.P_REINIT] = c.reinit_prob
         par[kern.P_AES] = c.aes
         par[kern.P_RESILIENCE] = c.resilience
         if h is not None:

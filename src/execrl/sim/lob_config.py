@@ -11,7 +11,12 @@ is one tick or more. p_ref moves by one tick (the frame shifts, queues keep thei
 level entering the window is drawn from ``init_queue``) (a) with probability ``theta`` when a
 level-0 queue depletes, toward the depleted side (HLR's model II) and (b) whenever the empty
 levels on one side of p_ref outnumber those on the other by two or more (p_ref stays at the mid
-when the spread is an odd number of ticks, within half a tick of it otherwise).
+when the spread is an odd number of ticks, within half a tick of it otherwise). When an event
+empties a side's best queue (a level-0 one, or the first non-empty level deeper in a wide
+spread) and p_ref moves because of it (by (a) or (b)), then with probability ``reinit_prob``
+every queue of the window is redrawn from ``init_queue`` around the new p_ref (HLR's model
+III: after a price change the book's state is drawn afresh from its invariant law; the part of
+the price moves the order flow does not explain).
 
 Queue sizes are counted in units of the average event size ``aes`` (shares): a queue of q
 shares is in bucket 0 when q = 0 and min(ceil(q / aes), B − 1) otherwise, B = the tables' number
@@ -231,6 +236,11 @@ class LOBMarketConfig(SpecModel):
     """Shares per market order (capped at the best level's volume)."""
     theta: Fraction = 0.5
     """Probability that p_ref moves when a level-0 queue depletes (HLR model II)."""
+    reinit_prob: Fraction = 0.0
+    """θ_reinit: probability that, once p_ref has moved after a side's best queue emptied
+    (module docstring), every queue of the window is redrawn from ``init_queue`` (HLR model
+    III; 0: never, model II). The agent's resting order keeps its price and at most the
+    redrawn queue stays ahead of it; its deficits (``resilience``) are cleared."""
     resilience: Annotated[float, Field(ge=0, le=1e3, allow_inf_nan=False)] = 0.005
     """How fast the book gives back what the agent took: a limit order arriving on a side
     with a deficit of D shares is redirected to the agent's price with probability

@@ -23,7 +23,9 @@ the slot, the size, the position of a cancel in the queue), ``S_THETA`` (c: does
 after a depletion?), ``S_REVEAL`` (256·c + n: the n-th level entering the window in event c),
 ``S_INIT`` (the initial book, the first candidate's time), and for what the agent's own orders
 set off, keyed by the decision step instead of c: ``S_AGENT_THETA`` and ``S_AGENT_REVEAL``
-(1024·step + n); ``S_FORCED_REVEAL`` (128·move + n) for a shock's forced moves.
+(1024·step + n); ``S_FORCED_REVEAL`` (128·move + n) for a shock's forced moves. A redraw of the
+book after a price move (``maybe_reinit``) draws from ``S_REINIT`` (256·c + m) in the flow and
+``S_AGENT_REINIT`` (256·(1024·step + n) + m) for the agent's walk, m < 256 numbering its draws.
 
 Cancels of others (where in the queue): each cancel removes one order of the drawn size
 (at most the others' volume) from a uniformly random place in the others' volume at that
@@ -45,6 +47,10 @@ BID, ASK = 0, 1
 # streams
 S_EVENT, S_THETA, S_REVEAL, S_INIT = 1, 3, 4, 5
 S_AGENT_THETA, S_AGENT_REVEAL, S_FORCED_REVEAL = 6, 7, 8
+S_REINIT, S_AGENT_REINIT = 9, 10
+#: Draws one redraw of the book may take (``maybe_reinit``): its 2·K ≤ 128 queues, the
+#: re-centring after it from 128, the decision last.
+REINIT_STRIDE = 256
 
 # ints[i, :] columns
 I_R, I_CTR, I_OWN_QTY, I_OWN_IDX, I_OWN_AHEAD, I_OWN_TTL, I_OWN_CHILD = 0, 1, 2, 3, 4, 5, 6
@@ -65,8 +71,8 @@ P_LAMBDA, P_THETA, P_AES, P_RESILIENCE = 0, 1, 2, 3
 P_H_SELF, P_H_CROSS, P_H_BETA, P_H_MAX, P_H_AGENT = 5, 6, 7, 8, 9
 P_TAKER, P_MAKER, P_CONSERVATIVE, P_HAWKES = 10, 11, 12, 13
 P_SHOCK_N, P_SHOCK_DIR, P_SHOCK_START, P_SHOCK_DUR, P_SHOCK_REC = 14, 15, 16, 17, 18
-P_TICK, P_SIDE = 19, 20
-N_PARAMS = 21
+P_TICK, P_SIDE, P_REINIT = 19, 20, 21
+N_PARAMS = 22
 
 # the agent's order types (execrl.sim.base.ORDER_TYPE_CODES order: OrderType's)
 T_MARKET, T_LIMIT, T_MARKETABLE, T_IOC = 0, 1, 2, 3
@@ -241,6 +247,45 @@ def recenter(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.in
 
 
 @njit(cache=True)
+def reinit(q: NDArray[np.int64], ints: NDArray[np.int64], floats: NDArray[np.float64], i: int,
+           own_side: int, conservative: bool, init_cdf: NDArray[np.float64], aes: float,
+           key: np.uint64, stream: int, counter: int) -> None:
+    """Every queue of the window redrawn from ``init_queue`` (the invariant law of each
+    level; queue j of side s from draw counter + s·K + j). The agent's resting order keeps its
+    price and its place: what was ahead of it stays ahead as far as the redrawn queue holds it
+    (ahead = min(ahead, new queue)). The agent's deficits are cleared: the book was redrawn
+    whole, nothing is missing from it."""
+    K = q.shape[2]
+    for s in range(2):
+        for j in range(K):
+            u1, u2 = uniform2(key, stream, counter + s * K + j)
+            q[i, s, j] = fresh_queue(init_cdf, j, aes, u1, u2)
+    if not conservative and ints[i, I_OWN_QTY] > 0:
+        lvl = own_level(ints, i, own_side)
+        if 0 <= lvl < K:
+            ints[i, I_OWN_AHEAD] = min(ints[i, I_OWN_AHEAD], q[i, own_side, lvl])
+    floats[i, F_D_BID] = 0.0
+    floats[i, F_D_ASK] = 0.0
+
+
+@njit(cache=True)
+def maybe_reinit(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.int64],
+                 floats: NDArray[np.float64], i: int, r_before: int, reinit_p: float,
+                 own_side: int, conservative: bool, init_cdf: NDArray[np.float64], aes: float,
+                 key: np.uint64, stream: int, base: int) -> None:
+    """HLR's model III, called after a side's best queue was emptied: when p_ref has moved
+    since (``r_before``; by θ or by re-centring), the book is redrawn (``reinit``) with
+    probability ``reinit_p`` and re-centred. Draws ``stream`` from ``base`` (REINIT_STRIDE
+    of them); none when ``reinit_p`` is 0."""
+    if reinit_p <= 0.0 or ints[i, I_R] == r_before:
+        return
+    if uniform(key, stream, base + REINIT_STRIDE - 1) >= reinit_p:
+        return
+    reinit(q, ints, floats, i, own_side, conservative, init_cdf, aes, key, stream, base)
+    recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key, stream, base + 128)
+
+
+@njit(cache=True)
 def refill_level(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.int64],
                  i: int, s: int, take: float, own_side: int, conservative: bool,
                  init_cdf: NDArray[np.float64], aes: float, key: np.uint64,
@@ -407,6 +452,7 @@ def flow(
     n_b = limit.shape[1]
     lam = par[P_LAMBDA]
     theta = par[P_THETA]
+    reinit_p = par[P_REINIT]
     aes = par[P_AES]
     resilience = par[P_RESILIENCE]
     hawkes = par[P_HAWKES] > 0.0
@@ -512,11 +558,17 @@ def flow(
                             size = min(size, others - ahead)
                     q[i, s, j] = others - size
                     if display(q, ints, i, s, j, own_side, conservative) == 0:
+                        r_before = ints[i, I_R]
+                        was_best = first_nonempty(q, ints, i, s, own_side, conservative) > j
                         if j == 0 and uniform(key, S_THETA, c) < theta:
                             shift(q, ints, acc_i, i, s == ASK, own_side, init_cdf, aes, key,
                                   S_REVEAL, 256 * c)
                         recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key,
                                  S_REVEAL, 256 * c + 1)
+                        if was_best:
+                            maybe_reinit(q, ints, acc_i, floats, i, r_before, reinit_p,
+                                         own_side, conservative, init_cdf, aes, key, S_REINIT,
+                                         REINIT_STRIDE * c)
             else:  # a market order hitting side s (queue-reactive or Hawkes)
                 jb = first_nonempty(q, ints, i, s, own_side, conservative)
                 if jb < K:
@@ -545,12 +597,18 @@ def flow(
                         if hawkes:
                             floats[i, F_H_BID + s] += h_self
                             floats[i, F_H_BID + (1 - s)] += h_cross
-                        if jb == 0 and display(q, ints, i, s, 0, own_side, conservative) == 0:
+                        emptied = display(q, ints, i, s, jb, own_side, conservative) == 0
+                        r_before = ints[i, I_R]
+                        if jb == 0 and emptied:
                             if uniform(key, S_THETA, c) < theta:
                                 shift(q, ints, acc_i, i, s == ASK, own_side, init_cdf, aes,
                                       key, S_REVEAL, 256 * c)
                         recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key,
                                  S_REVEAL, 256 * c + 1)
+                        if emptied:
+                            maybe_reinit(q, ints, acc_i, floats, i, r_before, reinit_p,
+                                         own_side, conservative, init_cdf, aes, key, S_REINIT,
+                                         REINIT_STRIDE * c)
             ints[i, I_CTR] = c + 1
             if accepted:
                 ints[i, I_EVENTS] += 1
@@ -580,6 +638,7 @@ def agent_orders(
     n, _, K = q.shape
     aes = par[P_AES]
     theta = par[P_THETA]
+    reinit_p = par[P_REINIT]
     tick = par[P_TICK]
     taker = par[P_TAKER]
     conservative = par[P_CONSERVATIVE] > 0.0
@@ -633,6 +692,7 @@ def agent_orders(
         child = child_id[i]
         n_theta = 0  # draws of S_AGENT_THETA and S_AGENT_REVEAL in this step (1024 each)
         n_reveal = 0
+        n_emptied = 0  # best levels the walk emptied (S_AGENT_REINIT)
         for _ in range(K):  # walk the opposite side, one price level at a time
             if need <= 0:
                 break
@@ -660,7 +720,9 @@ def agent_orders(
             if hawkes:
                 floats[i, F_H_BID + opp] += par[P_H_SELF] * take / aes
                 floats[i, F_H_BID + own_side] += par[P_H_CROSS] * take / aes
-            if jb == 0 and q[i, opp, 0] == 0:
+            emptied = q[i, opp, jb] == 0
+            r_before = ints[i, I_R]
+            if jb == 0 and emptied:
                 n_theta += 1
                 if uniform(key, S_AGENT_THETA, 1024 * step + n_theta) < theta:
                     n_reveal += 1
@@ -668,6 +730,11 @@ def agent_orders(
                           S_AGENT_REVEAL, 1024 * step + n_reveal)
             n_reveal += recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key,
                                  S_AGENT_REVEAL, 1024 * step + n_reveal + 1)
+            if emptied:
+                n_emptied += 1
+                maybe_reinit(q, ints, acc_i, floats, i, r_before, reinit_p, own_side,
+                             conservative, init_cdf, aes, key, S_AGENT_REINIT,
+                             REINIT_STRIDE * (1024 * step + n_emptied))
         if not rests or need <= 0:
             continue
         if not conservative:

@@ -5,8 +5,8 @@ as ``execrl.sim.lob_kernels`` written as directly as possible (Python integers f
 Two uses: the speed benchmark's reference (``bench/bench_lob.py``), and a cross-check of the
 compiled kernels: a book built from the same key and stepped over the same span prints the
 same trades and ends in the same state (``tests/test_lob.py``). It covers the others' flow
-(limit orders, cancels, market orders, Hawkes, p_ref moves, a shock's forced moves), not the
-agent's orders.
+(limit orders, cancels, market orders, Hawkes, p_ref moves and the redraws of the book after
+them, a shock's forced moves), not the agent's orders.
 """
 
 from __future__ import annotations
@@ -155,6 +155,23 @@ class ReferenceBook:
             self.r -= 1
         return True
 
+    def _reinit(self, r_before: int, cc: int) -> None:
+        """A side's best queue was just emptied by event ``cc``: if p_ref has moved since
+        ``r_before``, the window is redrawn from ``init_queue`` with probability θ_reinit
+        and re-centred (HLR's model III; ``lob_kernels.maybe_reinit``)."""
+        p = self.c.reinit_prob
+        base = kern.REINIT_STRIDE * cc
+        if p <= 0.0 or self.r == r_before:
+            return
+        if uniform2(self.key, kern.S_REINIT, base + kern.REINIT_STRIDE - 1)[0] >= p:
+            return
+        K = self.K
+        for s in range(2):
+            for j in range(K):
+                u1, u2 = uniform2(self.key, kern.S_REINIT, base + s * K + j)
+                self.q[s][j] = self._fresh(j, u1, u2)
+        self._recenter(kern.S_REINIT, base + 128)
+
     def _recenter(self, stream: int, counter: int) -> None:
         n = 0
         for _ in range(self.K):
@@ -224,9 +241,12 @@ class ReferenceBook:
                     accepted = True
                     self.q[s][j] = d - min(self._draw(self.lsize, u_size), d)
                     if self.q[s][j] == 0:
+                        r_before, was_best = self.r, self._first(s) > j
                         if j == 0 and uniform2(key, kern.S_THETA, cc)[0] < c.theta:
                             self._shift(s == kern.ASK, kern.S_REVEAL, 256 * cc)
                         self._recenter(kern.S_REVEAL, 256 * cc + 1)
+                        if was_best:
+                            self._reinit(r_before, cc)
             else:
                 jb = self._first(s)
                 if jb < K:
@@ -243,10 +263,13 @@ class ReferenceBook:
                         if h is not None:
                             self.h[s] += h.alpha_self
                             self.h[1 - s] += h.alpha_cross
-                        if jb == 0 and self.q[s][0] == 0:
+                        emptied, r_before = self.q[s][jb] == 0, self.r
+                        if jb == 0 and emptied:
                             if uniform2(key, kern.S_THETA, cc)[0] < c.theta:
                                 self._shift(s == kern.ASK, kern.S_REVEAL, 256 * cc)
                         self._recenter(kern.S_REVEAL, 256 * cc + 1)
+                        if emptied:
+                            self._reinit(r_before, cc)
             _ = u_pos  # a cancel's place in the queue, a redirect: only with an agent order
             self.ctr = cc + 1
             self.events += accepted
