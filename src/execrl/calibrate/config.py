@@ -71,7 +71,7 @@ def hawkes_excitation_cap(fit: HawkesFit, times: NDArray[np.float64],
 
 def market_config(
     fit: QueueReactiveFit, s0: float, theta: float, hawkes: HawkesFit | None = None,
-    hawkes_cap: float | None = None, exchange_tick: float = 0.01,
+    hawkes_cap: float | None = None, exchange_tick: float = 0.01, reinit_prob: float = 0.0,
 ) -> dict[str, Any]:
     """The ``lob`` market configuration of ``fit`` (module docstring), validated at the day's
     price ``s0``. ``s0`` itself is left out of the file: ``execrl evaluate --market`` takes the
@@ -92,6 +92,7 @@ def market_config(
         "limit_size": size_distribution(np.concatenate([fit.limit_sizes, fit.cancel_sizes])),
         "market_size": size_distribution(fit.market_sizes),
         "theta": float(round(theta, 6)),
+        "reinit_prob": float(round(reinit_prob, 6)),
         "resilience": 0.0,
         "hawkes": None,
     }

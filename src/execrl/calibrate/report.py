@@ -417,5 +417,6 @@ def _markdown(result: dict[str, Any]) -> str:
     lines += ["## Not from the data", ""]
     for name, why in result["not_from_data"].items():
         lines.append(f"- `{name}`: {why}")
-    lines += ["", f"- `theta` = {result['market']['theta']}: {result['theta_note']}", ""]
+    lines += ["", f"- `theta` = {result['market']['theta']}, `reinit_prob` = "
+              f"{result['market'].get('reinit_prob', 0.0)}: {result['theta_note']}", ""]
     return "\n".join(lines) + "\n"

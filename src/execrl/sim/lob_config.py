@@ -240,7 +240,7 @@ class LOBMarketConfig(SpecModel):
     """θ_reinit: probability that, once p_ref has moved after a side's best queue emptied
     (module docstring), every queue of the window is redrawn from ``init_queue`` (HLR model
     III; 0: never, model II). The agent's resting order keeps its price and at most the
-    redrawn queue stays ahead of it; its deficits (``resilience``) are cleared."""
+    redrawn queue stays ahead of it; its deficits (``resilience``) stay."""
     resilience: Annotated[float, Field(ge=0, le=1e3, allow_inf_nan=False)] = 0.005
     """How fast the book gives back what the agent took: a limit order arriving on a side
     with a deficit of D shares is redirected to the agent's price with probability

@@ -247,14 +247,14 @@ def recenter(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.in
 
 
 @njit(cache=True)
-def reinit(q: NDArray[np.int64], ints: NDArray[np.int64], floats: NDArray[np.float64], i: int,
-           own_side: int, conservative: bool, init_cdf: NDArray[np.float64], aes: float,
-           key: np.uint64, stream: int, counter: int) -> None:
+def reinit(q: NDArray[np.int64], ints: NDArray[np.int64], i: int, own_side: int,
+           conservative: bool, init_cdf: NDArray[np.float64], aes: float, key: np.uint64,
+           stream: int, counter: int) -> None:
     """Every queue of the window redrawn from ``init_queue`` (the invariant law of each
     level; queue j of side s from draw counter + s·K + j). The agent's resting order keeps its
     price and its place: what was ahead of it stays ahead as far as the redrawn queue holds it
-    (ahead = min(ahead, new queue)). The agent's deficits are cleared: the book was redrawn
-    whole, nothing is missing from it."""
+    (ahead = min(ahead, new queue)). The agent's deficits stay: they are what the others
+    will bring back where the agent took it (``resilience``), not part of the visible book."""
     K = q.shape[2]
     for s in range(2):
         for j in range(K):
@@ -264,15 +264,13 @@ def reinit(q: NDArray[np.int64], ints: NDArray[np.int64], floats: NDArray[np.flo
         lvl = own_level(ints, i, own_side)
         if 0 <= lvl < K:
             ints[i, I_OWN_AHEAD] = min(ints[i, I_OWN_AHEAD], q[i, own_side, lvl])
-    floats[i, F_D_BID] = 0.0
-    floats[i, F_D_ASK] = 0.0
 
 
 @njit(cache=True)
 def maybe_reinit(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.int64],
-                 floats: NDArray[np.float64], i: int, r_before: int, reinit_p: float,
-                 own_side: int, conservative: bool, init_cdf: NDArray[np.float64], aes: float,
-                 key: np.uint64, stream: int, base: int) -> None:
+                 i: int, r_before: int, reinit_p: float, own_side: int, conservative: bool,
+                 init_cdf: NDArray[np.float64], aes: float, key: np.uint64, stream: int,
+                 base: int) -> None:
     """HLR's model III, called after a side's best queue was emptied: when p_ref has moved
     since (``r_before``; by θ or by re-centring), the book is redrawn (``reinit``) with
     probability ``reinit_p`` and re-centred. Draws ``stream`` from ``base`` (REINIT_STRIDE
@@ -281,7 +279,7 @@ def maybe_reinit(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[n
         return
     if uniform(key, stream, base + REINIT_STRIDE - 1) >= reinit_p:
         return
-    reinit(q, ints, floats, i, own_side, conservative, init_cdf, aes, key, stream, base)
+    reinit(q, ints, i, own_side, conservative, init_cdf, aes, key, stream, base)
     recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key, stream, base + 128)
 
 
@@ -566,7 +564,7 @@ def flow(
                         recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key,
                                  S_REVEAL, 256 * c + 1)
                         if was_best:
-                            maybe_reinit(q, ints, acc_i, floats, i, r_before, reinit_p,
+                            maybe_reinit(q, ints, acc_i, i, r_before, reinit_p,
                                          own_side, conservative, init_cdf, aes, key, S_REINIT,
                                          REINIT_STRIDE * c)
             else:  # a market order hitting side s (queue-reactive or Hawkes)
@@ -606,7 +604,7 @@ def flow(
                         recenter(q, ints, acc_i, i, own_side, conservative, init_cdf, aes, key,
                                  S_REVEAL, 256 * c + 1)
                         if emptied:
-                            maybe_reinit(q, ints, acc_i, floats, i, r_before, reinit_p,
+                            maybe_reinit(q, ints, acc_i, i, r_before, reinit_p,
                                          own_side, conservative, init_cdf, aes, key, S_REINIT,
                                          REINIT_STRIDE * c)
             ints[i, I_CTR] = c + 1
@@ -732,7 +730,7 @@ def agent_orders(
                                  S_AGENT_REVEAL, 1024 * step + n_reveal + 1)
             if emptied:
                 n_emptied += 1
-                maybe_reinit(q, ints, acc_i, floats, i, r_before, reinit_p, own_side,
+                maybe_reinit(q, ints, acc_i, i, r_before, reinit_p, own_side,
                              conservative, init_cdf, aes, key, S_AGENT_REINIT,
                              REINIT_STRIDE * (1024 * step + n_emptied))
         if not rests or need <= 0:
