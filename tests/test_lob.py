@@ -595,16 +595,19 @@ def test_a_partial_reset_restarts_those_books_alone():
         assert a.feature(name)[1] == pytest.approx(fresh.feature(name)[0], nan_ok=True), name
 
 
-@pytest.mark.parametrize("resilience", [0.0, 0.005, 1.0, 20.0])
-def test_impact_keeps_its_sign_in_a_wide_spread_book(resilience):
+@pytest.mark.parametrize(("resilience", "refill"), [
+    (0.0, "taken_price"), (0.005, "taken_price"), (1.0, "taken_price"), (20.0, "taken_price"),
+    (0.005, "stationary"), (1.0, "stationary"), (20.0, "stationary")])
+def test_impact_keeps_its_sign_in_a_wide_spread_book(resilience, refill):
     """A book whose spread is ~3 ticks (as a small-tick stock aggregated): a buy of 2,000
     shares lifts the mid over the same books untouched, a sell lowers it, however strongly
-    the book gives the liquidity back (it comes back at the agent's prices, never better)."""
+    the book gives the liquidity back (at the agent's prices, never better; or where the
+    book is thinnest against its stationary shape)."""
     from execrl.sim.lob_config import _default_tables
 
     tables = _default_tables(touch=0.02, behind=0.5, decay=1.0, cancel_per_aes=0.25,
                              market=0.3)
-    config = LOBMarketConfig(**tables, resilience=resilience, horizon_s=20.0)
+    config = LOBMarketConfig(**tables, resilience=resilience, refill=refill, horizon_s=20.0)
     n = 128
     mid = {}
     for qty, side in ((0, 1), (2_000, 1), (2_000, -1)):
@@ -614,3 +617,25 @@ def test_impact_keeps_its_sign_in_a_wide_spread_book(resilience):
         mid[qty * side] = market.mid.copy()
     assert np.mean(mid[2_000] - mid[0]) > 0.002
     assert np.mean(mid[-2_000] - mid[0]) < -0.002
+
+
+def test_a_stationary_refill_goes_where_the_book_is_thinnest_against_its_mean():
+    """``refill = "stationary"``: a redirected limit order joins the level of its side whose
+    shares fall furthest below the level's mean under ``init_queue`` (the agent's own resting
+    shares counted as shown), in the frame as it is now."""
+    config = quiet(refill="stationary")
+    market = _market(config)
+    mean = market._init_mean
+    expected = [(np.arange(B) - 1).clip(0) @ np.asarray(config.init_queue[j]) * 100
+                + 50.5 * (1 - config.init_queue[j][0]) for j in range(K)]
+    np.testing.assert_allclose(mean, expected)
+    ask = np.round(mean).astype(np.int64) + 5
+    ask[3] = max(0, int(mean[3]) - 80)  # the deepest hole: level 3
+    ask[6] = max(0, int(mean[6]) - 40)
+    market.load_book(0, R0, LADDER, ask)
+    j = kern.stationary_refill_level(market._q, market._ints, 0, kern.ASK, kern.BID, False,
+                                     mean)
+    assert j == 3
+    market._q[0, kern.ASK, 3] += 200  # filled up: the next hole
+    assert kern.stationary_refill_level(market._q, market._ints, 0, kern.ASK, kern.BID, False,
+                                        mean) == 6

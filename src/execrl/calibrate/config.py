@@ -32,10 +32,14 @@ NOT_FROM_DATA: dict[str, str] = {
     "resilience": "set to 0, not from the data (which hold no agent to react to). The book "
                   "still refills after the agent's trades through the estimated flow itself "
                   "(limit orders into empty levels, more orders where queues are short). With "
-                  "the simulator's default (0.005, h-lob 545a488) a TWAP buy metaorder ended "
-                  "with the mid below the paired book that did not trade (refills go to the "
-                  "lowest price the agent took while its deficit lasts): measured and reported "
-                  "to the lead; 0 keeps the impact curve signed right",
+                  "the default refill (`taken_price`, resilience 0.005) a TWAP buy metaorder "
+                  "ends with the mid below the paired book that did not trade: refills go to "
+                  "the lowest price the agent took while its deficit lasts, which caps the "
+                  "ask near the arrival price (64 paired books, 1 h, 4 % of the day's volume: "
+                  "-34 bps; -89 bps with reinit_prob 1). `refill = \"stationary\"` keeps the "
+                  "sign (+89 bps, reinit_prob 1) but neither lowers the impact nor makes it "
+                  "more concave (exponent 0.93 +- 0.04 over 4 sizes, 0.89 without it): 0 "
+                  "leaves the impact curve to the flow's own reaction",
     "taker_fee": "a venue's fee schedule, not in LOBSTER",
     "maker_rebate": "a venue's fee schedule, not in LOBSTER",
     "step_seconds": "the decision interval is the user's choice",

@@ -412,7 +412,11 @@ def _markdown(result: dict[str, Any]) -> str:
                       "", "Mechanically: the model has no latent liquidity that arrives as the "
                       "metaorder goes on, and the calibrated market's resilience is 0 (see "
                       "below), so what the metaorder takes is given back only at the flow's "
-                      "own pace; impact then grows almost in proportion to size."]
+                      "own pace; impact then grows almost in proportion to size. With "
+                      "`reinit_prob` > 0 the book forgets the metaorder's footprint on the "
+                      "queues after each price move (they are redrawn from their stationary "
+                      "law), so every move it makes stays: a sum of permanent steps, closer "
+                      "still to linear."]
         lines += ["", f"![impact]({PLOTS['impact']})", ""]
     lines += ["## Not from the data", ""]
     for name, why in result["not_from_data"].items():

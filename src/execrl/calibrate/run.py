@@ -40,7 +40,7 @@ CALIBRATION_OUTPUTS = frozenset({MARKET_JSON, MARKET_HAWKES_JSON, CALIBRATION_JS
 #: θ values tried (the simulator's P(p_ref moves | a level-0 queue depleted)).
 THETA_GRID = (0.0, 0.5, 1.0)
 #: θ_reinit values tried (P(the book is redrawn | a price move after a best queue emptied)).
-REINIT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+REINIT_GRID = (0.0, 0.5, 1.0)
 #: Metaorder sizes as fractions of the day's volume.
 IMPACT_FRACTIONS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04)
 

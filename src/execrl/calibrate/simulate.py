@@ -44,9 +44,9 @@ TRACE_WARMUP_S = 600.0
 # the round trip caught it). Compiling costs a few seconds per process.
 @njit(cache=False)
 def _trace(t_stop, max_rows, par, edges, cells, limit, cancel, market, init_cdf, lsize_v,
-           lsize_c, msize_v, msize_c, keys, q, ints, floats, acc_i, acc_f, tr_env, tr_t, tr_px,
-           tr_qty, tr_agg, n_tr, fl_env, fl_child, fl_t, fl_qty, fl_px, fl_passive, fl_fee,
-           n_fl, i_r, i_events, f_t_next, tick, out_t, out_kind, out_r, out_q, out_side,
+           lsize_c, msize_v, msize_c, init_mean, keys, q, ints, floats, acc_i, acc_f, tr_env,
+           tr_t, tr_px, tr_qty, tr_agg, n_tr, fl_env, fl_child, fl_t, fl_qty, fl_px, fl_passive,
+           fl_fee, n_fl, i_r, i_events, f_t_next, tick, out_t, out_kind, out_r, out_q, out_side,
            out_idx, out_size, mo_t, mo_size, mo_agg):  # pragma: no cover - numba
     K = q.shape[2]
     active = np.ones(1, np.bool_)
@@ -64,8 +64,8 @@ def _trace(t_stop, max_rows, par, edges, cells, limit, cancel, market, init_cdf,
         n_tr[0] = 0
         n_fl[0] = 0
         flow(0, active, t_end, False, par, edges, cells, limit, cancel, market, init_cdf,
-             lsize_v, lsize_c, msize_v, msize_c, keys, q, ints, floats, acc_i, acc_f, tr_env,
-             tr_t, tr_px, tr_qty, tr_agg, n_tr, fl_env, fl_child, fl_t, fl_qty, fl_px,
+             lsize_v, lsize_c, msize_v, msize_c, init_mean, keys, q, ints, floats, acc_i, acc_f,
+             tr_env, tr_t, tr_px, tr_qty, tr_agg, n_tr, fl_env, fl_child, fl_t, fl_qty, fl_px,
              fl_passive, fl_fee, n_fl)
         if ints[0, i_events] == before:
             continue  # a thinned-out candidate: nothing happened
@@ -134,7 +134,8 @@ def trace_book(config: Any, seconds: float, seed: int) -> SimTrace:
     n, m = _trace(
         float(seconds), max_rows, mk._par, mk._edges, mk._cells, mk._limit, mk._cancel,
         mk._market, mk._init_cdf, mk._lsize_v, mk._lsize_c, mk._msize_v, mk._msize_c,
-        mk._keys, mk._q, mk._ints, mk._floats, mk._acc_i, mk._acc_f, *mk._tr_cols, mk._n_tr,
+        mk._init_mean, mk._keys, mk._q, mk._ints, mk._floats, mk._acc_i, mk._acc_f,
+        *mk._tr_cols, mk._n_tr,
         *mk._fl_cols, mk._n_fl, kern.I_R, kern.I_EVENTS, kern.F_T_NEXT, float(cfg.tick_size),
         out_t, out_kind, out_r, out_q, out_side, out_idx, out_size, mo_t, mo_size, mo_agg)
     return SimTrace(cfg, float(seconds), out_t[:n], out_kind[:n], out_r[:n], out_q[:n],

@@ -140,7 +140,7 @@ class LOBEstimate:
 
 _ESTIMATE_FIELDS = ("ticks_per_level", "n_levels", "aes", "limit_rate", "cancel_rate",
                     "market_rate", "init_queue", "limit_size", "market_size", "theta",
-                    "reinit_prob", "resilience", "hawkes")
+                    "reinit_prob", "resilience", "refill", "hawkes")
 
 
 def estimate_book(config: LOBMarketConfig, seconds: float = 1800.0, n_books: int = 64,
@@ -208,6 +208,11 @@ class LOBMarket:
         self._limit, self._cancel, self._market = limit, cancel, market
         self._init_cdf = np.ascontiguousarray(np.cumsum(init, axis=1))
         self._init_cdf[:, -1] = 1.0
+        # each level's mean shares under init_queue (bucket b >= 1 uniform on
+        # ((b - 1)·aes, b·aes]): the stationary shape a "stationary" refill restores
+        mid_share = (np.arange(init.shape[1]) - 1) * c.aes + (c.aes + 1) / 2.0
+        mid_share[0] = 0.0
+        self._init_mean = np.ascontiguousarray(init @ mid_share)
         self._lsize_v = np.asarray(c.limit_size.values, dtype=np.int64)
         self._lsize_c = c.limit_size.cdf()
         self._msize_v = np.asarray(c.market_size.values, dtype=np.int64)
@@ -229,6 +234,8 @@ class LOBMarket:
         par[kern.P_REINIT] = c.reinit_prob
         par[kern.P_AES] = c.aes
         par[kern.P_RESILIENCE] = c.resilience
+        par[kern.P_REFILL] = (kern.REFILL_STATIONARY if c.refill == "stationary"
+                              else kern.REFILL_TAKEN)
         if h is not None:
             par[kern.P_HAWKES] = 1.0
             par[kern.P_H_SELF], par[kern.P_H_CROSS] = h.alpha_self, h.alpha_cross
@@ -298,7 +305,8 @@ class LOBMarket:
                 start, active, t_end, in_order, self._par, self._edges, self._cells,
                 self._limit,
                 self._cancel, self._market, self._init_cdf, self._lsize_v, self._lsize_c,
-                self._msize_v, self._msize_c, self._keys, self._q, self._ints, self._floats,
+                self._msize_v, self._msize_c, self._init_mean, self._keys, self._q, self._ints,
+                self._floats,
                 self._acc_i, self._acc_f, *self._tr_cols, self._n_tr, *self._fl_cols,
                 self._n_fl,
             )

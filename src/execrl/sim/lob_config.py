@@ -246,6 +246,11 @@ class LOBMarketConfig(SpecModel):
     with a deficit of D shares is redirected to the agent's price with probability
     min(1, resilience × D / aes) (per AES of deficit), so the deficit decays at a rate
     proportional to itself (an exponential propagator)."""
+    refill: Literal["taken_price", "stationary"] = "taken_price"
+    """Where ``resilience`` redirects a limit order: ``taken_price``, back at the best price
+    the agent took on that side while its deficit lasts (never crossing); ``stationary``, to
+    the level of that side (in the frame now) whose shares fall furthest below its mean under
+    ``init_queue``: the book's shape comes back, not the old price."""
     hawkes: HawkesConfig | None = None
     shock: ShockConfig | None = None
     conservative_fills: bool = False

@@ -71,8 +71,10 @@ P_LAMBDA, P_THETA, P_AES, P_RESILIENCE = 0, 1, 2, 3
 P_H_SELF, P_H_CROSS, P_H_BETA, P_H_MAX, P_H_AGENT = 5, 6, 7, 8, 9
 P_TAKER, P_MAKER, P_CONSERVATIVE, P_HAWKES = 10, 11, 12, 13
 P_SHOCK_N, P_SHOCK_DIR, P_SHOCK_START, P_SHOCK_DUR, P_SHOCK_REC = 14, 15, 16, 17, 18
-P_TICK, P_SIDE, P_REINIT = 19, 20, 21
-N_PARAMS = 22
+P_TICK, P_SIDE, P_REINIT, P_REFILL = 19, 20, 21, 22
+N_PARAMS = 23
+# where redirected limit orders go (P_REFILL; LOBMarketConfig.refill)
+REFILL_TAKEN, REFILL_STATIONARY = 0, 1
 
 # the agent's order types (execrl.sim.base.ORDER_TYPE_CODES order: OrderType's)
 T_MARKET, T_LIMIT, T_MARKETABLE, T_IOC = 0, 1, 2, 3
@@ -284,6 +286,23 @@ def maybe_reinit(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[n
 
 
 @njit(cache=True)
+def stationary_refill_level(q: NDArray[np.int64], ints: NDArray[np.int64], i: int, s: int,
+                            own_side: int, conservative: bool,
+                            init_mean: NDArray[np.float64]) -> int:
+    """Where a redirected limit order of side s goes with ``refill = "stationary"``: the
+    level of that side (in the frame now) whose shares fall furthest below the level's mean
+    under ``init_queue`` (the first such level on a tie). It follows the price: nothing is
+    anchored where the agent took, and a side never crosses."""
+    K = q.shape[2]
+    best_j, best_gap = 0, -np.inf
+    for j in range(K):
+        gap = init_mean[j] - display(q, ints, i, s, j, own_side, conservative)
+        if gap > best_gap:
+            best_j, best_gap = j, gap
+    return best_j
+
+
+@njit(cache=True)
 def refill_level(q: NDArray[np.int64], ints: NDArray[np.int64], acc_i: NDArray[np.int64],
                  i: int, s: int, take: float, own_side: int, conservative: bool,
                  init_cdf: NDArray[np.float64], aes: float, key: np.uint64,
@@ -435,7 +454,8 @@ def flow(
     limit: NDArray[np.float64],
     cancel: NDArray[np.float64], market: NDArray[np.float64], init_cdf: NDArray[np.float64],
     lsize_v: NDArray[np.int64], lsize_c: NDArray[np.float64], msize_v: NDArray[np.int64],
-    msize_c: NDArray[np.float64], book_keys: NDArray[np.uint64], q: NDArray[np.int64],
+    msize_c: NDArray[np.float64], init_mean: NDArray[np.float64],
+    book_keys: NDArray[np.uint64], q: NDArray[np.int64],
     ints: NDArray[np.int64], floats: NDArray[np.float64], acc_i: NDArray[np.int64],
     acc_f: NDArray[np.float64],
     tr_env: NDArray, tr_t: NDArray, tr_px: NDArray, tr_qty: NDArray, tr_agg: NDArray,
@@ -453,6 +473,7 @@ def flow(
     reinit_p = par[P_REINIT]
     aes = par[P_AES]
     resilience = par[P_RESILIENCE]
+    stationary = par[P_REFILL] == REFILL_STATIONARY
     hawkes = par[P_HAWKES] > 0.0
     h_self, h_cross, h_beta, h_max = par[P_H_SELF], par[P_H_CROSS], par[P_H_BETA], par[P_H_MAX]
     maker = par[P_MAKER]
@@ -528,10 +549,15 @@ def flow(
                     size = draw_size(lsize_v, lsize_c, u_size)
                     deficit = floats[i, F_D_BID + s]
                     if deficit > 0.0 and u_pos < resilience * deficit / aes:
-                        # redirected to the touch: liquidity comes back where the agent took it
-                        j = refill_level(q, ints, acc_i, i, s, floats[i, F_TAKE_BID + s],
-                                         own_side, conservative, init_cdf, aes, key,
-                                         256 * c + 1)
+                        # redirected: liquidity comes back where the agent took it, or where
+                        # the book is thinnest against its stationary shape
+                        if stationary:
+                            j = stationary_refill_level(q, ints, i, s, own_side, conservative,
+                                                        init_mean)
+                        else:
+                            j = refill_level(q, ints, acc_i, i, s, floats[i, F_TAKE_BID + s],
+                                             own_side, conservative, init_cdf, aes, key,
+                                             256 * c + 1)
                         d = display(q, ints, i, s, j, own_side, conservative)
                         floats[i, F_D_BID + s] = max(0.0, deficit - size)
                     q[i, s, j] += size
