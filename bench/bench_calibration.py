@@ -5,9 +5,11 @@
 Runs ``execrl.calibrate.run.calibrate`` (what ``execrl calibrate`` runs) into a temporary
 folder and prints one JSON object: the real-vs-simulated table (GOOG on the simulator's grid
 and the simulated day, same statistic code), the estimator's round trip through the simulator
-(z-scores of the re-estimated tables), the θ grid, the Hawkes fit and its simulated variant,
-the metaorder impact curve with its power-law fit, and the wall time of each step. Needs the
-LOBSTER sample (default: /work/shared/data/lobster/); about a minute and a half here.
+(z-scores of the re-estimated tables), the (θ, θ_reinit) grid with each pair's 1-second and
+5-minute volatility, the Hawkes fit and its simulated variant, the metaorder impact curve with
+its power-law fit, and the wall time of each step. Needs the LOBSTER sample (default:
+/work/shared/data/lobster/); 3-8 minutes on the shared 2-vCPU VM (the grid of nine simulated
+days is most of it).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def main() -> None:
         "real_vs_simulated": [{"statistic": a, "real": b, "simulated": c}
                               for a, b, c in r["comparison"]],
         "round_trip": r["round_trip"],
-        "theta_fit_daily_vol_1s": r["theta_fit"], "theta": r["market"]["theta"],
+        "theta_reinit_fit": r["theta_fit"], "theta": r["market"]["theta"],
+        "reinit_prob": r["market"]["reinit_prob"],
         "hawkes": {k: r["hawkes"][k] for k in ("alpha_self", "alpha_cross", "beta",
                                                "branching_ratio", "ks_hawkes", "ks_poisson")},
         "hawkes_simulated": r["hawkes_simulated"],

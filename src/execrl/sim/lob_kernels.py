@@ -583,7 +583,8 @@ def flow(
                     q[i, s, j] = others - size
                     if display(q, ints, i, s, j, own_side, conservative) == 0:
                         r_before = ints[i, I_R]
-                        was_best = first_nonempty(q, ints, i, s, own_side, conservative) > j
+                        was_best = reinit_p > 0.0 and first_nonempty(
+                            q, ints, i, s, own_side, conservative) > j
                         if j == 0 and uniform(key, S_THETA, c) < theta:
                             shift(q, ints, acc_i, i, s == ASK, own_side, init_cdf, aes, key,
                                   S_REVEAL, 256 * c)
