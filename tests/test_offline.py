@@ -402,6 +402,20 @@ def test_refusals_name_the_problem(baseline_log: Path, tmp_path: Path) -> None:
             offline.train(request(algo, baseline_log, **hyper), lambda s: None)
 
 
+def test_cql_refuses_a_log_with_no_row_to_learn_from(baseline_log: Path,
+                                                    tmp_path: Path) -> None:
+    log = pd.read_parquet(baseline_log)
+    grid = np.asarray(ACTION_SETS["seed004"].fractions)
+    far = np.abs(log.fraction.to_numpy()[:, None] - grid).min(axis=1) > 0.02
+    path = tmp_path / "far.parquet"
+    log[far & ~log.done.to_numpy()].to_parquet(path)
+    with pytest.raises(ConfigError, match=r"every row is further than match_tolerance = 0.02"):
+        offline.train(request("cql", path), lambda s: None)
+    # bc (off_rows = keep) learns from them
+    out = offline.train(request("bc", path, steps=5), lambda s: None)
+    assert out.extra["offline_data"]["rows_learnt"] == far[~log.done.to_numpy()].sum()
+
+
 def test_cli_train_offline(baseline_log: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--algo", "bc", "--out", str(tmp_path / "bc"),
                                  "--steps", "50"])
