@@ -18,10 +18,11 @@ schedule the set cannot express, and the forced completion at the horizon (execu
 it samples), since such a row credits its action with the outcome of another fraction (the
 baselines' log labels vwap's 17 % and ac:5e-7's 20 % first child "15 %", and CQL then valued
 15 % above 25 % at the first decision, which costs 17 bps); the rows that end an episode stay,
-as their cost is the episode's last. With ``action_from = "requested"`` the log's ``requested_fraction`` (what the logging
-policy asked for, before whole shares, hard limits and forced completion) is mapped instead.
-Rewards are the log's ``reward_<name>`` column for the request's reward (``--reward``), or
-its ``reward`` column when ``reward_name`` says it is that reward; terminals are ``done``.
+as their cost is the episode's last. With ``action_from = "requested"`` the log's
+``requested_fraction`` (what the logging policy asked for, before whole shares, hard limits
+and forced completion) is mapped instead. Rewards are the log's ``reward_<name>`` column for
+the request's reward (``--reward``), or its ``reward`` column when ``reward_name`` says it is
+that reward; terminals are ``done``.
 Each row is one transition (observation, action, reward, next observation, terminal), the
 next observation taken from the row's own ``next_`` columns, so a log cut before an episode
 ends still gives its last transition (bootstrapped, not terminal). Episodes are the rows of
@@ -47,30 +48,32 @@ The same request and log give the same weights.
   rewards × 1/τ (its ``MultiplyRewardScaler``) with α/τ: that loss is 1/τ² times CQL's loss
   in reward units with logsumexp temperature τ and Huber threshold τ (both are homogeneous),
   the same minimiser. Defaults measured on the baselines' log (``bench/bench_offline.py``,
-  5/5 seeds at the best seed004 schedule, against 3/5 with τ = 1, γ = 0.995 and syncs every
-  1000 steps):
+  bench/README.md: 5/5 training seeds within 1 % of J* (0.59–0.80 %), against 3/5, two of
+  them 66–77 % above, with τ = 1, γ = 0.995, syncs every 1000 steps and every row learnt):
 
-  * τ = 100 bps, not 1. A risk-adjusted step reward has a price-risk noise of up to ~120 bps
-    (the remaining shares marked to market), while the actions' values near the optimum
-    differ by a few bps. At τ = 1 every TD error sits in Huber's linear part (a median fit
-    with sign-sized gradients), and there α = 1 is as large as the TD term: it moves each
-    fitted Q towards an upper quantile of its noisy targets, furthest where the targets are
-    noisiest, i.e. for the slow schedules that keep more shares at risk; two seeds of five
-    then traded 10 % a step and ended 66–77 % above J* (worse than TWAP). At τ = 100 the TD
-    loss is squared (a mean fit) and the conservative term, α = 1 bps, only ranks actions
-    the log never took below those it took.
+  * τ = 100 bps, not 1. A risk-adjusted step reward carries up to ~120 bps of price-risk
+    noise (the remaining shares marked to market), while the actions' values near the
+    optimum differ by a few bps. At τ = 1 nearly every TD error is in Huber's linear part
+    (a gradient of at most 1 a sample), where α = 1 weighs as much as the TD term; a failing
+    seed (γ = 1, syncs every 100) ranked 10, 15 and 25 % first children within 1 bps (the
+    exact costs differ by 17 and 35 bps) and traded 10 % a step. At τ = 100 the TD loss is
+    squared (a mean fit) and α = 1 bps is a mild conservatism (d3rlpy's α = 1 on rewards /
+    100, i.e. 100 bps, dominated the fit and failed too).
   * γ = 1: the order is one finite episode (10 decisions, time in the observation) whose
     cost is the undiscounted sum of the step rewards; a discount makes late costs look
     cheaper.
   * ``target_update_interval`` = 100 gradient steps: a 10-step episode needs ~10 target
     syncs for the terminal costs to reach the first decision; 1000 gave 5 in the default
-    5,000 steps, and the first decisions were ranked on their immediate cost alone.
+    5,000 steps. (γ and the interval alone did not fix a failing seed; they were not
+    measured apart under τ = 100.)
+  * ``off_rows = "drop"`` with ``match_tolerance = 0.02`` (Data, above).
 - Both: ReLU MLP ``hidden_units`` ([256, 256], d3rlpy's default encoder), no observation
   scaler (execrl's features are already O(1)).
 
 Hyper-parameters (``TrainRequest.hyperparams``, ``--config`` JSON/TOML, flat keys):
 ``learning_rate``, ``batch_size``, ``hidden_units``, ``weight_decay``, ``action_from``,
-``match_tolerance``, ``eval_every``, ``eval_orders``; ``bc`` only: ``beta``; ``cql`` only:
+``match_tolerance``, ``off_rows``, ``eval_every``, ``eval_orders``; ``bc`` only: ``beta``;
+``cql`` only:
 ``alpha``, ``temperature``, ``gamma``, ``target_update_interval``. Unknown keys, and one
 algorithm's keys given to the other, are refused by name.
 
@@ -87,10 +90,10 @@ orders, and the mean d3rlpy losses since the previous row (``loss`` and, for CQL
 
 Export. The d3rlpy network (encoder Linear-ReLU-…-Linear-ReLU, then a linear head) becomes a
 ``NumpyPolicy(head="argmax", activation="relu")``: its outputs are d3rlpy's logits / Q values
-and its unmasked argmax is d3rlpy's ``predict`` (to float32 rounding: the torch network runs
-in float32, numpy in float64, so only exact float32 ties could differ). With masks it takes
-the masked argmax, never choosing a masked action. ``save_native`` writes d3rlpy's
-``model.d3`` (config and weights: ``d3rlpy.load_learnable``).
+(cql: in reward units / ``temperature``) and its unmasked argmax is d3rlpy's ``predict`` (to
+float32 rounding: the torch network runs in float32, numpy in float64, so only exact float32
+ties could differ). With masks it takes the masked argmax, never choosing a masked action.
+``save_native`` writes d3rlpy's ``model.d3`` (config and weights: ``d3rlpy.load_learnable``).
 """
 
 from __future__ import annotations
