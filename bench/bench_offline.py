@@ -9,7 +9,8 @@ reward (what a log carries; ``TrainRequest.with_defaults`` picks it for offline 
 
 * CQL: the log is ``--log-orders`` orders of each of twap, vwap, pov, ac, ac:2e-6, ac:5e-7
   (``execrl evaluate --log-decisions``'s decisions.parquet, seed ``--log-seed``); CQL trains
-  ``--cql-steps`` gradient steps with its defaults, once per training seed. Each policy runs
+  ``--cql-steps`` gradient steps with its defaults (``execrl.agents.offline``: temperature 100
+  bps, α = 1, γ = 1, target sync every 100 steps), once per training seed. Each policy runs
   ``--orders`` unseen orders (``--eval-seed``) paired with AC: J ≈ J* + mean(J − J_AC) (the AC
   schedule as a control variate, as bench_defaults.py), gap = J / J* − 1.
 * BC: the log is ``--log-orders`` orders of one deterministic discrete policy, the default
@@ -105,6 +106,7 @@ def main() -> None:
                         "transitions": int(sum(len(r.decisions) for r in runs)),
                         "logged_policies_gap_pct": logged},
                 "steps": args.cql_steps, "reward": request.env_config.reward,
+                "hyperparams": out["resolved_hyperparams"],
                 "summary": {"gap_pct": spread([r["gap_pct"] for r in cql]),
                             "seeds_within_1pct": sum(r["gap_pct"] <= 1.0 for r in cql),
                             "train_wall_s": spread([r["train_wall_s"] for r in cql])},

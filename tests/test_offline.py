@@ -276,6 +276,63 @@ def test_bc_export_equals_predict_and_training_is_reproducible(baseline_log: Pat
     assert a.policy.policy_hash() == b.policy.policy_hash() != c.policy.policy_hash()
 
 
+def test_cql_defaults_are_what_training_uses(baseline_log: Path, tmp_path: Path) -> None:
+    """`execrl train --algo cql` with no flags: temperature 100 bps (d3rlpy sees rewards / 100
+    and alpha 1 / 100), gamma 1, a target sync every 100 steps (bench_offline.py measures
+    them: 5/5 seeds at the best seed004 schedule)."""
+    d3rlpy = offline.import_d3rlpy()
+    req = TrainRequest.with_defaults("cql", data=baseline_log, steps=20,
+                                     hyperparams={"eval_orders": 0})
+    config = run_training(req, tmp_path / "cql")
+    resolved = config["resolved_hyperparams"]
+    assert (resolved["temperature"], resolved["alpha"], resolved["gamma"],
+            resolved["target_update_interval"]) == (100.0, 1.0, 1.0, 100)
+    assert (resolved["off_rows"], resolved["match_tolerance"]) == ("drop", 0.02)
+    # it learns from the rows within 0.02 of their action and the rows that end an episode
+    log = pd.read_parquet(baseline_log)
+    grid = np.asarray(ACTION_SETS["seed004"].fractions)
+    near = np.abs(log.fraction.to_numpy()[:, None] - grid).min(axis=1) <= 0.02
+    assert config["offline_data"]["rows_learnt"] == (near | log.done.to_numpy()).sum()
+    assert 0 < config["offline_data"]["rows_learnt"] < len(log)
+    data = offline.load_decision_log(baseline_log, SEED004, resolve_action_set("seed004"),
+                                     "risk_adjusted", match_tolerance=0.02)
+    rows = offline.learnt_rows(data, "drop")
+    assert set(rows.tolist()) == set(np.flatnonzero(~data.off | (data.terminals > 0)).tolist())
+    assert (offline.learnt_rows(data, "keep") == np.arange(len(data))).all()
+    learner = d3rlpy.load_learnable(str(tmp_path / "cql" / "native" / offline.NATIVE_FILE))
+    assert learner.config.gamma == 1.0 and learner.config.target_update_interval == 100
+    assert learner.config.alpha == pytest.approx(0.01)
+    assert learner.config.reward_scaler.multiplier == pytest.approx(0.01)
+
+
+def test_cql_temperature_is_rewards_and_alpha_divided_by_it(baseline_log: Path) -> None:
+    """Our own update loop (no d3rlpy fit) applies the reward scaler: temperature 50 on the
+    log trains the same network as temperature 1 on the log's rewards / 50 with alpha / 50,
+    and not the one temperature 1 trains on the raw rewards."""
+    d3rlpy = offline.import_d3rlpy()
+    data = offline.load_decision_log(baseline_log, SEED004, resolve_action_set("seed004"),
+                                     "risk_adjusted")
+    scaled = offline.OfflineData(**{**data.__dict__,
+                                    "rewards": (data.rewards / np.float32(50.0))})
+
+    def weights(data: offline.OfflineData, **hyper: float) -> list[np.ndarray]:
+        d3rlpy.seed(0)
+        learner = offline.make_algo("cql", offline.parse_params("cql", {**SMALL, **hyper}))
+        learner.create_impl((4,), 5)
+        rng = np.random.default_rng(0)
+        for _ in range(30):
+            learner.update(data.batch(rng.integers(0, len(data), 256)))
+        return offline.export_policy(learner, "cql", SEED004,
+                                     resolve_action_set("seed004")).weights
+
+    hot = weights(data, temperature=50.0, alpha=2.0)
+    cold = weights(scaled, temperature=1.0, alpha=2.0 / 50.0)
+    raw = weights(data, temperature=1.0, alpha=2.0 / 50.0)
+    for a, b in zip(hot, cold, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(hot, raw, strict=True)) > 1e-2
+
+
 def test_masked_offline_policy_never_picks_a_masked_action(baseline_log: Path) -> None:
     out = offline.train(request("cql", baseline_log, steps=100, seed=3), lambda s: None)
     policy = out.policy
@@ -337,12 +394,26 @@ def test_refusals_name_the_problem(baseline_log: Path, tmp_path: Path) -> None:
     for algo, hyper, message in [
         ("bc", {"alpha": 2.0}, "'alpha' applies to cql only"),
         ("cql", {"beta": 1.0}, "'beta' applies to bc only"),
-        ("cql", {"temperature": 0.5}, "fixed logsumexp temperature"),
+        ("cql", {"temperature": 0.0}, "'temperature' = 0.0"),
         ("cql", {"lr": 1e-3}, "'lr' is unknown"),
         ("bc", {"batch_size": 0}, "'batch_size' = 0"),
     ]:
         with pytest.raises(ConfigError, match=message):
             offline.train(request(algo, baseline_log, **hyper), lambda s: None)
+
+
+def test_cql_refuses_a_log_with_no_row_to_learn_from(baseline_log: Path,
+                                                    tmp_path: Path) -> None:
+    log = pd.read_parquet(baseline_log)
+    grid = np.asarray(ACTION_SETS["seed004"].fractions)
+    far = np.abs(log.fraction.to_numpy()[:, None] - grid).min(axis=1) > 0.02
+    path = tmp_path / "far.parquet"
+    log[far & ~log.done.to_numpy()].to_parquet(path)
+    with pytest.raises(ConfigError, match=r"every row is further than match_tolerance = 0.02"):
+        offline.train(request("cql", path), lambda s: None)
+    # bc (off_rows = keep) learns from them
+    out = offline.train(request("bc", path, steps=5), lambda s: None)
+    assert out.extra["offline_data"]["rows_learnt"] == far[~log.done.to_numpy()].sum()
 
 
 def test_cli_train_offline(baseline_log: Path, tmp_path: Path) -> None:

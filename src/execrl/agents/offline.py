@@ -10,13 +10,19 @@ log's feature columns and its ``next_<feature>`` columns; a missing column is re
 Actions are indices into the request's discrete action set (a continuous one is refused):
 each row's executed ``fraction`` (shares / remaining before the decision: the only action a
 child-order log records) is mapped to the nearest fraction of the set, ties to the lower
-index. Rows further than ``match_tolerance`` (0.05) from their action's fraction are counted
-and reported (``config.json`` → ``offline_data.rows_off``): a schedule the set cannot
-express, and the forced completion at the horizon (executed fraction 1.0, whatever was asked
-for). With ``action_from = "requested"`` the log's ``requested_fraction`` (what the logging
-policy asked for, before whole shares, hard limits and forced completion) is mapped instead.
-Rewards are the log's ``reward_<name>`` column for the request's reward (``--reward``), or
-its ``reward`` column when ``reward_name`` says it is that reward; terminals are ``done``.
+index. Rows further than ``match_tolerance`` (bc 0.05, cql 0.02) from their action's
+fraction are off, counted and reported (``config.json`` → ``offline_data.rows_off``): a
+schedule the set cannot express, and the forced completion at the horizon (executed fraction
+1.0, whatever was asked for). ``off_rows``: bc learns from them (``keep``); cql leaves out
+(``drop``) the off rows that do not end their episode (``offline_data.rows_learnt``: the rows
+it samples), since such a row credits its action with the outcome of another fraction (the
+baselines' log labels vwap's 17 % and ac:5e-7's 20 % first child "15 %", and CQL then valued
+15 % above 25 % at the first decision, which costs 17 bps); the rows that end an episode stay,
+as their cost is the episode's last. With ``action_from = "requested"`` the log's
+``requested_fraction`` (what the logging policy asked for, before whole shares, hard limits
+and forced completion) is mapped instead. Rewards are the log's ``reward_<name>`` column for
+the request's reward (``--reward``), or its ``reward`` column when ``reward_name`` says it is
+that reward; terminals are ``done``.
 Each row is one transition (observation, action, reward, next observation, terminal), the
 next observation taken from the row's own ``next_`` columns, so a log cut before an episode
 ends still gives its last transition (bootstrapped, not terminal). Episodes are the rows of
@@ -32,22 +38,42 @@ The same request and log give the same weights.
 
 - ``bc``: d3rlpy ``DiscreteBC``, cross-entropy on the mapped actions plus d3rlpy's logit
   penalty ``beta``·mean(logits²) (0.5); the exported head is the logits.
-- ``cql``: d3rlpy ``DiscreteCQL`` (Double-DQN TD loss + α·(logsumexp Q − Q(s, a_data))).
+- ``cql``: d3rlpy ``DiscreteCQL`` (Double-DQN Huber TD loss + α·(logsumexp Q − Q(s, a_data))).
   Seed 001 §5: α = 1.0 → ``alpha``; L2 weight 1e-4 → Adam ``weight_decay`` (adds 1e-4·θ to
-  every gradient, biases included, i.e. the gradient of 5e-5·‖θ‖²); temperature 1.0: d3rlpy's
-  discrete CQL has no temperature parameter, its logsumexp is the temperature-1 one, so only
-  ``temperature = 1.0`` is accepted (a temperature τ would be the same as rewards scaled by
-  1/τ with α/τ, exactly for a squared TD loss; d3rlpy's is Huber). γ = 0.995 and batch 256 are
-  seed 001's Dueling-DDQN values; lr 2e-4 likewise (the seed gives none for CQL; d3rlpy's
-  6.25e-5 is tuned for Atari). The target network is synced every ``target_update_interval``
-  (1000) gradient steps (the seed's "2 s" has no meaning offline). One critic
-  (``n_critics = 1``): the exported network is that critic.
+  every gradient, biases included, i.e. the gradient of 5e-5·‖θ‖²); batch 256 and lr 2e-4 are
+  seed 001's Dueling-DDQN values (the seed gives none for CQL; d3rlpy's 6.25e-5 is tuned for
+  Atari). One critic (``n_critics = 1``): the exported network is that critic.
+  Temperature τ (``temperature``, in reward units: bps for execrl's rewards), α in reward
+  units too. d3rlpy's logsumexp and Huber threshold are fixed at 1, so d3rlpy learns on
+  rewards × 1/τ (its ``MultiplyRewardScaler``) with α/τ: that loss is 1/τ² times CQL's loss
+  in reward units with logsumexp temperature τ and Huber threshold τ (both are homogeneous),
+  the same minimiser. Defaults measured on the baselines' log (``bench/bench_offline.py``,
+  bench/README.md: 5/5 training seeds within 1 % of J* (0.59–0.80 %), against 3/5, two of
+  them 66–77 % above, with τ = 1, γ = 0.995, syncs every 1000 steps and every row learnt):
+
+  * τ = 100 bps, not 1. A risk-adjusted step reward carries up to ~120 bps of price-risk
+    noise (the remaining shares marked to market), while the actions' values near the
+    optimum differ by a few bps. At τ = 1 nearly every TD error is in Huber's linear part
+    (a gradient of at most 1 a sample), where α = 1 weighs as much as the TD term; a failing
+    seed (γ = 1, syncs every 100) ranked 10, 15 and 25 % first children within 1 bps (the
+    exact costs differ by 17 and 35 bps) and traded 10 % a step. At τ = 100 the TD loss is
+    squared (a mean fit) and α = 1 bps is a mild conservatism (d3rlpy's α = 1 on rewards /
+    100, i.e. 100 bps, dominated the fit and failed too).
+  * γ = 1: the order is one finite episode (10 decisions, time in the observation) whose
+    cost is the undiscounted sum of the step rewards; a discount makes late costs look
+    cheaper.
+  * ``target_update_interval`` = 100 gradient steps: a 10-step episode needs ~10 target
+    syncs for the terminal costs to reach the first decision; 1000 gave 5 in the default
+    5,000 steps. (γ and the interval alone did not fix a failing seed; they were not
+    measured apart under τ = 100.)
+  * ``off_rows = "drop"`` with ``match_tolerance = 0.02`` (Data, above).
 - Both: ReLU MLP ``hidden_units`` ([256, 256], d3rlpy's default encoder), no observation
   scaler (execrl's features are already O(1)).
 
 Hyper-parameters (``TrainRequest.hyperparams``, ``--config`` JSON/TOML, flat keys):
 ``learning_rate``, ``batch_size``, ``hidden_units``, ``weight_decay``, ``action_from``,
-``match_tolerance``, ``eval_every``, ``eval_orders``; ``bc`` only: ``beta``; ``cql`` only:
+``match_tolerance``, ``off_rows``, ``eval_every``, ``eval_orders``; ``bc`` only: ``beta``;
+``cql`` only:
 ``alpha``, ``temperature``, ``gamma``, ``target_update_interval``. Unknown keys, and one
 algorithm's keys given to the other, are refused by name.
 
@@ -64,10 +90,10 @@ orders, and the mean d3rlpy losses since the previous row (``loss`` and, for CQL
 
 Export. The d3rlpy network (encoder Linear-ReLU-…-Linear-ReLU, then a linear head) becomes a
 ``NumpyPolicy(head="argmax", activation="relu")``: its outputs are d3rlpy's logits / Q values
-and its unmasked argmax is d3rlpy's ``predict`` (to float32 rounding: the torch network runs
-in float32, numpy in float64, so only exact float32 ties could differ). With masks it takes
-the masked argmax, never choosing a masked action. ``save_native`` writes d3rlpy's
-``model.d3`` (config and weights: ``d3rlpy.load_learnable``).
+(cql: in reward units / ``temperature``) and its unmasked argmax is d3rlpy's ``predict`` (to
+float32 rounding: the torch network runs in float32, numpy in float64, so only exact float32
+ties could differ). With masks it takes the masked argmax, never choosing a masked action.
+``save_native`` writes d3rlpy's ``model.d3`` (config and weights: ``d3rlpy.load_learnable``).
 """
 
 from __future__ import annotations
@@ -109,6 +135,9 @@ NEXT_PREFIX = "next_"
 _BC_ONLY = ("beta",)
 _CQL_ONLY = ("alpha", "temperature", "gamma", "target_update_interval")
 _DEFAULT_LR = {"bc": 1e-3, "cql": 2e-4}
+#: rows off their action by more than this are counted (bc) / left out of learning (cql)
+_DEFAULT_TOLERANCE = {"bc": 0.05, "cql": 0.02}
+_DEFAULT_OFF_ROWS = {"bc": "keep", "cql": "drop"}
 
 
 # -- hyper-parameters ---------------------------------------------------------------------------
@@ -127,8 +156,12 @@ class OfflineParams(BaseModel):
     """L2 weight (Adam ``weight_decay``); seed 001 §5: 1e-4."""
     action_from: Literal["executed", "requested"] = "executed"
     """Log column mapped to actions: ``fraction`` (executed) or ``requested_fraction``."""
-    match_tolerance: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.05
-    """A row further than this from its action's fraction is counted as off."""
+    match_tolerance: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    """A row further than this from its action's fraction is off; default 0.05 (bc), 0.02
+    (cql)."""
+    off_rows: Literal["keep", "drop"] | None = None
+    """Off rows that do not end their episode: learnt from (keep) or left out (drop);
+    default keep (bc), drop (cql)."""
     eval_every: Annotated[int, Field(ge=1)] | None = None
     """Gradient steps between learning-curve rows; default steps / 10."""
     eval_orders: Annotated[int, Field(ge=0, le=1_000_000)] = 200
@@ -136,12 +169,12 @@ class OfflineParams(BaseModel):
     beta: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.5
     """bc: d3rlpy's logit penalty weight."""
     alpha: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 1.0
-    """cql: weight of the conservative term (seed 001: 1.0)."""
-    temperature: float = 1.0
-    """cql: the logsumexp temperature; only 1.0 (d3rlpy's)."""
-    gamma: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.995
-    """cql: discount factor."""
-    target_update_interval: Annotated[int, Field(ge=1)] = 1000
+    """cql: weight of the conservative term, in reward units (seed 001: 1.0)."""
+    temperature: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 100.0
+    """cql: logsumexp temperature and Huber threshold, in reward units (bps)."""
+    gamma: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 1.0
+    """cql: discount factor (1: one order is one finite episode)."""
+    target_update_interval: Annotated[int, Field(ge=1)] = 100
     """cql: gradient steps between target-network syncs."""
 
 
@@ -165,11 +198,6 @@ def parse_params(algo: str, raw: Mapping[str, Any] | None) -> OfflineParams:
         params = OfflineParams.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(describe_pydantic_error(f"{algo} hyper-parameter", exc)) from None
-    if params.temperature != 1.0:
-        raise ConfigError(
-            f"cql hyper-parameter 'temperature' = {params.temperature!r}: d3rlpy's discrete CQL "
-            "has a fixed logsumexp temperature of 1.0 (scale the rewards and alpha instead)"
-        )
     return params
 
 
@@ -178,7 +206,14 @@ def resolved_params(algo: str, params: OfflineParams) -> dict[str, Any]:
     other = _CQL_ONLY if algo == "bc" else _BC_ONLY
     out = {k: v for k, v in params.model_dump(mode="json").items() if k not in other}
     out["learning_rate"] = params.learning_rate or _DEFAULT_LR[algo]
+    out["match_tolerance"] = tolerance(algo, params)
+    out["off_rows"] = params.off_rows or _DEFAULT_OFF_ROWS[algo]
     return out
+
+
+def tolerance(algo: str, params: OfflineParams) -> float:
+    """The ``match_tolerance`` ``algo`` runs with."""
+    return _DEFAULT_TOLERANCE[algo] if params.match_tolerance is None else params.match_tolerance
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -193,6 +228,7 @@ class OfflineData:
     terminals: NDArray[np.float32]  # (n,) 1.0 where the episode ended
     next_actions: NDArray[np.int64]  # (n,) the episode's next action (0 after the last)
     episode: NDArray[np.int64]  # (n,) episode number
+    off: NDArray[np.bool_]  # (n,) further than match_tolerance from its action's fraction
     summary: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -402,8 +438,18 @@ def load_decision_log(
         terminals=done.astype(np.float32),
         next_actions=next_actions.astype(np.int64),
         episode=episode.astype(np.int64),
+        off=off,
         summary=summary,
     )
+
+
+def learnt_rows(data: OfflineData, off_rows: Literal["keep", "drop"]) -> NDArray[np.intp]:
+    """Rows the learner samples: all (keep), or those within ``match_tolerance`` of their
+    action plus every row that ends its episode (drop): its cost is the episode's last, and
+    at the horizon the remainder executes whatever was asked for."""
+    if off_rows == "keep":
+        return np.arange(len(data))
+    return np.flatnonzero(~data.off | (data.terminals > 0.0))
 
 
 # -- d3rlpy ---------------------------------------------------------------------------------------
@@ -443,6 +489,7 @@ def make_algo(algo: str, params: OfflineParams) -> Any:
     from d3rlpy.models.encoders import VectorEncoderFactory
     from d3rlpy.models.q_functions import MeanQFunctionFactory
     from d3rlpy.optimizers import AdamFactory
+    from d3rlpy.preprocessing import MultiplyRewardScaler
 
     encoder = VectorEncoderFactory(hidden_units=list(params.hidden_units), activation="relu")
     optim = AdamFactory(weight_decay=params.weight_decay)
@@ -457,7 +504,10 @@ def make_algo(algo: str, params: OfflineParams) -> Any:
             batch_size=params.batch_size, learning_rate=lr, optim_factory=optim,
             encoder_factory=encoder, q_func_factory=MeanQFunctionFactory(),
             gamma=params.gamma, n_critics=1,
-            target_update_interval=params.target_update_interval, alpha=params.alpha,
+            target_update_interval=params.target_update_interval,
+            # CQL at temperature τ in reward units = d3rlpy's (τ = 1) on rewards / τ, α / τ
+            alpha=params.alpha / params.temperature,
+            reward_scaler=MultiplyRewardScaler(1.0 / params.temperature),
         )
     return config.create(device=False)
 
@@ -561,13 +611,21 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
     ])
     data = load_decision_log(
         request.data, observations, action_set, request.env_config.reward,
-        params.action_from, params.match_tolerance,
+        params.action_from, tolerance(request.algo, params),
     )
-    if request.steps * params.batch_size < len(data):
-        passes = -(-len(data) // params.batch_size)
+    learnt = learnt_rows(data, params.off_rows or _DEFAULT_OFF_ROWS[request.algo])
+    data.summary["rows_learnt"] = int(learnt.size)
+    if learnt.size == 0:
+        raise ConfigError(
+            f"decision log {str(request.data)!r}: every row is further than match_tolerance = "
+            f"{tolerance(request.algo, params)} from the fractions of actions = "
+            f"{action_set.name!r} (off_rows = 'keep' learns from them anyway)"
+        )
+    if request.steps * params.batch_size < learnt.size:
+        passes = -(-learnt.size // params.batch_size)
         warn_user(
             f"--steps {request.steps:,} x batch_size {params.batch_size} samples fewer than the "
-            f"log's {len(data):,} transitions (one pass takes {passes:,} gradient steps): the "
+            f"log's {learnt.size:,} transitions (one pass takes {passes:,} gradient steps): the "
             "policy will have learnt little of the log"
         )
     d3rlpy = import_d3rlpy()
@@ -576,7 +634,8 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
     threads = torch.get_num_threads()
     torch.set_num_threads(TORCH_THREADS)
     try:
-        return _train(request, on_progress, params, data, observations, action_set, d3rlpy)
+        return _train(request, on_progress, params, data, learnt, observations, action_set,
+                      d3rlpy)
     finally:
         torch.set_num_threads(threads)
 
@@ -586,6 +645,7 @@ def _train(
     on_progress: Callable[[int], None],
     params: OfflineParams,
     data: OfflineData,
+    learnt: NDArray[np.intp],
     observations: tuple[str, ...],
     action_set: ActionSet,
     d3rlpy: Any,
@@ -603,9 +663,9 @@ def _train(
     meta = {"algo": request.algo, "offline_data": str(request.data)}
     losses: dict[str, list[float]] = {}
     rows: list[dict[str, float]] = []
-    n = len(data)
+    n = learnt.size
     for step in range(1, steps + 1):
-        idx = rng.integers(0, n, size=params.batch_size)
+        idx = learnt[rng.integers(0, n, size=params.batch_size)]
         for key, value in learner.update(data.batch(idx)).items():
             losses.setdefault(key, []).append(float(value))
         if step % every == 0 or step == steps:
