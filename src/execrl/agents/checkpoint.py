@@ -95,6 +95,7 @@ def env_config_dict(config: EnvConfig) -> dict[str, Any]:
         "observations": observations,
         "actions": actions,
         "reward": config.reward,
+        "normalise": config.normalise,
     }
 
 
@@ -256,6 +257,7 @@ def feature_schema(
         policy.observations, domain_min=lo, domain_max=hi,
         definitions=[definition(name) for name in policy.observations],
         domain_mean=mean, domain_std=std, action_counts=histogram,
+        normalisation=None if policy.normaliser is None else policy.normaliser.state(),
     )
 
 

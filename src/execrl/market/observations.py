@@ -9,7 +9,18 @@ observation feature whose source a market lacks is refused by name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from execrl.domain import ConfigError
+from execrl.market.features import (
+    NormalisationSpec,
+    ObservationNormaliserState,
+    OnlineNormaliser,
+)
 
 
 @dataclass(frozen=True)
@@ -116,3 +127,98 @@ def definition(name: str) -> str:
     if f.side_relative:
         parts.append("x side")
     return "; ".join(parts)
+
+
+# -- online normalisation of observations (seed 001 §5) ----------------------------------------
+#: how observations are scaled: ``fixed`` (the constants of the table above) or ``online``
+#: (those, then an exponentially decaying z-score per regime bucket, frozen after training)
+NORMALISE_MODES: tuple[str, ...] = ("fixed", "online")
+#: the observation feature the regime bucket is read from (when the set has it)
+BUCKET_FEATURE = "spread"
+
+
+def normalisation_spec(
+    names: Sequence[str], *, tick_bps: float | None, halflife: float = 100_000.0,
+    bucket_by: str | None = BUCKET_FEATURE,
+) -> NormalisationSpec:
+    """The default spec for observation set ``names`` on a market whose tick is ``tick_bps``
+    bps of its arrival price (None: no tick grid). The regime bucket (seed 001 §5 "locked per
+    regime bucket") is the quoted spread: 1 tick, 2 ticks, 3 ticks or more (edges at 1.5 and
+    2.5 ticks in the ``spread`` feature's units, bps / 100) — the book's liquidity regime,
+    which moves with its volatility (the stressed and illiquid regimes quote wider). Without
+    a ``spread`` feature or a tick grid: one bucket."""
+    names = tuple(names)
+    use = bucket_by if bucket_by in names and tick_bps else None
+    edges = () if use is None else tuple(k * tick_bps * OBSERVATION_FEATURES[use].scale
+                                         for k in (1.5, 2.5))
+    normalised = tuple(n for n in names if OBSERVATION_FEATURES[n].source is not None
+                       and n != use)
+    return NormalisationSpec(names=names, normalised=normalised, bucket_by=use,
+                             bucket_edges=edges, halflife=halflife)
+
+
+class ObservationNormaliser:
+    """Observations z-scored online: ``execrl.market.features.OnlineNormaliser`` (exponential
+    decay, one set of statistics per regime bucket) over the columns ``spec.normalised``.
+
+    ``apply(raw, fold)`` first folds the rows ``fold`` (bool per row) into their buckets'
+    statistics, in row order, then returns every row z-scored with the statistics as they now
+    are: an observation at decision t uses what was seen up to t, never later. A locked
+    normaliser (evaluation, execution: seed 001's "locked") folds nothing; its transform is a
+    pure function of the row. A bucket never seen reads 0 ("at the mean") in its z-scored
+    columns; values are clipped to ±10.
+    """
+
+    EPS = 1e-8  # added to the variance (observed units²): a constant feature reads 0
+
+    def __init__(self, spec: NormalisationSpec, stats: OnlineNormaliser | None = None):
+        self.spec = spec
+        self.norm = stats or OnlineNormaliser(len(spec.names), spec.n_buckets,
+                                              halflife=spec.halflife, eps=self.EPS)
+        self._cols = np.array([spec.names.index(n) for n in spec.normalised], dtype=np.intp)
+        self._bcol = None if spec.bucket_by is None else spec.names.index(spec.bucket_by)
+        self._edges = np.asarray(spec.bucket_edges, dtype=np.float64)
+
+    @property
+    def locked(self) -> bool:
+        return self.norm.locked
+
+    def frozen(self) -> ObservationNormaliser:
+        """A locked copy (the trained state, for inference)."""
+        copy = ObservationNormaliser.from_state(self.state())
+        copy.norm.lock()
+        return copy
+
+    def buckets(self, x: NDArray[np.float64]) -> NDArray[np.int64]:
+        if self._bcol is None:
+            return np.zeros(x.shape[0], dtype=np.int64)
+        return np.searchsorted(self._edges, x[:, self._bcol], side="right").astype(np.int64)
+
+    def apply(self, raw: ArrayLike, fold: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
+        x = np.asarray(raw, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.shape[1] != len(self.spec.names):
+            raise ConfigError(f"normaliser takes {len(self.spec.names)} features "
+                              f"({', '.join(self.spec.names)}), got {x.shape[1]}")
+        b = self.buckets(x)
+        if fold is not None and not self.norm.locked and fold.any():
+            self.norm.update(x[fold], b[fold])
+        out = np.asarray(raw, dtype=np.float32).reshape(x.shape).copy()
+        if self._cols.size:
+            z = self.norm.transform(x, b, nan_to=0.0)
+            out[:, self._cols] = z[:, self._cols]
+        return out
+
+    def state(self) -> ObservationNormaliserState:
+        return ObservationNormaliserState(spec=self.spec, stats=self.norm.state())
+
+    @classmethod
+    def from_state(cls, state: ObservationNormaliserState) -> ObservationNormaliser:
+        return cls(state.spec, OnlineNormaliser.from_state(state.stats))
+
+    def check(self, names: Sequence[str], where: str) -> None:
+        """Refuse (one line naming the field) a normaliser made for other features."""
+        if tuple(names) != self.spec.names:
+            raise ConfigError(f"{where}: normaliser field 'names' = {list(self.spec.names)} "
+                              f"differs from the policy's features {list(names)}")
