@@ -7,11 +7,16 @@ to reach the optimum on the default market (``bench/bench_defaults.py``; the fig
 only what it names and keeps the rest of the configuration that learns.
 
 The reward defaults to ``expected_cost`` on markets that know their own expected price move
-(the Almgren–Chriss market): seed 001's risk-adjusted reward with the unpredictable price
+exactly (the Almgren–Chriss market): seed 001's risk-adjusted reward with the unpredictable price
 innovation removed, which leaves every policy's expected return, hence the optimum,
 unchanged and removes the price risk from the noise of the return. Elsewhere, and for the
 offline algorithms (a decision log carries realised rewards only), it is ``risk_adjusted``
-itself.
+itself; the order book estimates its expected move (``execrl.sim.lob_move``), so there
+``expected_cost`` is offered, not the default.
+
+Observations are scaled ``fixed`` by default on every market (``default_normalise``):
+every figure in bench/README.md was measured so, and online normalisation is opt-in
+(``--normalise online``) until it is measured better on a market.
 
 Named configurations (``--config NAME``, when no file of that name exists) keep the seeds'
 own values at hand: ``seed003`` (tabular Q: seed 003's TOML, ``configs/rl_execution.toml``)
@@ -32,7 +37,11 @@ DEFAULT_REWARD = "expected_cost"
 FALLBACK_REWARD = "risk_adjusted"
 #: market models whose batched market implements ``expected_mid_change`` (the
 #: ``expected_cost`` reward); a market model that adds it adds its name here
-EXPECTED_MOVE_MODELS = frozenset({"almgren_chriss"})
+EXPECTED_MOVE_MODELS = frozenset({"almgren_chriss", "lob"})
+#: those whose expected move is the exact conditional mean, so that ``expected_cost`` keeps
+#: the optimum and is the default reward; the order book's is an estimate
+#: (``execrl.sim.lob_move``): there ``expected_cost`` is a choice (``--reward``)
+EXACT_MOVE_MODELS = frozenset({"almgren_chriss"})
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,9 @@ def default_normalise(market: MarketSpec, observations: object = None) -> str:
 
 
 def default_reward(market: MarketSpec) -> str:
-    """``expected_cost`` where the market knows its expected move, else ``risk_adjusted``."""
-    return DEFAULT_REWARD if market.model in EXPECTED_MOVE_MODELS else FALLBACK_REWARD
+    """``expected_cost`` where the market knows its expected move exactly, else
+    ``risk_adjusted``."""
+    return DEFAULT_REWARD if market.model in EXACT_MOVE_MODELS else FALLBACK_REWARD
 
 
 #: seed 003's ``[rl_execution]`` values (configs/rl_execution.toml)
