@@ -257,3 +257,21 @@ def test_the_fixed_default_is_the_plain_core_and_the_plain_policy():
     for algo in ("qtable", "bc"):
         with pytest.raises(ConfigError, match=f"--normalise online does not apply to {algo}"):
             TrainRequest.with_defaults(algo, normalise="online", data=Path("x.parquet"))
+
+
+def test_the_compiled_transform_is_the_online_normalisers_own():
+    """``ObservationNormaliser.apply`` (compiled, row by row) gives exactly
+    ``OnlineNormaliser.transform``'s z-scores, a bucket never seen reading 0."""
+    norm = _normaliser(halflife=30.0)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, len(NAMES))).astype(np.float32)
+    x[:, NAMES.index("spread")] = rng.choice([0.04, 0.08], 400)  # buckets 0 and 1, never 2
+    norm.apply(x[:300], np.ones(300, dtype=bool))
+    rows = np.concatenate([x[300:], x[:1]])
+    rows[-1, NAMES.index("spread")] = 0.5  # bucket 2: no statistics
+    got = norm.frozen().apply(rows)
+    xb = rows.astype(np.float64)
+    want = norm.norm.transform(xb, norm.buckets(xb), nan_to=0.0).astype(np.float32)
+    cols = norm._cols
+    assert np.array_equal(got[:, cols], want[:, cols])
+    assert (got[-1, cols] == 0).all() and np.abs(got[:-1, cols]).max() > 1

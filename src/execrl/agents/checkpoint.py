@@ -4,7 +4,9 @@
                              wall time, policy hash, execrl version
     DIR/policy.json|.npz     the exported numpy policy (what ``evaluate`` runs)
     DIR/policy_hash          sha256 of the exported decision function
-    DIR/features.json        the feature schema: names, definitions, training domain
+    DIR/features.json        the feature schema: names, definitions, training domain, and
+                             the frozen online normaliser (spec + statistics) if trained
+                             with ``--normalise online`` (policy.json carries the same)
     DIR/learning_curve.csv   env steps, wall seconds, mean return and IS of recent episodes
     DIR/learning_curve.png
     DIR/native/…             the algorithm's own weights (SB3 zip, Q table, d3rlpy model)

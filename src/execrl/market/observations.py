@@ -5,6 +5,11 @@ Environments build observations from this table (``execrl.env.core``), the decis
 its columns from it (``execrl.evaluate.decisions``), and ``--help`` and the docs describe them
 from it. A market offers market features by name (``BatchedMarket.available_features``); an
 observation feature whose source a market lacks is refused by name.
+
+On top of the fixed scaling, ``ObservationNormaliser`` z-scores the market features online
+(seed 001 §5: exponential decay, per regime bucket, locked for inference); the environment
+applies it in training (``EnvConfig.normalise = "online"``), the exported policy carries it
+frozen.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
 from execrl.domain import ConfigError
@@ -178,6 +184,7 @@ class ObservationNormaliser:
         self._cols = np.array([spec.names.index(n) for n in spec.normalised], dtype=np.intp)
         self._bcol = None if spec.bucket_by is None else spec.names.index(spec.bucket_by)
         self._edges = np.asarray(spec.bucket_edges, dtype=np.float64)
+        self._frozen_tables: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
 
     @property
     def locked(self) -> bool:
@@ -194,6 +201,18 @@ class ObservationNormaliser:
             return np.zeros(x.shape[0], dtype=np.int64)
         return np.searchsorted(self._edges, x[:, self._bcol], side="right").astype(np.int64)
 
+    def _tables(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(mean, sqrt(variance + eps)) per bucket and feature, as ``OnlineNormaliser.
+        transform`` computes them; kept while locked (they cannot change)."""
+        if self._frozen_tables is not None:
+            return self._frozen_tables
+        n = self.norm
+        tables = (np.ascontiguousarray(n.mean), np.ascontiguousarray(
+            np.sqrt(n.variance + n.eps)))
+        if n.locked:
+            self._frozen_tables = tables
+        return tables
+
     def apply(self, raw: ArrayLike, fold: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
         x = np.asarray(raw, dtype=np.float64)
         if x.ndim == 1:
@@ -201,13 +220,15 @@ class ObservationNormaliser:
         if x.shape[1] != len(self.spec.names):
             raise ConfigError(f"normaliser takes {len(self.spec.names)} features "
                               f"({', '.join(self.spec.names)}), got {x.shape[1]}")
-        b = self.buckets(x)
         if fold is not None and not self.norm.locked and fold.any():
-            self.norm.update(x[fold], b[fold])
+            self._frozen_tables = None
+            self.norm.update(x[fold], self.buckets(x[fold]))
         out = np.asarray(raw, dtype=np.float32).reshape(x.shape).copy()
         if self._cols.size:
-            z = self.norm.transform(x, b, nan_to=0.0)
-            out[:, self._cols] = z[:, self._cols]
+            mean, denom = self._tables()
+            clip = np.inf if self.norm.clip is None else self.norm.clip
+            _zscore_rows(np.ascontiguousarray(x), -1 if self._bcol is None else self._bcol,
+                         self._edges, self._cols, mean, denom, clip, out)
         return out
 
     def state(self) -> ObservationNormaliserState:
@@ -222,3 +243,31 @@ class ObservationNormaliser:
         if tuple(names) != self.spec.names:
             raise ConfigError(f"{where}: normaliser field 'names' = {list(self.spec.names)} "
                               f"differs from the policy's features {list(names)}")
+
+
+@njit(cache=True)
+def _zscore_rows(x: NDArray[np.float64], bcol: int, edges: NDArray[np.float64],
+                 cols: NDArray[np.intp], mean: NDArray[np.float64],
+                 denom: NDArray[np.float64], clip: float, out: NDArray[np.float32]) -> None:
+    """out[r, j] = clip((x[r, j] - mean[b, j]) / denom[b, j]) for the z-scored columns j, b
+    the row's bucket (``np.searchsorted(edges, x[r, bcol], side="right")``; NaN: the last),
+    0 where that is NaN: ``OnlineNormaliser.transform(..., nan_to=0.0)``'s operations, row
+    by row (compiled: one live decision is one row, and numpy's per-call overheads were
+    most of its time)."""
+    for r in range(x.shape[0]):
+        b = 0
+        if bcol >= 0:
+            v = x[r, bcol]
+            if v != v:
+                b = edges.shape[0]
+            else:
+                while b < edges.shape[0] and edges[b] <= v:
+                    b += 1
+        for c in range(cols.shape[0]):
+            j = cols[c]
+            z = (x[r, j] - mean[b, j]) / denom[b, j]
+            if z > clip:
+                z = clip
+            elif z < -clip:
+                z = -clip
+            out[r, j] = 0.0 if z != z else z
