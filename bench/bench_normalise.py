@@ -3,7 +3,8 @@ market trained twice (``--normalise fixed`` / ``online``), each greedy policy th
 same orders (common random numbers), paired. Prints JSON: mean IS of each, the paired
 difference (online - fixed) with its standard error, and the wall time.
 
-    PYTHONPATH=src nice -n 10 python bench/bench_normalise.py --steps 30000 --orders 2000
+    PYTHONPATH=src nice -n 10 python bench/bench_normalise.py --algo maskable-ppo \\
+        --actions seed004 --steps 30000 --orders 1000 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ import numpy as np
 from execrl.agents.checkpoint import greedy_rollout
 from execrl.agents.export import NumpyPolicy
 from execrl.agents.train import TrainRequest, run_training
-from execrl.env.factory import EnvConfig
+from execrl.env.factory import EnvConfig, make_execution
+
+
+def _twap_is(request: TrainRequest, n_orders: int, seed: int) -> np.ndarray:
+    """TWAP (market orders, equal slices) on the same orders: the reference."""
+    core = make_execution(EnvConfig(market=request.env_config.market, actions="continuous"),
+                          request.order, n_envs=n_orders, autoreset=False)
+    core.reset(seed=seed)
+    while not core.done.all():
+        core.step((1.0 / np.maximum(core.n_steps - core.k, 1)).reshape(-1, 1))
+    return core.stats.is_bps.copy()
 
 
 def main() -> None:
@@ -51,6 +62,8 @@ def main() -> None:
             is_bps[mode] = core.stats.is_bps.copy()
             out.setdefault("wall_s", {})[f"{mode}/{seed}"] = time.perf_counter() - started
         diff = is_bps["online"] - is_bps["fixed"]
+        if "twap_is_bps" not in out:
+            out["twap_is_bps"] = float(_twap_is(request, args.orders, 10_000).mean())
         out["runs"].append({
             "seed": seed,
             "mean_is_bps_fixed": float(is_bps["fixed"].mean()),

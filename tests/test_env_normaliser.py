@@ -275,3 +275,25 @@ def test_the_compiled_transform_is_the_online_normalisers_own():
     cols = norm._cols
     assert np.array_equal(got[:, cols], want[:, cols])
     assert (got[-1, cols] == 0).all() and np.abs(got[:-1, cols]).max() > 1
+
+
+def test_the_default_is_online_only_on_the_books_seed001_and_seed003_sets(tmp_path):
+    from typer.testing import CliRunner
+
+    from execrl.cli import app
+    from execrl.presets import preset_market
+
+    def mode(algo, env, observations):
+        return TrainRequest.with_defaults(algo, env_name=env, market=preset_market(env),
+                                          observations=observations).env_config.normalise
+
+    assert mode("ppo", "ac", "seed004") == "fixed"
+    assert mode("maskable-ppo", "lob", "seed001") == "online"
+    assert mode("dqn", "lob:stressed", "seed003") == "online"
+    assert mode("ppo", "lob", "seed000") == "fixed"
+    assert mode("qtable", "lob", "seed003") == "fixed"
+    result = CliRunner().invoke(app, ["train", "--algo", "ppo", "--out", str(tmp_path / "o"),
+                                      "--normalise", "zscore"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "--normalise 'zscore' is unknown; choose from fixed, online" in result.output
+    assert not (tmp_path / "o").exists()

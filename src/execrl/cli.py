@@ -494,7 +494,8 @@ def train(
     normalise: Annotated[str | None, typer.Option(
         help="Observation scaling: fixed (the feature table's constants) or online (then an "
         "exponentially decaying z-score per spread bucket, frozen into the policy at the end "
-        "of training; dqn, qrdqn, ppo, maskable-ppo). Default: fixed.")] = None,
+        "of training; dqn, qrdqn, ppo, maskable-ppo). Default: online on the order book with the "
+        "seed001 / seed003 observation sets, fixed elsewhere.")] = None,
     n_envs: Annotated[int | None, typer.Option(min=1, help="Environments stepped together "
                                                "(online algorithms; default per algorithm: "
                                                "1024 for qtable and the PPOs, 256 for the "

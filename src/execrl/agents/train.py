@@ -22,6 +22,7 @@ import numpy as np
 
 from execrl.agents.budget import check_budget, env_bytes
 from execrl.agents.checkpoint import TrainOutput, check_checkpoint_out, write_checkpoint
+from execrl.agents.defaults import FIXED_SCALE_ALGOS
 from execrl.domain import ConfigError, ParentOrder
 from execrl.domain.limits import MAX_SEED
 from execrl.env.factory import EnvConfig
@@ -42,8 +43,6 @@ ALGOS: dict[str, tuple[str, str]] = {
 
 #: algorithms that learn from a decision log (``--data``) rather than from the simulator
 OFFLINE_ALGOS = ("bc", "cql")
-#: algorithms that read the fixed-scaled features only (``--normalise online`` is refused)
-FIXED_SCALE_ALGOS = ("qtable", *OFFLINE_ALGOS)
 
 #: optional extra (pyproject ``[project.optional-dependencies]``) -> the packages it brings
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -182,7 +181,7 @@ class TrainRequest:
             # a decision log carries realised rewards only: offline, seed 001's risk-adjusted
             reward=(FALLBACK_REWARD if algo in OFFLINE_ALGOS else default_reward(market))
             if reward is None else reward,
-            normalise=default_normalise(market, observations)  # type: ignore[arg-type]
+            normalise=default_normalise(market, observations, algo)  # type: ignore[arg-type]
             if normalise is None else normalise,
         )
         return cls(
