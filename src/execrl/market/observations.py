@@ -242,7 +242,7 @@ class ObservationNormaliser:
         """Refuse (one line naming the field) a normaliser made for other features."""
         if tuple(names) != self.spec.names:
             raise ConfigError(f"{where}: normaliser field 'names' = {list(self.spec.names)} "
-                              f"differs from the policy's features {list(names)}")
+                              f"differs from its features {list(names)}")
 
 
 @njit(cache=True)

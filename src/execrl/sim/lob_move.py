@@ -11,9 +11,11 @@ reward (``LOBMarket.expected_mid_change``).
   moves by half the far touch's move. Only what crosses counts: a limit order that does not
   reach the far touch has J = 0, a marketable limit / IOC walks up to its limit price; without
   the child orders (the execution core passes shares only) every share is taken to cross.
-- ρ: the share of that jump the mid still shows at the step's end (the book's reaction:
-  hidden liquidity revealed when a level empties, refills at the resilience, the others'
-  flow): measured once per flow configuration and step length by ``persistence`` with common
+- ρ: the step-end mid change the order causes per unit of that jump (the book's reaction:
+  hidden liquidity revealed when a level empties, which moves the price further, refills at
+  the resilience, the others' flow; calm default book, 10 s steps: 1.04, i.e. ~0.82 for an
+  order of one or two touch depths and ~1.0 for four to eight): measured once per flow
+  configuration and step length by ``persistence`` with common
   random numbers — books on the same keys with and without a marketable order at the step's
   start, ρ = Σ J·D / Σ J² over the paired differences D of the step's mid change, for orders
   of ½ to 4 times the mean touch depth.
@@ -25,7 +27,11 @@ What this is not: the exact conditional expectation. ``expected_cost`` keeps the
 ``risk_adjusted`` only when the expected move is exact (``x_k · (ΔS_k − E[ΔS_k])`` then has
 mean 0 whatever the policy does, as on the Almgren–Chriss market); here ρ is an average over
 books, J ignores the state's own predictive content (imbalance) and the shock's knock-on
-flow, so the policy-dependent bias x_k · (E[ΔS_k | state] − ρJ) does not vanish. So on the
+flow, and the reversion of the agent's earlier impact in later steps is not in it (taken as
+0), so the policy-dependent bias x_k · (E[ΔS_k | state] − ρJ) does not vanish. Measured on
+the calm book (512 orders, seed 5): the expected_cost return minus the risk_adjusted one is
+−1.6 ± 0.5 bps for TWAP and −3.3 ± 0.3 for 30 % of what remains each step, while the
+return's standard deviation drops from 10.4 to 3.0 bps (TWAP). So on the
 order book ``expected_cost`` is an opt-in variance reduction (``--reward expected_cost``),
 not the default (``risk_adjusted``), and ``LOBMarket.expected_move_exact`` is False.
 """
