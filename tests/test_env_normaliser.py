@@ -297,3 +297,29 @@ def test_the_default_is_online_only_on_the_books_seed001_and_seed003_sets(tmp_pa
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "--normalise 'zscore' is unknown; choose from fixed, online" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_trained_agent_carries_its_normaliser_and_decides_the_same_after_reload(tmp_path):
+    from execrl.agents.train import run_training
+
+    request = TrainRequest.with_defaults("ppo", observations="full", steps=512, n_envs=16,
+                                         normalise="online",
+                                         hyperparams={"n_steps": 8, "batch_size": 64})
+    run_training(request, tmp_path / "ck")
+    loaded = NumpyPolicy.load(tmp_path / "ck", checkpoint=True)
+    norm = loaded.normaliser
+    assert norm is not None and norm.locked
+    # it saw the training's decisions: 512 steps of 16 envs, plus the first observations
+    assert norm.norm.weight[0, 0] > 0.9 * 512
+    config = EnvConfig(market=request.env_config.market, actions=request.env_config.actions,
+                       reward=request.env_config.reward)
+    again = NumpyPolicy.load(tmp_path / "ck", checkpoint=True)
+    a = greedy_rollout(loaded, config, request.order, 32, seed=3)
+    b = greedy_rollout(again, config, request.order, 32, seed=3)
+    assert np.array_equal(a.stats.is_bps, b.stats.is_bps)
+    # and without it the same network decides otherwise on the fixed-scaled observations
+    bare = NumpyPolicy.load(tmp_path / "ck", checkpoint=True)
+    bare.normaliser = None
+    raw = EnvConfig(market=request.env_config.market, observations="full")
+    x = make_execution(raw, request.order, n_envs=32).reset(seed=3)
+    assert not np.array_equal(bare.outputs(x), loaded.outputs(x))
