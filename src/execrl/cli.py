@@ -491,6 +491,11 @@ def train(
     reward: Annotated[str | None, typer.Option(
         help="Reward: " + ", ".join(REWARDS) + ". Default: expected_cost where the market "
         "knows its expected move (Almgren-Chriss), else risk_adjusted.")] = None,
+    normalise: Annotated[str | None, typer.Option(
+        help="Observation scaling: fixed (the feature table's constants) or online (then an "
+        "exponentially decaying z-score per spread bucket, frozen into the policy at the end "
+        "of training; dqn, qrdqn, ppo, maskable-ppo). Default: online on the order book with the "
+        "seed001 / seed003 observation sets, fixed elsewhere.")] = None,
     n_envs: Annotated[int | None, typer.Option(min=1, help="Environments stepped together "
                                                "(online algorithms; default per algorithm: "
                                                "1024 for qtable and the PPOs, 256 for the "
@@ -529,7 +534,7 @@ def train(
         request = TrainRequest.with_defaults(
             algo, env_name=env, market=_load_market(env, market), order=parent,
             observations=observations, actions=actions, reward=reward, steps=steps,
-            n_envs=n_envs, seed=seed, data=data,
+            n_envs=n_envs, seed=seed, data=data, normalise=normalise,
             hyperparams=named if named is not None else _load_hyperparams(config),
         )
         steps = request.steps

@@ -4,7 +4,9 @@
                              wall time, policy hash, execrl version
     DIR/policy.json|.npz     the exported numpy policy (what ``evaluate`` runs)
     DIR/policy_hash          sha256 of the exported decision function
-    DIR/features.json        the feature schema: names, definitions, training domain
+    DIR/features.json        the feature schema: names, definitions, training domain, and
+                             the frozen online normaliser (spec + statistics) if trained
+                             with ``--normalise online`` (policy.json carries the same)
     DIR/learning_curve.csv   env steps, wall seconds, mean return and IS of recent episodes
     DIR/learning_curve.png
     DIR/native/…             the algorithm's own weights (SB3 zip, Q table, d3rlpy model)
@@ -95,6 +97,7 @@ def env_config_dict(config: EnvConfig) -> dict[str, Any]:
         "observations": observations,
         "actions": actions,
         "reward": config.reward,
+        "normalise": config.normalise,
     }
 
 
@@ -256,6 +259,7 @@ def feature_schema(
         policy.observations, domain_min=lo, domain_max=hi,
         definitions=[definition(name) for name in policy.observations],
         domain_mean=mean, domain_std=std, action_counts=histogram,
+        normalisation=None if policy.normaliser is None else policy.normaliser.state(),
     )
 
 

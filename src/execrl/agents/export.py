@@ -59,6 +59,12 @@ class NumpyPolicy:
     training: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # a loaded checkpoint's features.json (execrl.market.features.FeatureSchema), or None
     feature_schema: Any = field(default=None, compare=False, repr=False)
+    #: the frozen online normaliser the policy was trained behind
+    #: (``execrl.market.observations.ObservationNormaliser``, locked), applied to every
+    #: observation before the network: evaluate and execute hand it the fixed-scaled
+    #: observations, as to any policy. None: the policy reads those directly. Part of the
+    #: decision function: in policy.json and in the hash (absent, the hash is unchanged).
+    normaliser: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -141,6 +147,8 @@ class NumpyPolicy:
         x = np.asarray(observations, dtype=np.float64)
         if x.ndim == 1:
             x = x[None, :]
+        if self.normaliser is not None:
+            x = self.network_inputs(x)
         if self.head == "qtable":
             return self.q_table[self.state_index(x)]  # type: ignore[index]
         if x.shape[1] != self._layout[0, 1]:
@@ -150,6 +158,22 @@ class NumpyPolicy:
         _mlp_forward(np.ascontiguousarray(x), self._flat, self._layout, self._act_code,
                      self._width, out)
         return out
+
+    def network_inputs(self, observations: NDArray) -> NDArray[np.float64]:
+        """What the network sees: the observations through the frozen normaliser (float32,
+        as the training environment gave them), or as they are without one."""
+        x = np.asarray(observations, dtype=np.float64)
+        if self.normaliser is None:
+            return x
+        if not self.normaliser.locked:
+            raise ConfigError("the policy's normaliser must be locked (its trained state)")
+        return self.normaliser.apply(x.astype(np.float32)).astype(np.float64)
+
+    def attach_normaliser(self, normaliser: Any) -> None:
+        """Freeze ``normaliser`` (its state now) into the policy, checked against its
+        features."""
+        normaliser.check(self.observations, f"policy {self.name!r}")
+        self.normaliser = normaliser.frozen()
 
     def action_scores(self, observations: NDArray) -> NDArray[np.float64]:
         """Per-action scores, higher is better (discrete heads)."""
@@ -202,6 +226,8 @@ class NumpyPolicy:
             "cvar_alpha": self.cvar_alpha,
             "n_features_binned": len(self.bin_edges),
             "meta": self.meta,
+            **({} if self.normaliser is None
+               else {"normaliser": self.normaliser.state().model_dump(mode="json")}),
         }
 
     def policy_hash(self) -> str:
@@ -258,6 +284,7 @@ class NumpyPolicy:
         meta = spec.get("meta", {})
         if not isinstance(meta, dict):
             raise ConfigError(f"policy file {str(spec_path)!r}: 'meta' must be an object")
+        normaliser = _normaliser(spec, spec_path, tuple(fields["observations"]))
         keys = [f"w{i}" for i in range(fields["n_weights"])]
         keys += [f"edges{j}" for j in range(fields["n_features_binned"])]
         if fields["head"] == "qtable":
@@ -292,6 +319,7 @@ class NumpyPolicy:
                 bin_edges=[arrays[f"edges{j}"] for j in range(fields["n_features_binned"])],
                 q_table=arrays.get("q_table"),
                 meta=meta,
+                normaliser=normaliser,
             )
             policy.check_shapes()
         except ConfigError as exc:
@@ -415,6 +443,29 @@ def _read_arrays(path: Path) -> dict[str, NDArray]:
         ) from None
 
 
+def _normaliser(spec: dict[str, Any], path: Path, names: tuple[str, ...]) -> Any:
+    """policy.json's frozen normaliser (None when it has none), checked against the features
+    it names."""
+    if "normaliser" not in spec:
+        return None
+    from pydantic import ValidationError
+
+    from execrl.domain.errors import describe_pydantic_error
+    from execrl.market.observations import ObservationNormaliser, ObservationNormaliserState
+
+    try:
+        state = ObservationNormaliserState.model_validate(spec["normaliser"])
+    except ValidationError as exc:
+        raise ConfigError(f"policy file {str(path)!r}: "
+                          f"{describe_pydantic_error('normaliser', exc)}") from None
+    norm = ObservationNormaliser.from_state(state)
+    norm.check(names, f"policy file {str(path)!r}")
+    if not norm.locked:
+        raise ConfigError(f"policy file {str(path)!r}: normaliser field 'stats.locked' = False "
+                          "(a policy carries its trained state, locked)")
+    return norm
+
+
 def _feature_schema(policy: NumpyPolicy, folder: Path) -> Any:
     """The checkpoint's ``features.json`` (``execrl.market.features.FeatureSchema``), checked
     against the policy's features and what they mean now; None for a checkpoint written
@@ -429,9 +480,38 @@ def _feature_schema(policy: NumpyPolicy, folder: Path) -> Any:
     try:
         schema.check(policy.observations,
                      definitions=[definition(name) for name in policy.observations])
+        _same_normaliser(schema, policy)
     except ConfigError as exc:
         raise ConfigError(f"checkpoint {str(folder)!r}: {exc}") from None
     return schema
+
+
+def _same_normaliser(schema: Any, policy: NumpyPolicy) -> None:
+    """features.json and policy.json must carry the same normaliser (or neither): refused
+    naming the first field that differs."""
+    norm = policy.normaliser
+    saved = schema.normalisation
+    if norm is None and saved is None:
+        return
+    if norm is None or saved is None:
+        has, lacks = ("features.json", "policy.json") if norm is None else (
+            "policy.json", "features.json")
+        raise ConfigError(f"{has} has an online normaliser and {lacks} none: files changed")
+    now, then = norm.spec, saved.spec
+    for name in type(then).model_fields:
+        if getattr(now, name) != getattr(then, name):
+            raise ConfigError(
+                f"normaliser field '{name}' = {_short(getattr(now, name))} in policy.json "
+                f"differs from {_short(getattr(then, name))} in features.json"
+            )
+    if norm.state().stats != saved.stats:
+        raise ConfigError("normaliser field 'stats' in policy.json differs from features.json's "
+                          "(files changed)")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value if not isinstance(value, tuple) else list(value))
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_runnable(policy: NumpyPolicy, where: str) -> None:

@@ -7,6 +7,7 @@ asked for, so the tabular agent needs no torch and the offline ones need d3rlpy 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import sys
@@ -21,6 +22,7 @@ import numpy as np
 
 from execrl.agents.budget import check_budget, env_bytes
 from execrl.agents.checkpoint import TrainOutput, check_checkpoint_out, write_checkpoint
+from execrl.agents.defaults import FIXED_SCALE_ALGOS
 from execrl.domain import ConfigError, ParentOrder
 from execrl.domain.limits import MAX_SEED
 from execrl.env.factory import EnvConfig
@@ -120,6 +122,14 @@ class TrainRequest:
         if not isinstance(self.hyperparams, dict):
             raise ConfigError("hyper-parameters (--config) must be an object / table")
         check_extra(self.algo)
+        if self.env_config.normalise == "online" and self.algo in FIXED_SCALE_ALGOS:
+            raise ConfigError(
+                f"--normalise online does not apply to {self.algo}: "
+                + ("its state buckets are fixed ranges of the fixed-scaled features"
+                   if self.algo == "qtable" else
+                   "it learns from a decision log's fixed-scaled features")
+                + "; use --normalise fixed"
+            )
         if self.offline:
             if self.data is None:
                 raise ConfigError(
@@ -150,10 +160,16 @@ class TrainRequest:
         seed: int = 0,
         hyperparams: dict[str, Any] | None = None,
         data: Path | None = None,
+        normalise: str | None = None,
     ) -> TrainRequest:
         """The request ``execrl train`` makes: what is not given takes the algorithm's
         measured defaults (``execrl.agents.defaults``) and the market's default reward."""
-        from execrl.agents.defaults import FALLBACK_REWARD, algo_defaults, default_reward
+        from execrl.agents.defaults import (
+            FALLBACK_REWARD,
+            algo_defaults,
+            default_normalise,
+            default_reward,
+        )
         from execrl.presets import preset_market
 
         defaults = algo_defaults(algo)
@@ -165,6 +181,8 @@ class TrainRequest:
             # a decision log carries realised rewards only: offline, seed 001's risk-adjusted
             reward=(FALLBACK_REWARD if algo in OFFLINE_ALGOS else default_reward(market))
             if reward is None else reward,
+            normalise=default_normalise(market, observations, algo)  # type: ignore[arg-type]
+            if normalise is None else normalise,
         )
         return cls(
             algo=algo, env_name=env_name, env_config=config,
@@ -197,6 +215,19 @@ def _whole(value: object) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
+def _frozen_watch(watch: Callable[[int, Any], None] | None, config: EnvConfig
+                  ) -> Callable[[int, Any], None] | None:
+    if watch is None or config.normaliser is None:
+        return watch
+    normaliser = config.normaliser
+
+    def frozen(env_steps: int, policy: Any) -> None:
+        policy.attach_normaliser(normaliser)
+        watch(env_steps, policy)
+
+    return frozen
+
+
 def run_training(
     request: TrainRequest,
     out: Path,
@@ -209,9 +240,17 @@ def run_training(
     not empty nor a checkpoint is replaced only with ``force``)."""
     check_checkpoint_out(Path(out), force=force)
     module = import_algorithm(request.algo)
+    # online normalisation: one normaliser, shared by the training environments, frozen into
+    # the policy (and the policies a benchmark's ``watch`` sees) at its state then
+    config = request.env_config.with_normaliser(request.order)
+    if config is not request.env_config:
+        request = dataclasses.replace(request, env_config=config,
+                                      watch=_frozen_watch(request.watch, config))
     started = time.perf_counter()
     output: TrainOutput = module.train(request, on_progress or (lambda steps: None))
     wall = time.perf_counter() - started
+    if config.normaliser is not None:
+        output.policy.attach_normaliser(config.normaliser)
     if not all(np.isfinite(a).all() for a in output.policy.arrays().values()):
         raise ConfigError(
             f"{request.algo} training diverged: the trained policy has non-finite weights; "

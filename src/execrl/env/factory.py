@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from execrl.domain import ParentOrder
+from execrl.domain import ConfigError, ParentOrder
 from execrl.env.core import BatchedExecution
 from execrl.env.rewards import Reward, make_reward
 from execrl.env.spaces import ActionSet, resolve_action_set, resolve_observation_set
+from execrl.market.observations import (
+    NORMALISE_MODES,
+    ObservationNormaliser,
+    normalisation_spec,
+)
 from execrl.safety.guard import KillSwitch, RiskGuard, RiskLimits
 from execrl.sim.almgren_chriss import AC_PAPER_ORDER, ACMarketConfig
 from execrl.sim.spec import MarketSpec
@@ -29,6 +35,71 @@ class EnvConfig:
     observations: str | tuple[str, ...] = "seed004"
     actions: str | ActionSet = "seed004"
     reward: str = "is_bps"
+    normalise: Literal["fixed", "online"] = "fixed"
+    """``fixed``: the observation table's constants scale every feature (what the baselines
+    and every figure so far saw). ``online``: then z-scored online per regime bucket
+    (``market.observations.ObservationNormaliser``): training folds each decision's
+    observation into the statistics, and the trained state goes, frozen, into the exported
+    policy, which applies it itself wherever it runs (evaluate, execute)."""
+    normaliser: ObservationNormaliser | None = field(default=None, compare=False, repr=False)
+    """With ``online``: the normaliser every execution made from this config shares (training
+    hands it to the exported policy); None: each gets a fresh one. A locked one folds nothing."""
+
+    def __post_init__(self) -> None:
+        if self.normalise not in NORMALISE_MODES:
+            raise ConfigError(f"--normalise {self.normalise!r} is unknown; choose from "
+                              f"{', '.join(NORMALISE_MODES)}")
+        if self.normaliser is not None and self.normalise != "online":
+            raise ConfigError("a normaliser is given but normalise = 'fixed'")
+
+    def with_normaliser(self, order: ParentOrder) -> EnvConfig:
+        """This config with its (shared) normaliser made now, when ``online`` asks for one."""
+        if self.normalise != "online" or self.normaliser is not None:
+            return self
+        return dataclasses.replace(self, normaliser=make_normaliser(self, order))
+
+
+def make_normaliser(config: EnvConfig, order: ParentOrder) -> ObservationNormaliser:
+    """A fresh online normaliser for ``config``'s observation set on its market (the regime
+    bucket's edges on the market's tick grid, ``normalisation_spec``)."""
+    names = resolve_observation_set(config.observations)
+    m = market_for_order(config.market, order)
+    tick = float(getattr(m, "tick_size", 0.0) or 0.0)
+    s0 = float(getattr(m, "s0", 0.0) or 0.0)
+    tick_bps = tick / s0 * 1e4 if tick > 0 and s0 > 0 else None
+    return ObservationNormaliser(normalisation_spec(names, tick_bps=tick_bps))
+
+
+class NormalisedExecution(BatchedExecution):
+    """The execution loop with its observations online-normalised (``EnvConfig.normalise``).
+
+    Every observation ``observe`` returns goes through the normaliser; each decision's row is
+    folded in once, when it is first observed (the core observes twice in a step where
+    autoreset restarts episodes: rows already folded are not folded again), and the rows of
+    finished orders never (they are not decided on)."""
+
+    def __init__(self, *args: Any, normaliser: ObservationNormaliser, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        normaliser.check(self.observations, "execution")
+        self.normaliser = normaliser
+        self._folded_k = np.full(self.n_envs, -1, dtype=np.int64)
+
+    def reset(self, seed: int | None = None) -> NDArray[np.float32]:
+        self._folded_k[:] = -1
+        return super().reset(seed)
+
+    def raw_observe(self) -> NDArray[np.float32]:
+        """The observation before normalisation (the fixed scaling's)."""
+        return super().observe()
+
+    def observe(self) -> NDArray[np.float32]:
+        raw = super().observe()
+        fresh = None
+        if not self.normaliser.locked:
+            fresh = ~self.done & (self.k != self._folded_k)
+            self._folded_k[self.done] = -1
+            self._folded_k[fresh] = self.k[fresh]
+        return self.normaliser.apply(raw, fresh)
 
 
 def market_for_order(market: MarketSpec, order: ParentOrder) -> MarketSpec:
@@ -192,7 +263,12 @@ def make_execution(
     ``order``, so the caller checks they share it); None: ``order.qty`` everywhere."""
     market_config = market_for_order(config.market, order)
     market = market_config.build(n_envs, order.side.sign)
-    return BatchedExecution(
+    extra: dict[str, Any] = {}
+    cls: type[BatchedExecution] = BatchedExecution
+    if config.normalise == "online":
+        cls = NormalisedExecution
+        extra["normaliser"] = config.normaliser or make_normaliser(config, order)
+    return cls(
         market,
         qty=order.qty if qty is None else qty,
         side=order.side.sign,
@@ -203,4 +279,5 @@ def make_execution(
         autoreset=autoreset,
         risk_var_per_share2=risk_var_per_share2(market_config),
         guard=guard,
+        **extra,
     )

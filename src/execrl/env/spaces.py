@@ -2,7 +2,10 @@
 
 An observation is a float32 vector of named features. ``remaining_ratio`` and
 ``elapsed_ratio`` come from the order; the others from the market (a market that lacks one is
-refused by name). Features are scaled to O(1) so that networks need no normaliser.
+refused by name). Features are scaled to O(1) by fixed constants
+(``market.observations``), so that networks need no normaliser; ``EnvConfig.normalise =
+"online"`` adds seed 001 §5's online normaliser on top (``ObservationNormaliser``: z-scores
+per spread bucket, learnt in training, frozen into the exported policy).
 
 An action is a size and an order style. The size is a fraction of a base quantity (what
 remains, or the base TWAP schedule's slice: seed 003's RL-enhanced executor times and sizes

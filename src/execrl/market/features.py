@@ -1352,6 +1352,64 @@ class OnlineNormaliser:
         return norm
 
 
+class NormalisationSpec(BaseModel):
+    """What an online observation normaliser is: the features in order, which of them are
+    z-scored, the feature its regime bucket is read from and that feature's bucket edges, the
+    decay. Saved with the statistics (``ObservationNormaliser.state``); a checkpoint whose
+    spec differs from the one its policy was trained with is refused by field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    names: Annotated[tuple[str, ...], Field(min_length=1)]
+    normalised: tuple[str, ...]
+    """Features z-scored: the market features but the bucket's own; the order's state
+    (remaining, elapsed, TWAP deviation, working) and the bucket feature pass through as the
+    fixed scaling gives them, so a policy still tells the regime and the horizon's end."""
+    bucket_by: str | None
+    """Observation feature whose value picks the bucket (None: one bucket)."""
+    bucket_edges: tuple[Annotated[float, Field(allow_inf_nan=False)], ...] = ()
+    """Inner edges, increasing, in the feature's observed units: bucket i holds values in
+    [edges[i-1], edges[i]) (``np.searchsorted(edges, x, side="right")``)."""
+    halflife: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    """Observations (rows: one per env and decision) of a bucket after which a weight halves."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        unknown = [n for n in self.normalised if n not in self.names]
+        if unknown:
+            raise ValueError(f"normalised feature {unknown[0]!r} is not among names")
+        if self.bucket_by is not None and self.bucket_by not in self.names:
+            raise ValueError(f"bucket_by {self.bucket_by!r} is not among names")
+        if self.bucket_by is None and self.bucket_edges:
+            raise ValueError("bucket_edges without bucket_by")
+        if any(b <= a for a, b in zip(self.bucket_edges, self.bucket_edges[1:], strict=False)):
+            raise ValueError(f"bucket_edges = {list(self.bucket_edges)} must increase")
+        return self
+
+    @property
+    def n_buckets(self) -> int:
+        return len(self.bucket_edges) + 1
+
+
+class ObservationNormaliserState(BaseModel):
+    """An ``ObservationNormaliser`` as JSON: its spec and its statistics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spec: NormalisationSpec
+    stats: NormaliserState
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        if self.stats.n_features != len(self.spec.names):
+            raise ValueError(f"stats hold {self.stats.n_features} features, spec names "
+                             f"{len(self.spec.names)}")
+        if self.stats.n_buckets != self.spec.n_buckets:
+            raise ValueError(f"stats hold {self.stats.n_buckets} buckets, spec's edges make "
+                             f"{self.spec.n_buckets}")
+        return self
+
+
 class _NormaliserParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -1378,6 +1436,9 @@ class FeatureSchema(BaseModel):
     names: Annotated[tuple[str, ...], Field(min_length=1)]
     builder: FeatureConfig | None = None
     normaliser: NormaliserState | None = None
+    normalisation: ObservationNormaliserState | None = None
+    """The online observation normaliser the policy was trained behind (spec and frozen
+    statistics: ``market.observations.ObservationNormaliser``); None: fixed scaling."""
     domain_min: tuple[float | None, ...]
     domain_max: tuple[float | None, ...]
     definitions: tuple[str, ...] | None = None
@@ -1403,6 +1464,9 @@ class FeatureSchema(BaseModel):
         for what, values in (("domain_mean", self.domain_mean), ("domain_std", self.domain_std)):
             if values is not None and len(values) != f:
                 raise ValueError(f"{what} must hold {f} values (one per name)")
+        if self.normalisation is not None and self.normalisation.spec.names != self.names:
+            raise ValueError(f"normalisation names {list(self.normalisation.spec.names)} "
+                             f"differ from names {list(self.names)}")
         if self.normaliser is not None and self.normaliser.n_features != f:
             raise ValueError(
                 f"normaliser has {self.normaliser.n_features} features, names has {f}"
@@ -1421,6 +1485,7 @@ class FeatureSchema(BaseModel):
         domain_mean: ArrayLike | None = None,
         domain_std: ArrayLike | None = None,
         action_counts: ArrayLike | None = None,
+        normalisation: ObservationNormaliserState | None = None,
     ) -> FeatureSchema:
         """The schema of a training run; the domain comes from ``normaliser`` unless given."""
         if domain_min is None or domain_max is None:
@@ -1440,6 +1505,7 @@ class FeatureSchema(BaseModel):
             else tuple(_finite_or_none(np.asarray(domain_std, dtype=float))),
             "action_counts": None if action_counts is None
             else tuple(int(c) for c in np.asarray(action_counts).ravel()),
+            "normalisation": normalisation,
         }
         try:
             return cls.model_validate(data)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from execrl.domain import ConfigError, OrderType
+from execrl.domain import OrderType
 from execrl.market.events import CHILD_ORDER_DTYPE, FILL_DTYPE, TRADE_DTYPE
 from execrl.market.features import FeatureBuilder, FeatureConfig
 from execrl.sim import lob_kernels as kern
@@ -521,11 +521,20 @@ class LOBMarket:
         self._snapshot(np.array([env], dtype=np.intp))
         self._values = None
 
-    def expected_mid_change(self, shares: NDArray[np.int64]) -> NDArray[np.float64]:
-        raise ConfigError(
-            "the order-book market has no expected mid change (its impact is the book's "
-            "reaction): use a reward other than 'expected_cost'"
-        )
+    #: ``expected_mid_change`` is an estimate, not the exact conditional mean (``lob_move``)
+    expected_move_exact = False
+
+    def expected_mid_change(self, shares: NDArray[np.int64],
+                            orders: ChildOrderBatch | None = None) -> NDArray[np.float64]:
+        """Estimated E[mid change of the coming step | ``shares`` sent now]: the measured
+        persistence ρ × the mechanical walk-the-book jump of what crosses, plus a scheduled
+        shock's forced moves in the step (``execrl.sim.lob_move``; ``orders``: count only
+        what crosses, else every share is taken to). An approximation: ``expected_cost`` on
+        the book is a variance-reduction choice, not its default reward."""
+        from execrl.sim import lob_move
+
+        rho = lob_move.persistence(self.config)
+        return rho * lob_move.mechanical_jump(self, shares, orders) + lob_move.shock_move(self)
 
     # -- features ---------------------------------------------------------------------------
     def estimate(self) -> LOBEstimate:
