@@ -565,8 +565,9 @@ def test_the_spec_gives_the_orders_grid_a_cost_model_estimated_from_the_book_and
     assert block["model"] == "lob" and block["config"]["s0"] == 40.0
     market = spec.build(3, -1)
     assert isinstance(market, LOBMarket) and market.n_steps == 12 and market.tick_size == 0.01
-    with pytest.raises(ConfigError, match="order-book market has no expected mid change"):
-        market.expected_mid_change(np.zeros(3, dtype=np.int64))
+    market.reset(np.random.default_rng(0))
+    # no shares and no scheduled shock on the calm book: nothing is expected to move
+    np.testing.assert_array_equal(market.expected_mid_change(np.zeros(3, dtype=np.int64)), 0.0)
     long = order.model_copy(update={"horizon_s": 10 * 86_400.0})
     with pytest.raises(ConfigError, match="'step_seconds' = 10 splits the horizon"):
         LOBMarketConfig().for_order(long)
