@@ -75,3 +75,26 @@ def test_schedule_policy_kernel_is_its_numpy_form():
     k = _step_index(policy._idx, obs, n_steps)
     expected = policy.step_fraction[k][:, None].astype(np.float32)
     assert policy.act(obs).tobytes() == expected.tobytes()
+
+
+def test_a_venue_put_around_the_market_later_is_stepped_through():
+    """The executor wraps ``core.market`` in a venue after building the core: the step must
+    then go through the venue, not around it."""
+    core = make_execution(EnvConfig(actions="seed003"), DEFAULT_ORDER, n_envs=4)
+    core.reset(seed=0)
+    calls: list[int] = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def execute(self, *args, **kwargs):
+            calls.append(1)
+            return self.inner.execute(*args, **kwargs)
+
+    core.market = Spy(core.market)
+    core.step(np.ones(4, dtype=np.int64))
+    assert calls == [1]

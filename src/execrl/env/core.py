@@ -439,7 +439,9 @@ class BatchedExecution:
         the action decides. The last step sweeps what is left, as always.
         """
         record = self.record_fill_events or self._reward_needs_events
-        if self._fused and forced_shares is None and not record:
+        if self._fused and forced_shares is None and not record and (
+            type(self.market) is ACMarket and not self.guard._windows
+        ):  # (a caller may have put a venue around the market, or a new guard, since)
             return self._fused_step(actions)
         n = self.n_envs
         active = ~self.done
