@@ -700,23 +700,28 @@ class BatchedExecution:
 
     def _episode_records(self, ids: NDArray[np.intp] | slice) -> dict[str, NDArray]:
         """Per-episode results (of finished episodes: ``residual_shares`` is 0 while one
-        runs)."""
+        runs). Each stats block is gathered once (the arrays are rows of those copies)."""
         s = self.stats
+        floats = s.floats[:, ids]
+        counts = s.counts[:, ids]
+        order_ints = s.order_ints[ids]
+        if isinstance(ids, slice):  # basic indexing gives views: copy them
+            floats, counts, order_ints = floats.copy(), counts.copy(), order_ints.copy()
         return {
-            "is_bps": s.is_bps[ids].copy(),
-            "is_vs_arrival_vwap_bps": s.is_vs_arrival_vwap_bps[ids].copy(),
-            "is_vs_interval_vwap_bps": s.is_vs_interval_vwap_bps[ids].copy(),
-            "fill_rate": s.filled[ids] / self.order_qty[ids],
+            "is_bps": floats[_F_IS],
+            "is_vs_arrival_vwap_bps": floats[_F_IS_ARRIVAL_VWAP],
+            "is_vs_interval_vwap_bps": floats[_F_IS_INTERVAL_VWAP],
+            "fill_rate": counts[_C_FILLED] / self.order_qty[ids],
             "residual_shares": np.where(self.done[ids], self.remaining[ids], 0),
-            "residual_is_bps": s.residual_is_bps[ids].copy(),
-            "child_orders": s.child_orders[ids].copy(),
-            "breaches": s.breaches[ids].copy(),
-            "cuts": s.cuts[ids].copy(),
-            "fills": s.fills[ids].copy(),
-            "cancels": s.cancels[ids].copy(),
-            "rejects": s.rejects[ids].copy(),
-            "guard_rejects": s.guard_rejects[ids].copy(),
-            "return": s.episode_return[ids].copy(),
+            "residual_is_bps": floats[_F_RESIDUAL_IS],
+            "child_orders": counts[_C_CHILD_ORDERS],
+            "breaches": counts[_C_BREACHES],
+            "cuts": counts[_C_CUTS],
+            "fills": order_ints[:, _FILLS].copy(),
+            "cancels": order_ints[:, _CANCELS].copy(),
+            "rejects": order_ints[:, _REJECTS].copy(),
+            "guard_rejects": counts[_C_GUARD_REJECTS],
+            "return": floats[_F_RETURN],
             "steps": self.k[ids].copy(),
         }
 
