@@ -49,8 +49,21 @@ from execrl.safety.guard import (
     GUARD_PRICE_BAND,
     RiskGuard,
     RiskLimits,
+    _check_kernel,
+    _record_shares_kernel,
+    _size_cap_kernel,
 )
-from execrl.sim.base import ORDER_TYPE_CODES, BatchedMarket, ChildOrderBatch, FillBatch
+from execrl.sim.almgren_chriss import _ARRIVAL as _AC_ARRIVAL
+from execrl.sim.almgren_chriss import _ARRIVAL_VWAP as _AC_ARRIVAL_VWAP
+from execrl.sim.almgren_chriss import _MID as _AC_MID
+from execrl.sim.almgren_chriss import ACMarket, _apply_kernel, _exogenous_kernel
+from execrl.sim.base import (
+    ORDER_TYPE_CODES,
+    REJECT_ORDER_TYPE,
+    BatchedMarket,
+    ChildOrderBatch,
+    FillBatch,
+)
 
 
 @dataclass
@@ -71,6 +84,10 @@ class EpisodeStats:
     # per-env order state and counters in one (n_envs, 5) array (columns _WORKING … _REJECTS),
     # so a kernel takes them as one argument; the fields below are column views of it
     order_ints: NDArray[np.int64]
+    # the float and count fields above are rows of these two blocks (rows _F_*, _C_*), so a
+    # kernel takes each group as one argument, its rows read by name
+    floats: NDArray[np.float64]
+    counts: NDArray[np.int64]
 
     @property
     def working(self) -> NDArray[np.int64]:
@@ -245,22 +262,36 @@ class BatchedExecution:
                     )
                 self._obs_plan.append((_OBS_MARKET, str(f.source), scale, f.per_step_volume))
         self._obs_kinds = np.array([plan[0] for plan in self._obs_plan], dtype=np.int64)
+        # the fused step (``_fused_step``): the Almgren–Chriss market itself, the is_bps
+        # reward, market orders, and no risk control that keeps windows (those book in
+        # ``RiskGuard.record``'s full kernel)
+        self._fused = (
+            type(market) is ACMarket and self._is_bps_reward and not guard._windows
+            and not self._has_book
+        )
+        self._scratch_f = np.empty((4, n))
+        self._one_style = np.zeros(n, dtype=np.int64)  # every env's style: the set's only one
+        self._scratch_i = np.empty((2, n), dtype=np.int64)
 
     def _new_stats(self) -> EpisodeStats:
         n = self.n_envs
+        floats = np.zeros((_N_F, n))
+        counts = np.zeros((_N_C, n), dtype=np.int64)
         return EpisodeStats(
-            is_bps=np.zeros(n),
-            is_vs_arrival_vwap_bps=np.zeros(n),
-            is_vs_interval_vwap_bps=np.zeros(n),
-            filled=np.zeros(n, dtype=np.int64),
-            child_orders=np.zeros(n, dtype=np.int64),
-            breaches=np.zeros(n, dtype=np.int64),
-            cuts=np.zeros(n, dtype=np.int64),
-            residual_is_bps=np.zeros(n),
-            episode_return=np.zeros(n),
+            is_bps=floats[_F_IS],
+            is_vs_arrival_vwap_bps=floats[_F_IS_ARRIVAL_VWAP],
+            is_vs_interval_vwap_bps=floats[_F_IS_INTERVAL_VWAP],
+            filled=counts[_C_FILLED],
+            child_orders=counts[_C_CHILD_ORDERS],
+            breaches=counts[_C_BREACHES],
+            cuts=counts[_C_CUTS],
+            residual_is_bps=floats[_F_RESIDUAL_IS],
+            episode_return=floats[_F_RETURN],
             schedule=np.zeros((n, self.n_steps), dtype=np.int64),
-            guard_rejects=np.zeros(n, dtype=np.int64),
+            guard_rejects=counts[_C_GUARD_REJECTS],
             order_ints=np.zeros((n, _N_ORDER_INTS), dtype=np.int64),
+            floats=floats,
+            counts=counts,
         )
 
     # -- episodes ---------------------------------------------------------------------------
@@ -293,17 +324,9 @@ class BatchedExecution:
                 self.k,
                 self.done,
                 self._cash,
-                s.is_bps,
-                s.is_vs_arrival_vwap_bps,
-                s.is_vs_interval_vwap_bps,
-                s.residual_is_bps,
-                s.episode_return,
-                s.filled,
-                s.child_orders,
-                s.breaches,
-                s.cuts,
+                s.floats,
+                s.counts,
                 s.schedule,
-                s.guard_rejects,
                 s.order_ints,
             )
             return
@@ -311,17 +334,8 @@ class BatchedExecution:
         self.k.fill(0)
         self.done.fill(False)
         self._cash.fill(0.0)
-        floats = (
-            s.is_bps,
-            s.is_vs_arrival_vwap_bps,
-            s.is_vs_interval_vwap_bps,
-            s.residual_is_bps,
-            s.episode_return,
-        )
-        for arr in floats:
-            arr.fill(0.0)
-        for arr in (s.filled, s.child_orders, s.breaches, s.cuts, s.schedule, s.order_ints,
-                    s.guard_rejects):
+        s.floats.fill(0.0)
+        for arr in (s.counts, s.schedule, s.order_ints):
             arr.fill(0)
 
     # -- decisions --------------------------------------------------------------------------
@@ -380,6 +394,34 @@ class BatchedExecution:
         )
         return mask
 
+    def _requests(self, actions: NDArray) -> tuple[NDArray[np.int64], NDArray[np.int64],
+                                                    NDArray[np.int64]]:
+        """(discrete action index per env or empty, requested shares per env (the decision
+        kernel fills them for discrete actions), style index per env)."""
+        n = self.n_envs
+        if self._fractions is not None:
+            idx = self.action_set.flat_actions(actions)
+            if idx.shape[0] != n:  # one action for every env
+                idx = np.broadcast_to(idx, (n,)).copy()
+            idx = np.ascontiguousarray(idx)
+            return idx, np.empty(n, dtype=np.int64), idx
+        a = np.asarray(actions)
+        if (len(self.action_set.styles) <= 1 and a.ndim in (1, 2) and a.shape[0] == n
+                and a.dtype.kind == "f"):  # the hot path: one compiled pass
+            requested = np.empty(n, dtype=np.int64)
+            if _fraction_requests(a.reshape(n, -1)[:, 0], self.remaining, requested) >= 0:
+                self.action_set.to_fraction(actions)  # raises, naming the action
+            return _NO_ACTIONS, requested, self._one_style
+        fraction = self.action_set.to_fraction(actions)
+        requested = fraction_to_shares(fraction, self.remaining)
+        if requested.shape[0] != n:
+            requested = np.broadcast_to(requested, (n,)).copy()
+        style_idx = self.action_set.to_style_index(actions)
+        if style_idx.shape[0] != n:
+            style_idx = np.broadcast_to(style_idx, (n,)).copy()
+        return (_NO_ACTIONS, np.ascontiguousarray(requested),
+                np.ascontiguousarray(style_idx, dtype=np.int64))
+
     def step(
         self,
         actions: NDArray,
@@ -396,39 +438,30 @@ class BatchedExecution:
         (which must still be a valid one), through the same hard limits and risk guard; -1:
         the action decides. The last step sweeps what is left, as always.
         """
+        record = self.record_fill_events or self._reward_needs_events
+        if self._fused and forced_shares is None and not record and (
+            type(self.market) is ACMarket and not self.guard._windows
+        ):  # (a caller may have put a venue around the market, or a new guard, since)
+            return self._fused_step(actions)
         n = self.n_envs
         active = ~self.done
-        forced, forced_table = _NO_FORCED, self._styles[0]
+        forced, forced_table = _NO_FORCED, self._styles[:1]
         if forced_shares is not None:
             forced = np.ascontiguousarray(np.broadcast_to(forced_shares, (n,)), dtype=np.int64)
             forced_table = self._forced_style_row(forced_style or MARKET_ORDER)
         cut = np.empty(n, dtype=bool)
         limit = np.empty(n, dtype=np.int64)
         shares = self._orders.qty
-        if self._fractions is not None:
-            idx = self.action_set.flat_actions(actions)
-            if idx.shape[0] != n:  # one action for every env
-                idx = np.broadcast_to(idx, (n,)).copy()
-            requested = np.empty(n, dtype=np.int64)  # filled by the kernel
-            style_idx = idx
-        else:
-            idx = _NO_ACTIONS
-            fraction = self.action_set.to_fraction(actions)
-            requested = fraction_to_shares(fraction, self.remaining)
-            if requested.shape[0] != n:
-                requested = np.broadcast_to(requested, (n,)).copy()
-            style_idx = self.action_set.to_style_index(actions)
-            if style_idx.shape[0] != n:
-                style_idx = np.broadcast_to(style_idx, (n,)).copy()
+        idx, requested, style_idx = self._requests(actions)
         quotes = self._last_quotes = self._quotes()
         t, mid_now, volume = self._guard_inputs()
         guard_cap = self.guard.size_cap(t, mid_now, volume, active)
         edges = self.guard.band_edges(mid_now) if self._has_book else _NO_EDGES
         bad = _decide_kernel(
-            np.ascontiguousarray(idx),
+            idx,
             _NO_FRACTIONS if self._fractions is None else self._fractions,
             self._can_cut,
-            np.ascontiguousarray(requested),
+            requested,
             self.remaining,
             self.k,
             self.done,
@@ -436,7 +469,7 @@ class BatchedExecution:
             guard_cap,
             self.stats.order_ints,
             self._twap_base,
-            np.ascontiguousarray(style_idx, dtype=np.int64),
+            style_idx,
             self._styles,
             forced,
             forced_table,
@@ -467,7 +500,6 @@ class BatchedExecution:
         expected_move = None
         if getattr(self.reward, "needs_expected_move", False):
             expected_move = self.market.expected_mid_change(shares)
-        record = self.record_fill_events or self._reward_needs_events
         fill = self.market.execute(self._orders, active, record_events=record)
         self.last_fills = fill
         self.guard.record(self._orders, fill, t, volume, active)
@@ -534,6 +566,16 @@ class BatchedExecution:
             reward64 = np.where(active, self.reward(ctx, outcome), 0.0)
             s.episode_return += reward64
             reward = reward64.astype(np.float32)
+        return self._end_step(fill, n_done, done_now, avg_fill, reward)
+
+    def _end_step(
+        self, fill: FillBatch, n_done: int, done_now: NDArray[np.bool_],
+        avg_fill: NDArray[np.float64], reward: NDArray[np.float32],
+    ) -> tuple[NDArray, NDArray, NDArray, NDArray, dict[str, Any]]:
+        """The step's end, whichever path booked it: the finished episodes' IS against the
+        interval VWAP, the observation, ``info``, and the autoreset."""
+        n = self.n_envs
+        s = self.stats
         if n_done:
             iv = implementation_shortfall_bps(avg_fill, self.market.interval_vwap, self.side)
             np.copyto(s.is_vs_interval_vwap_bps, iv, where=done_now)
@@ -554,6 +596,51 @@ class BatchedExecution:
         truncated = np.zeros(n, dtype=bool)
         return obs, reward, done_now, truncated, info
 
+    def _fused_step(
+        self, actions: NDArray
+    ) -> tuple[NDArray, NDArray, NDArray, NDArray, dict[str, Any]]:
+        """``step`` in one compiled call (``_fused_ac_step_kernel``: the same kernels, so the
+        same results to the bit) where the market is the Almgren–Chriss one, the reward
+        is_bps and no risk control keeps windows; nothing forced, no fill events."""
+        n = self.n_envs
+        idx, requested, style_idx = self._requests(actions)
+        g = self.guard
+        m: ACMarket = self.market  # type: ignore[assignment]
+        s = self.stats
+        o = self._orders
+        new_state = np.empty_like(m._state)
+        fill_qty = np.empty(n, dtype=np.int64)
+        fill_px = np.empty(n)
+        reject = np.empty(n, dtype=np.int8)
+        n_fills = np.empty(n, dtype=np.int32)
+        reward = np.empty(n, dtype=np.float32)
+        scratch_b = np.empty((4, n), dtype=bool)
+        bad, n_done = _fused_ac_step_kernel(
+            idx, _NO_FRACTIONS if self._fractions is None else self._fractions, self._can_cut,
+            requested, self.remaining, self.k, self.done, self.n_steps, self._twap_base,
+            style_idx, self._styles, self._styles[:1], self.side, self.order_qty, o.qty,
+            o.cancel, o.child_id, o.order_type, o.limit_px, o.ttl_steps,
+            g.step_seconds, g.needs_volume, g.killed(), g.latched, g._static, g.horizon_s,
+            g._ints, g._floats, g._lim_i, g._lim_f, g.cap_reason, g.last_code, g.last_flags,
+            self.last_guard,
+            m._state, new_state, m._k, m._keys, m._params, m._expected_volume, m._has_signal,
+            m._bits, m._noise, m._exo, m._nothing_rests[0], fill_qty, fill_px, reject, n_fills,
+            self._is_scale, self._cash, s.floats, s.counts, s.schedule, s.order_ints,
+            self._scratch_f, self._scratch_i, scratch_b, reward,
+        )
+        if bad >= 0:
+            self.action_set.to_fraction(actions)  # raises, naming the bad action
+            raise ValueError(
+                f"action {int(idx[bad])} is outside action set {self.action_set.name!r}"
+            )
+        m._state = new_state
+        z_int, z_float = m._nothing_rests
+        fill = FillBatch(qty=fill_qty, avg_px=fill_px, passive_qty=z_int, fees=z_float,
+                         n_fills=n_fills, working_qty=z_int, cancelled_qty=z_int, reject=reject)
+        self.last_fills = fill
+        self._last_quotes = _NO_QUOTES
+        return self._end_step(fill, n_done, scratch_b[3], self._scratch_f[3], reward)
+
     @property
     def cash(self) -> NDArray[np.float64]:
         """Per env: the currency the fills of the episode so far came to (shares × price)."""
@@ -565,12 +652,12 @@ class BatchedExecution:
         return self._orders
 
     def _forced_style_row(self, style: OrderStyle) -> NDArray[np.int64]:
-        """The style-table row of a forced order's style (cached per style)."""
+        """The style table (one row) of a forced order's style (cached per style)."""
         row = self._forced_tables.get(style)
         if row is None:
             if style.rests and not self._has_book:
                 raise ConfigError(f"forced order style {style.label!r} needs a market with a book")
-            row = self._forced_tables[style] = _style_table((style,), self.n_steps)[0]
+            row = self._forced_tables[style] = _style_table((style,), self.n_steps)
         return row
 
     def _guard_verdict(
@@ -613,23 +700,28 @@ class BatchedExecution:
 
     def _episode_records(self, ids: NDArray[np.intp] | slice) -> dict[str, NDArray]:
         """Per-episode results (of finished episodes: ``residual_shares`` is 0 while one
-        runs)."""
+        runs). Each stats block is gathered once (the arrays are rows of those copies)."""
         s = self.stats
+        floats = s.floats[:, ids]
+        counts = s.counts[:, ids]
+        order_ints = s.order_ints[ids]
+        if isinstance(ids, slice):  # basic indexing gives views: copy them
+            floats, counts, order_ints = floats.copy(), counts.copy(), order_ints.copy()
         return {
-            "is_bps": s.is_bps[ids].copy(),
-            "is_vs_arrival_vwap_bps": s.is_vs_arrival_vwap_bps[ids].copy(),
-            "is_vs_interval_vwap_bps": s.is_vs_interval_vwap_bps[ids].copy(),
-            "fill_rate": s.filled[ids] / self.order_qty[ids],
+            "is_bps": floats[_F_IS],
+            "is_vs_arrival_vwap_bps": floats[_F_IS_ARRIVAL_VWAP],
+            "is_vs_interval_vwap_bps": floats[_F_IS_INTERVAL_VWAP],
+            "fill_rate": counts[_C_FILLED] / self.order_qty[ids],
             "residual_shares": np.where(self.done[ids], self.remaining[ids], 0),
-            "residual_is_bps": s.residual_is_bps[ids].copy(),
-            "child_orders": s.child_orders[ids].copy(),
-            "breaches": s.breaches[ids].copy(),
-            "cuts": s.cuts[ids].copy(),
-            "fills": s.fills[ids].copy(),
-            "cancels": s.cancels[ids].copy(),
-            "rejects": s.rejects[ids].copy(),
-            "guard_rejects": s.guard_rejects[ids].copy(),
-            "return": s.episode_return[ids].copy(),
+            "residual_is_bps": floats[_F_RESIDUAL_IS],
+            "child_orders": counts[_C_CHILD_ORDERS],
+            "breaches": counts[_C_BREACHES],
+            "cuts": counts[_C_CUTS],
+            "fills": order_ints[:, _FILLS].copy(),
+            "cancels": order_ints[:, _CANCELS].copy(),
+            "rejects": order_ints[:, _REJECTS].copy(),
+            "guard_rejects": counts[_C_GUARD_REJECTS],
+            "return": floats[_F_RETURN],
             "steps": self.k[ids].copy(),
         }
 
@@ -686,6 +778,11 @@ _ORDER_OBS = {
 # columns of EpisodeStats.order_ints
 _WORKING, _CHILD_SEQ, _FILLS, _CANCELS, _REJECTS = range(5)
 _N_ORDER_INTS = 5
+# rows of EpisodeStats.floats and EpisodeStats.counts
+_F_IS, _F_IS_ARRIVAL_VWAP, _F_IS_INTERVAL_VWAP, _F_RESIDUAL_IS, _F_RETURN = range(5)
+_N_F = 5
+_C_FILLED, _C_CHILD_ORDERS, _C_BREACHES, _C_CUTS, _C_GUARD_REJECTS = range(5)
+_N_C = 5
 
 
 @njit(cache=True)
@@ -696,37 +793,22 @@ def _reset_order_rows(
     k: NDArray[np.int64],
     done: NDArray[np.bool_],
     cash: NDArray[np.float64],
-    is_bps: NDArray[np.float64],
-    is_vs_arrival_vwap_bps: NDArray[np.float64],
-    is_vs_interval_vwap_bps: NDArray[np.float64],
-    residual_is_bps: NDArray[np.float64],
-    episode_return: NDArray[np.float64],
-    filled: NDArray[np.int64],
-    child_orders: NDArray[np.int64],
-    breaches: NDArray[np.int64],
-    cuts: NDArray[np.int64],
+    floats: NDArray[np.float64],
+    counts: NDArray[np.int64],
     schedule: NDArray[np.int64],
-    guard_rejects: NDArray[np.int64],
     order_ints: NDArray[np.int64],
 ) -> None:
-    """A fresh episode's order state in envs ``ids``."""
+    """A fresh episode's order state in envs ``ids`` (``floats``, ``counts``: EpisodeStats'
+    blocks)."""
     for r in range(ids.shape[0]):
         i = ids[r]
         remaining[i] = qty[i]
         k[i] = 0
         done[i] = False
         cash[i] = 0.0
-        is_bps[i] = 0.0
-        is_vs_arrival_vwap_bps[i] = 0.0
-        is_vs_interval_vwap_bps[i] = 0.0
-        residual_is_bps[i] = 0.0
-        episode_return[i] = 0.0
-        filled[i] = 0
-        child_orders[i] = 0
-        breaches[i] = 0
-        cuts[i] = 0
+        floats[:, i] = 0.0
+        counts[:, i] = 0
         schedule[i, :] = 0
-        guard_rejects[i] = 0
         order_ints[i, :] = 0
 
 
@@ -783,6 +865,23 @@ def fraction_to_shares_one(fraction: float, remaining: int) -> int:
     return min(shares, remaining)
 
 
+@njit(cache=True)
+def _fraction_requests(
+    fraction: NDArray[np.floating], remaining: NDArray[np.int64], requested: NDArray[np.int64]
+) -> int:
+    """Continuous actions to shares: ``ActionSet.to_fraction`` (clipped to [0, 1]) and
+    ``fraction_to_shares``, with the same operations, in one pass; the position of the first
+    action that is not a finite number (nothing written then), or -1."""
+    n = remaining.shape[0]
+    for i in range(n):
+        if not np.isfinite(fraction[i]):
+            return i
+    for i in range(n):
+        f = min(max(np.float64(fraction[i]), 0.0), 1.0)
+        requested[i] = fraction_to_shares_one(f, remaining[i])
+    return -1
+
+
 @njit(cache=True, inline="always")
 def _child_cap(remaining: int, cap: NDArray[np.int64], i: int) -> int:
     """Largest child order env ``i`` may send now: the risk guard's cap, and what remains."""
@@ -826,14 +925,17 @@ def _wanted_shares(fraction: float, r: int, steps_left: int, twap_base: bool) ->
 
 @njit(cache=True, inline="always")
 def _style_price(
-    style: NDArray[np.int64], side: int, tick: float, quotes: NDArray[np.float64], i: int
+    styles: NDArray[np.int64], j: int, side: int, tick: float, quotes: NDArray[np.float64],
+    i: int,
 ) -> float:
-    """Limit price of a style for env ``i``: ``ticks`` from the near or far touch in the
-    aggressive direction, on the tick grid; NaN for a market order or without a book."""
-    if style[_S_TYPE] == _MARKET_CODE or quotes.shape[1] == 0:
+    """Limit price of style ``j`` (a row of the style table) for env ``i``: ``ticks`` from the
+    near or far touch in the aggressive direction, on the tick grid; NaN for a market order or
+    without a book. Reads the table's scalars (a row view would cost a reference count per
+    env)."""
+    if styles[j, _S_TYPE] == _MARKET_CODE or quotes.shape[1] == 0:
         return np.nan
-    anchor = quotes[style[_S_ANCHOR], i]
-    return np.rint((anchor + side * style[_S_TICKS] * tick) / tick) * tick
+    anchor = quotes[styles[j, _S_ANCHOR], i]
+    return np.rint((anchor + side * styles[j, _S_TICKS] * tick) / tick) * tick
 
 
 @njit(cache=True, inline="always")
@@ -879,14 +981,13 @@ def _masks_kernel(
         allowed = False
         for a in range(n_actions):
             f = fractions[a]
-            style = styles[a]
             # as in _decide_kernel: a new order stays within what is left less what still
             # works, unless it cancels or replaces the working order
-            replaces = style[_S_CANCEL] == 1 or style[_S_TTL] > 0
+            replaces = styles[a, _S_CANCEL] == 1 or styles[a, _S_TTL] > 0
             cap_a = _child_cap(r if replaces else r - working, cap, i)
             ok = _wanted_shares(f, r, n_steps - k[i], twap_base) <= cap_a or f == 0.0
-            ok = ok and not (f > 0.0 and _beyond_band(_style_price(style, side, tick, quotes, i),
-                                                      edge, side))
+            ok = ok and not (f > 0.0 and _beyond_band(
+                _style_price(styles, a, side, tick, quotes, i), edge, side))
             mask[i, a] = ok
             allowed = allowed or ok
         if not allowed:
@@ -909,7 +1010,7 @@ def _decide_kernel(
     style_idx: NDArray[np.int64],
     styles: NDArray[np.int64],
     forced: NDArray[np.int64],
-    forced_style: NDArray[np.int64],
+    forced_style: NDArray[np.int64],  # (1, 5): the forced orders' style-table row
     side: int,
     tick: float,
     edges: NDArray[np.float64],
@@ -956,16 +1057,16 @@ def _decide_kernel(
         lim = guard_cap[i]
         on = not done[i]
         last = k[i] >= n_steps - 1
-        style = styles[style_idx[i]]
+        table, j = styles, style_idx[i]  # the style's row (scalars read: no row views)
         chosen = True  # the policy's request (not a forced one)
         if any_forced and forced[i] >= 0:
             req = forced[i]
-            style = forced_style
+            table, j = forced_style, 0
             may_cut = False
             chosen = False
-        code = style[_S_TYPE]
-        ttl = style[_S_TTL]
-        replaces = style[_S_CANCEL] == 1 or (ttl > 0 and req > 0)
+        code = table[j, _S_TYPE]
+        ttl = table[j, _S_TTL]
+        replaces = table[j, _S_CANCEL] == 1 or (ttl > 0 and req > 0)
         if last:  # the horizon: cancel what works, send the rest as a marketable order
             code = _MARKET_CODE
             ttl = 0
@@ -975,7 +1076,7 @@ def _decide_kernel(
         qty = min(r if last else req, cap)  # at the horizon: what is left, within the limits
         if not on:
             qty = 0
-        px = _style_price(style, side, tick, quotes, i) if code != _MARKET_CODE else np.nan
+        px = _style_price(table, j, side, tick, quotes, i) if code != _MARKET_CODE else np.nan
         edge = _band_edge(edges, i)
         priced_out = _beyond_band(px, edge, side)
         if priced_out:
@@ -1138,3 +1239,150 @@ def _book_kernel(
             episode_return[i] += r
             reward[i] = r
     return n_done
+
+
+# -- the fused step (the Almgren–Chriss market, no window controls, the is_bps reward) -------
+# One compiled call does a whole step through the same kernels as ``BatchedExecution.step``:
+# the guard's size cap, the decision, the guard's check and verdict, the market's exogenous
+# moves and fills, the guard's booking and ours. Measured at 1,000 envs the separate calls,
+# their argument lists and the Python between them took more than the kernels themselves.
+@njit(cache=True)
+def _fused_ac_step_kernel(
+    # the decision (as _decide_kernel)
+    actions: NDArray[np.int64],
+    fractions: NDArray[np.float64],
+    can_cut: NDArray[np.bool_],
+    requested: NDArray[np.int64],
+    remaining: NDArray[np.int64],
+    k: NDArray[np.int64],
+    done: NDArray[np.bool_],
+    n_steps: int,
+    twap_base: bool,
+    style_idx: NDArray[np.int64],
+    styles: NDArray[np.int64],
+    forced_style: NDArray[np.int64],
+    side: int,
+    order_qty: NDArray[np.int64],
+    o_qty: NDArray[np.int64],
+    o_cancel: NDArray[np.bool_],
+    o_child_id: NDArray[np.int64],
+    o_type: NDArray[np.int8],
+    o_px: NDArray[np.float64],
+    o_ttl: NDArray[np.int32],
+    # the risk guard (RiskGuard's arrays, no window controls)
+    g_step_seconds: float,
+    g_needs_volume: bool,
+    g_killed: NDArray[np.bool_],
+    g_latched: NDArray[np.bool_],
+    g_static: NDArray[np.int64],
+    g_horizon: NDArray[np.float64],
+    g_ints: NDArray[np.int64],
+    g_floats: NDArray[np.float64],
+    g_lim_i: NDArray[np.int64],
+    g_lim_f: NDArray[np.float64],
+    g_cap_reason: NDArray[np.int16],
+    g_last_code: NDArray[np.int16],
+    g_last_flags: NDArray[np.int32],
+    last_guard: NDArray[np.int16],
+    # the market (ACMarket's arrays)
+    m_state: NDArray[np.float64],
+    m_new_state: NDArray[np.float64],
+    m_k: NDArray[np.int64],
+    m_keys: NDArray[np.uint64],
+    m_params: NDArray[np.float64],
+    m_expected_volume: NDArray[np.float64],
+    m_has_signal: bool,
+    m_bits: NDArray[np.uint64],
+    m_noise: NDArray[np.float64],
+    m_exo: NDArray[np.float64],
+    m_none: NDArray[np.int64],
+    fill_qty: NDArray[np.int64],
+    fill_px: NDArray[np.float64],
+    fill_reject: NDArray[np.int8],
+    fill_n: NDArray[np.int32],
+    # the booking (as _book_kernel)
+    is_scale: NDArray[np.float64],
+    cash: NDArray[np.float64],
+    floats: NDArray[np.float64],
+    counts: NDArray[np.int64],
+    schedule: NDArray[np.int64],
+    order_ints: NDArray[np.int64],
+    # scratch and outputs: (n,) each
+    scratch_f: NDArray[np.float64],
+    scratch_i: NDArray[np.int64],
+    scratch_b: NDArray[np.bool_],
+    reward: NDArray[np.float32],
+) -> tuple[int, int]:
+    """(position of the first bad discrete action or -1, episodes ended). ``floats`` and
+    ``counts``: EpisodeStats' blocks; ``scratch_f``: rows t, volume, step_is,
+    avg_fill; ``scratch_i``: rows guard_cap, limit; ``scratch_b``: rows active, final, cut,
+    done_now (the step's done flags, returned to the caller)."""
+    n = remaining.shape[0]
+    t, volume, step_is, avg_fill = scratch_f[0], scratch_f[1], scratch_f[2], scratch_f[3]
+    guard_cap, limit = scratch_i[0], scratch_i[1]
+    active, final, cut, done_now = scratch_b[0], scratch_b[1], scratch_b[2], scratch_b[3]
+    mid = m_state[_AC_MID]
+    for i in range(n):
+        active[i] = not done[i]
+        t[i] = k[i] * g_step_seconds  # the guard's clock, as _guard_inputs
+        final[i] = k[i] >= n_steps - 1
+    vol = _NO_EDGES
+    if g_needs_volume:  # ACMarket.feature("expected_volume")
+        for i in range(n):
+            volume[i] = m_expected_volume[min(m_k[i], n_steps - 1)]
+        vol = volume
+    _size_cap_kernel(t, mid, vol, active, g_killed, g_latched, g_static, g_horizon, g_ints,
+                     None, None, g_lim_i, g_lim_f, guard_cap, g_cap_reason)
+    bad = _decide_kernel(
+        actions, fractions, can_cut, requested, remaining, k, done, n_steps, guard_cap,
+        order_ints, twap_base, style_idx, styles, _NO_FORCED, forced_style, side, 0.0,
+        _NO_EDGES, _NO_QUOTES, o_qty, o_cancel, o_child_id, o_type, o_px, o_ttl, limit, cut,
+    )
+    if bad >= 0:
+        return bad, 0
+    _check_kernel(o_qty, o_type, o_px, o_cancel, o_child_id, t, mid, vol, active, final,
+                  g_killed, g_latched, g_static, g_horizon, g_ints, g_floats, None, None, None,
+                  g_lim_i, g_lim_f, g_last_code, g_last_flags)
+    _verdict_kernel(g_last_code, cut, requested, _NO_FORCED, guard_cap, g_cap_reason, o_qty,
+                    remaining, active, final, last_guard, counts[_C_GUARD_REJECTS])
+    _exogenous_kernel(active, m_state, m_k, m_keys, m_params, m_expected_volume, m_has_signal,
+                      m_bits, m_noise, m_exo)
+    _apply_kernel(o_qty, active, o_type, _MARKET_CODE, REJECT_ORDER_TYPE, m_state, m_new_state,
+                  m_k, m_params, m_exo, fill_qty, fill_px, fill_reject, fill_n)
+    _record_shares_kernel(fill_qty, m_none, active, g_ints)
+    n_done = _book_kernel(
+        fill_qty, fill_px, fill_n, m_none, m_none, fill_reject, active, o_qty, limit, cut,
+        m_new_state[_AC_ARRIVAL], m_new_state[_AC_MID], m_new_state[_AC_ARRIVAL_VWAP], side,
+        is_scale, n_steps, cash, counts[_C_FILLED], counts[_C_CHILD_ORDERS],
+        counts[_C_BREACHES], counts[_C_CUTS], schedule, remaining, k, floats[_F_IS],
+        floats[_F_IS_ARRIVAL_VWAP], floats[_F_RESIDUAL_IS], True, floats[_F_RETURN], step_is,
+        done_now, avg_fill, reward, order_ints,
+    )
+    return -1, n_done
+
+
+def _cache_follows(dispatcher: Any, *modules: Any) -> None:
+    """Make ``dispatcher``'s numba cache follow the source files of ``modules`` too: numba
+    keys a cached kernel on its own file alone, so an edit to a kernel it calls from another
+    module would otherwise leave the old machine code in use. Without numba's cache object
+    (a numba that changed its internals), the kernel is compiled afresh in each process."""
+    import os
+
+    files = [os.path.abspath(mod.__file__) for mod in modules]
+    try:
+        index = dispatcher._cache._cache_file
+        stamps = tuple((f, os.stat(f).st_mtime, os.stat(f).st_size) for f in files)
+        index._source_stamp = (index._source_stamp, stamps)
+    except (AttributeError, OSError):
+        dispatcher.disable_caching()
+
+
+def _follow_fused_sources() -> None:
+    import execrl.safety.guard as guard_module
+    import execrl.sim.almgren_chriss as ac_module
+    import execrl.sim.rng as rng_module
+
+    _cache_follows(_fused_ac_step_kernel, guard_module, ac_module, rng_module)
+
+
+_follow_fused_sources()

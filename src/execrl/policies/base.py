@@ -48,3 +48,7 @@ class FeatureIndex:
 
     def __call__(self, obs: NDArray[np.float32], name: str) -> NDArray[np.float64]:
         return obs[:, self._pos[name]].astype(np.float64)
+
+    def position(self, name: str) -> int:
+        """The column of feature ``name``."""
+        return self._pos[name]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
 
 from execrl.domain import ConfigError
@@ -24,6 +25,20 @@ from execrl.sim.theory import SignalAwareSolution, ac_trajectory, solve_signal_a
 def _step_index(idx: FeatureIndex, obs: NDArray, n_steps: int) -> NDArray[np.intp]:
     k = np.rint(idx(obs, "elapsed_ratio") * n_steps).astype(np.intp)
     return np.clip(k, 0, n_steps - 1)
+
+
+@njit(cache=True)
+def _schedule_act(
+    obs: NDArray[np.float32], col: int, step_fraction: NDArray[np.float64],
+    out: NDArray[np.float32],
+) -> None:
+    """``StaticSchedulePolicy.act`` in one compiled loop (the training and evaluation hot
+    path): ``_step_index`` and the schedule's lookup with the same operations."""
+    n_steps = step_fraction.shape[0]
+    for i in range(obs.shape[0]):
+        k = np.intp(np.rint(np.float64(obs[i, col]) * n_steps))
+        k = min(max(k, 0), n_steps - 1)
+        out[i, 0] = np.float32(step_fraction[k])
 
 
 class StaticSchedulePolicy:
@@ -40,8 +55,13 @@ class StaticSchedulePolicy:
         self._idx = FeatureIndex(self.observations)
 
     def act(self, observations: NDArray, masks: NDArray | None = None) -> NDArray:
-        k = _step_index(self._idx, observations, self.step_fraction.size)
-        return self.step_fraction[k][:, None].astype(np.float32)
+        obs = np.asarray(observations)
+        if obs.ndim != 2 or obs.dtype != np.float32:
+            k = _step_index(self._idx, obs, self.step_fraction.size)
+            return self.step_fraction[k][:, None].astype(np.float32)
+        out = np.empty((obs.shape[0], 1), dtype=np.float32)
+        _schedule_act(obs, self._idx.position("elapsed_ratio"), self.step_fraction, out)
+        return out
 
 
 def twap(ctx: PolicyContext) -> StaticSchedulePolicy:

@@ -397,13 +397,17 @@ class RiskGuard:
     def reset(self, ids: NDArray[np.intp] | None = None) -> None:
         """New parent orders in ``ids`` (all when None): clear their windows, fills and latch
         (the kill switch is not touched: lifting a kill is a manual decision)."""
-        sel: Any = slice(None) if ids is None else np.asarray(ids, dtype=np.intp)
+        if ids is not None:  # a partial reset (an autoreset): one compiled pass
+            _reset_rows_kernel(np.ascontiguousarray(ids, dtype=np.intp), self._msg_t,
+                               self._cxl_t, self._fill_t, self._part, self._ints, self._floats,
+                               self.latched)
+            return
         for arr in (self._msg_t, self._cxl_t, self._fill_t, self._part):
-            arr[sel] = -np.inf
-        self._ints[sel] = 0
-        self._floats[sel] = -np.inf
-        self._floats[sel, _LAST_PX] = np.nan
-        self.latched[sel] = False
+            arr[:] = -np.inf
+        self._ints[:] = 0
+        self._floats[:] = -np.inf
+        self._floats[:, _LAST_PX] = np.nan
+        self.latched[:] = False
 
     def reenable(self, ids: NDArray[np.intp] | Sequence[int] | None = None) -> None:
         """Lift the latched repeated-execution throttle of ``ids`` (all when None) by hand."""
@@ -552,6 +556,26 @@ def _push(ring: NDArray[np.float64], ints: NDArray[np.int64], col: int, i: int, 
 @njit(cache=True, inline="always")
 def _unpack_i(lim_i: NDArray[np.int64]) -> tuple[int, int, int, bool, int]:
     return lim_i[0], lim_i[1], lim_i[2], lim_i[3] != 0, lim_i[4]
+
+
+@njit(cache=True)
+def _reset_rows_kernel(
+    ids: NDArray[np.intp], msg_t: NDArray[np.float64], cxl_t: NDArray[np.float64],
+    fill_t: NDArray[np.float64], part: NDArray[np.float64], ints: NDArray[np.int64],
+    floats: NDArray[np.float64], latched: NDArray[np.bool_],
+) -> None:
+    """``RiskGuard.reset`` of orders ``ids``: empty windows, nothing filled or working, no
+    previous child order, no latch."""
+    for r in range(ids.shape[0]):
+        i = ids[r]
+        msg_t[i, :] = -np.inf
+        cxl_t[i, :] = -np.inf
+        fill_t[i, :] = -np.inf
+        part[i, :, :] = -np.inf
+        ints[i, :] = 0
+        floats[i, :] = -np.inf
+        floats[i, _LAST_PX] = np.nan
+        latched[i] = False
 
 
 @njit(cache=True)

@@ -541,6 +541,15 @@ def _apply_kernel(
 
 
 @njit(cache=True)
+def _interval_vwap_kernel(state: NDArray[np.float64], out: NDArray[np.float64]) -> None:
+    """The market VWAP of the steps so far per market: Σ volume·price / Σ volume, the mid
+    before any step."""
+    for i in range(out.shape[0]):
+        den = state[_IV_DEN, i]
+        out[i] = state[_IV_NUM, i] / den if den > 0 else state[_MID, i]
+
+
+@njit(cache=True)
 def _innovations_kernel(keys: NDArray[np.uint64], stream: int, n_steps: int, offset: int
                         ) -> NDArray[np.float64]:
     """(n_envs, n_steps): draw k of ``stream`` in every market (counter k + offset)."""
@@ -643,9 +652,9 @@ class ACMarket:
     @property
     def interval_vwap(self) -> NDArray[np.float64]:
         """Market VWAP over the steps so far (S_0 before any step)."""
-        num, den = self._state[_IV_NUM], self._state[_IV_DEN]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 0, num / den, self._state[_MID])
+        out = np.empty(self.n_envs)
+        _interval_vwap_kernel(self._state, out)
+        return out
 
     def reset(self, rng: np.random.Generator, env_ids: NDArray[np.intp] | None = None) -> None:
         """New episodes in ``env_ids`` (all when None): one key each from ``rng``, in order

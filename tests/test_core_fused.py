@@ -1,0 +1,100 @@
+"""The fused step (``BatchedExecution._fused_step``, one compiled call) against the general
+path on the same paths: the same numbers to the bit, whatever the actions, limits and sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from execrl.domain import OrderConstraints
+from execrl.env.factory import DEFAULT_ORDER, EnvConfig, make_execution
+from execrl.evaluate.backtest import policy_context
+from execrl.policies.baselines import _step_index, make_baseline
+
+
+def _trace(fused: bool, actions: str, constraints: OrderConstraints | None, per_env: bool,
+           autoreset: bool) -> list[np.ndarray]:
+    n = 67
+    order = DEFAULT_ORDER if constraints is None else DEFAULT_ORDER.model_copy(
+        update={"constraints": constraints})
+    qty = np.arange(1, n + 1, dtype=np.int64) * 7_919 if per_env else None
+    core = make_execution(EnvConfig(actions=actions), order, n_envs=n, autoreset=autoreset,
+                          qty=qty)
+    assert core._fused  # the AC market, is_bps, no window controls: the fused path applies
+    core._fused = fused
+    obs = core.reset(seed=11)
+    rng = np.random.default_rng(4)
+    out: list[np.ndarray] = [obs]
+    for _ in range(27):
+        if actions == "continuous":
+            a = (rng.random((n, 1)) * 1.4 - 0.2).astype(np.float32)  # some outside [0, 1]
+        else:
+            a = rng.integers(0, 5, size=n)
+        obs, reward, done, _, info = core.step(a)
+        out += [obs, reward, done, core.market._state.copy(), core.last_guard.copy(),
+                core.guard._ints.copy(), core.stats.floats.copy(), core.stats.counts.copy(),
+                core.stats.order_ints.copy(), core.stats.schedule.copy(), core.remaining.copy()]
+        for key in sorted(info):
+            value = info[key]
+            out += [value[k] for k in sorted(value)] if isinstance(value, dict) else [value]
+        if not autoreset and core.done.all():
+            obs = core.reset()
+    return out
+
+
+@pytest.mark.parametrize("actions", ["continuous", "seed003", "seed004"])
+@pytest.mark.parametrize("limits", [None, OrderConstraints(child_max=40_000, participation=0.02)])
+@pytest.mark.parametrize("per_env", [False, True])
+@pytest.mark.parametrize("autoreset", [True, False])
+def test_fused_step_is_the_general_step(actions, limits, per_env, autoreset):
+    fused = _trace(True, actions, limits, per_env, autoreset)
+    general = _trace(False, actions, limits, per_env, autoreset)
+    assert len(fused) == len(general)
+    for a, b in zip(fused, general, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert a.tobytes() == b.tobytes()
+
+
+def test_fused_step_names_a_bad_action():
+    core = make_execution(EnvConfig(actions="continuous"), DEFAULT_ORDER, n_envs=3)
+    core.reset(seed=0)
+    with pytest.raises(ValueError, match="not a finite fraction"):
+        core.step(np.array([[0.1], [np.nan], [0.2]], dtype=np.float32))
+    core = make_execution(EnvConfig(actions="seed003"), DEFAULT_ORDER, n_envs=3)
+    core.reset(seed=0)
+    with pytest.raises(ValueError, match="outside action set"):
+        core.step(np.array([0, 5, 1]))
+
+
+def test_schedule_policy_kernel_is_its_numpy_form():
+    policy = make_baseline("ac", policy_context(EnvConfig(), DEFAULT_ORDER))
+    n_steps = policy.step_fraction.size
+    elapsed = np.r_[np.arange(n_steps + 1) / n_steps, -0.3, 1.7, 0.049, 0.051]
+    obs = np.zeros((elapsed.size, 2), dtype=np.float32)
+    obs[:, 1] = elapsed
+    k = _step_index(policy._idx, obs, n_steps)
+    expected = policy.step_fraction[k][:, None].astype(np.float32)
+    assert policy.act(obs).tobytes() == expected.tobytes()
+
+
+def test_a_venue_put_around_the_market_later_is_stepped_through():
+    """The executor wraps ``core.market`` in a venue after building the core: the step must
+    then go through the venue, not around it."""
+    core = make_execution(EnvConfig(actions="seed003"), DEFAULT_ORDER, n_envs=4)
+    core.reset(seed=0)
+    calls: list[int] = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def execute(self, *args, **kwargs):
+            calls.append(1)
+            return self.inner.execute(*args, **kwargs)
+
+    core.market = Spy(core.market)
+    core.step(np.ones(4, dtype=np.int64))
+    assert calls == [1]
