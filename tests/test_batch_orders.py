@@ -174,8 +174,10 @@ def _same_episodes(batch_e: pd.DataFrame, single: pd.DataFrame, i: int) -> None:
 def test_run_orders_gives_each_order_its_single_run_with_guard_and_watchdog(market):
     orders = _orders()
     twap = make_baseline("twap", context_for(market, orders[0]))
+    # the decision-latency trigger is wall-clock: off, so the batch and the single runs meet
+    # the same triggers whatever the machine's load (it keeps its own tests)
     watchdog = WatchdogConfig(price_band=0.002, is_vs_twap=None, late_elapsed=0.5,
-                              late_filled=0.6)
+                              late_filled=0.6, max_latency_s=None)
     safety = Safety(limits=RiskLimits(child_max=40_000, price_band_bps=80.0), watchdog=watchdog)
     batch = Executor(twap, market, safety=safety).run_orders(orders, SEEDS, venue="paper")
     e = batch.episodes
@@ -227,7 +229,8 @@ def test_an_order_of_a_batch_is_re_run_from_its_trail(tmp_path):
     orders = _orders("buy")
     twap = make_baseline("twap", context_for(AC, orders[0]))
     audit = AuditTrail(tmp_path / "trail", features=twap.observations)
-    safety = Safety(limits=RiskLimits(child_max=40_000), watchdog=WatchdogConfig())
+    safety = Safety(limits=RiskLimits(child_max=40_000),
+                    watchdog=WatchdogConfig(max_latency_s=None))  # a re-run: no wall clock
     run = Executor(twap, AC, safety=safety, audit=audit).run_orders(orders, SEEDS)
     for i in (1, 2):
         again = rerun_order(tmp_path / "trail", orders[i].order_id)

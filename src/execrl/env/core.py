@@ -499,7 +499,7 @@ class BatchedExecution:
         mid_before = self.market.mid.copy()
         expected_move = None
         if getattr(self.reward, "needs_expected_move", False):
-            expected_move = self.market.expected_mid_change(shares)
+            expected_move = self.market.expected_mid_change(shares, self._orders)
         fill = self.market.execute(self._orders, active, record_events=record)
         self.last_fills = fill
         self.guard.record(self._orders, fill, t, volume, active)

@@ -736,7 +736,9 @@ class ACMarket:
             fills.events = fills.fill_events(orders.child_id, seconds)
         return fills
 
-    def expected_mid_change(self, shares: NDArray[np.int64]) -> NDArray[np.float64]:
+    def expected_mid_change(
+        self, shares: NDArray[np.int64], orders: ChildOrderBatch | None = None
+    ) -> NDArray[np.float64]:
         """E[S_k − S_{k−1} | now, n_k = shares]: drift, alpha and our permanent impact, without
         the unpredictable innovation σ_eff·√τ·ξ_k (for the ``expected_cost`` reward)."""
         c = self.config

@@ -139,9 +139,13 @@ class BatchedMarket(Protocol):
         """Advance the ``active`` markets one step with ``orders``; inactive ones stay put.
         With ``record_events``, ``FillBatch.events`` holds one row per fill."""
 
-    def expected_mid_change(self, shares: NDArray[np.int64]) -> NDArray[np.float64]:
+    def expected_mid_change(
+        self, shares: NDArray[np.int64], orders: ChildOrderBatch | None = None
+    ) -> NDArray[np.float64]:
         """E[mid change of the coming step | trading ``shares`` now], where the market knows
-        its dynamics (the ``expected_cost`` reward); a market that does not raises."""
+        its dynamics (the ``expected_cost`` reward); a market that does not raises.
+        ``orders`` (the step's child orders) lets a market with a book count only what
+        crosses; markets that fill every share at once ignore it."""
 
     def feature(self, name: str) -> NDArray[np.float64]:
         """The current value of a market feature named in ``available_features``."""

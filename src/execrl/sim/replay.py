@@ -1115,7 +1115,9 @@ class ReplayMarket:
             self._obs_cache = {name: values[:, j] for j, name in enumerate(names)}
         return self._obs_cache
 
-    def expected_mid_change(self, shares: NDArray[np.int64]) -> NDArray[np.float64]:
+    def expected_mid_change(
+        self, shares: NDArray[np.int64], orders: ChildOrderBatch | None = None
+    ) -> NDArray[np.float64]:
         """Our own impact's part of the coming step's mid change (the recording's own move
         is not predictable): with impact off, zero."""
         if self._kappa_units <= 0:
