@@ -110,3 +110,16 @@ def test_shaping_lets_tabular_q_use_the_signal_on_a_tiny_budget() -> None:
     assert response < 0
     assert gain > 5.0  # bps over TWAP (the exact optimum: 29.35)
     assert gain > gain_plain + 5.0
+
+
+def test_the_shaped_configurations_are_named() -> None:
+    from execrl.agents.deep_q import DQNParams
+    from execrl.agents.defaults import named_config
+    from execrl.agents.qtable import QLearningConfig
+
+    signal = QLearningConfig.from_dict(named_config("qtable", "signal"))
+    assert (signal.q_learning.shaping, signal.state.imbalance_buckets) == ("twap", 11)
+    assert QLearningConfig.from_dict(named_config("qtable", "shaped")).q_learning.shaping == "twap"
+    assert QLearningConfig().q_learning.shaping == "none"  # the defaults are unchanged
+    assert DQNParams(**named_config("dqn", "shaped")).shaping == "twap"
+    assert DQNParams().shaping == "none"
