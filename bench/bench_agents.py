@@ -6,6 +6,16 @@
     nice -n 10 python bench/bench_agents.py --setting seed004 --algos qtable,dqn,ppo \
         --reward expected_cost --seeds 1,2,3,4,5 --json-out bench/measured/seed004.json
 
+Reward shaping by TWAP's cost-to-go (``execrl.agents.shaping``; the named configurations
+``shaped`` / ``signal``) is what lets the value learners reach the optimum here:
+
+    nice -n 10 python bench/bench_agents.py --setting signal --algos qtable --seeds 1,2,3,4,5 \
+        --steps-per-algo qtable=10000000 --hyperparams \
+        '{"qtable": {"state": {"imbalance_buckets": 11}, "q_learning": {"shaping": "twap"}}}'
+    nice -n 10 python bench/bench_agents.py --setting seed004 --algos qtable \
+        --reward expected_cost --seeds 1,2,3,4,5 \
+        --hyperparams '{"qtable": {"q_learning": {"shaping": "twap"}}}'
+
 Every agent is trained with the request ``execrl train`` builds (``TrainRequest.with_defaults``:
 the algorithm's defaults) on the setting's market, order, observations and action set, with
 ``--steps-per-algo``, ``--actions-per-algo``, ``--n-envs`` and ``--hyperparams`` overriding;

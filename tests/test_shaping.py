@@ -123,3 +123,30 @@ def test_the_shaped_configurations_are_named() -> None:
     assert QLearningConfig().q_learning.shaping == "none"  # the defaults are unchanged
     assert DQNParams(**named_config("dqn", "shaped")).shaping == "twap"
     assert DQNParams().shaping == "none"
+
+
+def test_dqns_shaped_env_adds_the_expected_potential_difference() -> None:
+    from execrl.agents.deep_q import ShapedVecEnv
+    from execrl.env.sb3 import ExecutionSB3VecEnv
+
+    market = preset_market("ac-signal")
+    cfg = EnvConfig(market=market, observations="signal", actions="fine")
+    plain, inner = (ExecutionSB3VecEnv(64, cfg, DEFAULT_ORDER) for _ in range(2))
+    pot = TwapPotential(market, DEFAULT_ORDER, tuple(inner.core.observations))
+    wrapped = ShapedVecEnv(inner, pot)
+    plain.seed(4)
+    inner.seed(4)
+    np.testing.assert_array_equal(plain.reset(), obs := wrapped.reset())
+    rng = np.random.default_rng(1)
+    for _ in range(12):  # past the horizon of 10: an episode ends and restarts
+        actions = rng.integers(0, 11, 64)
+        plain.step_async(actions)
+        wrapped.step_async(actions)
+        nxt_plain, r_plain, done_plain, _ = plain.step_wait()
+        nxt, r, done, _ = wrapped.step_wait()
+        np.testing.assert_array_equal(nxt, nxt_plain)
+        np.testing.assert_array_equal(done, done_plain)
+        expected = r_plain + np.where(done, 0.0, pot(pot.expected_next(obs, nxt))) - pot(obs)
+        np.testing.assert_allclose(r, expected, rtol=1e-6, atol=1e-4)
+        obs = nxt
+    assert wrapped.core is inner.core  # export reads the core through the wrapper
