@@ -51,7 +51,7 @@ Shaping (extension, ``q_learning.shaping = "twap"``, off by default): the table 
 from r + E[Φ(s')] − Φ(s) with Φ minus TWAP's expected cost from the state
 (``execrl.agents.shaping``): the same optimum, but values that are nearly flat across a
 bucket of the remaining quantity and targets without the OU signal's innovation. In the
-OU-signal market it is the difference between worse than TWAP and ~0.86 of the exact
+OU-signal market it is the difference between worse than TWAP and 0.82 of the exact
 optimum's gain (bench/README.md, "OU-signal market").
 
 Modes (seed 003 §7). ``training``: ε starts at ``epsilon`` and decays; ``production``: ε fixed
