@@ -6,6 +6,16 @@
     nice -n 10 python bench/bench_agents.py --setting seed004 --algos qtable,dqn,ppo \
         --reward expected_cost --seeds 1,2,3,4,5 --json-out bench/measured/seed004.json
 
+Reward shaping by TWAP's cost-to-go (``execrl.agents.shaping``; the named configurations
+``shaped`` / ``signal``) is what lets the value learners reach the optimum here:
+
+    nice -n 10 python bench/bench_agents.py --setting signal --algos qtable --seeds 1,2,3,4,5 \
+        --steps-per-algo qtable=10000000 --hyperparams \
+        '{"qtable": {"state": {"imbalance_buckets": 11}, "q_learning": {"shaping": "twap"}}}'
+    nice -n 10 python bench/bench_agents.py --setting seed004 --algos qtable \
+        --reward expected_cost --seeds 1,2,3,4,5 \
+        --hyperparams '{"qtable": {"q_learning": {"shaping": "twap"}}}'
+
 Every agent is trained with the request ``execrl train`` builds (``TrainRequest.with_defaults``:
 the algorithm's defaults) on the setting's market, order, observations and action set, with
 ``--steps-per-algo``, ``--actions-per-algo``, ``--n-envs`` and ``--hyperparams`` overriding;
@@ -166,6 +176,27 @@ def references(setting: str, agent_sets: set[str]) -> dict[str, Any]:
 
 
 # -- training and evaluation ---------------------------------------------------------------------
+def shape_ppo(kind: str) -> None:
+    """``--ppo-shaping``: PPO learns from the shaped rewards dqn's ``shaping`` gives
+    (``deep_q.ShapedVecEnv``: r + E[Φ(s')] − Φ(s), the same optimum). A stand-in, applied
+    by wrapping ``agents.ppo.build_model``'s environment, until agents/ppo.py takes a
+    ``shaping`` hyper-parameter of its own; the checkpoint's config.json does not record it
+    (this benchmark's JSON does)."""
+    import execrl.agents.ppo as ppo
+    from execrl.agents.deep_q import ShapedVecEnv
+    from execrl.agents.shaping import make_potential
+
+    build = ppo.build_model
+
+    def shaped_build(algo: str, params: Any, venv: Any, seed: int) -> Any:
+        potential = make_potential(kind, venv.config.market, venv.order,
+                                   tuple(venv.core.observations))
+        return build(algo, params, venv if potential is None else ShapedVecEnv(venv, potential),
+                     seed)
+
+    ppo.build_model = shaped_build
+
+
 def train_agent(setting: str, algo: str, seed: int, args: argparse.Namespace,
                 steps: int | None, actions: str | None, hyper: dict | None) -> dict[str, Any]:
     s = SETTINGS[setting]
@@ -227,8 +258,12 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="evaluate existing checkpoints")
     ap.add_argument("--reference-sets", default="",
                     help="signal: also round the exact optimum to these action sets")
+    ap.add_argument("--ppo-shaping", default="none", choices=("none", "twap"),
+                    help="PPO learns from shaped rewards (see shape_ppo)")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
+    if args.ppo_shaping != "none":
+        shape_ppo(args.ppo_shaping)
     setting = args.setting
     s = SETTINGS[setting]
     hyper = json.loads(args.hyperparams)
@@ -246,7 +281,8 @@ def main() -> None:
     refs = references(setting, agent_sets)
     base = run_is(refs["twap"], setting, args.orders, args.eval_seed)
     result: dict[str, Any] = {"setting": setting, "orders": args.orders,
-                              "eval_seed": args.eval_seed, "references": {}, "agents": {}}
+                              "eval_seed": args.eval_seed, "ppo_shaping": args.ppo_shaping,
+                              "references": {}, "agents": {}}
     m = market_for_order(s["market"], s["order"])
     side = s["order"].side.sign
     if setting == "signal":

@@ -95,6 +95,7 @@ from sb3_contrib.qrdqn.policies import QRDQNPolicy, QuantileNetwork
 from stable_baselines3 import DQN
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, ReplayBufferSamples
+from stable_baselines3.common.vec_env import VecEnvWrapper
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 from torch.nn import functional as F
@@ -114,6 +115,7 @@ from execrl.agents.sb3_common import (
     training_callback,
     versions,
 )
+from execrl.agents.shaping import TwapPotential, make_potential, shaped
 from execrl.domain import ConfigError
 from execrl.domain.errors import warn_user
 from execrl.env.spaces import resolve_action_set
@@ -146,6 +148,10 @@ class _OffPolicyParams(BaseModel):
     max_grad_norm: PosFloat = 10.0
     net_arch: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=8)] = [64, 64]
     activation: Literal["relu", "tanh"] = "relu"
+    shaping: Literal["none", "twap"] = "none"
+    """Extension: potential-based reward shaping (``execrl.agents.shaping``; the optimum is
+    unchanged, the network learns Q − Φ). ``twap``: Φ = minus TWAP's expected cost from the
+    state (Almgren–Chriss markets; the OU signal's drift included when observed)."""
 
     def schedule(self, n_envs: int) -> tuple[int, int]:
         """(train_freq, gradient_steps) in SB3's units (per ``env.step`` call of n_envs
@@ -384,8 +390,30 @@ class RiskQRDQN(_PerDecisionEpsilon, QRDQN):
 
 
 # -- building, export, training ----------------------------------------------------------------
+class ShapedVecEnv(VecEnvWrapper):
+    """The learner's rewards r + Φ(s') − Φ(s) (Φ = 0 for a finished order); observations,
+    episode records (``infos``: the environment's own returns) and everything else unchanged."""
+
+    def __init__(self, venv: ExecutionSB3VecEnv, potential: TwapPotential):
+        super().__init__(venv)
+        self.potential = potential
+        self._obs: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray:
+        self._obs = self.venv.reset()
+        return self._obs
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        obs, reward, done, infos = self.venv.step_wait()
+        assert self._obs is not None, "reset must come before step"
+        reward = shaped(reward, self.potential, self._obs, obs, done).astype(np.float32)
+        self._obs = obs
+        return obs, reward, done, infos
+
+
 def build_model(
-    algo: str, params: DQNParams | QRDQNParams, vec_env: ExecutionSB3VecEnv, seed: int
+    algo: str, params: DQNParams | QRDQNParams, vec_env: ExecutionSB3VecEnv | VecEnvWrapper,
+    seed: int,
 ) -> DoubleDQN | RiskQRDQN:
     """The SB3 model for ``dqn`` / ``qrdqn`` on ``vec_env`` (device cpu)."""
     train_freq, gradient_steps = params.schedule(vec_env.num_envs)
@@ -510,7 +538,10 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
             "random initialisation"
         )
     vec_env = make_train_env(request, discrete_only=True)
-    model = build_model(request.algo, params, vec_env, int(request.seed))
+    potential = make_potential(params.shaping, request.env_config.market, request.order,
+                               tuple(vec_env.core.observations))
+    learner_env = vec_env if potential is None else ShapedVecEnv(vec_env, potential)
+    model = build_model(request.algo, params, learner_env, int(request.seed))
     recorder = make_recorder(request.steps, vec_env.num_envs)
 
     def export() -> NumpyPolicy:

@@ -47,6 +47,13 @@ batched step on average (the remainder carries over). The updates run in one com
 kernel per batched step (numba). After each update batch, in training mode,
 ε ← max(ε_min, ε·decay) (the seed decays after each ``update``).
 
+Shaping (extension, ``q_learning.shaping = "twap"``, off by default): the table learns
+from r + E[Φ(s')] − Φ(s) with Φ minus TWAP's expected cost from the state
+(``execrl.agents.shaping``): the same optimum, but values that are nearly flat across a
+bucket of the remaining quantity and targets without the OU signal's innovation. In the
+OU-signal market it is the difference between worse than TWAP and 0.82 of the exact
+optimum's gain (bench/README.md, "OU-signal market").
+
 Modes (seed 003 §7). ``training``: ε starts at ``epsilon`` and decays; ``production``: ε fixed
 at 0.05 (the seed's ``enable_production_mode``); ``evaluation``: greedy, ε = 0. In every
 mode an exploratory action is drawn uniformly among the actions the mask allows, never
@@ -91,6 +98,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from execrl.agents.budget import check_budget, warn_if_short
 from execrl.agents.checkpoint import CurveRecorder, TrainOutput
 from execrl.agents.export import NumpyPolicy
+from execrl.agents.shaping import make_potential, shaped
 from execrl.domain import ConfigError
 from execrl.domain.errors import describe_pydantic_error, warn_user
 from execrl.env.factory import make_execution
@@ -122,6 +130,12 @@ class QLearningParams(BaseModel):
     """Learning rate (seed 003: 0.1)."""
     gamma: Unit = 1.0
     """Discount factor (seed 003: 0.99; the cost is undiscounted over a fixed horizon)."""
+    shaping: Literal["none", "twap"] = "none"
+    """Extension (not in seed 003): potential-based reward shaping (``execrl.agents.shaping``;
+    the optimum is unchanged, the table holds Q − Φ). ``twap``: Φ = minus TWAP's expected
+    cost from the state (Almgren–Chriss markets; the OU signal's drift included when
+    observed), which flattens the values across a bucket of the remaining quantity and takes
+    the next signal's noise out of the targets."""
     epsilon: Unit = 0.3
     """Initial exploration rate (training mode)."""
     epsilon_min: Unit = 0.05
@@ -821,6 +835,8 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
             f"{rb.update_frequency} transitions; --steps {request.steps} with --n-envs "
             f"{n_envs} makes {n_batched * n_envs}: the Q table stays all zeros"
         )
+    potential = make_potential(config.q_learning.shaping, request.env_config.market,
+                               request.order, tuple(observations))
     core = make_execution(request.env_config, request.order, n_envs=n_envs, autoreset=True)
     recorder = CurveRecorder(every=max(n_envs, int(request.steps) // 100), clock=time.perf_counter)
 
@@ -832,6 +848,7 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
     next_watch = watch_every
     for _ in range(n_batched):
         actions = agent.act_states(states, masks)
+        prev_obs = obs
         obs, reward, terminated, truncated, info = core.step(actions)
         next_states = agent.state_index(obs)
         next_masks = core.action_masks()
@@ -841,8 +858,10 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
             ids = info["done_ids"]
             transition_next = next_states.copy()
             transition_next[ids] = agent.state_index(info["final_obs"])
+        # a finished order's next observation does not matter to the shaping (Φ = 0 there)
+        learnt = shaped(reward, potential, prev_obs, obs, done)
         # truncation never happens (episodes end at the horizon): terminal = no bootstrap
-        agent.add_transitions(states, actions, reward, transition_next, done, next_masks)
+        agent.add_transitions(states, actions, learnt, transition_next, done, next_masks)
         done_steps += n_envs
         if "episode" in info:
             recorder.add(done_steps, info["episode"]["return"], info["episode"]["is_bps"])
