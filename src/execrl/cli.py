@@ -192,11 +192,14 @@ def _run_evaluation(
     ``out`` when the caller's ``staged_folder`` block ends)."""
     from execrl.evaluate.backtest import run_policies
     from execrl.evaluate.decisions import DecisionRecorder, write_decisions
-    from execrl.evaluate.results import build_results, provenance, write_outputs
+    from execrl.evaluate.painter import painter
+    from execrl.evaluate.results import build_results, provenance, start_plots, write_outputs
 
     config = EnvConfig(market=market)
     steps = market.n_steps
-    with Progress(
+    # plots drawn by a child forked before the simulation (execrl.evaluate.painter), ended
+    # before the staging folder is dropped; then the Progress thread starts
+    with painter(plots) as drawer, Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
@@ -212,11 +215,13 @@ def _run_evaluation(
             recorder=DecisionRecorder() if log_decisions else None,
             on_start=lambda: _warn_before_running(order, market, orders),
         )
+        if drawer is not None:
+            start_plots(drawer, stage, runs)
         progress.update(task, description="paired statistics (bootstrap)")
         results = build_results(runs, config, order, orders, seed, env, compare_to)
         results["provenance"] = provenance(_invocation(), policies, stage, out)
         progress.update(task, description="writing report")
-        report = write_outputs(stage, results, runs, plots=plots)
+        report = write_outputs(stage, results, runs, plots=plots, painter=drawer)
         if log_decisions:
             write_decisions(stage, runs)
     _print_table(results)
