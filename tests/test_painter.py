@@ -5,6 +5,7 @@ drawing when the block ends is ended."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,35 @@ def test_a_child_still_drawing_is_ended_with_the_block(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     assert not proc.is_alive()
     assert proc.exitcode is not None
+
+
+def test_the_child_ends_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """A parent that ends without a word (SIGKILL, ``os._exit``) leaves no child behind:
+    the child reads the end of its pipe and ends."""
+    import os
+    import subprocess
+
+    probe = ("import os, sys\n"
+             "from execrl.evaluate.painter import ForkedPainter\n"
+             "p = ForkedPainter()\n"
+             "print(p._proc.pid, flush=True)\n"
+             "os._exit(0)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":  # ended, not yet reaped by whoever adopted it
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError(f"the plotting child {pid} outlived its parent")
 
 
 def test_no_plots_no_painter() -> None:

@@ -63,35 +63,46 @@ class Painter:
 class ForkedPainter(Painter):
     """Sends each plot to a child forked at construction (which imports matplotlib at once);
     ``wait`` returns when the child has written them all and ended, or raises its error.
-    Plots go through a queue whose feeder thread pickles and writes them, so ``draw``
-    returns at once even while the child is still importing matplotlib."""
+    The child reads what it is sent in a thread of its own from the start, so ``draw``
+    does not wait for its import; where the parent ends without a word (killed), the child
+    reads the end of the pipe and ends too."""
 
     def __init__(self) -> None:
         super().__init__()
         import multiprocessing
 
         ctx = multiprocessing.get_context("fork")
-        self._jobs = ctx.Queue()
-        self._reply, child_end = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_serve, args=(self._jobs, child_end),
+        jobs_in, self._jobs = ctx.Pipe(duplex=False)
+        self._reply, reply_out = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_serve, args=(jobs_in, reply_out, self._jobs),
                                  name="execrl-plots", daemon=True)
         self._proc.start()
-        child_end.close()
+        jobs_in.close()  # the child's ends: this process keeps its own
+        reply_out.close()
         self._frame_id: int | None = None
+        self._broken = False
+
+    def _send(self, job: Any) -> None:
+        if self._broken:
+            return
+        try:
+            self._jobs.send(job)
+        except OSError:  # the child has ended: ``wait`` says why
+            self._broken = True
 
     def _draw(self, name: str, path: Path, args: tuple[Any, ...]) -> None:
         sent = []
         for arg in args:
             if isinstance(arg, pd.DataFrame):  # the episodes: their plotted columns, once
                 if self._frame_id != id(arg):
-                    self._jobs.put(("episodes", None, (arg[PLOT_COLUMNS],)))
+                    self._send(("episodes", None, (arg[PLOT_COLUMNS],)))
                     self._frame_id = id(arg)
                 arg = _Episodes()
             sent.append(arg)
-        self._jobs.put((name, str(path), tuple(sent)))
+        self._send((name, str(path), tuple(sent)))
 
     def wait(self) -> None:
-        self._jobs.put(None)
+        self._send(None)
         try:
             reply = self._reply.recv()
         except EOFError:  # ended without a word (killed)
@@ -99,7 +110,6 @@ class ForkedPainter(Painter):
         self._proc.join()
         if reply is not None and reply[0] == "done":
             return
-        self._jobs.cancel_join_thread()  # what it did not read is dropped, not waited for
         if reply is not None and isinstance(reply[1], BaseException):
             raise reply[1]
         raise RuntimeError(
@@ -109,7 +119,6 @@ class ForkedPainter(Painter):
     def close(self) -> None:
         if self._proc.is_alive():
             self._proc.terminate()
-            self._jobs.cancel_join_thread()
         self._proc.join()
         self._jobs.close()
         self._reply.close()
@@ -119,18 +128,37 @@ class _Episodes:
     """Stands for the episodes the child last received."""
 
 
-def _serve(jobs: Any, reply: Any) -> None:
+def _serve(jobs: Any, reply: Any, parents_end: Any) -> None:
     """The child: import matplotlib (while the parent simulates), then draw each plot sent
-    until told to stop; the first error is sent back and ends it. Ctrl-C is the parent's to
-    handle (it ends the child); SIGTERM ends it."""
+    until told to stop; the first error is sent back and ends it. A thread receives the jobs
+    meanwhile. Ctrl-C is the parent's to handle (it ends the child); SIGTERM ends it."""
+    import queue
+    import threading
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    parents_end.close()  # so that the parent's end closing is the end of the pipe here
+    received: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def receive() -> None:
+        try:
+            while True:
+                job = jobs.recv()
+                received.put(job)
+                if job is None:
+                    return
+        except (EOFError, OSError):  # the parent is gone
+            received.put(EOFError)
+
+    threading.Thread(target=receive, daemon=True).start()
     try:
         from execrl.evaluate.report import _figure
 
         _figure()  # matplotlib's import, before the first plot is asked for
         episodes = None
-        while (job := jobs.get()) is not None:
+        while (job := received.get()) is not None:
+            if job is EOFError:
+                return
             name, path, args = job
             if name == "episodes":
                 episodes = args[0]
@@ -141,8 +169,11 @@ def _serve(jobs: Any, reply: Any) -> None:
     except BaseException as exc:
         try:
             reply.send(("error", exc))
-        except Exception:
-            reply.send(("error", f"{type(exc).__name__}: {exc}"))
+        except OSError:  # the parent is gone
+            pass
+        except Exception:  # an exception that does not pickle: its text
+            with contextlib.suppress(OSError):
+                reply.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 @contextlib.contextmanager
