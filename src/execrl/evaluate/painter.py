@@ -2,7 +2,7 @@
 while this one simulates and computes the statistics (``ForkedPainter``).
 
 Why a child process: in ``execrl evaluate --orders 20000`` (five baselines) matplotlib's
-import costs ~0.5 CPU-s and the three plots ~0.9, all of it Python holding the GIL, on the
+import costs ~0.5 CPU-s and the three plots ~0.9, mostly Python holding the GIL, on the
 path between the statistics and the swap of the output folder (measured 2026-12-01,
 bench/README.md). A child forked before the simulation imports matplotlib while the
 simulation runs, draws the box plot and the schedules while the bootstrap runs, and the paired
