@@ -1,7 +1,7 @@
 """`execrl evaluate` end to end and by phase, against the code before issue 10's changes.
 
     python bench/bench_evaluate.py [--orders 20000] [--repeats 3] [--reference 4ec1c07]
-                                   [--json-out PATH]
+                                   [--json-out PATH] [--no-numpy-bootstrap]
 
 Prints one JSON object on stdout (progress on stderr). The reference is the same command on
 an earlier commit's tree (``git archive REF src`` into a temporary folder, run with that
@@ -9,22 +9,26 @@ an earlier commit's tree (``git archive REF src`` into a temporary folder, run w
 runs, alternately for the reference and this tree, in fresh interpreters (imports and numba's
 cache loads counted as a user meets them; one untimed run each first fills numba's cache):
 
-* ``cli``: the command itself, ``python -m execrl evaluate --orders N --out DIR`` (five
-  baselines: twap, vwap, pov, ac, immediate; seed 7), with plots and with ``--no-plots``:
-  wall seconds of the process and its CPU seconds (user + system, threads included);
+* ``cli``: the command itself, ``execrl evaluate --orders N --out DIR`` (``execrl.cli.main``
+  as ``python -m execrl`` runs it; five baselines: twap, vwap, pov, ac, immediate; seed 7),
+  with plots and with ``--no-plots``: wall seconds of the process, its CPU seconds (user +
+  system, threads and the plotting child included) and ``self_cpu`` (the process alone:
+  this tree draws the plots in a forked child, ``execrl.evaluate.painter``);
 * ``phases``: the same work through the functions the command calls, timed one by one, wall
   and CPU: ``imports`` (``execrl.cli`` and what evaluate imports), ``simulation``
   (``run_policies``), ``statistics`` (``build_results``: summaries, 4 paired comparisons with
-  10,000-resample bootstraps, Wilcoxon and t-tests (scipy.stats imported there), closed
-  forms), ``outputs`` (``write_outputs``: parquet, JSON, report, plots) and
-  ``outputs_no_plots``.
+  10,000-resample bootstraps, Wilcoxon and t-tests (the reference imports scipy.stats
+  there; this tree does not, above 50 orders), closed forms), ``outputs`` (``write_outputs``:
+  parquet, JSON, report, plots, all in this process: the work, not the command's critical
+  path) and ``outputs_no_plots``.
 
 For this tree the phases run also times the four bootstraps alone (``bootstrap_s``, one
 compiled pass) against the numpy bootstrap this project used first (``integers(0, n,
 size=(chunk, n))`` and a gather, chunked at 4M elements) on the same differences
 (``numpy_bootstrap_s``), and how far the two intervals lie apart in standard errors of the
-mean (``ci_gap_se_max``: Monte Carlo noise of 10,000 resamples is ~0.04). Figures are medians
-over repeats; ``ratio`` = reference / this tree.
+mean (``ci_gap_se_max``: Monte Carlo noise of 10,000 resamples is ~0.04; skipped with
+``--no-numpy-bootstrap``). Figures are medians over repeats; ``ratio`` = reference / this
+tree.
 """
 
 from __future__ import annotations
@@ -41,6 +45,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = "twap,vwap,pov,ac,immediate"
+
+#: ``python -m execrl``, which then prints its own CPU seconds (its children's not counted)
+CLI = r'''
+import atexit, os, sys
+def _own():
+    t = os.times()
+    print(f"SELF_CPU {t.user + t.system:.3f}", file=sys.stderr)
+atexit.register(_own)
+sys.argv = ["execrl", *sys.argv[1:]]
+from execrl.cli import main
+main()
+'''
 
 PHASES = r'''
 import json, sys, time
@@ -97,11 +113,12 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_cli(src: Path, orders: int, out: Path, no_plots: bool) -> tuple[float, float]:
+def run_cli(src: Path, orders: int, out: Path, no_plots: bool
+            ) -> tuple[float, float, float]:
     """Wall and CPU (user + system) seconds of one ``execrl evaluate`` process on the tree
-    ``src``: on a shared machine the wall time includes waiting for a core, the CPU time
-    does not."""
-    args = [sys.executable, "-m", "execrl", "evaluate", "--policies", POLICIES, "--orders",
+    ``src`` (its plotting child included), and the CPU seconds of the process alone: on a
+    shared machine the wall time includes waiting for a core, the CPU time does not."""
+    args = [sys.executable, "-c", CLI, "evaluate", "--policies", POLICIES, "--orders",
             str(orders), "--out", str(out), "--force"] + (["--no-plots"] if no_plots else [])
     env = {**os.environ, "PYTHONPATH": str(src)}
     before = os.times()
@@ -113,7 +130,8 @@ def run_cli(src: Path, orders: int, out: Path, no_plots: bool) -> tuple[float, f
         raise SystemExit(f"execrl evaluate ({src}) failed: {done.stderr}")
     cpu = (after.children_user - before.children_user) + (
         after.children_system - before.children_system)
-    return wall, cpu
+    own = float(done.stderr.strip().splitlines()[-1].removeprefix("SELF_CPU "))
+    return wall, cpu, own
 
 
 def run_phases(src: Path, orders: int, out: Path, extra: bool) -> dict[str, float]:
@@ -134,15 +152,18 @@ def reference_tree(ref: str, dest: Path) -> Path:
     return dest / "src"
 
 
-def one_repeat(trees: dict[str, Path], orders: int, tmp: Path) -> dict[str, dict[str, float]]:
+def one_repeat(trees: dict[str, Path], orders: int, tmp: Path, numpy_bootstrap: bool
+               ) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = {name: {} for name in trees}
     for no_plots in (False, True):  # reference and this tree alternately
         key = "cli_no_plots" if no_plots else "cli"
         for name, src in trees.items():
-            rows[name][key + "_s"], rows[name][key + "_cpu_s"] = run_cli(
-                src, orders, tmp / f"cli-{name}", no_plots)
+            (rows[name][key + "_s"], rows[name][key + "_cpu_s"],
+             rows[name][key + "_self_cpu_s"]) = run_cli(src, orders, tmp / f"cli-{name}",
+                                                        no_plots)
     for name, src in trees.items():
-        rows[name].update(run_phases(src, orders, tmp / f"phases-{name}", name == "this"))
+        rows[name].update(run_phases(src, orders, tmp / f"phases-{name}",
+                                     name == "this" and numpy_bootstrap))
     return rows
 
 
@@ -153,6 +174,8 @@ def main() -> None:
     parser.add_argument("--reference", default="4ec1c07",
                         help="commit whose tree is the reference (default: main before)")
     parser.add_argument("--json-out", default=None)
+    parser.add_argument("--no-numpy-bootstrap", action="store_true",
+                        help="skip the bootstraps alone (numpy's takes ~10 s)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -162,7 +185,7 @@ def main() -> None:
             run_cli(src, 200, tmp / f"warm-{name}", no_plots=False)
         rows = []
         for r in range(args.repeats):
-            row = one_repeat(trees, args.orders, tmp)
+            row = one_repeat(trees, args.orders, tmp, not args.no_numpy_bootstrap)
             for name, values in row.items():
                 log(f"repeat {r} {name}: " + ", ".join(f"{k} {v:.3f}"
                                                        for k, v in values.items()))
@@ -180,7 +203,8 @@ def main() -> None:
         "reference": args.reference,
         "median": median,
         "ratio": ratio,
-        "ratio_bootstrap": this["numpy_bootstrap_s"] / this["bootstrap_s"],
+        "ratio_bootstrap": (this["numpy_bootstrap_s"] / this["bootstrap_s"]
+                            if "bootstrap_s" in this else None),
         "under_3s": {"cpu": this["cli_cpu_s"] < 3.0, "wall": this["cli_s"] < 3.0},
         "runs": rows,
         "cpu_count": os.cpu_count(),

@@ -179,8 +179,10 @@ def test_evaluate_on_the_order_book_runs_its_own_baselines_and_default_order(tmp
 
 def test_evaluate_imports_nothing_it_does_not_use(tmp_path):
     """A real ``execrl evaluate --no-plots`` process: the commands of other modules are
-    registered lazily, so neither SQLAlchemy, the service, the executor's command line nor
-    matplotlib is imported (each costs a user ~0.1-0.8 s per run); the files are written."""
+    registered lazily, so neither SQLAlchemy, the service, the executor's command line,
+    matplotlib nor (above 50 orders) scipy.stats or scipy.special is imported (each costs a
+    user ~0.1-0.8 s per run; numba itself imports scipy.linalg's BLAS); the files are
+    written."""
     import subprocess
     import sys
 
@@ -188,14 +190,15 @@ def test_evaluate_imports_nothing_it_does_not_use(tmp_path):
         "import atexit, sys\n"
         "atexit.register(lambda: print('IMPORTED', sorted(m for m in sys.modules if m.split('.')"
         "[0] in ('sqlalchemy', 'redis', 'torch', 'fastapi', 'matplotlib') or m.startswith("
-        "('execrl.service', 'execrl.executor_cli', 'execrl.data.cli', 'execrl.calibrate')))))\n"
+        "('execrl.service', 'execrl.executor_cli', 'execrl.data.cli', 'execrl.calibrate',"
+        " 'scipy.stats', 'scipy.special')))))\n"
         "sys.argv = ['execrl', *sys.argv[1:]]\n"
         "from execrl.cli import main\n"
         "main()\n"
     )
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-c", probe, "evaluate", "--policies", "twap,ac",
-                           "--orders", "30", "--out", str(out), "--no-plots"],
+                           "--orders", "60", "--out", str(out), "--no-plots"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "IMPORTED []" in done.stdout, done.stdout

@@ -330,3 +330,65 @@ def test_comparisons_against_one_baseline_share_resamples_and_match_one_by_one()
                            seed=2)
     np.testing.assert_array_equal(both[1], bootstrap_means(policies["c"] - base, n_boot=50,
                                                            seed=2)[0])
+
+
+def _paired_samples(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pairs (policy, baseline) of many sizes, heavy tails, shifts from none to large, and
+    rounded ones with ties and zero differences."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for k in range(60):
+        n = int(rng.choice([2, 3, 10, 51, 80, 500, 20_000, 200_000]))
+        scale = float(rng.choice([0.01, 1.0, 100.0]))
+        diff = (rng.standard_t(3, n) + float(rng.choice([0.0, 0.01, 0.1, 0.5]))) * scale
+        if k % 3 == 0:
+            diff = np.round(diff)  # ties among |d| and zeros
+        if not diff.any():
+            continue
+        base = rng.normal(200.0, 50.0, n)
+        pairs.append((base + diff, base))
+    return pairs
+
+
+def test_paired_t_pvalue_is_scipys_ttest_rel():
+    """The t-test written on the incomplete beta function (scipy.stats is not imported by
+    ``execrl evaluate``) gives scipy.stats.ttest_rel's p-value, from p ~ 1 to p ~ 1e-300,
+    on 2 to 200,000 orders."""
+    from scipy import stats
+
+    from execrl.evaluate.stats import paired_t_pvalue
+
+    checked = 0
+    for policy, base in _paired_samples(11):
+        want = float(stats.ttest_rel(policy, base).pvalue)
+        got = paired_t_pvalue(policy - base)
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-300), (policy.size, want, got)
+        checked += want < 1e-6
+    assert checked > 5  # the tail was reached, not only p ~ 0.5
+
+
+def test_wilcoxon_pvalue_is_scipys_wilcoxon():
+    """Wilcoxon's normal approximation with the tie correction and zeros dropped gives
+    scipy.stats.wilcoxon(zero_method="wilcox")'s p-value (above 50 orders; up to 50 the
+    function calls scipy.stats itself, whose exact or permutation rule then applies)."""
+    from scipy import stats
+
+    from execrl.evaluate.stats import wilcoxon_pvalue
+
+    tied = 0
+    for policy, base in _paired_samples(12):
+        diff = policy - base
+        want = float(stats.wilcoxon(diff, zero_method="wilcox").pvalue)
+        got = wilcoxon_pvalue(diff)
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-300), (diff.size, want, got)
+        tied += diff.size > 50 and np.unique(np.abs(diff)).size < diff.size
+    assert tied > 3
+
+
+def test_paired_t_pvalue_constant_difference():
+    """Zero variance: a constant non-zero difference is certain (p = 0, scipy's t = ±inf);
+    no difference at all is p = 1."""
+    from execrl.evaluate.stats import paired_t_pvalue
+
+    assert paired_t_pvalue(np.full(100, -2.5)) == 0.0
+    assert paired_t_pvalue(np.zeros(100)) == 1.0

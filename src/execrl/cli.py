@@ -192,11 +192,14 @@ def _run_evaluation(
     ``out`` when the caller's ``staged_folder`` block ends)."""
     from execrl.evaluate.backtest import run_policies
     from execrl.evaluate.decisions import DecisionRecorder, write_decisions
-    from execrl.evaluate.results import build_results, provenance, write_outputs
+    from execrl.evaluate.painter import painter
+    from execrl.evaluate.results import build_results, provenance, start_plots, write_outputs
 
     config = EnvConfig(market=market)
     steps = market.n_steps
-    with Progress(
+    # plots drawn by a child forked before the simulation (execrl.evaluate.painter), ended
+    # before the staging folder is dropped; then the Progress thread starts
+    with painter(plots) as drawer, Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
@@ -212,11 +215,13 @@ def _run_evaluation(
             recorder=DecisionRecorder() if log_decisions else None,
             on_start=lambda: _warn_before_running(order, market, orders),
         )
+        if drawer is not None:
+            start_plots(drawer, stage, runs)
         progress.update(task, description="paired statistics (bootstrap)")
         results = build_results(runs, config, order, orders, seed, env, compare_to)
         results["provenance"] = provenance(_invocation(), policies, stage, out)
         progress.update(task, description="writing report")
-        report = write_outputs(stage, results, runs, plots=plots)
+        report = write_outputs(stage, results, runs, plots=plots, painter=drawer)
         if log_decisions:
             write_decisions(stage, runs)
     _print_table(results)
@@ -435,6 +440,8 @@ def evaluate(
     ] = False,
 ) -> None:
     """Run each policy on the same K orders and market paths; write results and a report."""
+    global _FAST_EXIT
+    _FAST_EXIT = True
     try:
         market_config = _load_market(env, market)
         parent = market_config.default_order() if order is None else ParentOrder.from_file(order)
@@ -713,6 +720,12 @@ def _lazy_command(name: str) -> Any:
                                  rich_markup_mode=app.rich_markup_mode)
 
 
+#: set by a command whose process may end without the interpreter's teardown (evaluate):
+#: freeing numba's and LLVM's objects one by one took ~0.6 of evaluate's ~4.5 CPU-s
+#: (2026-12-01, bench/README.md); the atexit handlers still run
+_FAST_EXIT = False
+
+
 def main() -> None:
     from execrl.domain.outputs import install_interrupt_handlers
 
@@ -724,7 +737,28 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code == 130:
             _exit_interrupted()
+        if _FAST_EXIT:
+            _exit_now(exc.code)
         raise
+
+
+def _exit_now(code: object) -> None:
+    """End the process with ``code`` as ``SystemExit(code)`` would, after the atexit
+    handlers and with stdout / stderr flushed, without the interpreter's teardown."""
+    import atexit
+    import os
+
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _exit_interrupted() -> None:

@@ -25,6 +25,8 @@ from execrl.evaluate.stats import format_pvalue
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from execrl.evaluate.painter import Painter
+
 BOXPLOT_PNG = "is_boxplot.png"
 SCHEDULES_PNG = "schedules.png"
 PAIRED_DIFF_PNG = "paired_diff.png"
@@ -547,12 +549,25 @@ def render_markdown(
 # --------------------------------------------------------------------------- entry point
 
 
+def draw_run_plots(painter: Painter, out_dir: Path, episodes: pd.DataFrame,
+                   schedules: Mapping[str, np.ndarray], policies: Sequence[str]) -> None:
+    """The plots that need only the policies' runs, not the statistics: the IS box plot and
+    (with ``schedules``) the schedules; ``write_report`` calls it, and a caller may call it
+    before computing the statistics so that a ``ForkedPainter`` draws them meanwhile."""
+    painter.draw("boxplot", out_dir / BOXPLOT_PNG, episodes, list(policies))
+    if schedules:
+        order = [p for p in policies if p in schedules]
+        order += [p for p in schedules if p not in order]
+        painter.draw("schedules", out_dir / SCHEDULES_PNG, dict(schedules), order)
+
+
 def write_report(
     out_dir: Path,
     results: dict,
     episodes: pd.DataFrame,
     schedules: dict[str, np.ndarray],
     plots: bool = True,
+    painter: Painter | None = None,
 ) -> Path:
     """Write the plots and ``report.md`` into ``out_dir`` and return the report's path.
 
@@ -562,7 +577,8 @@ def write_report(
     there are no comparisons (a stale one from an earlier run is removed, so the directory
     never shows a plot the report does not describe). ``report.md`` is written last, so it
     exists only if every plot it links to was written. With ``plots=False`` no plot is
-    drawn (nor matplotlib imported) and the report says so.
+    drawn (nor matplotlib imported) and the report says so. ``painter`` draws the plots
+    (default: here, now; ``execrl.evaluate.painter``), and may have drawn some already.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -581,21 +597,22 @@ def write_report(
         report = out_dir / REPORT_MD
         report.write_text(render_markdown(results, images, plots=False), encoding="utf-8")
         return report
-    plot_is_boxplot(out_dir / BOXPLOT_PNG, episodes, policies)
-    images.append(("IS distribution per policy", BOXPLOT_PNG))
+    if painter is None:
+        from execrl.evaluate.painter import Painter
 
+        painter = Painter()
+    draw_run_plots(painter, out_dir, episodes, schedules, policies)
+    images.append(("IS distribution per policy", BOXPLOT_PNG))
     if schedules:
-        order = [p for p in policies if p in schedules]
-        order += [p for p in schedules if p not in order]
-        plot_schedules(out_dir / SCHEDULES_PNG, schedules, order)
         images.append(("Example schedules", SCHEDULES_PNG))
 
     comparisons = results.get("comparisons") or []
     if comparisons:
-        plot_paired_diffs(out_dir / PAIRED_DIFF_PNG, episodes, comparisons)
+        painter.draw("paired", out_dir / PAIRED_DIFF_PNG, episodes, comparisons)
         images.append(("Paired IS differences", PAIRED_DIFF_PNG))
     else:
         (out_dir / PAIRED_DIFF_PNG).unlink(missing_ok=True)
+    painter.wait()
 
     report = out_dir / REPORT_MD
     text = render_markdown(results, images)

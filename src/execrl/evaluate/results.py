@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from execrl import __version__
 from execrl.domain import ParentOrder
@@ -24,9 +25,13 @@ from execrl.evaluate.report import (
     PAIRED_DIFF_PNG,
     REPORT_MD,
     SCHEDULES_PNG,
+    draw_run_plots,
     write_report,
 )
 from execrl.evaluate.stats import is_summary, paired_comparisons
+
+if TYPE_CHECKING:
+    from execrl.evaluate.painter import Painter
 
 RESULTS_JSON = "results.json"
 EPISODES_PARQUET = "episodes.parquet"
@@ -136,18 +141,40 @@ def build_results(
 
 
 def write_outputs(
-    out_dir: Path, results: dict[str, Any], runs: Sequence[PolicyRun], plots: bool = True
+    out_dir: Path, results: dict[str, Any], runs: Sequence[PolicyRun], plots: bool = True,
+    painter: Painter | None = None,
 ) -> Path:
     """results.json, episodes.parquet and the report (with its plots unless ``plots`` is
-    False), into ``out_dir``: a staging folder (``execrl.domain.outputs.staged_folder``) that
-    replaces the user's folder whole at the end, so no file needs its own atomic write."""
+    False, drawn by ``painter``: ``execrl.evaluate.painter``), into ``out_dir``: a staging
+    folder (``execrl.domain.outputs.staged_folder``) that replaces the user's folder whole at
+    the end, so no file needs its own atomic write."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    episodes = pd.concat([r.episodes for r in runs], ignore_index=True)
+    episodes = episodes_table(runs)
     episodes.to_parquet(out_dir / EPISODES_PARQUET, index=False)
     text = json.dumps(results, indent=2, default=_json_default, allow_nan=False)
     (out_dir / RESULTS_JSON).write_text(text)
-    schedules = {r.policy: r.schedules[: min(20, len(r.schedules))] for r in runs}
-    return write_report(out_dir, results, episodes, schedules, plots=plots)
+    return write_report(out_dir, results, episodes, example_schedules(runs), plots=plots,
+                        painter=painter)
+
+
+def start_plots(painter: Painter, out_dir: Path, runs: Sequence[PolicyRun]) -> None:
+    """Have ``painter`` draw, into ``out_dir``, the plots ``write_outputs`` would draw that
+    need only ``runs`` (the box plot, the schedules), before the statistics are computed: a
+    ``ForkedPainter`` draws them while they are (``write_outputs`` then draws only the
+    rest)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    draw_run_plots(painter, out_dir, episodes_table(runs), example_schedules(runs),
+                   [r.policy for r in runs])
+
+
+def episodes_table(runs: Sequence[PolicyRun]) -> pd.DataFrame:
+    """Every policy's per-order rows, one table (episodes.parquet)."""
+    return pd.concat([r.episodes for r in runs], ignore_index=True)
+
+
+def example_schedules(runs: Sequence[PolicyRun]) -> dict[str, NDArray[np.int64]]:
+    """The schedules of each policy's first 20 orders, which the report plots."""
+    return {r.policy: r.schedules[: min(20, len(r.schedules))] for r in runs}
 
 
 def _json_default(value: Any) -> Any:

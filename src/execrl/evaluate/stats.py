@@ -365,27 +365,127 @@ def paired_comparisons(
                 for policy in checked]
     from concurrent.futures import ThreadPoolExecutor
 
-    # the bootstrap's kernel releases the GIL: it runs while this thread imports scipy.stats
-    # and computes the tests (same results, less waiting where there is a second core)
+    # the bootstrap's kernel releases the GIL: it runs while this thread computes the tests
     with ThreadPoolExecutor(1) as pool:
         boot = pool.submit(bootstrap_means, np.stack([diffs[p] for p in resampled]),
                            n_boot=n_boot, seed=seed)
-        # imported here: scipy.stats takes ~0.8 s to import, which every command line (its
-        # help included) would pay through format_pvalue
-        from scipy import stats
-
-        tests = {}
-        for policy in resampled:
-            # A constant non-zero diff has zero variance: scipy returns t = +-inf, p = 0,
-            # which is the right answer (the difference is certain): no special case.
-            t_p = float(stats.ttest_rel(checked[policy], b, alternative="two-sided").pvalue)
-            w_p = float(stats.wilcoxon(diffs[policy], zero_method="wilcox",
-                                       alternative="two-sided").pvalue)
-            tests[policy] = (t_p, w_p)
+        tests = {policy: (paired_t_pvalue(diffs[policy]), wilcoxon_pvalue(diffs[policy]))
+                 for policy in resampled}
         means = boot.result()
     cis = {policy: percentile_ci(row) for policy, row in zip(resampled, means, strict=True)}
     return [_comparison(policy, baseline, diffs[policy], b, cis.get(policy),
                         *tests.get(policy, (None, None))) for policy in checked]
+
+
+#: scipy.stats' own rules (exact distribution, permutation test) apply up to this many orders;
+#: above it ``scipy.stats.wilcoxon`` (method "auto") uses the normal approximation
+_WILCOXON_EXACT_MAX = 50
+
+
+def paired_t_pvalue(diff: NDArray[np.float64]) -> float:
+    """Two-sided p-value of the paired t-test on ``diff`` (policy minus baseline): what
+    ``scipy.stats.ttest_rel(policy, baseline).pvalue`` returns, t = mean / (s / √n) on n − 1
+    degrees of freedom, P(|T| ≥ |t|) = I_{ν/(ν+t²)}(ν/2, 1/2) (the regularised incomplete beta
+    function). Written here, not imported, because importing scipy.stats cost 0.8 of
+    ``execrl evaluate``'s 6.4 CPU-s (scipy.special alone 0.37; measured 2026-12-01,
+    bench/README.md); tests check it against scipy.stats on random data. A constant non-zero
+    difference has zero variance: t = ±inf, p = 0 (the difference is certain), as scipy."""
+    n = diff.size
+    mean = float(diff.mean())
+    sd = float(diff.std(ddof=1))
+    if sd == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    t = mean / (sd / math.sqrt(n))
+    df = n - 1.0
+    # x = ν/(ν+t²) and y = 1 − x = t²/(ν+t²), each from t (1 − x would lose digits)
+    x, y = df / (df + t * t), t * t / (df + t * t)
+    if t * t < 4.0:  # p ≳ 0.05: 1 − I_y(1/2, ν/2), whose fraction in y is exact there
+        return min(1.0, 1.0 - _betainc_front_cf(0.5, 0.5 * df, y, x))
+    # the tail: I_x(ν/2, 1/2) itself (within ~1e-10 of scipy up to ν ~ 10⁷; tests)
+    return min(1.0, _betainc_front_cf(0.5 * df, 0.5, x, y))
+
+
+def wilcoxon_pvalue(diff: NDArray[np.float64]) -> float:
+    """Two-sided p-value of Wilcoxon's signed-rank test on ``diff``, zeros dropped
+    (``zero_method="wilcox"``), what ``scipy.stats.wilcoxon(diff, zero_method="wilcox")``
+    returns: above 50 differences its normal approximation of W+ = Σ ranks of the positive
+    differences (average ranks of |d| for ties; variance n(n+1)(2n+1)/24 − Σ(t³ − t)/48 over
+    the tie groups' sizes t; no continuity correction), p = erfc(|z| / √2). Written here for
+    the import cost (see ``paired_t_pvalue``); up to 50 differences scipy.stats decides (an
+    exact distribution or a permutation test), imported then."""
+    if diff.size <= _WILCOXON_EXACT_MAX:
+        from scipy import stats
+
+        return float(stats.wilcoxon(diff, zero_method="wilcox",
+                                    alternative="two-sided").pvalue)
+    d = diff[diff != 0.0]
+    n = d.size
+    if n == 0:
+        return 1.0
+    a = np.abs(d)
+    order = np.argsort(a, kind="stable")
+    sorted_a = a[order]
+    # tie groups of |d|: start of each run of equal values
+    starts = np.flatnonzero(np.r_[True, sorted_a[1:] != sorted_a[:-1]])
+    sizes = np.diff(np.r_[starts, n]).astype(np.float64)
+    average_rank = starts + (sizes + 1.0) / 2.0  # ranks from 1
+    ranks = np.empty(n)
+    ranks[order] = np.repeat(average_rank, sizes.astype(np.int64))
+    r_plus = float(ranks[d > 0].sum())
+    nf = float(n)
+    mean = nf * (nf + 1.0) * 0.25
+    var = (nf * (nf + 1.0) * (2.0 * nf + 1.0) - float((sizes**3 - sizes).sum()) / 2.0) / 24.0
+    z = (r_plus - mean) / math.sqrt(var)
+    return min(1.0, math.erfc(abs(z) / math.sqrt(2.0)))
+
+
+def _betainc_front_cf(a: float, b: float, x: float, y: float) -> float:
+    """The regularised incomplete beta function I_x(a, b) (y = 1 − x, passed in where it is
+    exact) as the front factor x^a y^b / (a B(a, b)) times its continued fraction (modified
+    Lentz, Numerical Recipes' betacf); the caller picks the side of
+    I_x(a, b) = 1 − I_y(b, a) on which it converges accurately."""
+    # ln x near x = 1 from y (a·ln x with a ~ 10⁶ would magnify x's rounding), and so ln y
+    log_x = math.log1p(-y) if x > 0.5 else math.log(x)
+    log_y = math.log1p(-x) if y > 0.5 else math.log(y)
+    log_front = a * log_x + b * log_y - _log_beta(a, b) - math.log(a)
+    if log_front < -745.0:  # below the smallest double
+        return 0.0
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 100_000):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((a + m2 - 1.0) * (a + m2)),
+                    -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * f
+
+
+def _log_beta(a: float, b: float) -> float:
+    """ln B(a, b) = ln Γ(a) + ln Γ(b) − ln Γ(a + b); with one argument large (the t-test's
+    ν/2 against 1/2), ln Γ(big) − ln Γ(big + small) from Stirling's series, which does not
+    lose the digits the difference of two large ln Γ values does."""
+    small, big = min(a, b), max(a, b)
+    if big < 16.0:
+        return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    both = big + small
+    return (math.lgamma(small) - (big - 0.5) * math.log1p(small / big)
+            - small * math.log(both) + small + _stirling_tail(big) - _stirling_tail(both))
+
+
+def _stirling_tail(x: float) -> float:
+    """ln Γ(x) − ((x − ½) ln x − x + ½ ln 2π) for x ≥ 16: Stirling's series to x⁻⁹
+    (the next term is below 1e-17 there)."""
+    r = 1.0 / (x * x)
+    return (1.0 / 12.0 - r * (1.0 / 360.0 - r * (1.0 / 1260.0 - r * (1.0 / 1680.0
+            - r / 1188.0)))) / x
 
 
 def _comparison(policy: str, baseline: str, diff: NDArray, baseline_is: NDArray,

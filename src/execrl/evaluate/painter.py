@@ -1,0 +1,194 @@
+"""Who draws the report's plots: this process (``Painter``) or a forked child that draws them
+while this one simulates and computes the statistics (``ForkedPainter``).
+
+Why a child process: in ``execrl evaluate --orders 20000`` (five baselines) matplotlib's
+import costs ~0.5 CPU-s and the three plots ~0.9, mostly Python holding the GIL, on the
+path between the statistics and the swap of the output folder (measured 2026-12-01,
+bench/README.md). A child forked before the simulation imports matplotlib while the
+simulation runs, draws the box plot and the schedules while the bootstrap runs, and the paired
+differences while this process writes the parquet and JSON files: the same drawing functions
+(``execrl.evaluate.report``) on the same data, into the same staging folder, on another core
+where there is one. The report (written last) links only plots that were written: ``wait``
+returns once each is, and raises the child's error where one failed (the staging folder is
+then discarded whole, as for an error in this process). Fork only (Linux): elsewhere, or
+where the fork fails, this process draws them itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: the episode columns the plots read (the rest of the table stays in this process)
+PLOT_COLUMNS = ["order_idx", "policy", "is_bps"]
+
+
+def _plot(name: str) -> Callable[..., None]:
+    from execrl.evaluate import report
+
+    return {"boxplot": report.plot_is_boxplot, "schedules": report.plot_schedules,
+            "paired": report.plot_paired_diffs}[name]
+
+
+class Painter:
+    """Draws each plot at once, in this process."""
+
+    def __init__(self) -> None:
+        self.sent: set[str] = set()
+
+    def draw(self, name: str, path: Path, *args: Any) -> None:
+        """Plot ``name`` (``boxplot``, ``schedules``, ``paired``) into ``path``; a plot already
+        drawn (or sent) under that name is not drawn again."""
+        if name in self.sent:
+            return
+        self.sent.add(name)
+        self._draw(name, path, args)
+
+    def _draw(self, name: str, path: Path, args: tuple[Any, ...]) -> None:
+        _plot(name)(path, *args)
+
+    def wait(self) -> None:
+        """Return once every plot drawn so far is written (here: at once)."""
+
+    def close(self) -> None:
+        """Stop drawing (a child still running is ended)."""
+
+
+class ForkedPainter(Painter):
+    """Sends each plot to a child forked at construction (which imports matplotlib at once);
+    ``wait`` returns when the child has written them all and ended, or raises its error.
+    The child reads what it is sent in a thread of its own from the start, so ``draw``
+    does not wait for its import; where the parent ends without a word (killed), the child
+    reads the end of the pipe and ends too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        jobs_in, self._jobs = ctx.Pipe(duplex=False)
+        self._reply, reply_out = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_serve, args=(jobs_in, reply_out, self._jobs),
+                                 name="execrl-plots", daemon=True)
+        self._proc.start()
+        jobs_in.close()  # the child's ends: this process keeps its own
+        reply_out.close()
+        self._frame_id: int | None = None
+        self._broken = False
+
+    def _send(self, job: Any) -> None:
+        if self._broken:
+            return
+        try:
+            self._jobs.send(job)
+        except OSError:  # the child has ended: ``wait`` says why
+            self._broken = True
+
+    def _draw(self, name: str, path: Path, args: tuple[Any, ...]) -> None:
+        sent = []
+        for arg in args:
+            if isinstance(arg, pd.DataFrame):  # the episodes: their plotted columns, once
+                if self._frame_id != id(arg):
+                    self._send(("episodes", None, (arg[PLOT_COLUMNS],)))
+                    self._frame_id = id(arg)
+                arg = _Episodes()
+            sent.append(arg)
+        self._send((name, str(path), tuple(sent)))
+
+    def wait(self) -> None:
+        self._send(None)
+        try:
+            reply = self._reply.recv()
+        except EOFError:  # ended without a word (killed)
+            reply = None
+        self._proc.join()
+        if reply is not None and reply[0] == "done":
+            return
+        if reply is not None and isinstance(reply[1], BaseException):
+            raise reply[1]
+        raise RuntimeError(
+            f"the plotting process ended (exit code {self._proc.exitcode}) before its plots "
+            f"were written" + (f": {reply[1]}" if reply is not None else ""))
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join()
+        self._jobs.close()
+        self._reply.close()
+
+
+class _Episodes:
+    """Stands for the episodes the child last received."""
+
+
+def _serve(jobs: Any, reply: Any, parents_end: Any) -> None:
+    """The child: import matplotlib (while the parent simulates), then draw each plot sent
+    until told to stop; the first error is sent back and ends it. A thread receives the jobs
+    meanwhile. Ctrl-C is the parent's to handle (it ends the child); SIGTERM ends it."""
+    import queue
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    parents_end.close()  # so that the parent's end closing is the end of the pipe here
+    received: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def receive() -> None:
+        try:
+            while True:
+                job = jobs.recv()
+                received.put(job)
+                if job is None:
+                    return
+        except (EOFError, OSError):  # the parent is gone
+            received.put(EOFError)
+
+    threading.Thread(target=receive, daemon=True).start()
+    try:
+        from execrl.evaluate.report import _figure
+
+        _figure()  # matplotlib's import, before the first plot is asked for
+        episodes = None
+        while (job := received.get()) is not None:
+            if job is EOFError:
+                return
+            name, path, args = job
+            if name == "episodes":
+                episodes = args[0]
+                continue
+            _plot(name)(Path(path), *(episodes if isinstance(a, _Episodes) else a
+                                      for a in args))
+        reply.send(("done", None))
+    except BaseException as exc:
+        try:
+            reply.send(("error", exc))
+        except OSError:  # the parent is gone
+            pass
+        except Exception:  # an exception that does not pickle: its text
+            with contextlib.suppress(OSError):
+                reply.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+@contextlib.contextmanager
+def painter(plots: bool) -> Iterator[Painter | None]:
+    """The painter of an evaluation: None without plots, a ``ForkedPainter`` where a fork
+    is possible, else a ``Painter``; a child still drawing when the block ends (an error,
+    Ctrl-C) is ended before the caller's staging folder is removed."""
+    if not plots:
+        yield None
+        return
+    chosen: Painter = Painter()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            chosen = ForkedPainter()
+    try:
+        yield chosen
+    finally:
+        chosen.close()
