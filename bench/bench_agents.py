@@ -176,27 +176,6 @@ def references(setting: str, agent_sets: set[str]) -> dict[str, Any]:
 
 
 # -- training and evaluation ---------------------------------------------------------------------
-def shape_ppo(kind: str) -> None:
-    """``--ppo-shaping``: PPO learns from the shaped rewards dqn's ``shaping`` gives
-    (``deep_q.ShapedVecEnv``: r + E[Φ(s')] − Φ(s), the same optimum). A stand-in, applied
-    by wrapping ``agents.ppo.build_model``'s environment, until agents/ppo.py takes a
-    ``shaping`` hyper-parameter of its own; the checkpoint's config.json does not record it
-    (this benchmark's JSON does)."""
-    import execrl.agents.ppo as ppo
-    from execrl.agents.deep_q import ShapedVecEnv
-    from execrl.agents.shaping import make_potential
-
-    build = ppo.build_model
-
-    def shaped_build(algo: str, params: Any, venv: Any, seed: int) -> Any:
-        potential = make_potential(kind, venv.config.market, venv.order,
-                                   tuple(venv.core.observations))
-        return build(algo, params, venv if potential is None else ShapedVecEnv(venv, potential),
-                     seed)
-
-    ppo.build_model = shaped_build
-
-
 def train_agent(setting: str, algo: str, seed: int, args: argparse.Namespace,
                 steps: int | None, actions: str | None, hyper: dict | None) -> dict[str, Any]:
     s = SETTINGS[setting]
@@ -258,12 +237,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="evaluate existing checkpoints")
     ap.add_argument("--reference-sets", default="",
                     help="signal: also round the exact optimum to these action sets")
-    ap.add_argument("--ppo-shaping", default="none", choices=("none", "twap"),
-                    help="PPO learns from shaped rewards (see shape_ppo)")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
-    if args.ppo_shaping != "none":
-        shape_ppo(args.ppo_shaping)
     setting = args.setting
     s = SETTINGS[setting]
     hyper = json.loads(args.hyperparams)
@@ -281,7 +256,7 @@ def main() -> None:
     refs = references(setting, agent_sets)
     base = run_is(refs["twap"], setting, args.orders, args.eval_seed)
     result: dict[str, Any] = {"setting": setting, "orders": args.orders,
-                              "eval_seed": args.eval_seed, "ppo_shaping": args.ppo_shaping,
+                              "eval_seed": args.eval_seed,
                               "references": {}, "agents": {}}
     m = market_for_order(s["market"], s["order"])
     side = s["order"].side.sign

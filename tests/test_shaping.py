@@ -150,3 +150,30 @@ def test_dqns_shaped_env_adds_the_expected_potential_difference() -> None:
         np.testing.assert_allclose(r, expected, rtol=1e-6, atol=1e-4)
         obs = nxt
     assert wrapped.core is inner.core  # export reads the core through the wrapper
+
+
+def test_ppo_takes_the_shaping_and_learns_on_the_shaped_rewards(monkeypatch) -> None:
+    from execrl.agents import ppo
+    from execrl.agents.deep_q import ShapedVecEnv
+    from execrl.agents.defaults import named_config
+
+    assert ppo.PPOParams(**named_config("ppo", "signal")).shaping == "twap"
+    assert ppo.PPOParams().shaping == "none"  # the default is unchanged
+    seen: list[object] = []
+    build = ppo.build_model
+
+    def spy(algo, params, env, seed):  # type: ignore[no-untyped-def]
+        seen.append(env)
+        return build(algo, params, env, seed)
+
+    monkeypatch.setattr(ppo, "build_model", spy)
+    for shaping in ("twap", "none"):
+        request = TrainRequest.with_defaults(
+            "ppo", env_name="ac-signal", observations="signal", steps=2_048, n_envs=64,
+            seed=1, hyperparams={"shaping": shaping},
+        )
+        out = ppo.train(request, lambda _: None)
+        assert out.extra["sb3"]["resolved_hyperparams"]["shaping"] == shaping
+    shaped_env, plain_env = seen
+    assert isinstance(shaped_env, ShapedVecEnv) and not isinstance(plain_env, ShapedVecEnv)
+    assert isinstance(shaped_env.potential, TwapPotential)
