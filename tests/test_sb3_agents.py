@@ -406,6 +406,21 @@ def test_dqn_schedule_keeps_the_replay_ratio() -> None:
     assert deep_q.DQNParams(train_freq=4).schedule(256) == (4, 1)
 
 
+@pytest.mark.parametrize("algo", ["dqn", "qrdqn"])
+def test_linear_learning_rate_falls_to_zero_over_the_run(algo: str) -> None:
+    params_class = deep_q.QRDQNParams if algo == "qrdqn" else deep_q.DQNParams
+    req = request(algo)
+    env = make_train_env(req, discrete_only=True)
+    constant = deep_q.build_model(algo, params_class(learning_rate=1e-3), env, seed=0)
+    assert [constant.lr_schedule(p) for p in (1.0, 0.0)] == [1e-3, 1e-3]
+    params = params_class(learning_rate=1e-3, lr_schedule="linear", learning_starts=0)
+    model = deep_q.build_model(algo, params, env, seed=0)
+    assert [model.lr_schedule(p) for p in (1.0, 0.5, 0.0)] == pytest.approx([1e-3, 5e-4, 0.0])
+    model.learn(16 * 40)  # 40 batched steps: the optimiser's rate follows the progress
+    rate = model.policy.optimizer.param_groups[0]["lr"]
+    assert 0.0 <= rate < 1e-3 * 0.05
+
+
 def test_exploration_is_per_decision_and_greedy_when_deterministic() -> None:
     req = request("dqn")
     params = parse_hyperparams("dqn", deep_q.DQNParams, {})

@@ -122,6 +122,9 @@ def test_the_shaped_configurations_are_named() -> None:
     assert QLearningConfig.from_dict(named_config("qtable", "shaped")).q_learning.shaping == "twap"
     assert QLearningConfig().q_learning.shaping == "none"  # the defaults are unchanged
     assert DQNParams(**named_config("dqn", "shaped")).shaping == "twap"
+    dqn_signal = DQNParams(**named_config("dqn", "signal"))
+    assert (dqn_signal.shaping, dqn_signal.net_arch, dqn_signal.lr_schedule,
+            dqn_signal.replay_ratio) == ("twap", [256, 256], "linear", 8.0)
     assert DQNParams().shaping == "none"
 
 

@@ -37,6 +37,8 @@ default AC market with bench/bench_defaults.py; the same for QR-DQN so the two c
     key                       default   note
     learning_rate             5e-4      seed 001: 2e-4 (measured: 5e-4 with replay_ratio 4 reaches
                                         within 1 % of J* in 300k steps, ~30 s; see below)
+    lr_schedule               constant  ``linear``: from learning_rate to 0 over the run (the
+                                        named configuration ``signal``)
     gamma                     1.0       seed 001: 0.995. The cost is undiscounted over a fixed
                                         horizon (elapsed time is observed); γ < 1 discounts the
                                         later steps' costs and biases the schedule
@@ -95,6 +97,7 @@ from sb3_contrib.qrdqn.policies import QRDQNPolicy, QuantileNetwork
 from stable_baselines3 import DQN
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, ReplayBufferSamples
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnvWrapper
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
@@ -133,6 +136,10 @@ class _OffPolicyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     learning_rate: PosFloat = 5e-4
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """``linear``: the rate falls linearly from ``learning_rate`` to 0 over the run (SB3's
+    progress_remaining), so that the last updates average the targets' noise out rather
+    than follow it: the greedy policy is read from the final network."""
     gamma: Unit = 1.0
     batch_size: Annotated[int, Field(ge=1)] = 256
     buffer_size: Annotated[int, Field(ge=1)] = 200_000
@@ -417,8 +424,9 @@ def build_model(
 ) -> DoubleDQN | RiskQRDQN:
     """The SB3 model for ``dqn`` / ``qrdqn`` on ``vec_env`` (device cpu)."""
     train_freq, gradient_steps = params.schedule(vec_env.num_envs)
+    lr = params.learning_rate
     common: dict[str, Any] = dict(
-        learning_rate=params.learning_rate,
+        learning_rate=lr if params.lr_schedule == "constant" else LinearSchedule(lr, 0.0, 1.0),
         buffer_size=params.buffer_size,
         learning_starts=params.learning_starts,
         batch_size=params.batch_size,
