@@ -129,7 +129,7 @@ def test_the_shaped_configurations_are_named() -> None:
 
 
 def test_dqns_shaped_env_adds_the_expected_potential_difference() -> None:
-    from execrl.agents.deep_q import ShapedVecEnv
+    from execrl.agents.sb3_common import ShapedVecEnv
     from execrl.env.sb3 import ExecutionSB3VecEnv
 
     market = preset_market("ac-signal")
@@ -157,8 +157,8 @@ def test_dqns_shaped_env_adds_the_expected_potential_difference() -> None:
 
 def test_ppo_takes_the_shaping_and_learns_on_the_shaped_rewards(monkeypatch) -> None:
     from execrl.agents import ppo
-    from execrl.agents.deep_q import ShapedVecEnv
     from execrl.agents.defaults import named_config
+    from execrl.agents.sb3_common import ShapedVecEnv
 
     assert ppo.PPOParams(**named_config("ppo", "signal")).shaping == "twap"
     assert ppo.PPOParams().shaping == "none"  # the default is unchanged

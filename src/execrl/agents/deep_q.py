@@ -115,10 +115,10 @@ from execrl.agents.sb3_common import (
     mlp_weights,
     parse_hyperparams,
     set_torch_threads,
+    shaped_env,
     training_callback,
     versions,
 )
-from execrl.agents.shaping import TwapPotential, make_potential, shaped
 from execrl.domain import ConfigError
 from execrl.domain.errors import warn_user
 from execrl.env.spaces import resolve_action_set
@@ -397,27 +397,6 @@ class RiskQRDQN(_PerDecisionEpsilon, QRDQN):
 
 
 # -- building, export, training ----------------------------------------------------------------
-class ShapedVecEnv(VecEnvWrapper):
-    """The learner's rewards r + Φ(s') − Φ(s) (Φ = 0 for a finished order); observations,
-    episode records (``infos``: the environment's own returns) and everything else unchanged."""
-
-    def __init__(self, venv: ExecutionSB3VecEnv, potential: TwapPotential):
-        super().__init__(venv)
-        self.potential = potential
-        self._obs: np.ndarray | None = None
-
-    def reset(self) -> np.ndarray:
-        self._obs = self.venv.reset()
-        return self._obs
-
-    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-        obs, reward, done, infos = self.venv.step_wait()
-        assert self._obs is not None, "reset must come before step"
-        reward = shaped(reward, self.potential, self._obs, obs, done).astype(np.float32)
-        self._obs = obs
-        return obs, reward, done, infos
-
-
 def build_model(
     algo: str, params: DQNParams | QRDQNParams, vec_env: ExecutionSB3VecEnv | VecEnvWrapper,
     seed: int,
@@ -546,9 +525,7 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
             "random initialisation"
         )
     vec_env = make_train_env(request, discrete_only=True)
-    potential = make_potential(params.shaping, request.env_config.market, request.order,
-                               tuple(vec_env.core.observations))
-    learner_env = vec_env if potential is None else ShapedVecEnv(vec_env, potential)
+    learner_env = shaped_env(params.shaping, request, vec_env)
     model = build_model(request.algo, params, learner_env, int(request.seed))
     recorder = make_recorder(request.steps, vec_env.num_envs)
 

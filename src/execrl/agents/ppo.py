@@ -70,7 +70,6 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 
 from execrl.agents.budget import check_budget, mlp_bytes, warn_if_short
 from execrl.agents.checkpoint import TrainOutput
-from execrl.agents.deep_q import ShapedVecEnv
 from execrl.agents.export import NumpyPolicy
 from execrl.agents.sb3_common import (
     activation_class,
@@ -80,10 +79,10 @@ from execrl.agents.sb3_common import (
     mlp_weights,
     parse_hyperparams,
     set_torch_threads,
+    shaped_env,
     training_callback,
     versions,
 )
-from execrl.agents.shaping import make_potential
 from execrl.domain import ConfigError
 from execrl.domain.errors import warn_user
 from execrl.env.spaces import resolve_action_set
@@ -263,9 +262,7 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
         )
     vec_env = make_train_env(request, discrete_only=request.algo == "maskable-ppo")
     seed = int(request.seed)
-    potential = make_potential(params.shaping, request.env_config.market, request.order,
-                               tuple(vec_env.core.observations))
-    learner_env = vec_env if potential is None else ShapedVecEnv(vec_env, potential)
+    learner_env = shaped_env(params.shaping, request, vec_env)
     model = build_model(request.algo, params, learner_env, seed)
     recorder = make_recorder(request.steps, vec_env.num_envs)
 

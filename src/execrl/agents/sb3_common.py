@@ -19,9 +19,11 @@ import numpy as np
 import torch as th
 from pydantic import BaseModel, ValidationError
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnvWrapper
 from torch import nn
 
 from execrl.agents.checkpoint import CurveRecorder
+from execrl.agents.shaping import TwapPotential, make_potential, shaped
 from execrl.domain import ConfigError
 from execrl.domain.errors import describe_pydantic_error
 
@@ -230,3 +232,36 @@ def versions() -> dict[str, str]:
         "stable_baselines3_version": stable_baselines3.__version__,
         "sb3_contrib_version": sb3_contrib.__version__,
     }
+
+
+# -- reward shaping ------------------------------------------------------------------------------
+class ShapedVecEnv(VecEnvWrapper):
+    """The learner's rewards r + E[Φ(s') | s, a] − Φ(s) (``execrl.agents.shaping.shaped``;
+    Φ = 0 for a finished order); observations, episode records (``infos``: the environment's
+    own returns) and everything else unchanged. ``.core`` is the wrapped env's (export reads it)."""
+
+    def __init__(self, venv: ExecutionSB3VecEnv, potential: TwapPotential):
+        super().__init__(venv)
+        self.potential = potential
+        self._obs: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray:
+        self._obs = self.venv.reset()
+        return self._obs
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        obs, reward, done, infos = self.venv.step_wait()
+        assert self._obs is not None, "reset must come before step"
+        reward = shaped(reward, self.potential, self._obs, obs, done).astype(np.float32)
+        self._obs = obs
+        return obs, reward, done, infos
+
+
+def shaped_env(shaping: str, request: TrainRequest,
+               vec_env: ExecutionSB3VecEnv) -> ExecutionSB3VecEnv | ShapedVecEnv:
+    """What the SB3 learner trains on: ``vec_env`` itself, or wrapped in ``ShapedVecEnv`` with
+    the potential ``shaping`` names (``make_potential``: refused by name where the market has
+    no cost model to price it)."""
+    potential = make_potential(shaping, request.env_config.market, request.order,
+                               tuple(vec_env.core.observations))
+    return vec_env if potential is None else ShapedVecEnv(vec_env, potential)
