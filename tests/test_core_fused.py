@@ -98,3 +98,83 @@ def test_a_venue_put_around_the_market_later_is_stepped_through():
     core.market = Spy(core.market)
     core.step(np.ones(4, dtype=np.int64))
     assert calls == [1]
+
+
+# -- the kernels' named structures ---------------------------------------------------------------
+def test_a_swapped_structure_does_not_compile():
+    """The step kernels read their arrays by name from named structures: the guard's
+    structure where the market's belongs (or the core's where the decision's does) is a
+    typing error, not a silent run on the wrong arrays."""
+    from numba.core.errors import TypingError
+
+    from execrl.env.core import _book_kernel, _decide_kernel
+    from execrl.sim.almgren_chriss import _exogenous_kernel
+
+    core = make_execution(EnvConfig(actions="seed003"), DEFAULT_ORDER, n_envs=4)
+    core.reset(seed=0)
+    m = core.market
+    active = np.ones(4, dtype=bool)
+    with pytest.raises(TypingError, match="Unknown attribute"):
+        _exogenous_kernel(active, m._state, core.guard.arrays)
+    with pytest.raises(TypingError, match="Unknown attribute"):
+        _decide_kernel(m._arrays, core._arrays)
+    with pytest.raises(TypingError, match="Unknown attribute"):
+        _book_kernel(core._arrays, core.guard.arrays, None, None, None, True)
+    _exogenous_kernel(active, m._state, m._arrays)  # the right one runs
+
+
+def test_the_structures_hold_the_live_arrays():
+    """Built once, the structures must still hold the very arrays their owners step and
+    reset in place, after autoresets and full resets; the market's state block, which a step
+    replaces, is in none of them (it travels per step)."""
+    core = make_execution(EnvConfig(actions="seed003"), DEFAULT_ORDER, n_envs=5)
+    core.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        core.step(rng.integers(0, 5, size=5))
+    core.reset(seed=4)
+    core.step(rng.integers(0, 5, size=5))
+    c, g, m = core._arrays, core.guard, core.market
+    s = core.stats
+    for field, owner in [(c.remaining, core.remaining), (c.k, core.k), (c.done, core.done),
+                         (c.cash, core._cash), (c.floats, s.floats), (c.counts, s.counts),
+                         (c.schedule, s.schedule), (c.order_ints, s.order_ints),
+                         (c.last_guard, core.last_guard), (c.orders.qty, core._orders.qty),
+                         (c.orders.limit_px, core._orders.limit_px), (c.order_qty, core.order_qty)]:
+        assert field is owner
+    ga = g.arrays
+    for field, owner in [(ga.ints, g._ints), (ga.floats, g._floats), (ga.latched, g.latched),
+                         (ga.last_code, g.last_code), (ga.cap_reason, g.cap_reason),
+                         (ga.lim_f, g._lim_f)]:
+        assert field is owner
+    ma = m._arrays
+    for field, owner in [(ma.k, m._k), (ma.keys, m._keys), (ma.exo, m._exo),
+                         (ma.params, m._params)]:
+        assert field is owner
+    assert all(field is not m._state for struct in (c, ga, ma) for field in struct)
+
+
+def _replaced_state_run(fused: bool, shift: float) -> list[np.ndarray]:
+    core = make_execution(EnvConfig(actions="seed003"), DEFAULT_ORDER, n_envs=6)
+    core._fused = fused
+    core.reset(seed=5)
+    out = []
+    for step in range(6):
+        if step == 3:
+            state = core.market._state.copy()
+            state[0] += shift  # the mid row
+            core.market._state = state
+        _, reward, *_ = core.step(np.full(6, 2))
+        out += [reward, core.market._state.copy(), core.stats.floats.copy()]
+    return out
+
+
+def test_a_replaced_state_block_is_the_one_stepped():
+    """``ACMarket._state`` is a new block after every step (views of the old one keep the
+    pre-step prices); whoever replaces it (a step, the paper market, a test) is read by the
+    next step, fused as in the general step: no structure holds a stale block."""
+    fused, general = _replaced_state_run(True, 0.5), _replaced_state_run(False, 0.5)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(fused, general, strict=True))
+    unshifted = _replaced_state_run(True, 0.0)
+    assert fused[9].tobytes() != unshifted[9].tobytes()  # step 3's reward read the new mid
+    assert fused[6].tobytes() == unshifted[6].tobytes()  # and step 2's did not

@@ -33,7 +33,7 @@ one child order works per parent order).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -47,6 +47,8 @@ from execrl.safety.guard import (
     GUARD_FIRST_REJECT,
     GUARD_PARENT_TOTAL,
     GUARD_PRICE_BAND,
+    GuardArrays,
+    GuardInputs,
     RiskGuard,
     RiskLimits,
     _check_kernel,
@@ -56,13 +58,20 @@ from execrl.safety.guard import (
 from execrl.sim.almgren_chriss import _ARRIVAL as _AC_ARRIVAL
 from execrl.sim.almgren_chriss import _ARRIVAL_VWAP as _AC_ARRIVAL_VWAP
 from execrl.sim.almgren_chriss import _MID as _AC_MID
-from execrl.sim.almgren_chriss import ACMarket, _apply_kernel, _exogenous_kernel
+from execrl.sim.almgren_chriss import (
+    ACArrays,
+    ACMarket,
+    ACStates,
+    _apply_kernel,
+    _exogenous_kernel,
+)
 from execrl.sim.base import (
     ORDER_TYPE_CODES,
-    REJECT_ORDER_TYPE,
     BatchedMarket,
     ChildOrderBatch,
+    FillArrays,
     FillBatch,
+    OrderArrays,
 )
 
 
@@ -108,6 +117,71 @@ class EpisodeStats:
     def rejects(self) -> NDArray[np.int64]:
         """Child orders the market refused (``execrl.sim.base.REJECT_REASONS``)."""
         return self.order_ints[:, _REJECTS]
+
+
+# -- the kernels' structures ---------------------------------------------------------------------
+# The step's compiled kernels take the core's, the guard's and the market's arrays as a few
+# named tuples and read each array by name (``c.remaining[i]``): a kernel handed the wrong
+# structure does not compile (numba: unknown attribute), where two swapped positional arrays
+# of one type would run, wrong. The persistent ones are built once with their owner (their
+# arrays are updated in place, never replaced); what a step makes anew travels in the
+# per-step ones (``StepDecision``, ``StepResult``, ``ACStates``, ``FillArrays``).
+class CoreArrays(NamedTuple):
+    """``BatchedExecution``'s per-env order state, episode blocks and constants."""
+
+    fractions: NDArray[np.float64]  # the discrete actions' fractions (empty: continuous)
+    can_cut: NDArray[np.bool_]  # per discrete action: choosing it above the cap is a cut
+    styles: NDArray[np.int64]  # the order-style table (``_style_table``)
+    n_steps: int
+    twap_base: bool
+    side: int
+    tick: float
+    order_qty: NDArray[np.int64]
+    is_scale: NDArray[np.float64]  # 1e4 / order_qty
+    remaining: NDArray[np.int64]
+    k: NDArray[np.int64]
+    done: NDArray[np.bool_]
+    cash: NDArray[np.float64]
+    floats: NDArray[np.float64]  # EpisodeStats.floats (rows _F_*)
+    counts: NDArray[np.int64]  # EpisodeStats.counts (rows _C_*)
+    schedule: NDArray[np.int64]
+    order_ints: NDArray[np.int64]  # EpisodeStats.order_ints (columns _WORKING ...)
+    last_guard: NDArray[np.int16]
+    orders: OrderArrays  # the child orders the step sends (``last_orders``)
+
+
+class StepDecision(NamedTuple):
+    """One step's decision: its inputs and what the decision kernel writes, per env."""
+
+    actions: NDArray[np.int64]  # discrete action (empty: continuous)
+    requested: NDArray[np.int64]  # shares asked for (written here for discrete actions)
+    style_idx: NDArray[np.int64]
+    forced: NDArray[np.int64]  # forced shares, -1: the action decides (empty: none)
+    forced_style: NDArray[np.int64]  # (1, 5): the forced orders' style-table row
+    edges: NDArray[np.float64]  # the band's edge (empty: no band)
+    quotes: NDArray[np.float64]  # (3, n): near touch, far touch, mid ((3, 0): no book)
+    active: NDArray[np.bool_]
+    final: NDArray[np.bool_]  # the episode's last decision
+    guard_cap: NDArray[np.int64]  # the guard's size cap
+    limit: NDArray[np.int64]  # out: the largest child the limits allow
+    cut: NDArray[np.bool_]  # out: the policy's request was cut
+
+
+class BookPrices(NamedTuple):
+    """The prices the booking reads after the market's step, per env."""
+
+    arrival: NDArray[np.float64]
+    end_mid: NDArray[np.float64]
+    arrival_vwap: NDArray[np.float64]
+
+
+class StepResult(NamedTuple):
+    """What the booking writes per env besides the episode blocks."""
+
+    step_is: NDArray[np.float64]
+    done_now: NDArray[np.bool_]
+    avg_fill: NDArray[np.float64]
+    reward: NDArray[np.float32]
 
 
 class BatchedExecution:
@@ -269,9 +343,21 @@ class BatchedExecution:
             type(market) is ACMarket and self._is_bps_reward and not guard._windows
             and not self._has_book
         )
-        self._scratch_f = np.empty((4, n))
         self._one_style = np.zeros(n, dtype=np.int64)  # every env's style: the set's only one
+        #: what the step kernels share, by name (the arrays above: never replaced)
+        self._arrays = CoreArrays(
+            _NO_FRACTIONS if self._fractions is None else self._fractions, self._can_cut,
+            self._styles, self.n_steps, self._twap_base, self.side, self._tick, self.order_qty,
+            self._is_scale, self.remaining, self.k, self.done, self._cash, self.stats.floats,
+            self.stats.counts, self.stats.schedule, self.stats.order_ints, self.last_guard,
+            self._orders.arrays(),
+        )
+        # the fused step's scratch, per env: rows t, volume, step_is, avg_fill; guard_cap,
+        # limit; active, final, cut
+        self._scratch_f = np.empty((4, n))
         self._scratch_i = np.empty((2, n), dtype=np.int64)
+        self._scratch_b = np.empty((3, n), dtype=bool)
+        self._first_style = self._styles[:1]
 
     def _new_stats(self) -> EpisodeStats:
         n = self.n_envs
@@ -457,44 +543,23 @@ class BatchedExecution:
         t, mid_now, volume = self._guard_inputs()
         guard_cap = self.guard.size_cap(t, mid_now, volume, active)
         edges = self.guard.band_edges(mid_now) if self._has_book else _NO_EDGES
-        bad = _decide_kernel(
-            idx,
-            _NO_FRACTIONS if self._fractions is None else self._fractions,
-            self._can_cut,
-            requested,
-            self.remaining,
-            self.k,
-            self.done,
-            self.n_steps,
-            guard_cap,
-            self.stats.order_ints,
-            self._twap_base,
-            style_idx,
-            self._styles,
-            forced,
-            forced_table,
-            self.side,
-            self._tick,
-            edges,
-            quotes,
-            shares,
-            self._orders.cancel,
-            self._orders.child_id,
-            self._orders.order_type,
-            self._orders.limit_px,
-            self._orders.ttl_steps,
-            limit,
-            cut,
-        )
+        final = self.k >= self.n_steps - 1
+        d = StepDecision(idx, requested, style_idx, forced, forced_table, edges, quotes, active,
+                         final, guard_cap, limit, cut)
+        c = self._arrays
+        bad = _decide_kernel(c, d)
         if bad >= 0:
             self.action_set.to_fraction(actions)  # raises, naming the bad action
             raise ValueError(
                 f"action {int(idx[bad])} is outside action set {self.action_set.name!r}"
             )
-        # every outgoing child order through the guard's check, whoever built it
-        final = self.k >= self.n_steps - 1
-        verdict = self.guard.check(self._orders, t, mid_now, volume, active, final)
-        self._guard_verdict(verdict, cut, requested, forced, guard_cap, shares, active, final)
+        # every outgoing child order through the guard's check, whoever built it; the verdict
+        # (``last_guard``): the check's, or, where the check passed an order the kernels had
+        # already cut to the guard's limits (the policy's request, a forced order, the
+        # horizon's sweep), the control that bound: the size cap's, what the parent has left,
+        # or the band; the refusals counted per episode
+        self.guard.check(self._orders, t, mid_now, volume, active, final)
+        _verdict_kernel(c, d, self.guard.arrays)
 
         mid_before = self.market.mid.copy()
         expected_move = None
@@ -510,42 +575,21 @@ class BatchedExecution:
         done_now = np.empty(n, dtype=bool)
         avg_fill = np.empty(n)
         reward = np.empty(n, dtype=np.float32)
-        n_done = _book_kernel(
+        booked = FillArrays(
             np.ascontiguousarray(fill.qty, dtype=np.int64),
             np.ascontiguousarray(fill.avg_px, dtype=np.float64),
             np.ascontiguousarray(fill.n_fills, dtype=np.int32),
             np.ascontiguousarray(fill.working_qty, dtype=np.int64),
             np.ascontiguousarray(fill.cancelled_qty, dtype=np.int64),
             np.ascontiguousarray(fill.reject, dtype=np.int8),
-            active,
-            shares,
-            limit,
-            cut,
+        )
+        prices = BookPrices(
             np.ascontiguousarray(arrival, dtype=np.float64),
             np.ascontiguousarray(self.market.mid, dtype=np.float64),
             np.ascontiguousarray(self.market.arrival_vwap, dtype=np.float64),
-            self.side,
-            self._is_scale,
-            self.n_steps,
-            self._cash,
-            s.filled,
-            s.child_orders,
-            s.breaches,
-            s.cuts,
-            s.schedule,
-            self.remaining,
-            self.k,
-            s.is_bps,
-            s.is_vs_arrival_vwap_bps,
-            s.residual_is_bps,
-            self._is_bps_reward,
-            s.episode_return,
-            step_is,
-            done_now,
-            avg_fill,
-            reward,
-            s.order_ints,
         )
+        n_done = _book_kernel(c, d, booked, prices, StepResult(step_is, done_now, avg_fill, reward),
+                              self._is_bps_reward)
         if not self._is_bps_reward:
             outcome = StepOutcome(
                 shares=fill.qty,
@@ -606,27 +650,25 @@ class BatchedExecution:
         idx, requested, style_idx = self._requests(actions)
         g = self.guard
         m: ACMarket = self.market  # type: ignore[assignment]
-        s = self.stats
-        o = self._orders
+        sf, si, sb = self._scratch_f, self._scratch_i, self._scratch_b
         new_state = np.empty_like(m._state)
         fill_qty = np.empty(n, dtype=np.int64)
         fill_px = np.empty(n)
         reject = np.empty(n, dtype=np.int8)
         n_fills = np.empty(n, dtype=np.int32)
         reward = np.empty(n, dtype=np.float32)
-        scratch_b = np.empty((4, n), dtype=bool)
+        done_now = np.empty(n, dtype=bool)
+        z_int, z_float = m._nothing_rests
+        # the per-step structures: the state block this step reads (``m._state``, replaced by
+        # every step) and the arrays made for this step; the kernel fills the scratch rows
+        x = GuardInputs(sf[0], m._state[_AC_MID], sf[1] if g.needs_volume else _NO_EDGES,
+                        sb[0], sb[1], g.killed())
+        d = StepDecision(idx, requested, style_idx, _NO_FORCED, self._first_style, _NO_EDGES,
+                         _NO_QUOTES, sb[0], sb[1], si[0], si[1], sb[2])
         bad, n_done = _fused_ac_step_kernel(
-            idx, _NO_FRACTIONS if self._fractions is None else self._fractions, self._can_cut,
-            requested, self.remaining, self.k, self.done, self.n_steps, self._twap_base,
-            style_idx, self._styles, self._styles[:1], self.side, self.order_qty, o.qty,
-            o.cancel, o.child_id, o.order_type, o.limit_px, o.ttl_steps,
-            g.step_seconds, g.needs_volume, g.killed(), g.latched, g._static, g.horizon_s,
-            g._ints, g._floats, g._lim_i, g._lim_f, g.cap_reason, g.last_code, g.last_flags,
-            self.last_guard,
-            m._state, new_state, m._k, m._keys, m._params, m._expected_volume, m._has_signal,
-            m._bits, m._noise, m._exo, m._nothing_rests[0], fill_qty, fill_px, reject, n_fills,
-            self._is_scale, self._cash, s.floats, s.counts, s.schedule, s.order_ints,
-            self._scratch_f, self._scratch_i, scratch_b, reward,
+            self._arrays, d, g.arrays, x, m._arrays, ACStates(m._state, new_state),
+            FillArrays(fill_qty, fill_px, n_fills, z_int, z_int, reject),
+            StepResult(sf[2], done_now, sf[3], reward),
         )
         if bad >= 0:
             self.action_set.to_fraction(actions)  # raises, naming the bad action
@@ -634,12 +676,11 @@ class BatchedExecution:
                 f"action {int(idx[bad])} is outside action set {self.action_set.name!r}"
             )
         m._state = new_state
-        z_int, z_float = m._nothing_rests
         fill = FillBatch(qty=fill_qty, avg_px=fill_px, passive_qty=z_int, fees=z_float,
                          n_fills=n_fills, working_qty=z_int, cancelled_qty=z_int, reject=reject)
         self.last_fills = fill
         self._last_quotes = _NO_QUOTES
-        return self._end_step(fill, n_done, scratch_b[3], self._scratch_f[3], reward)
+        return self._end_step(fill, n_done, done_now, sf[3], reward)
 
     @property
     def cash(self) -> NDArray[np.float64]:
@@ -659,26 +700,6 @@ class BatchedExecution:
                 raise ConfigError(f"forced order style {style.label!r} needs a market with a book")
             row = self._forced_tables[style] = _style_table((style,), self.n_steps)
         return row
-
-    def _guard_verdict(
-        self,
-        verdict: NDArray[np.int16],
-        cut: NDArray[np.bool_],
-        requested: NDArray[np.int64],
-        forced: NDArray[np.int64],
-        guard_cap: NDArray[np.int64],
-        shares: NDArray[np.int64],
-        active: NDArray[np.bool_],
-        final: NDArray[np.bool_],
-    ) -> None:
-        """``last_guard``: the check's verdict, or, where the check passed an order the kernels
-        had already cut to the guard's limits (the policy's request, a forced order, the
-        horizon's sweep), the control that bound: the size cap's, what the parent has left,
-        or the band; counts the refusals per episode."""
-        _verdict_kernel(
-            verdict, cut, requested, forced, guard_cap, self.guard.cap_reason, shares,
-            self.remaining, active, final, self.last_guard, self.stats.guard_rejects,
-        )
 
     def last_order_kinds(self) -> NDArray[np.int8]:
         """What each env's child order of the last step was: 0 none, 1 passive (a limit order
@@ -995,35 +1016,7 @@ def _masks_kernel(
 
 
 @njit(cache=True)
-def _decide_kernel(
-    actions: NDArray[np.int64],
-    fractions: NDArray[np.float64],
-    can_cut: NDArray[np.bool_],
-    requested: NDArray[np.int64],
-    remaining: NDArray[np.int64],
-    k: NDArray[np.int64],
-    done: NDArray[np.bool_],
-    n_steps: int,
-    guard_cap: NDArray[np.int64],
-    order_ints: NDArray[np.int64],
-    twap_base: bool,
-    style_idx: NDArray[np.int64],
-    styles: NDArray[np.int64],
-    forced: NDArray[np.int64],
-    forced_style: NDArray[np.int64],  # (1, 5): the forced orders' style-table row
-    side: int,
-    tick: float,
-    edges: NDArray[np.float64],
-    quotes: NDArray[np.float64],
-    shares: NDArray[np.int64],
-    cancel: NDArray[np.bool_],
-    child_id: NDArray[np.int64],
-    order_type: NDArray[np.int8],
-    limit_px: NDArray[np.float64],
-    ttl_steps: NDArray[np.int32],
-    limit: NDArray[np.int64],
-    cut: NDArray[np.bool_],
-) -> int:
+def _decide_kernel(c: CoreArrays, d: StepDecision) -> int:
     """Child order per env: the requested shares (from a discrete action, or given) cut to the
     hard limits, in the action's order style; at the last step everything left, cut to the
     same limits (the rest stays unfilled), as a marketable order; nothing after the episode.
@@ -1036,7 +1029,17 @@ def _decide_kernel(
     order on a book with a band becomes an IOC at the edge. ``forced`` (empty: none): rows
     with ``forced[i] >= 0`` ask for exactly that many shares in ``forced_style`` whatever the
     action (the executor's fallback; never a cut). Returns -1, or the position of the first
-    discrete action outside the set (then nothing is written)."""
+    discrete action outside the set (then nothing is written). Writes ``c.orders``,
+    ``d.limit``, ``d.cut`` (and ``d.requested`` for discrete actions)."""
+    fractions, can_cut, remaining, k, done = c.fractions, c.can_cut, c.remaining, c.k, c.done
+    n_steps, order_ints, twap_base, styles = c.n_steps, c.order_ints, c.twap_base, c.styles
+    side, tick = c.side, c.tick
+    actions, requested, style_idx, forced = d.actions, d.requested, d.style_idx, d.forced
+    forced_style, edges, quotes, guard_cap = d.forced_style, d.edges, d.quotes, d.guard_cap
+    limit, cut = d.limit, d.cut
+    o = c.orders
+    shares, cancel, child_id, order_type = o.qty, o.cancel, o.child_id, o.order_type
+    limit_px, ttl_steps = o.limit_px, o.ttl_steps
     n = remaining.shape[0]
     discrete = fractions.shape[0] > 0
     if discrete:
@@ -1098,21 +1101,16 @@ def _decide_kernel(
 
 
 @njit(cache=True)
-def _verdict_kernel(
-    verdict: NDArray[np.int16],
-    cut: NDArray[np.bool_],
-    requested: NDArray[np.int64],
-    forced: NDArray[np.int64],
-    guard_cap: NDArray[np.int64],
-    cap_reason: NDArray[np.int16],
-    shares: NDArray[np.int64],
-    remaining: NDArray[np.int64],
-    active: NDArray[np.bool_],
-    final: NDArray[np.bool_],
-    out: NDArray[np.int16],
-    guard_rejects: NDArray[np.int64],
-) -> None:
-    """``_guard_verdict`` per env."""
+def _verdict_kernel(c: CoreArrays, d: StepDecision, g: GuardArrays) -> None:
+    """``c.last_guard``: the check's verdict (``g.last_code``), or, where the check passed an
+    order the kernels had already cut to the guard's limits (the policy's request, a forced
+    order, the horizon's sweep), the control that bound: the size cap's, what the parent has
+    left, or the band; the refusals counted per episode."""
+    verdict, cap_reason = g.last_code, g.cap_reason
+    cut, requested, forced, guard_cap = d.cut, d.requested, d.forced, d.guard_cap
+    active, final = d.active, d.final
+    shares, remaining, out = c.orders.qty, c.remaining, c.last_guard
+    guard_rejects = c.counts[_C_GUARD_REJECTS]
     any_forced = forced.shape[0] > 0
     for i in range(verdict.shape[0]):
         v = verdict[i]
@@ -1137,40 +1135,8 @@ def _verdict_kernel(
 
 @njit(cache=True, error_model="numpy")
 def _book_kernel(
-    fill_qty: NDArray[np.int64],
-    fill_avg_px: NDArray[np.float64],
-    fill_count: NDArray[np.int32],
-    working_after: NDArray[np.int64],
-    cancelled: NDArray[np.int64],
-    reject: NDArray[np.int8],
-    active: NDArray[np.bool_],
-    sent: NDArray[np.int64],
-    limit: NDArray[np.int64],
-    cut: NDArray[np.bool_],
-    arrival: NDArray[np.float64],
-    end_mid: NDArray[np.float64],
-    arrival_vwap: NDArray[np.float64],
-    side: int,
-    is_scale: NDArray[np.float64],
-    n_steps: int,
-    cash: NDArray[np.float64],
-    filled: NDArray[np.int64],
-    child_orders: NDArray[np.int64],
-    breaches: NDArray[np.int64],
-    cuts: NDArray[np.int64],
-    schedule: NDArray[np.int64],
-    remaining: NDArray[np.int64],
-    k: NDArray[np.int64],
-    is_bps: NDArray[np.float64],
-    is_vs_arrival_vwap_bps: NDArray[np.float64],
-    residual_is_bps: NDArray[np.float64],
+    c: CoreArrays, d: StepDecision, f: FillArrays, p: BookPrices, r: StepResult,
     is_bps_reward: bool,
-    episode_return: NDArray[np.float64],
-    step_is: NDArray[np.float64],
-    done_now: NDArray[np.bool_],
-    avg_fill: NDArray[np.float64],
-    reward: NDArray[np.float32],
-    order_ints: NDArray[np.int64],
 ) -> int:
     """Book the fills: cash, counters, schedule, the step's IS against the arrival mid
     (``execrl.domain.costs`` convention), the episode's IS against the arrival VWAP so far,
@@ -1178,6 +1144,18 @@ def _book_kernel(
     charged for them at the end mid, in the step's IS (so in every reward that sums it) and in
     the IS against the VWAPs (the residual priced at the end mid). Returns how many episodes
     ended."""
+    fill_qty, fill_avg_px, fill_count = f.qty, f.avg_px, f.n_fills
+    working_after, cancelled, reject = f.working_qty, f.cancelled_qty, f.reject
+    active, sent, limit, cut = d.active, c.orders.qty, d.limit, d.cut
+    arrival, end_mid, arrival_vwap = p.arrival, p.end_mid, p.arrival_vwap
+    side, is_scale, n_steps, cash = c.side, c.is_scale, c.n_steps, c.cash
+    counts, floats = c.counts, c.floats
+    filled, child_orders = counts[_C_FILLED], counts[_C_CHILD_ORDERS]
+    breaches, cuts = counts[_C_BREACHES], counts[_C_CUTS]
+    schedule, remaining, k, order_ints = c.schedule, c.remaining, c.k, c.order_ints
+    is_bps, is_vs_arrival_vwap_bps = floats[_F_IS], floats[_F_IS_ARRIVAL_VWAP]
+    residual_is_bps, episode_return = floats[_F_RESIDUAL_IS], floats[_F_RETURN]
+    step_is, done_now, avg_fill, reward = r.step_is, r.done_now, r.avg_fill, r.reward
     n = fill_qty.shape[0]
     for i in range(n):
         schedule[i, min(k[i], n_steps - 1)] += fill_qty[i]
@@ -1248,116 +1226,34 @@ def _book_kernel(
 # their argument lists and the Python between them took more than the kernels themselves.
 @njit(cache=True)
 def _fused_ac_step_kernel(
-    # the decision (as _decide_kernel)
-    actions: NDArray[np.int64],
-    fractions: NDArray[np.float64],
-    can_cut: NDArray[np.bool_],
-    requested: NDArray[np.int64],
-    remaining: NDArray[np.int64],
-    k: NDArray[np.int64],
-    done: NDArray[np.bool_],
-    n_steps: int,
-    twap_base: bool,
-    style_idx: NDArray[np.int64],
-    styles: NDArray[np.int64],
-    forced_style: NDArray[np.int64],
-    side: int,
-    order_qty: NDArray[np.int64],
-    o_qty: NDArray[np.int64],
-    o_cancel: NDArray[np.bool_],
-    o_child_id: NDArray[np.int64],
-    o_type: NDArray[np.int8],
-    o_px: NDArray[np.float64],
-    o_ttl: NDArray[np.int32],
-    # the risk guard (RiskGuard's arrays, no window controls)
-    g_step_seconds: float,
-    g_needs_volume: bool,
-    g_killed: NDArray[np.bool_],
-    g_latched: NDArray[np.bool_],
-    g_static: NDArray[np.int64],
-    g_horizon: NDArray[np.float64],
-    g_ints: NDArray[np.int64],
-    g_floats: NDArray[np.float64],
-    g_lim_i: NDArray[np.int64],
-    g_lim_f: NDArray[np.float64],
-    g_cap_reason: NDArray[np.int16],
-    g_last_code: NDArray[np.int16],
-    g_last_flags: NDArray[np.int32],
-    last_guard: NDArray[np.int16],
-    # the market (ACMarket's arrays)
-    m_state: NDArray[np.float64],
-    m_new_state: NDArray[np.float64],
-    m_k: NDArray[np.int64],
-    m_keys: NDArray[np.uint64],
-    m_params: NDArray[np.float64],
-    m_expected_volume: NDArray[np.float64],
-    m_has_signal: bool,
-    m_bits: NDArray[np.uint64],
-    m_noise: NDArray[np.float64],
-    m_exo: NDArray[np.float64],
-    m_none: NDArray[np.int64],
-    fill_qty: NDArray[np.int64],
-    fill_px: NDArray[np.float64],
-    fill_reject: NDArray[np.int8],
-    fill_n: NDArray[np.int32],
-    # the booking (as _book_kernel)
-    is_scale: NDArray[np.float64],
-    cash: NDArray[np.float64],
-    floats: NDArray[np.float64],
-    counts: NDArray[np.int64],
-    schedule: NDArray[np.int64],
-    order_ints: NDArray[np.int64],
-    # scratch and outputs: (n,) each
-    scratch_f: NDArray[np.float64],
-    scratch_i: NDArray[np.int64],
-    scratch_b: NDArray[np.bool_],
-    reward: NDArray[np.float32],
+    c: CoreArrays, d: StepDecision, g: GuardArrays, x: GuardInputs, m: ACArrays, s: ACStates,
+    f: FillArrays, r: StepResult,
 ) -> tuple[int, int]:
-    """(position of the first bad discrete action or -1, episodes ended). ``floats`` and
-    ``counts``: EpisodeStats' blocks; ``scratch_f``: rows t, volume, step_is,
-    avg_fill; ``scratch_i``: rows guard_cap, limit; ``scratch_b``: rows active, final, cut,
-    done_now (the step's done flags, returned to the caller)."""
-    n = remaining.shape[0]
-    t, volume, step_is, avg_fill = scratch_f[0], scratch_f[1], scratch_f[2], scratch_f[3]
-    guard_cap, limit = scratch_i[0], scratch_i[1]
-    active, final, cut, done_now = scratch_b[0], scratch_b[1], scratch_b[2], scratch_b[3]
-    mid = m_state[_AC_MID]
+    """(position of the first bad discrete action or -1, episodes ended). Fills ``x``'s clock,
+    volume (when the guard reads it), live and last-decision rows (``d``'s active and final
+    are the same arrays) before the kernels read them."""
+    n = c.remaining.shape[0]
+    t, active, final = x.t, x.active, x.final
     for i in range(n):
-        active[i] = not done[i]
-        t[i] = k[i] * g_step_seconds  # the guard's clock, as _guard_inputs
-        final[i] = k[i] >= n_steps - 1
-    vol = _NO_EDGES
-    if g_needs_volume:  # ACMarket.feature("expected_volume")
+        active[i] = not c.done[i]
+        t[i] = c.k[i] * g.step_seconds  # the guard's clock, as _guard_inputs
+        final[i] = c.k[i] >= c.n_steps - 1
+    if g.needs_volume:  # ACMarket.feature("expected_volume")
+        volume = x.volume
         for i in range(n):
-            volume[i] = m_expected_volume[min(m_k[i], n_steps - 1)]
-        vol = volume
-    _size_cap_kernel(t, mid, vol, active, g_killed, g_latched, g_static, g_horizon, g_ints,
-                     None, None, g_lim_i, g_lim_f, guard_cap, g_cap_reason)
-    bad = _decide_kernel(
-        actions, fractions, can_cut, requested, remaining, k, done, n_steps, guard_cap,
-        order_ints, twap_base, style_idx, styles, _NO_FORCED, forced_style, side, 0.0,
-        _NO_EDGES, _NO_QUOTES, o_qty, o_cancel, o_child_id, o_type, o_px, o_ttl, limit, cut,
-    )
+            volume[i] = m.expected_volume[min(m.k[i], c.n_steps - 1)]
+    _size_cap_kernel(g, x, None, None, d.guard_cap)
+    bad = _decide_kernel(c, d)
     if bad >= 0:
         return bad, 0
-    _check_kernel(o_qty, o_type, o_px, o_cancel, o_child_id, t, mid, vol, active, final,
-                  g_killed, g_latched, g_static, g_horizon, g_ints, g_floats, None, None, None,
-                  g_lim_i, g_lim_f, g_last_code, g_last_flags)
-    _verdict_kernel(g_last_code, cut, requested, _NO_FORCED, guard_cap, g_cap_reason, o_qty,
-                    remaining, active, final, last_guard, counts[_C_GUARD_REJECTS])
-    _exogenous_kernel(active, m_state, m_k, m_keys, m_params, m_expected_volume, m_has_signal,
-                      m_bits, m_noise, m_exo)
-    _apply_kernel(o_qty, active, o_type, _MARKET_CODE, REJECT_ORDER_TYPE, m_state, m_new_state,
-                  m_k, m_params, m_exo, fill_qty, fill_px, fill_reject, fill_n)
-    _record_shares_kernel(fill_qty, m_none, active, g_ints)
-    n_done = _book_kernel(
-        fill_qty, fill_px, fill_n, m_none, m_none, fill_reject, active, o_qty, limit, cut,
-        m_new_state[_AC_ARRIVAL], m_new_state[_AC_MID], m_new_state[_AC_ARRIVAL_VWAP], side,
-        is_scale, n_steps, cash, counts[_C_FILLED], counts[_C_CHILD_ORDERS],
-        counts[_C_BREACHES], counts[_C_CUTS], schedule, remaining, k, floats[_F_IS],
-        floats[_F_IS_ARRIVAL_VWAP], floats[_F_RESIDUAL_IS], True, floats[_F_RETURN], step_is,
-        done_now, avg_fill, reward, order_ints,
-    )
+    _check_kernel(g, x, c.orders, None, None, None)
+    _verdict_kernel(c, d, g)
+    _exogenous_kernel(active, s.before, m)
+    _apply_kernel(c.orders, active, s, m, m.exo, f)
+    _record_shares_kernel(g, f, active)
+    after = s.after
+    prices = BookPrices(after[_AC_ARRIVAL], after[_AC_MID], after[_AC_ARRIVAL_VWAP])
+    n_done = _book_kernel(c, d, f, prices, r, True)
     return -1, n_done
 
 

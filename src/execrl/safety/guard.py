@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, NamedTuple, Self
 
 import numpy as np
 from numba import njit
@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from execrl.domain import ConfigError, OrderConstraints, OrderType
 from execrl.domain.errors import describe_pydantic_error
-from execrl.sim.base import ORDER_TYPE_CODES, ChildOrderBatch, FillBatch
+from execrl.sim.base import ORDER_TYPE_CODES, ChildOrderBatch, FillArrays, FillBatch, OrderArrays
 
 #: seed 002 §3's size caps, for a firm configuration that wants them (off by default)
 SEED_ADV_FRACTION = 0.05
@@ -269,6 +269,39 @@ _REST_SINCE, _LAST_T, _LAST_PX = range(3)
 _L_TICK, _L_REPEAT_WINDOW = 8, 10
 
 
+class GuardArrays(NamedTuple):
+    """``RiskGuard``'s per-order state and limits as the compiled checks read them, by name
+    (``g.ints[i, _FILLED]``). Built once with the guard: every array is updated in place,
+    never replaced. The rolling windows stay apart (``None`` for a ring that is off, so numba
+    compiles its branch out)."""
+
+    latched: NDArray[np.bool_]
+    static: NDArray[np.int64]  # rows qty, side, restricted
+    horizon: NDArray[np.float64]
+    ints: NDArray[np.int64]  # columns _FILLED ... _PART_HEAD
+    floats: NDArray[np.float64]  # columns _REST_SINCE, _LAST_T, _LAST_PX
+    lim_i: NDArray[np.int64]
+    lim_f: NDArray[np.float64]
+    cap_reason: NDArray[np.int16]  # size_cap's binding control
+    last_code: NDArray[np.int16]  # check's verdict
+    last_flags: NDArray[np.int32]  # check's controls that acted
+    step_seconds: float
+    needs_volume: bool
+
+
+class GuardInputs(NamedTuple):
+    """What a decision's checks read from the caller, per order: the clock (seconds), the
+    mid, the step's market volume (empty: none), who is live, whose decision is the last, and
+    who is killed."""
+
+    t: NDArray[np.float64]
+    mid: NDArray[np.float64]
+    volume: NDArray[np.float64]
+    active: NDArray[np.bool_]
+    final: NDArray[np.bool_]
+    killed: NDArray[np.bool_]
+
+
 class RiskGuard:
     """Pre-trade controls for ``n_orders`` parent orders (``side`` ±1, ``qty`` shares each).
 
@@ -385,6 +418,11 @@ class RiskGuard:
         self.last_flags = np.zeros(n, dtype=np.int32)
         #: the last ``size_cap``'s binding control per order (0: no limit binds)
         self.cap_reason = np.zeros(n, dtype=np.int16)
+        #: what the kernels share, by name (the arrays above, never replaced)
+        self.arrays = GuardArrays(self.latched, self._static, self.horizon_s, self._ints,
+                                  self._floats, self._lim_i, self._lim_f, self.cap_reason,
+                                  self.last_code, self.last_flags, self.step_seconds,
+                                  self.needs_volume)
         self.reset(None)
 
     def use_tick(self, tick_size: float) -> None:
@@ -449,11 +487,9 @@ class RiskGuard:
         the step's market volume (needed with a participation limit). ``cap_reason`` says
         which control binds."""
         cap = np.empty(self.n_orders, dtype=np.int64)
-        _size_cap_kernel(
-            self._f64(t), self._f64(mid), self._volume(volume), active, self.killed(),
-            self.latched, self._static, self.horizon_s, self._ints, self._msg_arg,
-            self._part_arg, self._lim_i, self._lim_f, cap, self.cap_reason,
-        )
+        x = GuardInputs(self._f64(t), self._f64(mid), self._volume(volume), active, active,
+                        self.killed())  # (final: not read)
+        _size_cap_kernel(self.arrays, x, self._msg_arg, self._part_arg, cap)
         return cap
 
     def check(
@@ -471,13 +507,10 @@ class RiskGuard:
         a kill's: neither counts against a throttle; the last decision's new child order
         does). Also in ``last_code`` and ``last_flags``."""
         fin = np.zeros(self.n_orders, dtype=bool) if final is None else final
-        _check_kernel(
-            orders.qty, orders.order_type, orders.limit_px, orders.cancel, orders.child_id,
-            self._f64(t), self._f64(mid), self._volume(volume), active, fin, self.killed(),
-            self.latched, self._static, self.horizon_s, self._ints, self._floats, self._msg_arg,
-            self._cxl_arg, self._part_arg, self._lim_i, self._lim_f, self.last_code,
-            self.last_flags,
-        )
+        x = GuardInputs(self._f64(t), self._f64(mid), self._volume(volume), active, fin,
+                        self.killed())
+        _check_kernel(self.arrays, x, orders.arrays(), self._msg_arg, self._cxl_arg,
+                      self._part_arg)
         return self.last_code
 
     def record(
@@ -494,7 +527,9 @@ class RiskGuard:
         fill_qty = _as(fills.qty, np.int64)
         working = _as(fills.working_qty, np.int64)
         if not self._windows:
-            _record_shares_kernel(fill_qty, working, active, self._ints)
+            _record_shares_kernel(self.arrays, FillArrays(fill_qty, fills.avg_px, fills.n_fills,
+                                                          working, fills.cancelled_qty,
+                                                          fills.reject), active)
             return
         _record_kernel(
             orders.qty, orders.order_type, orders.limit_px, orders.cancel, fill_qty,
@@ -664,13 +699,13 @@ def _any_size_cap(
 
 @njit(cache=True)
 def _size_cap_kernel(
-    t: NDArray[np.float64], mid: NDArray[np.float64], volume: NDArray[np.float64],
-    active: NDArray[np.bool_], killed: NDArray[np.bool_], latched: NDArray[np.bool_],
-    static: NDArray[np.int64], horizon: NDArray[np.float64], ints: NDArray[np.int64],
-    msg_t: NDArray[np.float64] | None, part: NDArray[np.float64] | None,
-    lim_i: NDArray[np.int64], lim_f: NDArray[np.float64], cap: NDArray[np.int64],
-    reason: NDArray[np.int16],
+    g: GuardArrays, x: GuardInputs, msg_t: NDArray[np.float64] | None,
+    part: NDArray[np.float64] | None, cap: NDArray[np.int64],
 ) -> None:
+    """``RiskGuard.size_cap`` into ``cap``; the binding control into ``g.cap_reason``."""
+    t, mid, volume, active, killed = x.t, x.mid, x.volume, x.active, x.killed
+    latched, static, horizon, ints = g.latched, g.static, g.horizon, g.ints
+    lim_i, lim_f, reason = g.lim_i, g.lim_f, g.cap_reason
     child_max, adv_cap, rem_floor, both, locate = _unpack_i(lim_i)
     rem_frac, participation, max_value = lim_f[0], lim_f[1], lim_f[2]
     part_window, msg_window = lim_f[3], lim_f[4]
@@ -712,16 +747,15 @@ def _size_cap_kernel(
 
 @njit(cache=True)
 def _check_kernel(
-    q: NDArray[np.int64], otype: NDArray[np.int8], px: NDArray[np.float64],
-    cancel: NDArray[np.bool_], child_id: NDArray[np.int64], t: NDArray[np.float64],
-    mid: NDArray[np.float64], volume: NDArray[np.float64], active: NDArray[np.bool_],
-    final: NDArray[np.bool_], killed: NDArray[np.bool_], latched: NDArray[np.bool_],
-    static: NDArray[np.int64], horizon: NDArray[np.float64], ints: NDArray[np.int64],
-    floats: NDArray[np.float64], msg_t: NDArray[np.float64] | None,
+    g: GuardArrays, x: GuardInputs, o: OrderArrays, msg_t: NDArray[np.float64] | None,
     cxl_t: NDArray[np.float64] | None, part: NDArray[np.float64] | None,
-    lim_i: NDArray[np.int64], lim_f: NDArray[np.float64], code_out: NDArray[np.int16],
-    flags_out: NDArray[np.int32],
 ) -> None:
+    """``RiskGuard.check``: fixes ``o`` in place; the verdicts into ``g.last_code`` and
+    ``g.last_flags``."""
+    q, otype, px, cancel, child_id = o.qty, o.order_type, o.limit_px, o.cancel, o.child_id
+    t, mid, volume, active, final, killed = x.t, x.mid, x.volume, x.active, x.final, x.killed
+    latched, static, horizon, ints, floats = g.latched, g.static, g.horizon, g.ints, g.floats
+    lim_i, lim_f, code_out, flags_out = g.lim_i, g.lim_f, g.last_code, g.last_flags
     child_max, adv_cap, rem_floor, both, locate = _unpack_i(lim_i)
     rem_frac, participation, max_value = lim_f[0], lim_f[1], lim_f[2]
     part_window, msg_window = lim_f[3], lim_f[4]
@@ -820,11 +854,9 @@ def _check_kernel(
 
 
 @njit(cache=True)
-def _record_shares_kernel(
-    fill_qty: NDArray[np.int64], working_after: NDArray[np.int64], active: NDArray[np.bool_],
-    ints: NDArray[np.int64],
-) -> None:
+def _record_shares_kernel(g: GuardArrays, f: FillArrays, active: NDArray[np.bool_]) -> None:
     """``_record_kernel`` without window controls: only the filled and working shares."""
+    fill_qty, working_after, ints = f.qty, f.working_qty, g.ints
     for i in range(fill_qty.shape[0]):
         if active[i]:
             ints[i, _FILLED] += fill_qty[i]

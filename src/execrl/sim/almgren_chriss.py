@@ -25,7 +25,7 @@ a key and the arrival VWAP, not a path.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -34,7 +34,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from execrl.domain import ConfigError, OrderType, ParentOrder, Side
 from execrl.market.volume import u_shape_weights
-from execrl.sim.base import ORDER_TYPE_CODES, REJECT_ORDER_TYPE, ChildOrderBatch, FillBatch
+from execrl.sim.base import (
+    ORDER_TYPE_CODES,
+    REJECT_ORDER_TYPE,
+    ChildOrderBatch,
+    FillArrays,
+    FillBatch,
+    OrderArrays,
+)
 from execrl.sim.rng import episode_keys, gauss, gauss_block, gauss_finish
 from execrl.sim.spec import MarketKnowledge, SpecModel
 
@@ -352,6 +359,32 @@ _N_EXO = 4
 #: their names on the market-data stream (``execrl.service.feed``), in row order
 EXOGENOUS_FIELDS = ("drift_term", "shock", "step_volume", "alpha_next")
 
+
+
+class ACArrays(NamedTuple):
+    """``ACMarket``'s arrays and constants that the step kernels share, read there by name
+    (``m.k[i]``). Built once with the market: each array is updated in place, never replaced;
+    the state block, which a step replaces, travels apart in ``ACStates``."""
+
+    k: NDArray[np.int64]  # steps done
+    keys: NDArray[np.uint64]  # episode keys
+    params: NDArray[np.float64]  # _P_* (read-only)
+    expected_volume: NDArray[np.float64]  # per step
+    has_signal: bool
+    bits: NDArray[np.uint64]  # (2, n) scratch of the draws
+    noise: NDArray[np.float64]  # (3, n) scratch of the draws
+    exo: NDArray[np.float64]  # (_N_EXO, n): the last step's exogenous moves
+
+
+class ACStates(NamedTuple):
+    """The state block a step reads and the new one it writes (``ACMarket.apply_step``
+    replaces ``_state`` by it, so views of the old one keep the pre-step values): built per
+    step, so it never holds a block a step replaced."""
+
+    before: NDArray[np.float64]
+    after: NDArray[np.float64]
+
+
 # Why numba: the numpy version of this market took ~150 µs per ``execute`` at 4096 envs (~25
 # small array operations) and a reset drew whole paths; the kernels below draw each step's
 # noise where it is used (``bench/bench_env.py``, ``bench/bench_mbt_gym.py`` for the figures).
@@ -435,22 +468,14 @@ def _reset_kernel(
 
 
 @njit(cache=True)
-def _exogenous_kernel(
-    active: NDArray[np.bool_],
-    state: NDArray[np.float64],
-    k: NDArray[np.int64],
-    keys: NDArray[np.uint64],
-    params: NDArray[np.float64],
-    expected_volume: NDArray[np.float64],
-    has_signal: bool,
-    bits: NDArray[np.uint64],
-    noise: NDArray[np.float64],
-    exo: NDArray[np.float64],
-) -> None:
+def _exogenous_kernel(active: NDArray[np.bool_], state: NDArray[np.float64], m: ACArrays
+                      ) -> None:
     """What step k does whatever we trade (``EXOGENOUS_FIELDS``), drawn into ``exo``: the
     drift term (μ + α_{k−1})·τ, the innovation σ_eff·√τ·ξ_k, the step's market volume and the
     next α. The paper market reads these from the market-data stream instead
     (``execrl.service.paper``); ``_apply_kernel`` turns them and the orders into the step."""
+    k, keys, params, expected_volume = m.k, m.keys, m.params, m.expected_volume
+    bits, noise, exo = m.bits, m.noise, m.exo
     n = active.shape[0]
     n_steps = expected_volume.shape[0]
     tau = params[_P_TAU]
@@ -472,7 +497,7 @@ def _exogenous_kernel(
         factor[:] = 1.0
     for i in range(n):
         exo[_X_VOLUME, i] = expected_volume[min(k[i], n_steps - 1)] * factor[i]
-    if not has_signal:
+    if not m.has_signal:
         exo[_X_ALPHA_NEXT, :] = alpha
     else:
         zeta = noise[2]
@@ -483,26 +508,19 @@ def _exogenous_kernel(
 
 @njit(cache=True)
 def _apply_kernel(
-    qty: NDArray[np.int64],
-    active: NDArray[np.bool_],
-    order_type: NDArray[np.int8],
-    market_code: int,
-    reject_code: int,
-    state: NDArray[np.float64],
-    new_state: NDArray[np.float64],
-    k: NDArray[np.int64],
-    params: NDArray[np.float64],
-    exo: NDArray[np.float64],
-    fill_qty: NDArray[np.int64],
-    avg_px: NDArray[np.float64],
-    reject: NDArray[np.int8],
-    n_fills: NDArray[np.int32],
+    o: OrderArrays, active: NDArray[np.bool_], s: ACStates, m: ACArrays,
+    exo: NDArray[np.float64], f: FillArrays,
 ) -> None:
     """One step of every market (see the module docstring) from ``state`` into
     ``new_state``, given the step's exogenous moves ``exo`` (``_exogenous_kernel``, or the
     market-data stream): our fills at S_{k−1} + side·(ε + (η/τ)·n_k), then S_k with our
     permanent impact on top. A child order that is not a market order is rejected
-    (``reject``), in its market alone, which then steps without trading."""
+    (``f.reject``), in its market alone, which then steps without trading. Writes ``f``'s
+    qty, avg_px, reject and n_fills."""
+    qty, order_type = o.qty, o.order_type
+    state, new_state, k, params = s.before, s.after, m.k, m.params
+    fill_qty, avg_px, reject, n_fills = f.qty, f.avg_px, f.reject, f.n_fills
+    market_code, reject_code = _MARKET_CODE, REJECT_ORDER_TYPE
     n = qty.shape[0]
     side = params[_P_SIDE]
     epsilon = params[_P_EPSILON]
@@ -623,6 +641,10 @@ class ACMarket:
         self._bits = np.empty((2, n), dtype=np.uint64)  # the kernels' scratch
         self._noise = np.empty((3, n))
         self._exo = np.zeros((_N_EXO, n))  # the last step's exogenous moves
+        #: what the step kernels share, by name (the arrays above: updated in place, never
+        #: replaced; ``_state``, which a step replaces, is not in it)
+        self._arrays = ACArrays(self._k, self._keys, self._params, self._expected_volume,
+                                self._has_signal, self._bits, self._noise, self._exo)
 
     # -- protocol -------------------------------------------------------------------------
     # Views of the state block. ``execute`` writes the next state into a new block, so a
@@ -684,9 +706,7 @@ class ACMarket:
         """Fill every active market order at once (nothing rests, so a cancel has nothing to
         take off); other order types are rejected by name, per market."""
         act = np.ascontiguousarray(active)
-        _exogenous_kernel(act, self._state, self._k, self._keys, self._params,
-                          self._expected_volume, self._has_signal, self._bits, self._noise,
-                          self._exo)
+        _exogenous_kernel(act, self._state, self._arrays)
         return self.apply_step(orders, act, self._exo, record_events)
 
     @property
@@ -709,24 +729,13 @@ class ACMarket:
         reject = np.empty(n, dtype=np.int8)
         n_fills = np.empty(n, dtype=np.int32)
         step = self._k.copy() if record_events else None
-        _apply_kernel(
-            np.ascontiguousarray(orders.qty),
-            np.ascontiguousarray(active),
-            np.ascontiguousarray(orders.order_type),
-            _MARKET_CODE,
-            REJECT_ORDER_TYPE,
-            self._state,
-            new_state,
-            self._k,
-            self._params,
-            exo,
-            fill_qty,
-            avg_px,
-            reject,
-            n_fills,
-        )
-        self._state = new_state
         z_int, z_float = self._nothing_rests
+        sent = OrderArrays(np.ascontiguousarray(orders.qty), np.ascontiguousarray(
+            orders.order_type), orders.limit_px, orders.ttl_steps, orders.cancel, orders.child_id)
+        out = FillArrays(fill_qty, avg_px, n_fills, z_int, z_int, reject)
+        _apply_kernel(sent, np.ascontiguousarray(active), ACStates(self._state, new_state),
+                      self._arrays, exo, out)
+        self._state = new_state
         # nothing rests in this market: no passive fills, fees, working or cancelled shares
         fills = FillBatch(qty=fill_qty, avg_px=avg_px, passive_qty=z_int, fees=z_float,
                           n_fills=n_fills, working_qty=z_int, cancelled_qty=z_int, reject=reject)

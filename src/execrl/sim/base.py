@@ -13,7 +13,7 @@ behind this one protocol.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,6 +47,32 @@ def reject_reason(code: int) -> str:
     return REJECT_REASONS[int(code)]
 
 
+# -- the kernels' view --------------------------------------------------------------------------
+# A compiled kernel takes a batch as one named tuple and reads its arrays by name
+# (``o.qty[i]``): a kernel handed the wrong structure fails to compile (numba: unknown
+# attribute), where two swapped positional arrays of the same type would run, wrong.
+class OrderArrays(NamedTuple):
+    """``ChildOrderBatch``'s arrays (the same objects)."""
+
+    qty: NDArray[np.int64]
+    order_type: NDArray[np.int8]
+    limit_px: NDArray[np.float64]
+    ttl_steps: NDArray[np.int32]
+    cancel: NDArray[np.bool_]
+    child_id: NDArray[np.int64]
+
+
+class FillArrays(NamedTuple):
+    """``FillBatch``'s arrays the kernels book (the same objects)."""
+
+    qty: NDArray[np.int64]
+    avg_px: NDArray[np.float64]
+    n_fills: NDArray[np.int32]
+    working_qty: NDArray[np.int64]
+    cancelled_qty: NDArray[np.int64]
+    reject: NDArray[np.int8]
+
+
 @dataclass(slots=True)
 class ChildOrderBatch:
     """At most one new child order per market per step (``qty == 0``: none), and whether to
@@ -61,6 +87,11 @@ class ChildOrderBatch:
     ttl_steps: NDArray[np.int32]
     cancel: NDArray[np.bool_]  # cancel the working order before the new one
     child_id: NDArray[np.int64]  # the new order's id within its parent order
+
+    def arrays(self) -> OrderArrays:
+        """The batch's arrays as the compiled kernels take them, by name (``OrderArrays``)."""
+        return OrderArrays(self.qty, self.order_type, self.limit_px, self.ttl_steps,
+                           self.cancel, self.child_id)
 
     @classmethod
     def market_orders(cls, n_envs: int) -> ChildOrderBatch:
@@ -87,6 +118,11 @@ class FillBatch:
     cancelled_qty: NDArray[np.int64]  # taken off the book by a cancel
     reject: NDArray[np.int8]  # REJECT_* code of the new child order, 0 = accepted
     events: NDArray | None = None  # FILL_EVENT_DTYPE rows, when asked for
+
+    def arrays(self) -> FillArrays:
+        """The fills as the compiled kernels take them, by name (``FillArrays``)."""
+        return FillArrays(self.qty, self.avg_px, self.n_fills, self.working_qty,
+                          self.cancelled_qty, self.reject)
 
     def fill_events(self, child_id: NDArray[np.int64], t: NDArray) -> NDArray:
         """``FILL_EVENT_DTYPE`` rows of a market where each order fills at most once a step;
