@@ -178,3 +178,25 @@ def test_a_replaced_state_block_is_the_one_stepped():
     unshifted = _replaced_state_run(True, 0.0)
     assert fused[9].tobytes() != unshifted[9].tobytes()  # step 3's reward read the new mid
     assert fused[6].tobytes() == unshifted[6].tobytes()  # and step 2's did not
+
+
+def test_the_fused_call_skips_dispatch_only_for_the_types_it_knows():
+    """After its first step the fused kernel runs without numba's per-call typing
+    (``_TypedCall``); a step whose arrays have other types (read-only actions: another numba
+    type) goes through the dispatcher. Either way: the general step's numbers."""
+    n = 5
+    fused, general = (make_execution(EnvConfig(actions="seed003"), DEFAULT_ORDER, n_envs=n)
+                      for _ in range(2))
+    general._fused = False
+    for core in (fused, general):
+        core.reset(seed=2)
+    rng = np.random.default_rng(8)
+    for step in range(14):
+        a = rng.integers(0, 5, size=n)
+        if step % 3 == 1:
+            a.flags.writeable = False
+        out_f, out_g = fused.step(a), general.step(a)
+        mine = (*out_f[:3], fused.market._state)
+        for x, y in zip(mine, (*out_g[:3], general.market._state), strict=True):
+            assert x.tobytes() == y.tobytes()
+    assert fused._fused_call._entry is not None  # the undispatched path was taken

@@ -697,170 +697,223 @@ def _any_size_cap(
     )
 
 
-@njit(cache=True)
+class Limits(NamedTuple):
+    """The controls' constants as scalars (``_limits``): unpacked once per kernel call."""
+
+    child_max: int
+    adv_cap: int
+    rem_floor: int
+    both: bool
+    locate: int
+    rem_frac: float
+    participation: float
+    max_value: float
+    part_window: float
+    msg_window: float
+    cxl_window: float
+    min_rest: float
+    dup_window: float
+    tick: float
+    band: float
+    sized: bool  # any size cap on (``_any_size_cap``)
+
+
+@njit(cache=True, inline="always")
+def _limits(g: GuardArrays) -> Limits:
+    child_max, adv_cap, rem_floor, both, locate = _unpack_i(g.lim_i)
+    f = g.lim_f
+    rem_frac, participation, max_value = f[0], f[1], f[2]
+    sized = _any_size_cap(child_max, adv_cap, rem_frac, participation, max_value)
+    return Limits(child_max, adv_cap, rem_floor, both, locate, rem_frac, participation,
+                  max_value, f[3], f[4], f[5], f[6], f[7], f[8], f[9], sized)
+
+
+# Each control's per-order body is one inline function of (structures, order), and the batch
+# kernels loop over it, compiled without numba's reference counting (``_nrt=False``: they
+# allocate nothing; each array taken from a structure would otherwise cost an atomic increment
+# and decrement per order).
+@njit(cache=True, inline="always")
+def _size_cap_one(
+    g: GuardArrays, x: GuardInputs, lim: Limits, msg_t: NDArray[np.float64] | None,
+    part: NDArray[np.float64] | None, i: int,
+) -> int:
+    """Order ``i``'s size cap (``RiskGuard.size_cap``), returned, and its binding control,
+    into ``g.cap_reason``."""
+    t = x.t
+    ints = g.ints
+    qty = g.static[0]
+    side = g.static[1]
+    code = 0
+    c = np.int64(0)
+    if x.killed[i]:
+        code = 16
+    elif not x.active[i] or t[i] >= g.horizon[i] or ints[i, _FILLED] >= qty[i]:
+        code = 8
+    elif g.static[2, i]:
+        code = 14
+    elif g.latched[i]:
+        code = 12
+    elif msg_t is not None and _count(msg_t, i, t[i], lim.msg_window) >= msg_t.shape[1]:
+        code = 9
+    else:
+        pc = -1
+        if lim.participation > 0.0:
+            if part is not None:
+                pc = _participation_cap(part, lim.part_window, x.volume, lim.participation, i,
+                                        t[i])
+            else:
+                pc = _step_participation_cap(x.volume, lim.participation, i)
+        c, code = _NO_LIMIT, 0
+        if lim.sized:
+            c, code = _sizes(qty[i] - ints[i, _FILLED], x.mid[i], pc, lim.child_max,
+                             lim.adv_cap, lim.rem_frac, lim.rem_floor, lim.both, lim.max_value)
+        if lim.locate >= 0 and side[i] < 0:
+            room = max(lim.locate - ints[i, _FILLED] - ints[i, _WORKING], 0)
+            if room < c:
+                c, code = room, 15
+    g.cap_reason[i] = code
+    return c
+
+
+@njit(cache=True, _nrt=False)
 def _size_cap_kernel(
     g: GuardArrays, x: GuardInputs, msg_t: NDArray[np.float64] | None,
     part: NDArray[np.float64] | None, cap: NDArray[np.int64],
 ) -> None:
     """``RiskGuard.size_cap`` into ``cap``; the binding control into ``g.cap_reason``."""
-    t, mid, volume, active, killed = x.t, x.mid, x.volume, x.active, x.killed
-    latched, static, horizon, ints = g.latched, g.static, g.horizon, g.ints
-    lim_i, lim_f, reason = g.lim_i, g.lim_f, g.cap_reason
-    child_max, adv_cap, rem_floor, both, locate = _unpack_i(lim_i)
-    rem_frac, participation, max_value = lim_f[0], lim_f[1], lim_f[2]
-    part_window, msg_window = lim_f[3], lim_f[4]
-    qty = static[0]
-    side = static[1]
-    restricted = static[2]
-    sized = _any_size_cap(child_max, adv_cap, rem_frac, participation, max_value)
-    for i in range(t.shape[0]):
-        code = 0
-        c = np.int64(0)
-        if killed[i]:
-            code = 16
-        elif not active[i] or t[i] >= horizon[i] or ints[i, _FILLED] >= qty[i]:
-            code = 8
-        elif restricted[i]:
-            code = 14
-        elif latched[i]:
-            code = 12
-        elif msg_t is not None and _count(msg_t, i, t[i], msg_window) >= msg_t.shape[1]:
-            code = 9
-        else:
-            pc = -1
-            if participation > 0.0:
-                if part is not None:
-                    pc = _participation_cap(part, part_window, volume, participation, i, t[i])
+    lim = _limits(g)
+    for i in range(x.t.shape[0]):
+        cap[i] = _size_cap_one(g, x, lim, msg_t, part, i)
+
+
+@njit(cache=True, inline="always")
+def _check_one(
+    g: GuardArrays, x: GuardInputs, o: OrderArrays, lim: Limits,
+    msg_t: NDArray[np.float64] | None, cxl_t: NDArray[np.float64] | None,
+    part: NDArray[np.float64] | None, i: int,
+) -> None:
+    """``RiskGuard.check`` of order ``i``: fixes ``o`` in place; the verdict into
+    ``g.last_code`` and ``g.last_flags``."""
+    q, otype, px, cancel, child_id = o.qty, o.order_type, o.limit_px, o.cancel, o.child_id
+    t, mid = x.t, x.mid
+    ints, floats = g.ints, g.floats
+    qty = g.static[0]
+    side = g.static[1]
+    band, tick = lim.band, lim.tick
+    code = 0
+    flags = 0
+    working = ints[i, _WORKING]
+    cancels = cancel[i] and working > 0
+    exempt = x.final[i]  # the horizon's cancel goes whatever the throttles say
+    reject = 0
+    if x.killed[i]:
+        reject = 16
+    elif q[i] > 0:
+        if not x.active[i] or t[i] >= g.horizon[i] or ints[i, _FILLED] >= qty[i]:
+            reject = 8
+        elif g.static[2, i]:
+            reject = 14
+        elif g.latched[i]:
+            reject = 12
+    if reject == 0 and q[i] > 0:
+        # caps: the price to the band's edge, then the sizes
+        if band > 0.0:
+            if tick > 0.0:
+                if side[i] > 0:
+                    edge = np.floor(mid[i] * (1.0 + band) / tick + 1e-9) * tick
                 else:
-                    pc = _step_participation_cap(volume, participation, i)
-            c, code = _NO_LIMIT, 0
-            if sized:
-                c, code = _sizes(qty[i] - ints[i, _FILLED], mid[i], pc, child_max, adv_cap,
-                                 rem_frac, rem_floor, both, max_value)
-            if locate >= 0 and side[i] < 0:
-                room = max(locate - ints[i, _FILLED] - ints[i, _WORKING], 0)
-                if room < c:
-                    c, code = room, 15
-        cap[i] = c
-        reason[i] = code
+                    edge = np.ceil(mid[i] * (1.0 - band) / tick - 1e-9) * tick
+            else:
+                edge = mid[i] * (1.0 + band) if side[i] > 0 else mid[i] * (1.0 - band)
+            if otype[i] == _MARKET_CODE and tick > 0.0:
+                otype[i] = _IOC_CODE  # a market order may not walk beyond the band
+                px[i] = edge
+                flags |= 1 << 5
+                code = 5
+            elif (not np.isnan(px[i])) and side[i] * (px[i] - edge) > 1e-12:
+                px[i] = edge
+                flags |= 1 << 5
+                code = 5
+        ref = mid[i] if np.isnan(px[i]) else px[i]
+        pc = -1
+        if lim.participation > 0.0:
+            if part is not None:
+                pc = _participation_cap(part, lim.part_window, x.volume, lim.participation, i,
+                                        t[i])
+            else:
+                pc = _step_participation_cap(x.volume, lim.participation, i)
+        c, c_code = _NO_LIMIT, 0
+        if lim.sized:
+            c, c_code = _sizes(qty[i] - ints[i, _FILLED], ref, pc, lim.child_max, lim.adv_cap,
+                               lim.rem_frac, lim.rem_floor, lim.both, lim.max_value)
+        if q[i] > c:
+            q[i] = c
+            flags |= 1 << c_code
+            code = c_code
+        left = qty[i] - ints[i, _FILLED] - (0 if cancels else working)
+        if q[i] > left:
+            q[i] = max(left, 0)
+            flags |= 1 << 7
+            code = 7
+    if reject == 0 and q[i] > 0:
+        # prohibitions on what is left of the order
+        if lim.locate >= 0 and side[i] < 0 and (
+            ints[i, _FILLED] + (0 if cancels else working) + q[i] > lim.locate
+        ):
+            reject = 15
+        elif lim.dup_window > 0.0 and q[i] == ints[i, _LAST_QTY] and (
+            otype[i] == ints[i, _LAST_TYPE]
+        ) and _in_window(t[i], floats[i, _LAST_T], lim.dup_window) and (
+            (np.isnan(px[i]) and np.isnan(floats[i, _LAST_PX])) or px[i] == floats[i, _LAST_PX]
+        ):
+            reject = 13
+    if reject == 0 and msg_t is not None:
+        # the horizon's cancel is free; its new order counts like any other
+        need = (1 if q[i] > 0 else 0) + (1 if cancels and not exempt else 0)
+        if need > 0 and _count(msg_t, i, t[i], lim.msg_window) + need > msg_t.shape[1]:
+            reject = 9
+    if reject == 0 and cancels and not exempt:
+        if cxl_t is not None and _count(cxl_t, i, t[i], lim.cxl_window) >= cxl_t.shape[1]:
+            reject = 10
+        elif lim.min_rest > 0.0 and t[i] - floats[i, _REST_SINCE] < lim.min_rest - _TOL:
+            reject = 11
+    if reject != 0:
+        q[i] = 0
+        # a kill cancels what works; the horizon's cancel stands whatever was refused
+        cancel[i] = working > 0 and (reject == 16 or (exempt and cancel[i]))
+        code = reject
+        flags |= 1 << reject
+    if q[i] == 0:
+        child_id[i] = 0
+    g.last_code[i] = code
+    g.last_flags[i] = flags
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _check_kernel(
     g: GuardArrays, x: GuardInputs, o: OrderArrays, msg_t: NDArray[np.float64] | None,
     cxl_t: NDArray[np.float64] | None, part: NDArray[np.float64] | None,
 ) -> None:
     """``RiskGuard.check``: fixes ``o`` in place; the verdicts into ``g.last_code`` and
     ``g.last_flags``."""
-    q, otype, px, cancel, child_id = o.qty, o.order_type, o.limit_px, o.cancel, o.child_id
-    t, mid, volume, active, final, killed = x.t, x.mid, x.volume, x.active, x.final, x.killed
-    latched, static, horizon, ints, floats = g.latched, g.static, g.horizon, g.ints, g.floats
-    lim_i, lim_f, code_out, flags_out = g.lim_i, g.lim_f, g.last_code, g.last_flags
-    child_max, adv_cap, rem_floor, both, locate = _unpack_i(lim_i)
-    rem_frac, participation, max_value = lim_f[0], lim_f[1], lim_f[2]
-    part_window, msg_window = lim_f[3], lim_f[4]
-    cxl_window, min_rest, dup_window, tick, band = lim_f[5], lim_f[6], lim_f[7], lim_f[8], lim_f[9]
-    qty = static[0]
-    side = static[1]
-    restricted = static[2]
-    sized = _any_size_cap(child_max, adv_cap, rem_frac, participation, max_value)
-    for i in range(q.shape[0]):
-        code = 0
-        flags = 0
-        working = ints[i, _WORKING]
-        cancels = cancel[i] and working > 0
-        exempt = final[i]  # the horizon's cancel goes whatever the throttles say
-        reject = 0
-        if killed[i]:
-            reject = 16
-        elif q[i] > 0:
-            if not active[i] or t[i] >= horizon[i] or ints[i, _FILLED] >= qty[i]:
-                reject = 8
-            elif restricted[i]:
-                reject = 14
-            elif latched[i]:
-                reject = 12
-        if reject == 0 and q[i] > 0:
-            # caps: the price to the band's edge, then the sizes
-            if band > 0.0:
-                if tick > 0.0:
-                    if side[i] > 0:
-                        edge = np.floor(mid[i] * (1.0 + band) / tick + 1e-9) * tick
-                    else:
-                        edge = np.ceil(mid[i] * (1.0 - band) / tick - 1e-9) * tick
-                else:
-                    edge = mid[i] * (1.0 + band) if side[i] > 0 else mid[i] * (1.0 - band)
-                if otype[i] == _MARKET_CODE and tick > 0.0:
-                    otype[i] = _IOC_CODE  # a market order may not walk beyond the band
-                    px[i] = edge
-                    flags |= 1 << 5
-                    code = 5
-                elif (not np.isnan(px[i])) and side[i] * (px[i] - edge) > 1e-12:
-                    px[i] = edge
-                    flags |= 1 << 5
-                    code = 5
-            ref = mid[i] if np.isnan(px[i]) else px[i]
-            pc = -1
-            if participation > 0.0:
-                if part is not None:
-                    pc = _participation_cap(part, part_window, volume, participation, i, t[i])
-                else:
-                    pc = _step_participation_cap(volume, participation, i)
-            c, c_code = _NO_LIMIT, 0
-            if sized:
-                c, c_code = _sizes(qty[i] - ints[i, _FILLED], ref, pc, child_max, adv_cap,
-                                   rem_frac, rem_floor, both, max_value)
-            if q[i] > c:
-                q[i] = c
-                flags |= 1 << c_code
-                code = c_code
-            left = qty[i] - ints[i, _FILLED] - (0 if cancels else working)
-            if q[i] > left:
-                q[i] = max(left, 0)
-                flags |= 1 << 7
-                code = 7
-        if reject == 0 and q[i] > 0:
-            # prohibitions on what is left of the order
-            if locate >= 0 and side[i] < 0 and (
-                ints[i, _FILLED] + (0 if cancels else working) + q[i] > locate
-            ):
-                reject = 15
-            elif dup_window > 0.0 and q[i] == ints[i, _LAST_QTY] and (
-                otype[i] == ints[i, _LAST_TYPE]
-            ) and _in_window(t[i], floats[i, _LAST_T], dup_window) and (
-                (np.isnan(px[i]) and np.isnan(floats[i, _LAST_PX])) or px[i] == floats[i, _LAST_PX]
-            ):
-                reject = 13
-        if reject == 0 and msg_t is not None:
-            # the horizon's cancel is free; its new order counts like any other
-            need = (1 if q[i] > 0 else 0) + (1 if cancels and not exempt else 0)
-            if need > 0 and _count(msg_t, i, t[i], msg_window) + need > msg_t.shape[1]:
-                reject = 9
-        if reject == 0 and cancels and not exempt:
-            if cxl_t is not None and _count(cxl_t, i, t[i], cxl_window) >= cxl_t.shape[1]:
-                reject = 10
-            elif min_rest > 0.0 and t[i] - floats[i, _REST_SINCE] < min_rest - _TOL:
-                reject = 11
-        if reject != 0:
-            q[i] = 0
-            # a kill cancels what works; the horizon's cancel stands whatever was refused
-            cancel[i] = working > 0 and (reject == 16 or (exempt and cancel[i]))
-            code = reject
-            flags |= 1 << reject
-        if q[i] == 0:
-            child_id[i] = 0
-        code_out[i] = code
-        flags_out[i] = flags
+    lim = _limits(g)
+    for i in range(o.qty.shape[0]):
+        _check_one(g, x, o, lim, msg_t, cxl_t, part, i)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _record_shares_one(g: GuardArrays, f: FillArrays, active: NDArray[np.bool_], i: int
+                       ) -> None:
+    if active[i]:
+        g.ints[i, _FILLED] += f.qty[i]
+        g.ints[i, _WORKING] = f.working_qty[i]
+
+
+@njit(cache=True, _nrt=False)
 def _record_shares_kernel(g: GuardArrays, f: FillArrays, active: NDArray[np.bool_]) -> None:
     """``_record_kernel`` without window controls: only the filled and working shares."""
-    fill_qty, working_after, ints = f.qty, f.working_qty, g.ints
-    for i in range(fill_qty.shape[0]):
-        if active[i]:
-            ints[i, _FILLED] += fill_qty[i]
-            ints[i, _WORKING] = working_after[i]
+    for i in range(f.qty.shape[0]):
+        _record_shares_one(g, f, active, i)
 
 
 @njit(cache=True)

@@ -506,7 +506,39 @@ def _exogenous_kernel(active: NDArray[np.bool_], state: NDArray[np.float64], m: 
             exo[_X_ALPHA_NEXT, i] = params[_P_PHI] * alpha[i] + params[_P_ALPHA_STEP_STD] * zeta[i]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _apply_one(
+    o: OrderArrays, active: NDArray[np.bool_], s: ACStates, m: ACArrays,
+    exo: NDArray[np.float64], f: FillArrays, i: int,
+) -> None:
+    """Market ``i``'s step (``_apply_kernel``'s per-env body)."""
+    state, new_state, params = s.before, s.after, m.params
+    on = active[i]
+    new_state[_ARRIVAL, i] = state[_ARRIVAL, i]  # what a step does not change
+    new_state[_ARRIVAL_VWAP, i] = state[_ARRIVAL_VWAP, i]
+    refused = on and o.qty[i] > 0 and o.order_type[i] != _MARKET_CODE
+    reject = REJECT_ORDER_TYPE if refused else 0
+    f.reject[i] = reject
+    q = o.qty[i] if on and reject == 0 else 0
+    f.qty[i] = q
+    f.n_fills[i] = 1 if q > 0 else 0
+    mid = state[_MID, i]
+    traded = q > 0
+    exec_px = mid + params[_P_SIDE] * (params[_P_EPSILON] * (1.0 if traded else 0.0)
+                                       + params[_P_TEMP] * q)
+    f.avg_px[i] = exec_px if traded else np.nan
+    m1 = mid + exo[_X_DRIFT, i] + exo[_X_SHOCK, i] + params[_P_SIDE_GAMMA] * q
+    new_mid = m1 if on else mid
+    new_state[_MID, i] = new_mid
+    volume = exo[_X_VOLUME, i]
+    new_state[_IV_NUM, i] = state[_IV_NUM, i] + (volume * 0.5 * (mid + new_mid) if on else 0.0)
+    new_state[_IV_DEN, i] = state[_IV_DEN, i] + (volume if on else 0.0)
+    new_state[_LAST_VOLUME, i] = volume if on else state[_LAST_VOLUME, i]
+    new_state[_ALPHA, i] = exo[_X_ALPHA_NEXT, i] if on else state[_ALPHA, i]
+    m.k[i] += 1 if on else 0
+
+
+@njit(cache=True, _nrt=False)
 def _apply_kernel(
     o: OrderArrays, active: NDArray[np.bool_], s: ACStates, m: ACArrays,
     exo: NDArray[np.float64], f: FillArrays,
@@ -517,45 +549,8 @@ def _apply_kernel(
     permanent impact on top. A child order that is not a market order is rejected
     (``f.reject``), in its market alone, which then steps without trading. Writes ``f``'s
     qty, avg_px, reject and n_fills."""
-    qty, order_type = o.qty, o.order_type
-    state, new_state, k, params = s.before, s.after, m.k, m.params
-    fill_qty, avg_px, reject, n_fills = f.qty, f.avg_px, f.reject, f.n_fills
-    market_code, reject_code = _MARKET_CODE, REJECT_ORDER_TYPE
-    n = qty.shape[0]
-    side = params[_P_SIDE]
-    epsilon = params[_P_EPSILON]
-    temp = params[_P_TEMP]
-    new_state[_ARRIVAL, :] = state[_ARRIVAL, :]  # what a step does not change
-    new_state[_ARRIVAL_VWAP, :] = state[_ARRIVAL_VWAP, :]
-    mid, new_mid = state[_MID], new_state[_MID]
-    for i in range(n):
-        refused = active[i] and qty[i] > 0 and order_type[i] != market_code
-        reject[i] = reject_code if refused else 0
-    for i in range(n):
-        fill_qty[i] = qty[i] if active[i] and reject[i] == 0 else 0
-        n_fills[i] = 1 if fill_qty[i] > 0 else 0
-    for i in range(n):
-        q = fill_qty[i]
-        traded = q > 0
-        exec_px = mid[i] + side * (epsilon * (1.0 if traded else 0.0) + temp * q)
-        avg_px[i] = exec_px if traded else np.nan
-    drift, shock = exo[_X_DRIFT], exo[_X_SHOCK]
-    for i in range(n):
-        m1 = mid[i] + drift[i] + shock[i] + params[_P_SIDE_GAMMA] * fill_qty[i]
-        new_mid[i] = m1 if active[i] else mid[i]
-    iv_num, iv_den, last_volume = state[_IV_NUM], state[_IV_DEN], state[_LAST_VOLUME]
-    new_iv_num, new_iv_den = new_state[_IV_NUM], new_state[_IV_DEN]
-    new_last_volume = new_state[_LAST_VOLUME]
-    alpha, new_alpha = state[_ALPHA], new_state[_ALPHA]
-    for i in range(n):
-        volume = exo[_X_VOLUME, i]
-        on = active[i]
-        new_iv_num[i] = iv_num[i] + (volume * 0.5 * (mid[i] + new_mid[i]) if on else 0.0)
-        new_iv_den[i] = iv_den[i] + (volume if on else 0.0)
-        new_last_volume[i] = volume if on else last_volume[i]
-        new_alpha[i] = exo[_X_ALPHA_NEXT, i] if on else alpha[i]
-    for i in range(n):
-        k[i] += 1 if active[i] else 0
+    for i in range(o.qty.shape[0]):
+        _apply_one(o, active, s, m, exo, f, i)
 
 
 @njit(cache=True)
