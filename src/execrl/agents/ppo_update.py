@@ -137,6 +137,16 @@ def _backward(layers: list[Linear], activation: str, inputs: list[th.Tensor], gr
                 grad = th.ops.aten.tanh_backward(grad, inputs[i])
 
 
+def check_outputs(out: th.Tensor, what: str) -> None:
+    """Refuse NaN network outputs as torch's distributions do (their argument validation
+    raises a ``ValueError`` saying "invalid values"; ``sb3_common.learn`` turns that into a
+    one-line "training diverged")."""
+    if bool(th.isnan(out).any()):
+        raise ValueError(f"Expected parameter {what} (Tensor of shape {tuple(out.shape)}) of "
+                         "the policy's action distribution to be a number, but found invalid "
+                         "values (NaN)")
+
+
 @dataclass
 class LeanNets:
     """The policy's actor and critic chains and its action distribution, resolved from an
@@ -189,9 +199,11 @@ class LeanNets:
         """Sampled actions, values (n, 1) and the actions' log-probabilities, as SB3's
         ``policy(obs)`` (sampling as torch's distributions do, from the same generator)."""
         out = _forward(self.actor, self.activation, obs)[1]
+        check_outputs(out, "loc" if self.kind == "gaussian" else "logits")
         values = _forward(self.critic, self.activation, obs)[1]
         if self.kind == "gaussian":
             assert self.log_std is not None
+            check_outputs(self.log_std, "log_std")
             scale = th.ones_like(out) * self.log_std.exp()
             actions = out + th.empty(out.shape, dtype=out.dtype).normal_() * scale
             log_prob = (-((actions - out) ** 2) / (2 * scale**2) - scale.log()
@@ -281,6 +293,9 @@ def minibatch_loss(nets: LeanNets, mb: Minibatch, *, clip_range: float,
     # a categorical's logits as (n_actions, n): see _forward
     actor_in, out = _forward(nets.actor, nets.activation, mb.observations,
                              transposed=categorical)
+    check_outputs(out, "logits" if categorical else "loc")
+    if nets.log_std is not None:
+        check_outputs(nets.log_std, "log_std")
     critic_in, values = _forward(nets.critic, nets.activation, mb.observations)
     values = values.flatten()
     advantages = mb.advantages
