@@ -2,7 +2,7 @@
 and what each has learnt when its time is up.
 
     python bench/bench_ppo.py [--budget 45] [--seed 0] [--orders 2000] [--json-out PATH]
-                              [--actions seed004|seed003|continuous]
+                              [--actions seed004|seed003|continuous] [--equal-steps 500000]
 
 Prints one JSON object on stdout (progress goes to stderr). One process, one core: the thread
 pools numpy, numba and torch could use are pinned to one thread before they load, and
@@ -15,8 +15,10 @@ Almgren–Chriss market, seed004 observations and actions, ``risk_adjusted`` rew
 * ``batched``: execrl's defaults, i.e. what ``execrl train --algo ppo`` does:
   ``ExecutionSB3VecEnv(256, config)`` (``TrainRequest``'s default n_envs) and
   ``execrl.agents.ppo.PPOParams()`` (n_steps 16, 4 minibatches of 1024, 4 epochs, ReLU, γ 1,
-  torch's fused Adam);
-* ``batched_previous``: the same with torch's per-tensor Adam (the set-up before);
+  torch's fused Adam), built by ``build_model``: ``LeanPPO`` (``execrl.agents.ppo_update``:
+  SB3's update and rollout with less overhead, the same loss);
+* ``batched_previous``: the same set-up trained by SB3's own ``PPO.train`` and
+  ``collect_rollouts`` (``build_model(..., lean=False)``: the default before ``LeanPPO``);
 * ``sb3_default``: ``make_vec_env(lambda: ExecutionEnv(config), n_envs=8)`` (a
   ``DummyVecEnv`` of gymnasium envs) and ``PPO("MlpPolicy", env)`` with every SB3 default
   (n_steps 2048, batch 64, 10 epochs, tanh, γ 0.99).
@@ -36,7 +38,12 @@ mean / std IS and mean episode return (the risk-adjusted objective, higher is be
 reported, with the Almgren–Chriss schedule (the optimum of that objective) and TWAP for
 reference. ``batched_at_equal_steps`` is a fresh batched run stopped at the number of env
 steps ``sb3_default`` reached: what the batched defaults learn per sample, not per second.
-Default runtime ≈ 3 × budget + ~30 s.
+``equal_steps``: fresh ``batched`` and ``batched_previous`` runs of ``--equal-steps`` env steps
+each (same seed), their policies backtested on the same orders, and the paired difference of
+episode return (batched − previous) with its bootstrap 95 % CI (``paired_comparison``): the
+lean update's learning result against SB3's at an equal number of samples (the two compute the
+same update; their runs part only by float rounding, amplified over the run).
+Default runtime ≈ 3 × budget + ~60 s + the equal-steps runs (~1 min at 500k).
 
 ``--actions`` changes the action set of both (default seed004, as specified). On seed004's
 five fractions every variant tends to reach the same best grid schedule, so the learning
@@ -70,6 +77,7 @@ from execrl.env.execution_env import ExecutionEnv  # noqa: E402
 from execrl.env.factory import DEFAULT_ORDER, EnvConfig  # noqa: E402
 from execrl.env.sb3 import ExecutionSB3VecEnv  # noqa: E402
 from execrl.evaluate.backtest import policy_context, run_policy  # noqa: E402
+from execrl.evaluate.stats import paired_comparison  # noqa: E402
 from execrl.policies.baselines import make_baseline  # noqa: E402
 
 BATCHED_N_ENVS = 256  # TrainRequest's default
@@ -124,14 +132,33 @@ def timed_trainings(models: dict[str, PPO], budget_s: float) -> dict[str, dict[s
     return result
 
 
+#: each evaluated policy's per-order episode returns, for the paired comparisons
+RETURNS: dict[str, np.ndarray] = {}
+
+
 def evaluate(policy: Any, config: EnvConfig, orders: int, seed: int) -> dict[str, float]:
     episodes = run_policy(policy, config, DEFAULT_ORDER, orders, seed).episodes
     is_bps = episodes["is_bps"].to_numpy()
+    RETURNS[policy.name] = episodes["return"].to_numpy()
     return {
         "is_bps_mean": round(float(is_bps.mean()), 3),
         "is_bps_std": round(float(is_bps.std(ddof=1)), 3),
         "is_bps_p95": round(float(np.percentile(is_bps, 95)), 3),
         "return_mean": round(float(episodes["return"].mean()), 3),
+    }
+
+
+def paired_return(a: str, b: str) -> dict[str, Any]:
+    """Episode return of policy ``a`` minus ``b``, order by order (same market paths): mean,
+    bootstrap 95 % CI, p-values (``paired_comparison``; + = ``a`` better)."""
+    cmp = paired_comparison(a, RETURNS[a], b, RETURNS[b])
+    return {
+        "policy": a, "baseline": b, "n": cmp.n,
+        "return_diff_mean": round(cmp.diff_bps_mean, 4),
+        "return_diff_std": round(cmp.diff_bps_std, 4),
+        "ci95": [round(cmp.ci95[0], 4), round(cmp.ci95[1], 4)],
+        "t_pvalue": round(cmp.t_pvalue, 4),
+        "wilcoxon_pvalue": round(cmp.wilcoxon_pvalue, 4),
     }
 
 
@@ -149,6 +176,8 @@ def main() -> None:
     parser.add_argument(
         "--actions", default="seed004", choices=("seed004", "seed003", "continuous")
     )
+    parser.add_argument("--equal-steps", type=int, default=500_000,
+                        help="env steps of the batched vs batched_previous learning comparison")
     args = parser.parse_args()
     th.set_num_threads(1)
     # default AC market, seed004 observations (and actions unless --actions says otherwise)
@@ -161,14 +190,12 @@ def main() -> None:
     previous_params = PPOParams()
     vec_env_p = ExecutionSB3VecEnv(BATCHED_N_ENVS, config, DEFAULT_ORDER)
     vec_env_p.seed(args.seed)
-    previous = build_model("ppo", previous_params, vec_env_p, args.seed)
-    previous.policy.optimizer = th.optim.Adam(previous.policy.parameters(),
-                                              lr=params.learning_rate, eps=1e-5)
+    previous = build_model("ppo", previous_params, vec_env_p, args.seed, lean=False)
     sb3_env = make_vec_env(lambda: ExecutionEnv(config), n_envs=SB3_N_ENVS, seed=args.seed)
     sb3 = PPO("MlpPolicy", sb3_env, seed=args.seed, device="cpu", verbose=0)
-    log(f"training batched ({BATCHED_N_ENVS} envs, execrl defaults), batched_previous (per-"
-        f"tensor Adam) and sb3_default (DummyVecEnv of {SB3_N_ENVS}, SB3 defaults) in "
-        f"turn, {args.budget:.0f} s each")
+    log(f"training batched ({BATCHED_N_ENVS} envs, execrl defaults, {type(batched).__name__}), "
+        f"batched_previous (SB3's PPO.train) and sb3_default (DummyVecEnv of {SB3_N_ENVS}, SB3 "
+        f"defaults) in turn, {args.budget:.0f} s each")
     runs = timed_trainings({"batched": batched, "previous": previous, "sb3": sb3}, args.budget)
     batched_run, previous_run, sb3_run = runs["batched"], runs["previous"], runs["sb3"]
     batched_eval = evaluate(export(batched, "batched", config), config, args.orders, args.seed)
@@ -189,6 +216,25 @@ def main() -> None:
     equal_wall = time.perf_counter() - started
     equal_eval = evaluate(export(equal, "batched_eq", config), config, args.orders, args.seed)
 
+    log(f"equal_steps: batched and batched_previous, {args.equal_steps:,} env steps each")
+    equal_runs: dict[str, dict[str, Any]] = {}
+    for name, lean in (("batched_equal", True), ("previous_equal", False)):
+        env_eq = ExecutionSB3VecEnv(BATCHED_N_ENVS, config, DEFAULT_ORDER)
+        env_eq.seed(args.seed)
+        model = build_model("ppo", params, env_eq, args.seed, lean=lean)
+        started, cpu = time.perf_counter(), time.process_time()
+        model.learn(args.equal_steps)
+        equal_runs[name] = {
+            "class": type(model).__name__,
+            "env_steps": int(model.num_timesteps),
+            "wall_s": round(time.perf_counter() - started, 3),
+            "cpu_s": round(time.process_time() - cpu, 3),
+            "eval": evaluate(export(model, name, config), config, args.orders, args.seed),
+        }
+    equal_runs["return_diff"] = paired_return("batched_equal", "previous_equal")
+    equal_runs["speed_ratio_cpu"] = round(
+        equal_runs["previous_equal"]["cpu_s"] / equal_runs["batched_equal"]["cpu_s"], 3)
+
     ctx = policy_context(config, DEFAULT_ORDER)
     reference = {  # baselines speak the continuous set; run_policy builds the env to match
         name: evaluate(make_baseline(name, ctx), config, args.orders, args.seed)
@@ -208,14 +254,15 @@ def main() -> None:
         "torch_threads": th.get_num_threads(),
         "batched": {
             "set_up": f"ExecutionSB3VecEnv({BATCHED_N_ENVS}) + execrl PPOParams() defaults",
+            "class": type(batched).__name__,
             "n_envs": BATCHED_N_ENVS,
             "hyperparams": params.resolved(BATCHED_N_ENVS, args.actions != "continuous"),
             **batched_run,
             "eval": batched_eval,
         },
         "batched_previous": {
-            "set_up": f"ExecutionSB3VecEnv({BATCHED_N_ENVS}) + PPOParams(), per-tensor Adam "
-                      "(the set-up before)",
+            "set_up": f"ExecutionSB3VecEnv({BATCHED_N_ENVS}) + PPOParams(), SB3's own "
+                      "PPO.train / collect_rollouts (the set-up before LeanPPO)",
             "hyperparams": previous_params.resolved(BATCHED_N_ENVS, args.actions != "continuous"),
             **previous_run,
             "eval": previous_eval,
@@ -235,6 +282,12 @@ def main() -> None:
         "ratio_previous_env_steps_per_s": round(
             previous_run["env_steps_per_s"] / sb3_run["env_steps_per_s"], 2
         ),
+        "ratio_previous_env_steps_per_cpu_s": round(
+            previous_run["env_steps_per_cpu_s"] / sb3_run["env_steps_per_cpu_s"], 2
+        ),
+        "return_diff_batched_vs_previous_at_budget": paired_return("batched",
+                                                                   "batched_previous"),
+        "equal_steps": equal_runs,
         "batched_at_equal_steps": {
             "env_steps": int(equal.num_timesteps),
             "wall_s": round(equal_wall, 3),

@@ -51,6 +51,10 @@ bench/README.md for the throughput against SB3's defaults.
 
 Unknown keys are refused by name (``ConfigError``). Training uses one torch thread.
 
+The models are ``LeanPPO`` / ``LeanMaskablePPO`` (``execrl.agents.ppo_update``): SB3's PPO and
+MaskablePPO with the same update computed with less overhead (~1.6x the training throughput;
+a saved ``model.zip`` loads with SB3's ``PPO.load`` / ``MaskablePPO.load``).
+
 Export: the policy MLP (``mlp_extractor.policy_net`` then ``action_net``) becomes a
 ``NumpyPolicy``: head ``argmax`` over the action logits for discrete sets (the categorical's
 mode; with masks, the masked argmax, which is what MaskablePPO's deterministic ``predict``
@@ -71,6 +75,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from execrl.agents.budget import check_budget, mlp_bytes, warn_if_short
 from execrl.agents.checkpoint import TrainOutput
 from execrl.agents.export import NumpyPolicy
+from execrl.agents.ppo_update import LeanMaskablePPO, LeanPPO
 from execrl.agents.sb3_common import (
     activation_class,
     learn,
@@ -178,9 +183,12 @@ def check_rollout(request: TrainRequest, params: PPOParams) -> None:
 
 
 def build_model(
-    request_algo: str, params: PPOParams, vec_env: ExecutionSB3VecEnv, seed: int
+    request_algo: str, params: PPOParams, vec_env: ExecutionSB3VecEnv, seed: int,
+    *, lean: bool = True,
 ) -> PPO:
-    """The SB3 / sb3-contrib model for ``ppo`` or ``maskable-ppo`` on ``vec_env``."""
+    """The SB3 / sb3-contrib model for ``ppo`` or ``maskable-ppo`` on ``vec_env``: with
+    ``lean`` (the default) ``LeanPPO`` / ``LeanMaskablePPO`` (``execrl.agents.ppo_update``:
+    SB3's update and rollout with less overhead), else SB3's own classes."""
     discrete = vec_env.core.action_set.is_discrete
     if request_algo == "maskable-ppo" and not discrete:
         raise ConfigError(
@@ -226,8 +234,15 @@ def build_model(
         if request_algo == "maskable-ppo":
             from sb3_contrib import MaskablePPO
 
-            return MaskablePPO("MlpPolicy", vec_env, **kwargs)
-        return PPO("MlpPolicy", vec_env, **kwargs)
+            return (LeanMaskablePPO if lean else MaskablePPO)("MlpPolicy", vec_env, **kwargs)
+        return (LeanPPO if lean else PPO)("MlpPolicy", vec_env, **kwargs)
+
+
+def sb3_class(model: PPO) -> str:
+    """The SB3 / sb3-contrib class a saved model loads with (``LeanPPO`` is a ``PPO``)."""
+    from sb3_contrib import MaskablePPO
+
+    return "MaskablePPO" if isinstance(model, MaskablePPO) else "PPO"
 
 
 def export_policy(
@@ -244,7 +259,7 @@ def export_policy(
         head="argmax" if discrete else "gaussian_mean",
         weights=weights,
         activation=activation,
-        meta={"algo": name, "sb3_class": type(model).__name__},
+        meta={"algo": name, "sb3_class": sb3_class(model)},
     )
 
 
@@ -281,7 +296,8 @@ def train(request: TrainRequest, on_progress: Callable[[int], None]) -> TrainOut
         save_native=lambda folder: model.save(folder / "model.zip"),
         extra={
             "sb3": {
-                "class": type(model).__name__,
+                "class": sb3_class(model),  # the class that loads native/model.zip
+                "update": "lean" if isinstance(model, LeanPPO | LeanMaskablePPO) else "sb3",
                 "n_envs": vec_env.num_envs,
                 "num_timesteps": int(model.num_timesteps),
                 "n_updates": int(getattr(model, "_n_updates", 0)),
