@@ -212,13 +212,13 @@ def _run_evaluation(
             recorder=DecisionRecorder() if log_decisions else None,
             on_start=lambda: _warn_before_running(order, market, orders),
         )
-        if drawer is not None:
-            start_plots(drawer, stage, runs)
+        episodes = None if drawer is None else start_plots(drawer, stage, runs)
         progress.update(task, description="paired statistics (bootstrap)")
         results = build_results(runs, config, order, orders, seed, env, compare_to)
         results["provenance"] = provenance(_invocation(), policies, stage, out)
         progress.update(task, description="writing report")
-        report = write_outputs(stage, results, runs, plots=plots, painter=drawer)
+        report = write_outputs(stage, results, runs, plots=plots, painter=drawer,
+                               episodes=episodes)
         if log_decisions:
             write_decisions(stage, runs)
     _print_table(results)
