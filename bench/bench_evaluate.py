@@ -1,7 +1,7 @@
 """`execrl evaluate` end to end and by phase, against the code before issue 10's changes.
 
     python bench/bench_evaluate.py [--orders 20000] [--repeats 3] [--reference 4ec1c07]
-                                   [--json-out PATH] [--no-numpy-bootstrap]
+                                   [--json-out PATH] [--no-numpy-bootstrap] [--no-bytecode]
 
 Prints one JSON object on stdout (progress on stderr). The reference is the same command on
 an earlier commit's tree (``git archive REF src`` into a temporary folder, run with that
@@ -29,6 +29,12 @@ size=(chunk, n))`` and a gather, chunked at 4M elements) on the same differences
 mean (``ci_gap_se_max``: Monte Carlo noise of 10,000 resamples is ~0.04; skipped with
 ``--no-numpy-bootstrap``). Figures are medians over repeats; ``ratio`` = reference / this
 tree.
+
+Both trees' sources are compiled to bytecode first (``compileall``, into their
+``__pycache__`` folders), as an installed package is and as Python does on a first run
+unless ``PYTHONDONTWRITEBYTECODE`` is set (it is on this project's machines: every run then
+compiled execrl's ~100 modules again, ~0.4 CPU-s); ``--no-bytecode`` leaves that out (a
+tree's stale or missing bytecode is then compiled in memory on every run).
 """
 
 from __future__ import annotations
@@ -176,11 +182,17 @@ def main() -> None:
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--no-numpy-bootstrap", action="store_true",
                         help="skip the bootstraps alone (numpy's takes ~10 s)")
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="do not compile the trees' bytecode first (see the docstring)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         trees = {"reference": reference_tree(args.reference, tmp), "this": ROOT / "src"}
+        if not args.no_bytecode:
+            for src in trees.values():
+                subprocess.run([sys.executable, "-m", "compileall", "-q", str(src)],
+                               check=True, stdout=subprocess.DEVNULL)
         for name, src in trees.items():  # fill numba's cache of each tree, not timed
             run_cli(src, 200, tmp / f"warm-{name}", no_plots=False)
         rows = []
@@ -201,6 +213,7 @@ def main() -> None:
         "orders": args.orders,
         "repeats": args.repeats,
         "reference": args.reference,
+        "bytecode": not args.no_bytecode,
         "median": median,
         "ratio": ratio,
         "ratio_bootstrap": (this["numpy_bootstrap_s"] / this["bootstrap_s"]

@@ -104,3 +104,46 @@ def test_the_child_ends_when_the_parent_is_killed(tmp_path: Path) -> None:
 def test_no_plots_no_painter() -> None:
     with painter(False) as drawer:
         assert drawer is None
+
+
+def test_write_outputs_sends_every_plot_before_it_writes_the_files(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """With a forked painter the paired differences are asked for before episodes.parquet
+    and results.json are written (the child draws while they are), and the episodes
+    table is the caller's (``start_plots``'), sent to the child once."""
+    import pandas as pd
+
+    from execrl.evaluate import results as results_module
+
+    events: list[str] = []
+
+    class Recording(ForkedPainter):
+        def __init__(self) -> None:  # no child: record what would be sent
+            Painter.__init__(self)
+            self.frames: list[int] = []
+
+        def _draw(self, name, path, args) -> None:
+            self.frames += [id(a) for a in args if isinstance(a, pd.DataFrame)]
+            events.append(name)
+
+        def wait(self) -> None:
+            events.append("wait")
+
+        def close(self) -> None:
+            pass
+
+    results, episodes, schedules = _synthetic()
+    monkeypatch.setattr(results_module, "example_schedules", lambda runs: schedules)
+    real = pd.DataFrame.to_parquet
+
+    def to_parquet(frame, *args, **kwargs):
+        events.append("parquet")
+        return real(frame, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", to_parquet)
+    drawer = Recording()
+    results_module.write_outputs(tmp_path, results, [], painter=drawer, episodes=episodes)
+    assert events == ["boxplot", "schedules", "paired", "parquet", "wait"]
+    assert set(drawer.frames) == {id(episodes)}
+    assert (tmp_path / REPORT_MD).is_file()
+    assert pd.read_parquet(tmp_path / "episodes.parquet").equals(episodes)

@@ -561,6 +561,20 @@ def draw_run_plots(painter: Painter, out_dir: Path, episodes: pd.DataFrame,
         painter.draw("schedules", out_dir / SCHEDULES_PNG, dict(schedules), order)
 
 
+def draw_plots(painter: Painter, out_dir: Path, results: Mapping[str, Any],
+               episodes: pd.DataFrame, schedules: Mapping[str, np.ndarray]) -> None:
+    """Every plot of the report (``draw_run_plots``' and the paired differences, or the
+    removal of a stale one where there are no comparisons); ``write_report`` calls it, and a
+    caller with a ``ForkedPainter`` may call it before writing its other files so that the
+    child draws meanwhile (plots already sent are not drawn again)."""
+    draw_run_plots(painter, out_dir, episodes, schedules, list(results.get("policies") or {}))
+    comparisons = results.get("comparisons") or []
+    if comparisons:
+        painter.draw("paired", out_dir / PAIRED_DIFF_PNG, episodes, comparisons)
+    else:
+        (out_dir / PAIRED_DIFF_PNG).unlink(missing_ok=True)
+
+
 def write_report(
     out_dir: Path,
     results: dict,
@@ -601,17 +615,12 @@ def write_report(
         from execrl.evaluate.painter import Painter
 
         painter = Painter()
-    draw_run_plots(painter, out_dir, episodes, schedules, policies)
+    draw_plots(painter, out_dir, results, episodes, schedules)
     images.append(("IS distribution per policy", BOXPLOT_PNG))
     if schedules:
         images.append(("Example schedules", SCHEDULES_PNG))
-
-    comparisons = results.get("comparisons") or []
-    if comparisons:
-        painter.draw("paired", out_dir / PAIRED_DIFF_PNG, episodes, comparisons)
+    if results.get("comparisons"):
         images.append(("Paired IS differences", PAIRED_DIFF_PNG))
-    else:
-        (out_dir / PAIRED_DIFF_PNG).unlink(missing_ok=True)
     painter.wait()
 
     report = out_dir / REPORT_MD

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,18 +20,17 @@ from execrl.evaluate.backtest import (
     is_folder,
 )
 from execrl.evaluate.decisions import DECISIONS_FILE
+from execrl.evaluate.painter import ForkedPainter, Painter
 from execrl.evaluate.report import (
     BOXPLOT_PNG,
     PAIRED_DIFF_PNG,
     REPORT_MD,
     SCHEDULES_PNG,
+    draw_plots,
     draw_run_plots,
     write_report,
 )
 from execrl.evaluate.stats import is_summary, paired_comparisons
-
-if TYPE_CHECKING:
-    from execrl.evaluate.painter import Painter
 
 RESULTS_JSON = "results.json"
 EPISODES_PARQUET = "episodes.parquet"
@@ -142,29 +141,38 @@ def build_results(
 
 def write_outputs(
     out_dir: Path, results: dict[str, Any], runs: Sequence[PolicyRun], plots: bool = True,
-    painter: Painter | None = None,
+    painter: Painter | None = None, episodes: pd.DataFrame | None = None,
 ) -> Path:
     """results.json, episodes.parquet and the report (with its plots unless ``plots`` is
     False, drawn by ``painter``: ``execrl.evaluate.painter``), into ``out_dir``: a staging
     folder (``execrl.domain.outputs.staged_folder``) that replaces the user's folder whole at
-    the end, so no file needs its own atomic write."""
+    the end, so no file needs its own atomic write. ``episodes``: ``episodes_table(runs)``
+    where the caller has it already (``start_plots``). A forked painter is sent the plots
+    still to draw first, so that it draws them while this process writes the parquet and
+    JSON files (~0.5 of the ~0.5 CPU-s the paired differences take at 20,000 orders)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    episodes = episodes_table(runs)
+    if episodes is None:
+        episodes = episodes_table(runs)
+    schedules = example_schedules(runs)
+    if plots and isinstance(painter, ForkedPainter):
+        draw_plots(painter, out_dir, results, episodes, schedules)
     episodes.to_parquet(out_dir / EPISODES_PARQUET, index=False)
     text = json.dumps(results, indent=2, default=_json_default, allow_nan=False)
     (out_dir / RESULTS_JSON).write_text(text)
-    return write_report(out_dir, results, episodes, example_schedules(runs), plots=plots,
-                        painter=painter)
+    return write_report(out_dir, results, episodes, schedules, plots=plots, painter=painter)
 
 
-def start_plots(painter: Painter, out_dir: Path, runs: Sequence[PolicyRun]) -> None:
+def start_plots(painter: Painter, out_dir: Path, runs: Sequence[PolicyRun]) -> pd.DataFrame:
     """Have ``painter`` draw, into ``out_dir``, the plots ``write_outputs`` would draw that
     need only ``runs`` (the box plot, the schedules), before the statistics are computed: a
     ``ForkedPainter`` draws them while they are (``write_outputs`` then draws only the
-    rest)."""
+    rest). Returns the episodes table (``episodes_table``) for ``write_outputs``: built and
+    sent to the painter once."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    draw_run_plots(painter, out_dir, episodes_table(runs), example_schedules(runs),
+    episodes = episodes_table(runs)
+    draw_run_plots(painter, out_dir, episodes, example_schedules(runs),
                    [r.policy for r in runs])
+    return episodes
 
 
 def episodes_table(runs: Sequence[PolicyRun]) -> pd.DataFrame:
