@@ -21,7 +21,6 @@ from execrl.domain.errors import warn_user
 from execrl.env.core import BatchedExecution
 from execrl.env.factory import EnvConfig, market_for_order
 from execrl.evaluate.behaviour import BehaviourTally
-from execrl.evaluate.blas import load_cython_blas
 from execrl.executor.loop import Executor
 from execrl.policies.base import Policy, PolicyContext
 from execrl.policies.baselines import BASELINES, make_baseline
@@ -186,7 +185,6 @@ def run_policies(
 ) -> list[PolicyRun]:
     """Run every policy of ``specs``; ``on_start`` is called once they are all resolved and
     checked, right before the first runs (a caller's notices then follow every refusal)."""
-    load_cython_blas()  # before numba's first call: it would import scipy.linalg for it
     ctx = policy_context(config, order)
     # all refused before any runs
     policies = [resolve_policy(spec, ctx, config, order) for spec in specs]
