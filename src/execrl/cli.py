@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -287,6 +289,23 @@ def _os_error(exc: OSError, out: Path) -> str:
     return f"{exc.strerror or exc}{where}; nothing in {str(out)!r} was replaced"
 
 
+@contextmanager
+def one_line_failures(out: Path) -> Iterator[None]:
+    """Around a command that writes ``out``: a user's mistake (``ExecRLError``) is one
+    ``error:`` line and exit 2, the disk's or the system's (``OSError``) one line and exit 1,
+    an interrupt exit 130 saying what became of ``out``; never a traceback."""
+    try:
+        yield
+    except ExecRLError as exc:
+        _error(str(exc))
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt as exc:
+        raise _interrupted(out, isinstance(exc, InterruptedAfterSwap)) from None
+    except OSError as exc:  # the disk, not the user's input: still one line, no traceback
+        _error(_os_error(exc, out))
+        raise typer.Exit(1) from None
+
+
 def _interrupted(out: Path, after_swap: bool = False) -> typer.Exit:
     if after_swap:
         where = f"after the new output was complete in {str(out)!r}"
@@ -440,7 +459,7 @@ def evaluate(
     global _FAST_EXIT
     _FAST_EXIT = True
     _arrow_system_allocator()
-    try:
+    with one_line_failures(out):
         market_config = _load_market(env, market)
         parent = market_config.default_order() if order is None else ParentOrder.from_file(order)
         policy_specs = (_split(policies, "--policies") if policies
@@ -455,14 +474,6 @@ def evaluate(
                 market_config.model)
             _run_evaluation(label, market_config, parent, policy_specs, orders, seed, stage, out,
                             baselines, log_decisions=log_decisions, plots=not no_plots)
-    except ExecRLError as exc:
-        _error(str(exc))
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt as exc:
-        raise _interrupted(out, isinstance(exc, InterruptedAfterSwap)) from None
-    except OSError as exc:  # the disk, not the user's input: still one line, no traceback
-        _error(_os_error(exc, out))
-        raise typer.Exit(1) from None
 
 
 def _arrow_system_allocator() -> None:

@@ -16,19 +16,17 @@ from execrl.cli import (
     BASELINE_POLICIES,
     EnvOption,
     _check_evaluation,
-    _error,
-    _interrupted,
     _load_hyperparams,
     _load_market,
-    _os_error,
     _run_evaluation,
     _warn_if_infeasible,
     console,
     err_console,
+    one_line_failures,
 )
-from execrl.domain import ConfigError, ExecRLError, ParentOrder
+from execrl.domain import ConfigError, ParentOrder
 from execrl.domain.limits import MAX_SEED
-from execrl.domain.outputs import InterruptedAfterSwap, staged_folder
+from execrl.domain.outputs import staged_folder
 from execrl.env.factory import DEFAULT_ORDER, EnvConfig
 from execrl.env.rewards import REWARDS
 from execrl.env.spaces import ACTION_SETS, OBSERVATION_SETS
@@ -84,7 +82,7 @@ def train(
     = False,
 ) -> None:
     """Train an execution agent; write a checkpoint folder with its numpy policy and hash."""
-    try:
+    with one_line_failures(out):
         from execrl.agents.checkpoint import check_checkpoint_out
         from execrl.agents.defaults import named_config
         from execrl.agents.train import ALGOS, OFFLINE_ALGOS, TrainRequest, run_training
@@ -117,14 +115,6 @@ def train(
                 request, out, on_progress=lambda done: progress.update(task, completed=done),
                 force=force,
             )
-    except ExecRLError as exc:
-        _error(str(exc))
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt as exc:
-        raise _interrupted(out, isinstance(exc, InterruptedAfterSwap)) from None
-    except OSError as exc:  # the disk, not the user's input: still one line, no traceback
-        _error(_os_error(exc, out))
-        raise typer.Exit(1) from None
     console.print(f"trained {algo} for {steps:,} steps in {result['wall_time_s']:.1f}s; "
                   f"policy hash {result['policy_hash'][:16]}…; wrote {out}")
     for line in evaluate_hint(request, out, market, order):
@@ -183,7 +173,7 @@ def demo(
         "Almgren-Chriss (2000) market (risk aversion λ = 1e-6); every policy trades the same "
         "market paths."
     )
-    try:
+    with one_line_failures(out):
         market = preset_market("ac")
         policies = [*BASELINE_POLICIES.split(","), "qtable:AGENT"]
         _check_evaluation(market, DEFAULT_ORDER, policies, ["twap", "ac"], orders, out, force,
@@ -216,14 +206,6 @@ def demo(
             _run_evaluation("ac", market, DEFAULT_ORDER,
                             [*BASELINE_POLICIES.split(","), f"qtable:{agent_dir}"],
                             orders, seed, stage, out, ["twap", "ac"])
-    except ExecRLError as exc:
-        _error(str(exc))
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt as exc:
-        raise _interrupted(out, isinstance(exc, InterruptedAfterSwap)) from None
-    except OSError as exc:  # the disk, not the user's input: still one line, no traceback
-        _error(_os_error(exc, out))
-        raise typer.Exit(1) from None
     console.print(f"done in {time.perf_counter() - started:.1f}s; open {out / 'report.md'}")
 
 

@@ -733,6 +733,27 @@ def _limits(g: GuardArrays) -> Limits:
 # allocate nothing; each array taken from a structure would otherwise cost an atomic increment
 # and decrement per order).
 @njit(cache=True, inline="always")
+def _size_limit(
+    g: GuardArrays, x: GuardInputs, lim: Limits, part: NDArray[np.float64] | None, ref: float,
+    i: int,
+) -> tuple[int, int]:
+    """Order ``i``'s size limit at price ``ref`` and the control that binds it (participation
+    feeds the sizes; ``(_NO_LIMIT, 0)`` where no size control is set): the one rule the size
+    cap and the check share."""
+    pc = -1
+    if lim.participation > 0.0:
+        if part is not None:
+            pc = _participation_cap(part, lim.part_window, x.volume, lim.participation, i,
+                                    x.t[i])
+        else:
+            pc = _step_participation_cap(x.volume, lim.participation, i)
+    if not lim.sized:
+        return _NO_LIMIT, 0
+    return _sizes(g.static[0][i] - g.ints[i, _FILLED], ref, pc, lim.child_max, lim.adv_cap,
+                  lim.rem_frac, lim.rem_floor, lim.both, lim.max_value)
+
+
+@njit(cache=True, inline="always")
 def _size_cap_one(
     g: GuardArrays, x: GuardInputs, lim: Limits, msg_t: NDArray[np.float64] | None,
     part: NDArray[np.float64] | None, i: int,
@@ -756,17 +777,7 @@ def _size_cap_one(
     elif msg_t is not None and _count(msg_t, i, t[i], lim.msg_window) >= msg_t.shape[1]:
         code = 9
     else:
-        pc = -1
-        if lim.participation > 0.0:
-            if part is not None:
-                pc = _participation_cap(part, lim.part_window, x.volume, lim.participation, i,
-                                        t[i])
-            else:
-                pc = _step_participation_cap(x.volume, lim.participation, i)
-        c, code = _NO_LIMIT, 0
-        if lim.sized:
-            c, code = _sizes(qty[i] - ints[i, _FILLED], x.mid[i], pc, lim.child_max,
-                             lim.adv_cap, lim.rem_frac, lim.rem_floor, lim.both, lim.max_value)
+        c, code = _size_limit(g, x, lim, part, x.mid[i], i)
         if lim.locate >= 0 and side[i] < 0:
             room = max(lim.locate - ints[i, _FILLED] - ints[i, _WORKING], 0)
             if room < c:
@@ -835,17 +846,7 @@ def _check_one(
                 flags |= 1 << 5
                 code = 5
         ref = mid[i] if np.isnan(px[i]) else px[i]
-        pc = -1
-        if lim.participation > 0.0:
-            if part is not None:
-                pc = _participation_cap(part, lim.part_window, x.volume, lim.participation, i,
-                                        t[i])
-            else:
-                pc = _step_participation_cap(x.volume, lim.participation, i)
-        c, c_code = _NO_LIMIT, 0
-        if lim.sized:
-            c, c_code = _sizes(qty[i] - ints[i, _FILLED], ref, pc, lim.child_max, lim.adv_cap,
-                               lim.rem_frac, lim.rem_floor, lim.both, lim.max_value)
+        c, c_code = _size_limit(g, x, lim, part, ref, i)
         if q[i] > c:
             q[i] = c
             flags |= 1 << c_code
