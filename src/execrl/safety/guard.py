@@ -733,6 +733,22 @@ def _limits(g: GuardArrays) -> Limits:
 # allocate nothing; each array taken from a structure would otherwise cost an atomic increment
 # and decrement per order).
 @njit(cache=True, inline="always")
+def _stopped(g: GuardArrays, x: GuardInputs, i: int) -> int:
+    """What stops order ``i`` whatever it asks, in this order: the kill switch (16), a
+    finished order or its horizon (8), a blocked instrument (14), a latched order (12);
+    0: none. The size cap and the check refuse on the same rule."""
+    if x.killed[i]:
+        return 16
+    if not x.active[i] or x.t[i] >= g.horizon[i] or g.ints[i, _FILLED] >= g.static[0][i]:
+        return 8
+    if g.static[2, i]:
+        return 14
+    if g.latched[i]:
+        return 12
+    return 0
+
+
+@njit(cache=True, inline="always")
 def _size_limit(
     g: GuardArrays, x: GuardInputs, lim: Limits, part: NDArray[np.float64] | None, ref: float,
     i: int,
@@ -762,21 +778,14 @@ def _size_cap_one(
     into ``g.cap_reason``."""
     t = x.t
     ints = g.ints
-    qty = g.static[0]
     side = g.static[1]
-    code = 0
     c = np.int64(0)
-    if x.killed[i]:
-        code = 16
-    elif not x.active[i] or t[i] >= g.horizon[i] or ints[i, _FILLED] >= qty[i]:
-        code = 8
-    elif g.static[2, i]:
-        code = 14
-    elif g.latched[i]:
-        code = 12
-    elif msg_t is not None and _count(msg_t, i, t[i], lim.msg_window) >= msg_t.shape[1]:
+    code = _stopped(g, x, i)
+    if code == 0 and msg_t is not None and (
+        _count(msg_t, i, t[i], lim.msg_window) >= msg_t.shape[1]
+    ):
         code = 9
-    else:
+    elif code == 0:
         c, code = _size_limit(g, x, lim, part, x.mid[i], i)
         if lim.locate >= 0 and side[i] < 0:
             room = max(lim.locate - ints[i, _FILLED] - ints[i, _WORKING], 0)
@@ -816,16 +825,9 @@ def _check_one(
     working = ints[i, _WORKING]
     cancels = cancel[i] and working > 0
     exempt = x.final[i]  # the horizon's cancel goes whatever the throttles say
-    reject = 0
-    if x.killed[i]:
-        reject = 16
-    elif q[i] > 0:
-        if not x.active[i] or t[i] >= g.horizon[i] or ints[i, _FILLED] >= qty[i]:
-            reject = 8
-        elif g.static[2, i]:
-            reject = 14
-        elif g.latched[i]:
-            reject = 12
+    reject = _stopped(g, x, i)
+    if reject != 16 and q[i] <= 0:  # only the kill switch stops an order that sends nothing
+        reject = 0
     if reject == 0 and q[i] > 0:
         # caps: the price to the band's edge, then the sizes
         if band > 0.0:
