@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from execrl.domain import ConfigError, OrderConstraints, OrderType, implementation_shortfall_bps
+from execrl.domain import ConfigError, OrderConstraints, OrderType
 from execrl.env.rewards import IsBpsReward, Reward, RewardContext, StepOutcome
 from execrl.env.spaces import MARKET_ORDER, ActionSet, OrderStyle, fraction_to_shares
 from execrl.market.observations import OBSERVATION_FEATURES
@@ -336,6 +336,12 @@ class BatchedExecution:
                     )
                 self._obs_plan.append((_OBS_MARKET, str(f.source), scale, f.per_step_volume))
         self._obs_kinds = np.array([plan[0] for plan in self._obs_plan], dtype=np.int64)
+        self._obs_values = np.empty((len(observations), n))  # observe's scratch
+        # the episode end observes the restarted envs alone, unless a subclass observes
+        # otherwise (``NormalisedExecution`` folds what it observes)
+        self._observe_once = type(self).observe is BatchedExecution.observe
+        self._finish_call = _TypedCall(_finish_kernel)
+        self._records_call = _TypedCall(_records_kernel)
         # the fused step (``_fused_step``): the Almgren–Chriss market itself, the is_bps
         # reward, market orders, and no risk control that keeps windows (those book in
         # ``RiskGuard.record``'s full kernel)
@@ -398,25 +404,20 @@ class BatchedExecution:
         self._reset_envs(None)
         return self.observe()
 
-    def _reset_envs(self, ids: NDArray[np.intp] | None) -> None:
-        """Start new episodes in ``ids`` (``None``: every environment)."""
+    def _reset_envs(self, ids: NDArray[np.intp] | None, order_rows: bool = True) -> None:
+        """Start new episodes in ``ids`` (``None``: every environment): the market's, the
+        guard's and, with ``order_rows``, the order's state (the episode end resets those rows
+        in the kernel that gathers their records, ``_records_kernel``, and passes False)."""
         self.market.reset(self._rng, ids)
         self.guard.reset(ids)
-        s = self.stats
-        if ids is not None:
-            _reset_order_rows(
-                np.ascontiguousarray(ids, dtype=np.intp),
-                self.order_qty,
-                self.remaining,
-                self.k,
-                self.done,
-                self._cash,
-                s.floats,
-                s.counts,
-                s.schedule,
-                s.order_ints,
-            )
+        if not order_rows:
             return
+        if ids is not None:
+            rows = np.ascontiguousarray(ids, dtype=np.intp)
+            _records_kernel(self._arrays, EpisodeRecords(rows, _NO_OBS, _NO_OBS, *_no_records()),
+                            True)
+            return
+        s = self.stats
         np.copyto(self.remaining, self.order_qty)
         self.k.fill(0)
         self.done.fill(False)
@@ -618,27 +619,43 @@ class BatchedExecution:
         avg_fill: NDArray[np.float64], reward: NDArray[np.float32],
     ) -> tuple[NDArray, NDArray, NDArray, NDArray, dict[str, Any]]:
         """The step's end, whichever path booked it: the finished episodes' IS against the
-        interval VWAP, the observation, ``info``, and the autoreset."""
+        interval VWAP, the observation, ``info``, and the autoreset.
+
+        Compiled: one pass books the finished episodes (``_finish_kernel``), one gathers their
+        records and last observations into blocks made for this step (``info`` hands them
+        out: a caller may keep them) and resets their order rows (``_records_kernel``). The
+        step observes every env once, before the autoreset, and then only the restarted
+        ones; an ``observe`` of a subclass (``NormalisedExecution``'s folds what it sees)
+        observes every env again after the autoreset, as it always did."""
         n = self.n_envs
-        s = self.stats
-        if n_done:
-            iv = implementation_shortfall_bps(avg_fill, self.market.interval_vwap, self.side)
-            np.copyto(s.is_vs_interval_vwap_bps, iv, where=done_now)
-            self.done |= done_now
-        obs = self.observe()
         info: dict[str, Any] = {}
         if fill.reject.any():  # per env: why the market refused its child order (0: it did not)
             info["reject"] = fill.reject.copy()
-        if n_done:
-            every = n_done == n
-            ids = self._rows.copy() if every else np.flatnonzero(done_now)
-            info["done_ids"] = ids
-            if self.autoreset:
-                info["final_obs"] = obs if every else obs[ids]
-                info["episode"] = self._episode_records(slice(None) if every else ids)
-                self._reset_envs(None if every else ids)
-                obs = self.observe()
         truncated = np.zeros(n, dtype=bool)
+        if not n_done:
+            return self.observe(), reward, done_now, truncated, info
+        ids = np.empty(n_done, dtype=np.intp)
+        c = self._arrays
+        self._finish_call((c,), (c, _as_row(done_now, _BOOL, n), _as_row(avg_fill, _F64, n),
+                                 _as_row(self.market.interval_vwap, _F64, n), ids))
+        obs = self.observe()
+        info["done_ids"] = ids
+        if not self.autoreset:
+            return obs, reward, done_now, truncated, info
+        every = n_done == n
+        final = _NO_OBS if every else np.empty((n_done, obs.shape[1]), dtype=np.float32)
+        floats, counts = _new_records(n_done)
+        # the market and the guard first (a market out of episode keys raises before any
+        # order row changed), then the records, the last observations and the order rows
+        self._reset_envs(None if every else ids, order_rows=False)
+        rec = EpisodeRecords(ids, obs, final, floats, counts)
+        self._records_call((c,) if _usual(obs, _F32, 2) else None, (c, rec, True))
+        info["final_obs"] = obs if every else final
+        info["episode"] = _records_dict(floats, counts)
+        if every or not self._observe_once:
+            obs = self.observe()
+        else:
+            self._observe_rows(obs, ids)
         return obs, reward, done_now, truncated, info
 
     def _fused_step(
@@ -725,39 +742,31 @@ class BatchedExecution:
         return kinds
 
     def episode_records(self, ids: NDArray[np.intp]) -> dict[str, NDArray]:
-        return self._episode_records(np.asarray(ids))
+        """Per-episode results of envs ``ids`` (of finished episodes: ``residual_shares`` is 0
+        while one runs), in arrays of their own."""
+        rows = np.ascontiguousarray(self._rows[np.asarray(ids)].reshape(-1), dtype=np.intp)
+        return self._episode_records(rows)
 
-    def _episode_records(self, ids: NDArray[np.intp] | slice) -> dict[str, NDArray]:
-        """Per-episode results (of finished episodes: ``residual_shares`` is 0 while one
-        runs). Each stats block is gathered once (the arrays are rows of those copies)."""
-        s = self.stats
-        floats = s.floats[:, ids]
-        counts = s.counts[:, ids]
-        order_ints = s.order_ints[ids]
-        if isinstance(ids, slice):  # basic indexing gives views: copy them
-            floats, counts, order_ints = floats.copy(), counts.copy(), order_ints.copy()
-        return {
-            "is_bps": floats[_F_IS],
-            "is_vs_arrival_vwap_bps": floats[_F_IS_ARRIVAL_VWAP],
-            "is_vs_interval_vwap_bps": floats[_F_IS_INTERVAL_VWAP],
-            "fill_rate": counts[_C_FILLED] / self.order_qty[ids],
-            "residual_shares": np.where(self.done[ids], self.remaining[ids], 0),
-            "residual_is_bps": floats[_F_RESIDUAL_IS],
-            "child_orders": counts[_C_CHILD_ORDERS],
-            "breaches": counts[_C_BREACHES],
-            "cuts": counts[_C_CUTS],
-            "fills": order_ints[:, _FILLS].copy(),
-            "cancels": order_ints[:, _CANCELS].copy(),
-            "rejects": order_ints[:, _REJECTS].copy(),
-            "guard_rejects": counts[_C_GUARD_REJECTS],
-            "return": floats[_F_RETURN],
-            "steps": self.k[ids].copy(),
-        }
+    def _episode_records(self, ids: NDArray[np.intp]) -> dict[str, NDArray]:
+        """``episode_records`` of the valid env positions ``ids``: one compiled gather into
+        two blocks made for the call (the arrays are their rows)."""
+        floats, counts = _new_records(ids.shape[0])
+        _records_kernel(self._arrays, EpisodeRecords(ids, _NO_OBS, _NO_OBS, floats, counts),
+                        False)
+        return _records_dict(floats, counts)
 
     def observe(self) -> NDArray[np.float32]:
         """A new (n_envs, n_features) float32 array: each feature computed in float64, then
         rounded once to float32."""
-        values = np.empty((len(self.observations), self.n_envs))  # market features, row-wise
+        obs = np.empty((self.n_envs, len(self.observations)), dtype=np.float32)
+        self._observe_rows(obs, self._rows)
+        return obs
+
+    def _observe_rows(self, obs: NDArray[np.float32], rows: NDArray[np.intp]) -> None:
+        """Write the observation of envs ``rows`` into their rows of ``obs`` (the market's
+        features are whole-batch arrays: each is scaled for every env, the kernel reads the
+        rows' values)."""
+        values = self._obs_values  # market features, row-wise (scratch)
         step_volume = None
         for j, (kind, source, scale, per_volume) in enumerate(self._obs_plan):
             if kind != _OBS_MARKET:
@@ -767,9 +776,6 @@ class BatchedExecution:
                 if step_volume is None:
                     step_volume = np.maximum(self.market.feature("expected_volume"), 1.0)
                 values[j] /= step_volume
-            if not _all_finite(values[j]):  # an empty side, no trade yet, no working order
-                np.nan_to_num(values[j], copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        obs = np.empty((self.n_envs, len(self.observations)), dtype=np.float32)
         _observe_kernel(
             self._obs_kinds,
             values,
@@ -778,9 +784,9 @@ class BatchedExecution:
             self.k,
             self.n_steps,
             self.stats.order_ints,
+            rows,
             obs,
         )
-        return obs
 
 
 # -- compiled kernels ---------------------------------------------------------------------------
@@ -814,39 +820,146 @@ _C_FILLED, _C_CHILD_ORDERS, _C_BREACHES, _C_CUTS, _C_GUARD_REJECTS = range(5)
 _N_C = 5
 
 
-@njit(cache=True)
-def _reset_order_rows(
-    ids: NDArray[np.intp],
-    qty: NDArray[np.int64],
-    remaining: NDArray[np.int64],
-    k: NDArray[np.int64],
-    done: NDArray[np.bool_],
-    cash: NDArray[np.float64],
-    floats: NDArray[np.float64],
-    counts: NDArray[np.int64],
-    schedule: NDArray[np.int64],
-    order_ints: NDArray[np.int64],
+# -- the episode end ------------------------------------------------------------------------------
+class EpisodeRecords(NamedTuple):
+    """Finished episodes' records (``episode_records``) and last observations, gathered by
+    ``_records_kernel`` into blocks made for them."""
+
+    ids: NDArray[np.intp]  # the envs, one column of the blocks each
+    obs: NDArray[np.float32]  # the observation the last rows come from ((0, 0): none)
+    final_obs: NDArray[np.float32]  # out: obs's rows ids ((0, 0): not gathered)
+    floats: NDArray[np.float64]  # out: (_N_RF, len(ids)), rows _RF_*
+    counts: NDArray[np.int64]  # out: (_N_RC, len(ids)), rows _RC_*
+
+
+# rows of EpisodeRecords.floats and .counts
+_RF_IS, _RF_IS_ARRIVAL_VWAP, _RF_IS_INTERVAL_VWAP, _RF_FILL_RATE, _RF_RESIDUAL_IS, _RF_RETURN = (
+    range(6))
+_N_RF = 6
+(_RC_RESIDUAL, _RC_CHILD_ORDERS, _RC_BREACHES, _RC_CUTS, _RC_FILLS, _RC_CANCELS, _RC_REJECTS,
+ _RC_GUARD_REJECTS, _RC_STEPS) = range(9)
+_N_RC = 9
+#: ``episode_records``' keys, in order, and where each is: (key, float block?, row)
+_RECORD_FIELDS = (
+    ("is_bps", True, _RF_IS),
+    ("is_vs_arrival_vwap_bps", True, _RF_IS_ARRIVAL_VWAP),
+    ("is_vs_interval_vwap_bps", True, _RF_IS_INTERVAL_VWAP),
+    ("fill_rate", True, _RF_FILL_RATE),
+    ("residual_shares", False, _RC_RESIDUAL),
+    ("residual_is_bps", True, _RF_RESIDUAL_IS),
+    ("child_orders", False, _RC_CHILD_ORDERS),
+    ("breaches", False, _RC_BREACHES),
+    ("cuts", False, _RC_CUTS),
+    ("fills", False, _RC_FILLS),
+    ("cancels", False, _RC_CANCELS),
+    ("rejects", False, _RC_REJECTS),
+    ("guard_rejects", False, _RC_GUARD_REJECTS),
+    ("return", True, _RF_RETURN),
+    ("steps", False, _RC_STEPS),
+)
+_NO_OBS = np.zeros((0, 0), dtype=np.float32)
+_F32 = np.dtype(np.float32)
+
+
+def _new_records(m: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """The two record blocks of ``m`` episodes, made for one ``info`` (never reused)."""
+    return np.empty((_N_RF, m)), np.empty((_N_RC, m), dtype=np.int64)
+
+
+def _no_records() -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    return np.zeros((_N_RF, 0)), np.zeros((_N_RC, 0), dtype=np.int64)
+
+
+def _records_dict(floats: NDArray[np.float64], counts: NDArray[np.int64]) -> dict[str, NDArray]:
+    return {key: (floats if is_float else counts)[row] for key, is_float, row in _RECORD_FIELDS}
+
+
+def _usual(a: Any, dtype: np.dtype, ndim: int) -> bool:
+    """Whether ``a`` has the array type the episode end's kernels were first called with
+    (``_TypedCall``: the machine code is called without numba's type checks)."""
+    return (isinstance(a, np.ndarray) and a.dtype == dtype and a.ndim == ndim
+            and a.flags.c_contiguous and a.flags.writeable)
+
+
+def _as_row(a: Any, dtype: np.dtype, n: int) -> NDArray:
+    """``a`` as a writable contiguous (n,) array of ``dtype`` (``a`` itself when it is one)."""
+    if _usual(a, dtype, 1) and a.shape[0] == n:
+        return a
+    return np.array(np.broadcast_to(np.asarray(a, dtype=dtype), (n,)))
+
+
+@njit(cache=True, inline="always")
+def _is_bps_one(avg_fill_px: float, benchmark_px: float, side: float) -> float:
+    """``implementation_shortfall_bps`` of one order, with the same operations (so the same
+    bits)."""
+    return side * (avg_fill_px - benchmark_px) / benchmark_px * 1e4
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _finish_kernel(
+    c: CoreArrays, done_now: NDArray[np.bool_], avg_fill: NDArray[np.float64],
+    interval_vwap: NDArray[np.float64], ids: NDArray[np.intp],
 ) -> None:
-    """A fresh episode's order state in envs ``ids`` (``floats``, ``counts``: EpisodeStats'
-    blocks)."""
-    for r in range(ids.shape[0]):
-        i = ids[r]
-        remaining[i] = qty[i]
-        k[i] = 0
-        done[i] = False
-        cash[i] = 0.0
-        floats[:, i] = 0.0
-        counts[:, i] = 0
-        schedule[i, :] = 0
-        order_ints[i, :] = 0
+    """The episodes that ended this step (``done_now``): their IS against the interval VWAP,
+    done; ``ids`` (as many as ended): their envs, ascending."""
+    side = float(c.side)
+    r = 0
+    for i in range(done_now.shape[0]):
+        if done_now[i]:
+            c.floats[_F_IS_INTERVAL_VWAP, i] = _is_bps_one(avg_fill[i], interval_vwap[i], side)
+            c.done[i] = True
+            ids[r] = i
+            r += 1
 
 
-@njit(cache=True)
-def _all_finite(x: NDArray[np.float64]) -> bool:
-    for v in x:
-        if not np.isfinite(v):
-            return False
-    return True
+@njit(cache=True, inline="always")
+def _reset_order_row(c: CoreArrays, i: int) -> None:
+    """A fresh episode's order state in env ``i``."""
+    c.remaining[i] = c.order_qty[i]
+    c.k[i] = 0
+    c.done[i] = False
+    c.cash[i] = 0.0
+    for j in range(c.floats.shape[0]):
+        c.floats[j, i] = 0.0
+    for j in range(c.counts.shape[0]):
+        c.counts[j, i] = 0
+    for j in range(c.schedule.shape[1]):
+        c.schedule[i, j] = 0
+    for j in range(c.order_ints.shape[1]):
+        c.order_ints[i, j] = 0
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _records_kernel(c: CoreArrays, e: EpisodeRecords, reset: bool) -> None:
+    """Per env of ``e.ids``: its episode's record into column r of the blocks (where they
+    have the columns), its row of ``e.obs`` into ``e.final_obs`` (where it has the rows), and,
+    with ``reset``, then a fresh episode's order state."""
+    records = e.floats.shape[1] > 0
+    last = e.final_obs.shape[0] > 0
+    rf, rc, floats, counts, order_ints = e.floats, e.counts, c.floats, c.counts, c.order_ints
+    for r in range(e.ids.shape[0]):
+        i = e.ids[r]
+        if records:
+            rf[_RF_IS, r] = floats[_F_IS, i]
+            rf[_RF_IS_ARRIVAL_VWAP, r] = floats[_F_IS_ARRIVAL_VWAP, i]
+            rf[_RF_IS_INTERVAL_VWAP, r] = floats[_F_IS_INTERVAL_VWAP, i]
+            rf[_RF_FILL_RATE, r] = counts[_C_FILLED, i] / c.order_qty[i]
+            rf[_RF_RESIDUAL_IS, r] = floats[_F_RESIDUAL_IS, i]
+            rf[_RF_RETURN, r] = floats[_F_RETURN, i]
+            rc[_RC_RESIDUAL, r] = c.remaining[i] if c.done[i] else 0
+            rc[_RC_CHILD_ORDERS, r] = counts[_C_CHILD_ORDERS, i]
+            rc[_RC_BREACHES, r] = counts[_C_BREACHES, i]
+            rc[_RC_CUTS, r] = counts[_C_CUTS, i]
+            rc[_RC_FILLS, r] = order_ints[i, _FILLS]
+            rc[_RC_CANCELS, r] = order_ints[i, _CANCELS]
+            rc[_RC_REJECTS, r] = order_ints[i, _REJECTS]
+            rc[_RC_GUARD_REJECTS, r] = counts[_C_GUARD_REJECTS, i]
+            rc[_RC_STEPS, r] = c.k[i]
+        if last:
+            for j in range(e.obs.shape[1]):
+                e.final_obs[r, j] = e.obs[i, j]
+        if reset:
+            _reset_order_row(c, i)
 
 
 @njit(cache=True)
@@ -858,29 +971,30 @@ def _observe_kernel(
     k: NDArray[np.int64],
     n_steps: int,
     order_ints: NDArray[np.int64],
+    rows: NDArray[np.intp],
     obs: NDArray[np.float32],
 ) -> None:
-    """obs[i, j] = the order's state (remaining/qty, k/n_steps, remaining/qty - the TWAP
-    schedule's, working/qty) or the (scaled) market value, rounded to float32; column by
-    column."""
-    n, m = obs.shape
-    flat = obs.reshape(-1)
-    for j in range(m):
-        row = values[j]
-        if kinds[j] == _OBS_REMAINING:
-            for i in range(n):
-                row[i] = remaining[i] / qty[i]
-        elif kinds[j] == _OBS_ELAPSED:
-            for i in range(n):
-                row[i] = k[i] / n_steps
-        elif kinds[j] == _OBS_TWAP_DEV:
-            for i in range(n):
-                row[i] = remaining[i] / qty[i] - (1.0 - min(k[i], n_steps) / n_steps)
-        elif kinds[j] == _OBS_WORKING:
-            for i in range(n):
-                row[i] = order_ints[i, _WORKING] / qty[i]
-        for i in range(n):
-            flat[i * m + j] = row[i]
+    """obs[i, j] for the envs i of ``rows``: the order's state (remaining/qty, k/n_steps,
+    remaining/qty - the TWAP schedule's, working/qty) or the (scaled) market value in
+    ``values[j, i]``, 0 where that is not finite (an empty side, no trade yet, no working
+    order), rounded to float32."""
+    m = obs.shape[1]
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        for j in range(m):
+            kind = kinds[j]
+            if kind == _OBS_REMAINING:
+                v = remaining[i] / qty[i]
+            elif kind == _OBS_ELAPSED:
+                v = k[i] / n_steps
+            elif kind == _OBS_TWAP_DEV:
+                v = remaining[i] / qty[i] - (1.0 - min(k[i], n_steps) / n_steps)
+            elif kind == _OBS_WORKING:
+                v = order_ints[i, _WORKING] / qty[i]
+            else:
+                v = values[j, i]
+                v = v if np.isfinite(v) else 0.0
+            obs[i, j] = v
 
 
 @njit(cache=True, inline="always")
