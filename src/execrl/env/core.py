@@ -759,13 +759,13 @@ class BatchedExecution:
         """A new (n_envs, n_features) float32 array: each feature computed in float64, then
         rounded once to float32."""
         obs = np.empty((self.n_envs, len(self.observations)), dtype=np.float32)
-        self._observe_rows(obs, self._rows)
+        self._observe_rows(obs, None)
         return obs
 
-    def _observe_rows(self, obs: NDArray[np.float32], rows: NDArray[np.intp]) -> None:
-        """Write the observation of envs ``rows`` into their rows of ``obs`` (the market's
-        features are whole-batch arrays: each is scaled for every env, the kernel reads the
-        rows' values)."""
+    def _observe_rows(self, obs: NDArray[np.float32], rows: NDArray[np.intp] | None) -> None:
+        """Write the observation of envs ``rows`` (None: all) into their rows of ``obs`` (the
+        market's features are whole-batch arrays: each is scaled for every env, the kernel
+        reads the rows' values)."""
         values = self._obs_values  # market features, row-wise (scratch)
         step_volume = None
         for j, (kind, source, scale, per_volume) in enumerate(self._obs_plan):
@@ -962,6 +962,36 @@ def _records_kernel(c: CoreArrays, e: EpisodeRecords, reset: bool) -> None:
             _reset_order_row(c, i)
 
 
+# The observation's order features, one env each (``_observe_kernel``'s loops call them).
+@njit(cache=True, inline="always")
+def _remaining_ratio(remaining: NDArray[np.int64], qty: NDArray[np.int64], i: int) -> float:
+    return remaining[i] / qty[i]
+
+
+@njit(cache=True, inline="always")
+def _elapsed_ratio(k: NDArray[np.int64], n_steps: int, i: int) -> float:
+    return k[i] / n_steps
+
+
+@njit(cache=True, inline="always")
+def _twap_deviation(remaining: NDArray[np.int64], qty: NDArray[np.int64], k: NDArray[np.int64],
+                    n_steps: int, i: int) -> float:
+    """What remains (a fraction of the order) above the TWAP schedule's remainder."""
+    return remaining[i] / qty[i] - (1.0 - min(k[i], n_steps) / n_steps)
+
+
+@njit(cache=True, inline="always")
+def _working_ratio(order_ints: NDArray[np.int64], qty: NDArray[np.int64], i: int) -> float:
+    return order_ints[i, _WORKING] / qty[i]
+
+
+@njit(cache=True, inline="always")
+def _finite(x: float) -> float:
+    """A market value, 0 where it is not finite (an empty side, no trade yet, no working
+    order)."""
+    return x if np.isfinite(x) else 0.0
+
+
 @njit(cache=True)
 def _observe_kernel(
     kinds: NDArray[np.int64],
@@ -971,30 +1001,52 @@ def _observe_kernel(
     k: NDArray[np.int64],
     n_steps: int,
     order_ints: NDArray[np.int64],
-    rows: NDArray[np.intp],
+    rows: NDArray[np.intp] | None,
     obs: NDArray[np.float32],
 ) -> None:
-    """obs[i, j] for the envs i of ``rows``: the order's state (remaining/qty, k/n_steps,
-    remaining/qty - the TWAP schedule's, working/qty) or the (scaled) market value in
-    ``values[j, i]``, 0 where that is not finite (an empty side, no trade yet, no working
-    order), rounded to float32."""
-    m = obs.shape[1]
-    for r in range(rows.shape[0]):
-        i = rows[r]
-        for j in range(m):
-            kind = kinds[j]
+    """obs[i, j] = the order's state (remaining/qty, k/n_steps, remaining/qty - the TWAP
+    schedule's, working/qty) or the (scaled) market value ``values[j, i]`` (0 where not
+    finite), rounded to float32; for every env (``rows`` None: column by column, through
+    ``values``' rows) or for the envs ``rows``."""
+    n, m = obs.shape
+    flat = obs.reshape(-1)
+    for j in range(m):
+        row = values[j]
+        kind = kinds[j]
+        if rows is None:
             if kind == _OBS_REMAINING:
-                v = remaining[i] / qty[i]
+                for i in range(n):
+                    row[i] = _remaining_ratio(remaining, qty, i)
             elif kind == _OBS_ELAPSED:
-                v = k[i] / n_steps
+                for i in range(n):
+                    row[i] = _elapsed_ratio(k, n_steps, i)
             elif kind == _OBS_TWAP_DEV:
-                v = remaining[i] / qty[i] - (1.0 - min(k[i], n_steps) / n_steps)
+                for i in range(n):
+                    row[i] = _twap_deviation(remaining, qty, k, n_steps, i)
             elif kind == _OBS_WORKING:
-                v = order_ints[i, _WORKING] / qty[i]
+                for i in range(n):
+                    row[i] = _working_ratio(order_ints, qty, i)
             else:
-                v = values[j, i]
-                v = v if np.isfinite(v) else 0.0
-            obs[i, j] = v
+                for i in range(n):
+                    row[i] = _finite(row[i])
+            for i in range(n):
+                flat[i * m + j] = row[i]
+        else:
+            if kind == _OBS_REMAINING:
+                for i in rows:
+                    flat[i * m + j] = _remaining_ratio(remaining, qty, i)
+            elif kind == _OBS_ELAPSED:
+                for i in rows:
+                    flat[i * m + j] = _elapsed_ratio(k, n_steps, i)
+            elif kind == _OBS_TWAP_DEV:
+                for i in rows:
+                    flat[i * m + j] = _twap_deviation(remaining, qty, k, n_steps, i)
+            elif kind == _OBS_WORKING:
+                for i in rows:
+                    flat[i * m + j] = _working_ratio(order_ints, qty, i)
+            else:
+                for i in rows:
+                    flat[i * m + j] = _finite(row[i])
 
 
 @njit(cache=True, inline="always")
