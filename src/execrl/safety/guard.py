@@ -593,7 +593,15 @@ def _unpack_i(lim_i: NDArray[np.int64]) -> tuple[int, int, int, bool, int]:
     return lim_i[0], lim_i[1], lim_i[2], lim_i[3] != 0, lim_i[4]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _fill_row(a: NDArray[np.float64], i: int, value: float) -> None:
+    """Row ``i`` of a (n, width) array set to ``value``, element by element (a row view per
+    order costs a reference count)."""
+    for j in range(a.shape[1]):
+        a[i, j] = value
+
+
+@njit(cache=True, _nrt=False)
 def _reset_rows_kernel(
     ids: NDArray[np.intp], msg_t: NDArray[np.float64], cxl_t: NDArray[np.float64],
     fill_t: NDArray[np.float64], part: NDArray[np.float64], ints: NDArray[np.int64],
@@ -603,12 +611,15 @@ def _reset_rows_kernel(
     previous child order, no latch."""
     for r in range(ids.shape[0]):
         i = ids[r]
-        msg_t[i, :] = -np.inf
-        cxl_t[i, :] = -np.inf
-        fill_t[i, :] = -np.inf
-        part[i, :, :] = -np.inf
-        ints[i, :] = 0
-        floats[i, :] = -np.inf
+        _fill_row(msg_t, i, -np.inf)
+        _fill_row(cxl_t, i, -np.inf)
+        _fill_row(fill_t, i, -np.inf)
+        for j in range(part.shape[1]):
+            for q in range(part.shape[2]):
+                part[i, j, q] = -np.inf
+        for j in range(ints.shape[1]):
+            ints[i, j] = 0
+        _fill_row(floats, i, -np.inf)
         floats[i, _LAST_PX] = np.nan
         latched[i] = False
 

@@ -442,27 +442,26 @@ def _reset_kernel(
         _draw_rows(new_keys, STREAM_SIGNAL, zero, 0, bits, shock)
         for r in range(m):
             state[_ALPHA, ids[r]] = shock[r] * params[_P_ALPHA_STD]
+    # the walk's rows, made once (not per pre-arrival step)
     prev = np.full(m, s0)  # S_0
     cum = np.zeros(m)
     num = np.zeros(m)
     den = np.zeros(m)
+    log_volume = np.empty(m)
+    adv_tau = params[_P_ADV_TAU]
     for j in range(n_pre):
         _draw_rows(new_keys, STREAM_PRE_ARRIVAL, zero, 2 * j, bits, shock)
+        if nu > 0.0:
+            _draw_rows(new_keys, STREAM_PRE_ARRIVAL, zero, 2 * j + 1, bits, log_volume)
         for r in range(m):
             step = params[_P_DRIFT_TAU] + params[_P_SIGMA_SQRT_TAU] * shock[r]
             cum[r] = step if j == 0 else cum[r] + step
             mid = s0 - cum[r]  # S_{-(j+1)}
-            shock[r] = 0.5 * (prev[r] + mid)  # the step's price
+            price = 0.5 * (prev[r] + mid)  # the step's price
             prev[r] = mid
-        volume = np.full(m, params[_P_ADV_TAU])
-        if nu > 0.0:
-            log_volume = np.empty(m)
-            _draw_rows(new_keys, STREAM_PRE_ARRIVAL, zero, 2 * j + 1, bits, log_volume)
-            for r in range(m):
-                volume[r] = np.exp(nu * log_volume[r] - half_nu2) * params[_P_ADV_TAU]
-        for r in range(m):
-            num[r] += volume[r] * shock[r]
-            den[r] += volume[r]
+            volume = np.exp(nu * log_volume[r] - half_nu2) * adv_tau if nu > 0.0 else adv_tau
+            num[r] += volume * price
+            den[r] += volume
     for r in range(m):
         state[_ARRIVAL_VWAP, ids[r]] = num[r] / den[r]
 
