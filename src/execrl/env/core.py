@@ -375,6 +375,8 @@ class BatchedExecution:
         self._scratch_f = np.empty((4, n))
         self._scratch_i = np.empty((2, n), dtype=np.int64)
         self._scratch_b = np.empty((3, n), dtype=bool)
+        # ...as row views made once (a view costs a few hundred ns, and a step takes eleven)
+        self._scratch_rows = (*self._scratch_f, *self._scratch_i, *self._scratch_b)
         self._first_style = self._styles[:1]
         self._fused_call = _TypedCall(_fused_ac_step_kernel)
         self._one_loop_call = _TypedCall(_fused_ac_one_loop_kernel)  # guard.stops_only
@@ -663,14 +665,16 @@ class BatchedExecution:
     def _fused_step(
         self, actions: NDArray
     ) -> tuple[NDArray, NDArray, NDArray, NDArray, dict[str, Any]]:
-        """``step`` in one compiled call (``_fused_ac_step_kernel``: the same kernels, so the
-        same results to the bit) where the market is the Almgren–Chriss one, the reward
-        is_bps and no risk control keeps windows; nothing forced, no fill events."""
+        """``step`` in one compiled call where the market is the Almgren–Chriss one, the
+        reward is_bps and no risk control keeps windows; nothing forced, no fill events:
+        ``_fused_ac_one_loop_kernel`` where the guard only refuses (``RiskGuard.stops_only``),
+        else ``_fused_ac_step_kernel``. Both run the general step's per-env functions, so
+        the same results to the bit."""
         n = self.n_envs
         idx, requested, style_idx = self._requests(actions)
         g = self.guard
         m: ACMarket = self.market  # type: ignore[assignment]
-        sf, si, sb = self._scratch_f, self._scratch_i, self._scratch_b
+        t, volume, step_is, avg_fill, cap, limit, active, final, cut = self._scratch_rows
         new_state = np.empty_like(m._state)
         fill_qty = np.empty(n, dtype=np.int64)
         fill_px = np.empty(n)
@@ -681,21 +685,21 @@ class BatchedExecution:
         z_int, z_float = m._nothing_rests
         # the per-step structures: the state block this step reads (``m._state``, replaced by
         # every step) and the arrays made for this step; the kernel fills the scratch rows
-        x = GuardInputs(sf[0], m._state[_AC_MID], sf[1] if g.needs_volume else _NO_EDGES,
-                        sb[0], sb[1], g.killed())
+        x = GuardInputs(t, m._state[_AC_MID], volume if g.needs_volume else _NO_EDGES, active,
+                        final, g.killed())
         d = StepDecision(idx, requested, style_idx, _NO_FORCED, self._first_style, _NO_EDGES,
-                         _NO_QUOTES, sb[0], sb[1], si[0], si[1], sb[2])
+                         _NO_QUOTES, active, final, cap, limit, cut)
         args = (self._arrays, d, g.arrays, x, m._arrays, ACStates(m._state, new_state),
                 FillArrays(fill_qty, fill_px, n_fills, z_int, z_int, reject),
-                StepResult(sf[2], done_now, sf[3], reward))
+                StepResult(step_is, done_now, avg_fill, reward))
         # the argument types are those of the last dispatched call when the persistent
         # structures are the same objects and the step's own arrays the usual ones (a caller's
         # read-only actions or another state block go through numba's dispatch)
         st, killed = m._state, x.killed
-        usual = (idx.dtype == _I64 and idx.flags.writeable and idx.flags.c_contiguous
-                 and killed.dtype == _BOOL and killed.flags.writeable
-                 and killed.flags.c_contiguous and st.dtype == _F64 and st.ndim == 2
-                 and st.flags.writeable and st.flags.c_contiguous)
+        fi, fk, fs = idx.flags, killed.flags, st.flags  # (each ``.flags`` makes an object)
+        usual = (idx.dtype == _I64 and fi.writeable and fi.c_contiguous
+                 and killed.dtype == _BOOL and fk.writeable and fk.c_contiguous
+                 and st.dtype == _F64 and st.ndim == 2 and fs.writeable and fs.c_contiguous)
         call = self._one_loop_call if g.stops_only else self._fused_call
         bad, n_done = call((g.arrays, m._arrays) if usual else None, args)
         if bad >= 0:
@@ -708,7 +712,7 @@ class BatchedExecution:
                          n_fills=n_fills, working_qty=z_int, cancelled_qty=z_int, reject=reject)
         self.last_fills = fill
         self._last_quotes = _NO_QUOTES
-        return self._end_step(fill, n_done, done_now, sf[3], reward)
+        return self._end_step(fill, n_done, done_now, avg_fill, reward)
 
     @property
     def cash(self) -> NDArray[np.float64]:
@@ -1296,9 +1300,10 @@ def _book_kernel(
 # the guard's size cap, the decision, the guard's check and verdict, the market's exogenous
 # moves and fills, the guard's booking and ours. Measured at 1,000 envs the separate calls,
 # their argument lists and the Python between them took more than the kernels themselves.
-# One pass over the envs calling every per-env body in turn (each env's arrays read once)
-# measured slower than these passes (2.0-2.5 ms against 1.0-1.6 ms per step at 10,000 envs):
-# the passes stay.
+# One pass over the envs calling every generic per-env body in turn (each env's arrays read
+# once) measured slower than these passes (2.0-2.5 ms against 1.0-1.6 ms per step at 10,000
+# envs): the passes stay where a size, band, locate or window control is on; without one,
+# ``_fused_ac_one_loop_kernel`` below.
 @njit(cache=True)
 def _fused_ac_step_kernel(
     c: CoreArrays, d: StepDecision, g: GuardArrays, x: GuardInputs, m: ACArrays, s: ACStates,
@@ -1337,8 +1342,9 @@ def _fused_ac_step_kernel(
 # overlap), one loop over the envs does the decision, the guard's refusal tests and verdict,
 # the market's step, the guard's filled count and the booking through the same per-env
 # functions as the passes above, each env's values kept in registers (no scratch rows).
-# Measured at 10,000 envs: ~40 % less time per step than the passes, whose generic size cap
-# and check run for controls that are off (bench/README.md, "One loop").
+# Measured in one process at 10,000 envs (seed 003's actions, the kernel alone, best of 40
+# rounds): 73 ns an env against the passes' 84 (bench/README.md, "One loop"); of the 73,
+# ~17 are the booking (its four divisions), ~25 the draws.
 @njit(cache=True, error_model="numpy", _nrt=False)
 def _fused_ac_one_loop_kernel(
     c: CoreArrays, d: StepDecision, g: GuardArrays, x: GuardInputs, m: ACArrays, s: ACStates,
