@@ -8,25 +8,28 @@ Where the guard only refuses (``RiskGuard.stops_only``, the default limits) the 
 and order), one of them told to take the passes (``guard.stops_only = False``: same results to
 the bit, ``tests/test_core_fused.py``), alternately, round by round, at 1,000 and 10,000 envs
 with synchronous ends (the ``ac`` baseline deciding) and random ends (seed 003's actions,
-pre-drawn). Per env-step: the whole step (CPU time, policy included) and the kernel call alone
-(wall time around it); best of rounds; ``ratio`` = passes ÷ one loop (above 1: the loop is
-faster). Prints one JSON object.
+pre-drawn): ``bench_mbt_gym.py``'s loop. Per env-step: the whole step (CPU time, policy
+included) and the kernel call alone (wall time around it); best of rounds; ``ratio`` =
+passes ÷ one loop (above 1: the loop is faster). Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from execrl.env.core import BatchedExecution
-from execrl.env.factory import DEFAULT_ORDER, EnvConfig, make_execution
-from execrl.evaluate.backtest import policy_context
-from execrl.policies.baselines import make_baseline
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_mbt_gym import execrl_stepper
 
 
 class _Timed:
@@ -43,24 +46,10 @@ class _Timed:
 
 
 def _stepper(n: int, ends: str, passes: bool) -> tuple[BatchedExecution, Callable[[], None]]:
-    if ends == "synchronous":
-        pol = make_baseline("ac", policy_context(EnvConfig(), DEFAULT_ORDER))
-        config = EnvConfig(observations=tuple(pol.observations), actions="continuous")
-        core = make_execution(config, DEFAULT_ORDER, n_envs=n, autoreset=True)
-        obs = [core.reset(seed=0)]
-
-        def step() -> None:
-            obs[0] = core.step(pol.act(obs[0]))[0]
-    else:
-        core = make_execution(EnvConfig(actions="seed003"), DEFAULT_ORDER, n_envs=n,
-                              autoreset=True)
-        core.reset(seed=0)
-        actions = np.random.default_rng(1).integers(0, 5, size=(64, n))
-        it = [0]
-
-        def step() -> None:
-            it[0] += 1
-            core.step(actions[it[0] % 64])
+    """``bench_mbt_gym``'s stepper (the loop it times against mbt_gym) and its core, told to
+    take the pass kernels when ``passes``; both kernels' calls timed."""
+    step = execrl_stepper(n, ends)
+    core: BatchedExecution = inspect.getclosurevars(step).nonlocals["core"]
     assert core.guard.stops_only
     if passes:
         core.guard.stops_only = False
