@@ -8,7 +8,8 @@ checkout's ``src`` one after the other; each steps ``BatchedExecution`` (autores
 AC market and order) at 1,000 and 10,000 envs with synchronous ends (the ``ac`` baseline
 deciding) and random ends (seed 003's actions, pre-drawn), for ``--seconds`` of its own CPU
 time. Rates are env-steps per CPU second (on a shared machine waiting for a core would be in
-a wall-time rate); ``ratio`` = after / before, medians over rounds.
+a wall-time rate), also as ns of CPU per env-step; ``ratio`` = after / before (rates), medians
+over rounds.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def main() -> None:
         b = statistics.median(r[cell] for r in rows["before"])
         a = statistics.median(r[cell] for r in rows["after"])
         cells[cell] = {"before_env_steps_per_cpu_s": b, "after_env_steps_per_cpu_s": a,
-                       "ratio": a / b}
+                       "before_ns_per_env_step": round(1e9 / b, 1),
+                       "after_ns_per_env_step": round(1e9 / a, 1), "ratio": a / b}
     print(json.dumps({"benchmark": "core_before_after", "before": args.before, "after": after,
                       "cells": cells, "ratios": {c: round(v["ratio"], 2)
                                                  for c, v in cells.items()},

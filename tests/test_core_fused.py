@@ -3,6 +3,8 @@ path on the same paths: the same numbers to the bit, whatever the actions, limit
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from execrl.domain import OrderConstraints
 from execrl.env.factory import DEFAULT_ORDER, EnvConfig, make_execution
 from execrl.evaluate.backtest import policy_context
 from execrl.policies.baselines import _step_index, make_baseline
+from execrl.safety.guard import KillSwitch, RiskGuard, RiskLimits
 
 
 def _trace(fused: bool, actions: str, constraints: OrderConstraints | None, per_env: bool,
@@ -199,4 +202,162 @@ def test_the_fused_call_skips_dispatch_only_for_the_types_it_knows():
         mine = (*out_f[:3], fused.market._state)
         for x, y in zip(mine, (*out_g[:3], general.market._state), strict=True):
             assert x.tobytes() == y.tobytes()
-    assert fused._fused_call._entry is not None  # the undispatched path was taken
+    assert fused.guard.stops_only  # no limits: the one-loop kernel's call
+    assert fused._one_loop_call._entry is not None  # the undispatched path was taken
+
+
+# -- the one-loop kernel (a guard that only refuses) against the pass kernels --------------------
+def _guard(n: int, limits: RiskLimits | None = None, kill: KillSwitch | None = None,
+           symbols: list[str] | None = None, horizon_frac: np.ndarray | None = None) -> RiskGuard:
+    """``make_guard``'s guard for ``DEFAULT_ORDER`` with the given limits, per-env symbols and
+    horizons (a fraction of the order's)."""
+    order = DEFAULT_ORDER
+    step_s = order.horizon / EnvConfig().market.n_steps
+    adv = None
+    if limits is not None and limits.adv_fraction is not None:
+        adv = 4_000_000.0
+    horizon = order.horizon if horizon_frac is None else order.horizon * horizon_frac
+    return RiskGuard(limits or RiskLimits(), n, order.side.sign, order.qty,
+                     symbol=symbols or order.symbol, step_seconds=step_s, horizon_s=horizon,
+                     adv_shares=adv, kill=kill)
+
+
+class _Calls:
+    """Counts the calls of a ``_TypedCall``."""
+
+    def __init__(self, inner):
+        self.inner, self.n = inner, 0
+
+    def __call__(self, *args):
+        self.n += 1
+        return self.inner(*args)
+
+
+def _scenario(name: str, n: int) -> tuple[RiskGuard, Any]:
+    """A guard, and what to do to it before each step (``event(step, guard)``)."""
+    if name == "off":
+        return _guard(n), lambda step, g: None
+    if name == "kill":
+        def kill(step, g):
+            if step == 4:
+                g.kill.kill_orders([0, 3, 7])
+            if step == 11:
+                g.kill.kill_all()
+            if step == 14:
+                g.kill.release_all()
+        return _guard(n, kill=KillSwitch(n)), kill
+    if name == "restricted":
+        symbols = ["XYZ" if i % 4 == 1 else "DEMO" for i in range(n)]
+        return _guard(n, RiskLimits(restricted_symbols=("XYZ",)), symbols=symbols), (
+            lambda step, g: None)
+    if name == "latched":
+        def latch(step, g):
+            if step == 3:
+                g.latched[[1, 4, 9]] = True
+            if step == 9:
+                g.reenable([4])
+        return _guard(n), latch
+    if name == "horizon":
+        frac = np.where(np.arange(n) % 3 == 0, 0.45, 1.0)
+        return _guard(n, horizon_frac=frac), lambda step, g: None
+    raise AssertionError(name)
+
+
+def _guarded_trace(path: str, scenario: str, actions: str, limits: RiskLimits | None = None
+                   ) -> tuple[list[np.ndarray], int, int, np.ndarray]:
+    """Full episodes (autoreset) of ``path``: "one" (the one-loop kernel), "passes" (the
+    pass kernels), "general" (``step`` without the fused call); every array a caller can
+    read after each step; how often the one loop and the passes ran; every verdict."""
+    n = 23
+    if limits is None:
+        guard, event = _scenario(scenario, n)
+    else:
+        guard, event = _guard(n, limits), (lambda step, g: None)
+    core = make_execution(EnvConfig(actions=actions), DEFAULT_ORDER, n_envs=n, guard=guard)
+    if path == "passes":
+        guard.stops_only = False
+    core._fused = path != "general"
+    one, passes = _Calls(core._one_loop_call), _Calls(core._fused_call)
+    core._one_loop_call, core._fused_call = one, passes
+    obs = core.reset(seed=7)
+    rng = np.random.default_rng(5)
+    out: list[np.ndarray] = [obs]
+    verdicts = []
+    for step in range(33):
+        event(step, guard)
+        if actions == "continuous":
+            a = (rng.random((n, 1)) * 1.4 - 0.2).astype(np.float32)
+        else:
+            a = rng.integers(0, 5, size=n)
+        obs, reward, done, _, info = core.step(a)
+        o, fill = core.last_orders, core.last_fills
+        out += [obs, reward, done, core.market._state.copy(), core.market._exo.copy(),
+                core.last_guard.copy(), guard._ints.copy(), guard.last_code.copy(),
+                guard.last_flags.copy(), guard.cap_reason.copy(), core.stats.floats.copy(),
+                core.stats.counts.copy(), core.stats.order_ints.copy(),
+                core.stats.schedule.copy(), core.remaining.copy(), core.k.copy(), core.cash.copy(),
+                o.qty.copy(), o.cancel.copy(), o.child_id.copy(), o.order_type.copy(),
+                o.limit_px.copy(), o.ttl_steps.copy(), fill.qty.copy(), fill.avg_px.copy(),
+                fill.n_fills.copy(), fill.reject.copy()]
+        verdicts.append(core.last_guard.copy())
+        for key in sorted(info):
+            value = info[key]
+            out += [value[k] for k in sorted(value)] if isinstance(value, dict) else [value]
+    return out, one.n, passes.n, np.concatenate(verdicts)
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes()
+
+
+@pytest.mark.parametrize("actions", ["continuous", "seed003"])
+@pytest.mark.parametrize("scenario", ["off", "kill", "restricted", "latched", "horizon"])
+def test_one_loop_is_the_pass_kernels_and_the_general_step(scenario, actions):
+    """A guard with no size, band, locate or window control (``stops_only``) steps in the
+    one-loop kernel: the pass kernels' and the general step's numbers to the bit (state,
+    rewards, dones, episode records, the guard's counts and codes, the orders and fills the
+    audit reads), its refusals included."""
+    one, n_one, n_passes, verdicts = _guarded_trace("one", scenario, actions)
+    assert (n_one, n_passes) == (33, 0)
+    passes, n_one, n_passes, _ = _guarded_trace("passes", scenario, actions)
+    assert (n_one, n_passes) == (0, 33)
+    general, n_one, n_passes, _ = _guarded_trace("general", scenario, actions)
+    assert (n_one, n_passes) == (0, 0)
+    _same(one, passes)
+    _same(one, general)
+    refusal = {"off": 0, "kill": 16, "restricted": 14, "latched": 12, "horizon": 8}[scenario]
+    if refusal:  # the guard refused live orders, and the loop said so
+        assert (verdicts == refusal).sum() > 0
+
+
+@pytest.mark.parametrize("limits", [
+    RiskLimits(child_max=30_000),
+    RiskLimits(remaining_fraction=0.3),
+    RiskLimits(adv_fraction=0.01),
+    RiskLimits(participation=0.05),
+    RiskLimits(max_child_value=2_000_000.0),
+    RiskLimits(price_band_bps=5.0),
+    RiskLimits(locate_shares=400_000),
+    RiskLimits(duplicate_window_s=60.0),
+])
+def test_a_guard_with_controls_on_steps_in_the_passes(limits):
+    """Each control the one loop does not cover turns it off (``stops_only``): the step
+    runs the pass kernels (or, with a window control, the general step), same numbers."""
+    guard = _guard(3, limits)
+    assert not guard.stops_only
+    fused, n_one, n_passes, _ = _guarded_trace("one", "", "seed003", limits)
+    assert n_one == 0 and n_passes == (0 if guard._windows else 33)
+    general, *_ = _guarded_trace("general", "", "seed003", limits)
+    _same(fused, general)
+
+
+def test_stops_only_names_exactly_the_controls_the_loop_covers():
+    assert _guard(2).stops_only
+    assert _guard(2, RiskLimits(restricted_symbols=("XYZ",))).stops_only
+    assert _guard(2, RiskLimits(remaining_floor=500, message_window_s=3.0)).stops_only
+    assert not _guard(2, RiskLimits(message_limit=5)).stops_only
+    assert not _guard(2, RiskLimits(repeat_fill_limit=5)).stops_only
+    assert not _guard(2, RiskLimits(min_resting_s=5.0)).stops_only

@@ -400,6 +400,14 @@ class RiskGuard:
         self._windows = bool(msg_n or cxl_n or fill_n or part_n) or (
             self._dup_window > 0.0 or self._min_rest > 0.0
         )
+        #: whether the guard can only refuse or cut to what the parent has left: no size cap
+        #: (child_max, ADV, remaining, participation, value), no band, no locate and no window
+        #: control (duplicates included). Then its size cap is "no limit" unless a refusal
+        #: (kill switch, finished or horizon, restricted, latched) stops the order, and the
+        #: execution core's fused step runs its one-loop kernel (limits are fixed once built)
+        self.stops_only = not self._windows and not _any_size_cap(
+            self._child_max, self._adv_cap, self._rem_frac, self._participation,
+            self._max_value) and self._band <= 0.0 and self._locate < 0
         self._msg_t = np.zeros((n, msg_n))
         self._cxl_t = np.zeros((n, cxl_n))
         self._fill_t = np.zeros((n, fill_n))
@@ -748,13 +756,21 @@ def _stopped(g: GuardArrays, x: GuardInputs, i: int) -> int:
     """What stops order ``i`` whatever it asks, in this order: the kill switch (16), a
     finished order or its horizon (8), a blocked instrument (14), a latched order (12);
     0: none. The size cap and the check refuse on the same rule."""
-    if x.killed[i]:
+    return _stop_code(x.killed[i], x.active[i], x.t[i], g.horizon[i], g.ints[i, _FILLED],
+                      g.static[0][i], g.static[2, i], g.latched[i])
+
+
+@njit(cache=True, inline="always")
+def _stop_code(killed: bool, active: bool, t: float, horizon: float, filled: int, qty: int,
+               restricted: int, latched: bool) -> int:
+    """``_stopped`` of one order's values (the one-loop step passes its registers)."""
+    if killed:
         return 16
-    if not x.active[i] or x.t[i] >= g.horizon[i] or g.ints[i, _FILLED] >= g.static[0][i]:
+    if not active or t >= horizon or filled >= qty:
         return 8
-    if g.static[2, i]:
+    if restricted:
         return 14
-    if g.latched[i]:
+    if latched:
         return 12
     return 0
 
@@ -836,9 +852,7 @@ def _check_one(
     working = ints[i, _WORKING]
     cancels = cancel[i] and working > 0
     exempt = x.final[i]  # the horizon's cancel goes whatever the throttles say
-    reject = _stopped(g, x, i)
-    if reject != 16 and q[i] <= 0:  # only the kill switch stops an order that sends nothing
-        reject = 0
+    reject = _refusal(_stopped(g, x, i), q[i])
     if reject == 0 and q[i] > 0:
         # caps: the price to the band's edge, then the sizes
         if band > 0.0:
@@ -864,11 +878,8 @@ def _check_one(
             q[i] = c
             flags |= 1 << c_code
             code = c_code
-        left = qty[i] - ints[i, _FILLED] - (0 if cancels else working)
-        if q[i] > left:
-            q[i] = max(left, 0)
-            flags |= 1 << 7
-            code = 7
+        q[i], code, flags = _parent_cut(q[i], qty[i] - ints[i, _FILLED], working, cancels,
+                                        code, flags)
     if reject == 0 and q[i] > 0:
         # prohibitions on what is left of the order
         if lim.locate >= 0 and side[i] < 0 and (
@@ -891,16 +902,46 @@ def _check_one(
             reject = 10
         elif lim.min_rest > 0.0 and t[i] - floats[i, _REST_SINCE] < lim.min_rest - _TOL:
             reject = 11
-    if reject != 0:
-        q[i] = 0
-        # a kill cancels what works; the horizon's cancel stands whatever was refused
-        cancel[i] = working > 0 and (reject == 16 or (exempt and cancel[i]))
-        code = reject
-        flags |= 1 << reject
-    if q[i] == 0:
-        child_id[i] = 0
+    q[i], cancel[i], child_id[i], code, flags = _refused(reject, q[i], cancel[i], child_id[i],
+                                                         working, exempt, code, flags)
     g.last_code[i] = code
     g.last_flags[i] = flags
+
+
+# The check's pieces on one order's values, shared by ``_check_one`` and the execution core's
+# one-loop step (``execrl.env.core``), which keeps them in registers.
+@njit(cache=True, inline="always")
+def _refusal(stop: int, q: int) -> int:
+    """The check's refusal from ``_stopped``'s code: only the kill switch stops an order that
+    sends nothing."""
+    return 0 if stop != 16 and q <= 0 else stop
+
+
+@njit(cache=True, inline="always")
+def _parent_cut(q: int, unfilled: int, working: int, cancels: bool, code: int, flags: int
+                ) -> tuple[int, int, int]:
+    """The child cut to what the parent has left (unfilled, less what still works unless the
+    order cancels it first): (shares, code, flags)."""
+    left = unfilled - (0 if cancels else working)
+    if q > left:
+        return max(left, 0), 7, flags | (1 << 7)
+    return q, code, flags
+
+
+@njit(cache=True, inline="always")
+def _refused(reject: int, q: int, cancel: bool, child_id: int, working: int, exempt: bool,
+             code: int, flags: int) -> tuple[int, bool, int, int, int]:
+    """The order after the check's verdict: (shares, cancel, child id, code, flags). A refusal
+    sends nothing; a kill cancels what works; the horizon's cancel stands whatever was
+    refused; an order of no shares has no child id."""
+    if reject != 0:
+        q = 0
+        cancel = working > 0 and (reject == 16 or (exempt and cancel))
+        code = reject
+        flags |= 1 << reject
+    if q == 0:
+        child_id = 0
+    return q, cancel, child_id, code, flags
 
 
 @njit(cache=True, _nrt=False)
@@ -918,9 +959,15 @@ def _check_kernel(
 @njit(cache=True, inline="always")
 def _record_shares_one(g: GuardArrays, f: FillArrays, active: NDArray[np.bool_], i: int
                        ) -> None:
-    if active[i]:
-        g.ints[i, _FILLED] += f.qty[i]
-        g.ints[i, _WORKING] = f.working_qty[i]
+    _record_shares(g.ints, i, active[i], f.qty[i], f.working_qty[i])
+
+
+@njit(cache=True, inline="always")
+def _record_shares(ints: NDArray[np.int64], i: int, active: bool, q: int, working: int) -> None:
+    """Order ``i``'s filled and working shares after the venue's answer (when live)."""
+    if active:
+        ints[i, _FILLED] += q
+        ints[i, _WORKING] = working
 
 
 @njit(cache=True, _nrt=False)

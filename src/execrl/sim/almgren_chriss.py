@@ -473,36 +473,47 @@ def _exogenous_kernel(active: NDArray[np.bool_], state: NDArray[np.float64], m: 
     drift term (μ + α_{k−1})·τ, the innovation σ_eff·√τ·ξ_k, the step's market volume and the
     next α. The paper market reads these from the market-data stream instead
     (``execrl.service.paper``); ``_apply_kernel`` turns them and the orders into the step."""
-    k, keys, params, expected_volume = m.k, m.keys, m.params, m.expected_volume
-    bits, noise, exo = m.bits, m.noise, m.exo
-    n = active.shape[0]
+    k, params, expected_volume, noise, exo = m.k, m.params, m.expected_volume, m.noise, m.exo
     n_steps = expected_volume.shape[0]
-    tau = params[_P_TAU]
+    _step_noise(m)
+    alpha = state[_ALPHA]
+    for i in range(active.shape[0]):
+        exo[_X_DRIFT, i], exo[_X_SHOCK, i], exo[_X_VOLUME, i], exo[_X_ALPHA_NEXT, i] = (
+            _exogenous_one(params, alpha[i], noise[0, i], noise[1, i], noise[2, i],
+                           expected_volume[min(k[i], n_steps - 1)], m.has_signal))
+
+
+@njit(cache=True)
+def _step_noise(m: ACArrays) -> None:
+    """Step k's draws of every market into ``m.noise``: ξ_k (row 0), the volume's log-normal
+    factor (row 1, 1.0 without volume noise) and, with a signal, ζ_k (row 2); each stream in
+    its own passes (``_draw_rows``: the blocks of neighbouring envs overlap)."""
+    k, keys, params, bits, noise = m.k, m.keys, m.params, m.bits, m.noise
     nu = params[_P_NU]
     half_nu2 = 0.5 * nu * nu
-    alpha = state[_ALPHA]
-    for i in range(n):
-        exo[_X_DRIFT, i] = (params[_P_DRIFT] + alpha[i]) * tau
-    xi = noise[0]
-    _draw_rows(keys, STREAM_PRICE, k, 0, bits, xi)
-    for i in range(n):
-        exo[_X_SHOCK, i] = params[_P_SIGMA_SQRT_TAU] * xi[i]
+    _draw_rows(keys, STREAM_PRICE, k, 0, bits, noise[0])
     factor = noise[1]
     if nu > 0.0:
         _draw_rows(keys, STREAM_VOLUME, k, 0, bits, factor)
-        for i in range(n):
+        for i in range(factor.shape[0]):
             factor[i] = np.exp(nu * factor[i] - half_nu2)
     else:
         factor[:] = 1.0
-    for i in range(n):
-        exo[_X_VOLUME, i] = expected_volume[min(k[i], n_steps - 1)] * factor[i]
-    if not m.has_signal:
-        exo[_X_ALPHA_NEXT, :] = alpha
-    else:
-        zeta = noise[2]
-        _draw_rows(keys, STREAM_SIGNAL, k, 1, bits, zeta)
-        for i in range(n):
-            exo[_X_ALPHA_NEXT, i] = params[_P_PHI] * alpha[i] + params[_P_ALPHA_STEP_STD] * zeta[i]
+    if m.has_signal:
+        _draw_rows(keys, STREAM_SIGNAL, k, 1, bits, noise[2])
+
+
+@njit(cache=True, inline="always")
+def _exogenous_one(params: NDArray[np.float64], alpha: float, xi: float, factor: float,
+                   zeta: float, expected_volume: float, has_signal: bool
+                   ) -> tuple[float, float, float, float]:
+    """One market's exogenous moves (``EXOGENOUS_FIELDS``) from its draws: the drift term,
+    the innovation, the step's market volume and the next α."""
+    drift = (params[_P_DRIFT] + alpha) * params[_P_TAU]
+    shock = params[_P_SIGMA_SQRT_TAU] * xi
+    volume = expected_volume * factor
+    alpha_next = params[_P_PHI] * alpha + params[_P_ALPHA_STEP_STD] * zeta if has_signal else alpha
+    return drift, shock, volume, alpha_next
 
 
 @njit(cache=True, inline="always")
@@ -511,30 +522,58 @@ def _apply_one(
     exo: NDArray[np.float64], f: FillArrays, i: int,
 ) -> None:
     """Market ``i``'s step (``_apply_kernel``'s per-env body)."""
-    state, new_state, params = s.before, s.after, m.params
     on = active[i]
-    new_state[_ARRIVAL, i] = state[_ARRIVAL, i]  # what a step does not change
-    new_state[_ARRIVAL_VWAP, i] = state[_ARRIVAL_VWAP, i]
-    refused = on and o.qty[i] > 0 and o.order_type[i] != _MARKET_CODE
+    reject, q, n_fills, avg_px = _fill_one(m.params, on, o.qty[i], o.order_type[i],
+                                           s.before[_MID, i])
+    _put_fill(f, i, reject, q, n_fills, avg_px)
+    _next_state(s, m.params, on, q, exo[_X_DRIFT, i], exo[_X_SHOCK, i], exo[_X_VOLUME, i],
+                exo[_X_ALPHA_NEXT, i], i)
+    m.k[i] += 1 if on else 0
+
+
+@njit(cache=True, inline="always")
+def _fill_one(params: NDArray[np.float64], on: bool, sent: int, order_type: int, mid: float
+              ) -> tuple[int, int, int, float]:
+    """One market's answer to its child order at the mid before the step: (reject reason,
+    shares filled, fills, average price, NaN without a fill). A child order that is not a
+    market order is rejected."""
+    refused = on and sent > 0 and order_type != _MARKET_CODE
     reject = REJECT_ORDER_TYPE if refused else 0
-    f.reject[i] = reject
-    q = o.qty[i] if on and reject == 0 else 0
-    f.qty[i] = q
-    f.n_fills[i] = 1 if q > 0 else 0
-    mid = state[_MID, i]
+    q = sent if on and reject == 0 else 0
     traded = q > 0
     exec_px = mid + params[_P_SIDE] * (params[_P_EPSILON] * (1.0 if traded else 0.0)
                                        + params[_P_TEMP] * q)
-    f.avg_px[i] = exec_px if traded else np.nan
-    m1 = mid + exo[_X_DRIFT, i] + exo[_X_SHOCK, i] + params[_P_SIDE_GAMMA] * q
+    return reject, q, 1 if traded else 0, exec_px if traded else np.nan
+
+
+@njit(cache=True, inline="always")
+def _put_fill(f: FillArrays, i: int, reject: int, q: int, n_fills: int, avg_px: float) -> None:
+    """Market ``i``'s answer into the step's fills."""
+    f.reject[i] = reject
+    f.qty[i] = q
+    f.n_fills[i] = n_fills
+    f.avg_px[i] = avg_px
+
+
+@njit(cache=True, inline="always")
+def _next_state(s: ACStates, params: NDArray[np.float64], on: bool, q: int, drift: float,
+                shock: float, volume: float, alpha_next: float, i: int
+                ) -> tuple[float, float, float]:
+    """Market ``i``'s next state (``s.after``) from its state before the step, its fill ``q``
+    and exogenous moves; returns (new mid, arrival mid, arrival VWAP), what booking reads."""
+    state, new_state = s.before, s.after
+    arrival, arrival_vwap = state[_ARRIVAL, i], state[_ARRIVAL_VWAP, i]
+    new_state[_ARRIVAL, i] = arrival  # what a step does not change
+    new_state[_ARRIVAL_VWAP, i] = arrival_vwap
+    mid = state[_MID, i]
+    m1 = mid + drift + shock + params[_P_SIDE_GAMMA] * q
     new_mid = m1 if on else mid
     new_state[_MID, i] = new_mid
-    volume = exo[_X_VOLUME, i]
     new_state[_IV_NUM, i] = state[_IV_NUM, i] + (volume * 0.5 * (mid + new_mid) if on else 0.0)
     new_state[_IV_DEN, i] = state[_IV_DEN, i] + (volume if on else 0.0)
     new_state[_LAST_VOLUME, i] = volume if on else state[_LAST_VOLUME, i]
-    new_state[_ALPHA, i] = exo[_X_ALPHA_NEXT, i] if on else state[_ALPHA, i]
-    m.k[i] += 1 if on else 0
+    new_state[_ALPHA, i] = alpha_next if on else state[_ALPHA, i]
+    return new_mid, arrival, arrival_vwap
 
 
 @njit(cache=True, _nrt=False)
