@@ -7,6 +7,8 @@ serves every benchmark: the arrival mid, the arrival VWAP (seed 000) and the int
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -26,6 +28,13 @@ def implementation_shortfall_bps(
     avg = np.asarray(avg_fill_px, dtype=np.float64)
     bench = np.asarray(benchmark_px, dtype=np.float64)
     sign = np.asarray(side_sign, dtype=np.float64)
+    return shortfall_bps(avg, bench, sign)
+
+
+def shortfall_bps(avg: Any, bench: Any, sign: Any) -> Any:
+    """The formula itself, on float64 arrays or floats: the compiled kernels (the core's
+    booking and episode end) compile this very function, so their IS has the same operations,
+    hence the same bits, as ``implementation_shortfall_bps``."""
     return sign * (avg - bench) / bench * 1e4
 
 

@@ -40,6 +40,7 @@ from numba import njit
 from numpy.typing import NDArray
 
 from execrl.domain import ConfigError, OrderConstraints, OrderType
+from execrl.domain.costs import shortfall_bps
 from execrl.env.rewards import IsBpsReward, Reward, RewardContext, StepOutcome
 from execrl.env.spaces import MARKET_ORDER, ActionSet, OrderStyle, fraction_to_shares
 from execrl.market.observations import OBSERVATION_FEATURES
@@ -912,11 +913,8 @@ def _as_row(a: Any, dtype: np.dtype, n: int) -> NDArray:
     return np.array(np.broadcast_to(np.asarray(a, dtype=dtype), (n,)))
 
 
-@njit(cache=True, inline="always")
-def _is_bps_one(avg_fill_px: float, benchmark_px: float, side: float) -> float:
-    """``implementation_shortfall_bps`` of one order, with the same operations (so the same
-    bits)."""
-    return side * (avg_fill_px - benchmark_px) / benchmark_px * 1e4
+#: ``implementation_shortfall_bps`` of one order: the same formula compiled (the same bits)
+_is_bps_one = njit(cache=True, inline="always")(shortfall_bps)
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
@@ -1431,9 +1429,9 @@ def _book_env(
     # at the end, every share of the order: the residual at the end mid (+0 otherwise)
     filled = counts[_C_FILLED, i]
     avg_fill = (cash[i] + (res * end_mid if res > 0 else 0.0)) / (filled + res)
-    # implementation_shortfall_bps(avg, arrival_vwap, side), same operations; a finished
-    # episode keeps its final value (its residual is no longer in avg_fill)
-    vs_vwap = float(side) * (avg_fill - arrival_vwap) / arrival_vwap * 1e4
+    # implementation_shortfall_bps(avg, arrival_vwap, side); a finished episode keeps its
+    # final value (its residual is no longer in avg_fill)
+    vs_vwap = _is_bps_one(avg_fill, arrival_vwap, float(side))
     priced = (filled > 0) | (ended & (remaining[i] > 0))
     value = vs_vwap if priced else 0.0
     floats[_F_IS_ARRIVAL_VWAP, i] = value if active else floats[_F_IS_ARRIVAL_VWAP, i]
@@ -1638,12 +1636,15 @@ def _cache_follows(dispatcher: Any, *modules: Any) -> None:
 
 
 def _follow_fused_sources() -> None:
+    import execrl.domain.costs as costs_module
     import execrl.safety.guard as guard_module
     import execrl.sim.almgren_chriss as ac_module
     import execrl.sim.rng as rng_module
 
     for kernel in (_fused_ac_step_kernel, _fused_ac_one_loop_kernel):
-        _cache_follows(kernel, guard_module, ac_module, rng_module)
+        _cache_follows(kernel, guard_module, ac_module, rng_module, costs_module)
+    for kernel in (_book_kernel, _finish_kernel):  # the IS formula is costs.shortfall_bps
+        _cache_follows(kernel, costs_module)
 
 
 _follow_fused_sources()
