@@ -23,10 +23,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 #: the episode columns the plots read (the rest of the table stays in this process)
 PLOT_COLUMNS = ["order_idx", "policy", "is_bps"]
+#: the plots whose first argument is the episodes (``execrl.evaluate.report.Episodes``)
+_EPISODE_PLOTS = frozenset({"boxplot", "paired"})
 
 
 def _plot(name: str) -> Callable[..., None]:
@@ -91,14 +93,14 @@ class ForkedPainter(Painter):
             self._broken = True
 
     def _draw(self, name: str, path: Path, args: tuple[Any, ...]) -> None:
-        sent = []
-        for arg in args:
-            if isinstance(arg, pd.DataFrame):  # the episodes: their plotted columns, once
-                if self._frame_id != id(arg):
-                    self._send(("episodes", None, (arg[PLOT_COLUMNS],)))
-                    self._frame_id = id(arg)
-                arg = _Episodes()
-            sent.append(arg)
+        sent = list(args)
+        if name in _EPISODE_PLOTS:  # the episodes: their plotted columns, once
+            episodes = args[0]
+            if self._frame_id != id(episodes):
+                columns = {c: np.asarray(episodes[c]) for c in PLOT_COLUMNS}
+                self._send(("episodes", None, (columns,)))
+                self._frame_id = id(episodes)
+            sent[0] = _Episodes()
         self._send((name, str(path), tuple(sent)))
 
     def wait(self) -> None:
