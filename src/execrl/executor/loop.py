@@ -700,8 +700,9 @@ class _Watch:
         self.twap_obs, *_ = tc.step(self.twap.act(self.twap_obs, masks))
 
     def annotate(self, episodes: dict[str, Any]) -> None:
-        """Into the run's columns, per order: who finished it (``policy``, ``fallback``, ``passive`` or ``killed``),
-        the trigger that took it from the policy (``none``) and at which step (-1)."""
+        """Into the run's columns, per order: who finished it (``policy``, ``fallback``,
+        ``passive`` or ``killed``), the trigger that took it from the policy (``none``) and at
+        which step (-1)."""
         from execrl.safety.watchdog import EXTREME_VOLATILITY, KILLED, TRIGGERS
 
         wd = self.wd
