@@ -43,6 +43,9 @@ class Painter:
 
     def __init__(self) -> None:
         self.sent: set[str] = set()
+        #: the error a plot ended with (raised by ``draw`` or ``wait``): a command tells it
+        #: from its own errors by this (``execrl evaluate``: one line, exit 1)
+        self.failure: BaseException | None = None
 
     def draw(self, name: str, path: Path, *args: Any) -> None:
         """Plot ``name`` (``boxplot``, ``schedules``, ``paired``) into ``path``; a plot already
@@ -53,7 +56,11 @@ class Painter:
         self._draw(name, path, args)
 
     def _draw(self, name: str, path: Path, args: tuple[Any, ...]) -> None:
-        _plot(name)(path, *args)
+        try:
+            _plot(name)(path, *args)
+        except Exception as exc:
+            self.failure = exc
+            raise
 
     def wait(self) -> None:
         """Return once every plot drawn so far is written (here: at once)."""
@@ -113,10 +120,12 @@ class ForkedPainter(Painter):
         if reply is not None and reply[0] == "done":
             return
         if reply is not None and isinstance(reply[1], BaseException):
-            raise reply[1]
-        raise RuntimeError(
-            f"the plotting process ended (exit code {self._proc.exitcode}) before its plots "
-            f"were written" + (f": {reply[1]}" if reply is not None else ""))
+            self.failure = reply[1]
+        else:
+            self.failure = RuntimeError(
+                f"the plotting process ended (exit code {self._proc.exitcode}) before its "
+                f"plots were written" + (f": {reply[1]}" if reply is not None else ""))
+        raise self.failure
 
     def close(self) -> None:
         if self._proc.is_alive():
