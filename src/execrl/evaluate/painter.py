@@ -177,27 +177,13 @@ def _serve(jobs: Any, reply: Any, parents_end: Any) -> None:
         with contextlib.suppress(OSError):  # forked before any thread runs here
             helper = _Helper((jobs, reply))
         threading.Thread(target=receive, daemon=True).start()
-        episodes = None
-        while (job := received.get()) is not None:
-            if job is EOFError:
-                return
-            name, path, args = job
-            if name == "episodes":
-                episodes = args[0]
-                continue
-            _plot(name)(Path(path), *(episodes if isinstance(a, _Episodes) else a
-                                      for a in args))
+        if not _draw_jobs(received.get):
+            return
         if helper is not None:
             helper.finish()
         reply.send(("done", None))
     except BaseException as exc:
-        try:
-            reply.send(("error", exc))
-        except OSError:  # the parent is gone
-            pass
-        except Exception:  # an exception that does not pickle: its text
-            with contextlib.suppress(OSError):
-                reply.send(("error", f"{type(exc).__name__}: {exc}"))
+        _send_error(reply, exc)
     finally:
         if helper is not None:
             helper.close()
@@ -285,28 +271,47 @@ def _ends_with(parent: int) -> None:
 def _help(jobs: Any, reply: Any) -> int:
     """The helper's loop: draw each plot sent; answer ``done`` or the first error."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    episodes = None
+
+    def next_job() -> Any:
+        try:
+            return jobs.recv()
+        except EOFError:  # the child is gone
+            return EOFError
+
     try:
-        while (job := jobs.recv()) is not None:
-            name, path, args = job
-            if name == "episodes":
-                episodes = args[0]
-                continue
-            _plot(name)(Path(path), *(episodes if isinstance(a, _Episodes) else a
-                                      for a in args))
+        if not _draw_jobs(next_job):
+            return 1
         reply.send(("done", None))
         return 0
-    except EOFError:  # the child is gone
-        return 1
     except BaseException as exc:
-        try:
-            reply.send(("error", exc))
-        except OSError:
-            pass
-        except Exception:
-            with contextlib.suppress(OSError):
-                reply.send(("error", f"{type(exc).__name__}: {exc}"))
+        _send_error(reply, exc)
         return 1
+
+
+def _draw_jobs(next_job: Callable[[], Any]) -> bool:
+    """Draw each plot ``next_job`` gives (with the episodes last sent for ``_Episodes``)
+    until told to stop (None): True; False where the sender is gone (``EOFError``)."""
+    episodes = None
+    while (job := next_job()) is not None:
+        if job is EOFError:
+            return False
+        name, path, args = job
+        if name == "episodes":
+            episodes = args[0]
+            continue
+        _plot(name)(Path(path), *(episodes if isinstance(a, _Episodes) else a for a in args))
+    return True
+
+
+def _send_error(reply: Any, exc: BaseException) -> None:
+    """``exc`` to whoever waits for the plots (its text where it does not pickle)."""
+    try:
+        reply.send(("error", exc))
+    except OSError:  # the receiver is gone
+        pass
+    except Exception:  # an exception that does not pickle: its text
+        with contextlib.suppress(OSError):
+            reply.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 @contextlib.contextmanager
