@@ -126,3 +126,32 @@ def test_evaluate_does_not_import_pandas(tmp_path: Path, plots: bool) -> None:
     episodes = pd.read_parquet(tmp_path / "o" / "episodes.parquet")
     assert list(episodes["policy"].unique()) == ["twap", "ac"]
     assert len(episodes) == 120
+
+
+def test_a_runs_table_is_its_columns_and_an_order_is_its_row() -> None:
+    """``ExecutionRun.episodes`` is the table of its columns (one row per order, the policy
+    and side on each), and order i's run is the table's row i, dtypes and all (with the
+    watchdog's columns)."""
+    from execrl.domain import ParentOrder
+    from execrl.env.factory import EnvConfig
+    from execrl.evaluate.backtest import policy_context
+    from execrl.executor.loop import Executor, Safety
+    from execrl.policies.baselines import make_baseline
+    from execrl.presets import preset_market
+    from execrl.safety.guard import RiskLimits
+    from execrl.safety.watchdog import WatchdogConfig
+
+    market = preset_market("ac")
+    order = ParentOrder.from_json('{"order_id": "T-1", "symbol": "XYZ", "side": "sell", '
+                                  '"qty": 1000000, "start_ts": 0, "horizon_s": 432000}')
+    twap = make_baseline("twap", policy_context(EnvConfig(market=market), order))
+    safety = Safety(limits=RiskLimits(), watchdog=WatchdogConfig(max_latency_s=None))
+    run = Executor(twap, market, safety=safety).run(order, 12, seed=5)
+    table = run.episodes
+    assert table is run.episodes  # built once
+    assert len(table) == 12 and list(table.columns) == list(run.columns)
+    assert set(table["policy"]) == {"twap"} and set(table["side"]) == {"sell"}
+    assert {"finished_by", "trigger", "trigger_step"} <= set(table.columns)
+    for i in (0, 7, -1):
+        pd.testing.assert_frame_equal(run.order(i).episodes,
+                                      table.iloc[[i]].reset_index(drop=True))
