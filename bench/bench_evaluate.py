@@ -2,6 +2,7 @@
 
     python bench/bench_evaluate.py [--orders 20000] [--repeats 3] [--reference 4ec1c07]
                                    [--json-out PATH] [--no-numpy-bootstrap] [--no-bytecode]
+                                   [--timeline]
 
 Prints one JSON object on stdout (progress on stderr). The reference is the same command on
 an earlier commit's tree (``git archive REF src`` into a temporary folder, run with that
@@ -13,7 +14,7 @@ cache loads counted as a user meets them; one untimed run each first fills numba
   as ``python -m execrl`` runs it; five baselines: twap, vwap, pov, ac, immediate; seed 7),
   with plots and with ``--no-plots``: wall seconds of the process, its CPU seconds (user +
   system, threads and the plotting child included) and ``self_cpu`` (the process alone:
-  this tree draws the plots in a forked child, ``execrl.evaluate.painter``);
+  this tree draws the plots in a forked child and its helper, ``execrl.evaluate.painter``);
 * ``phases``: the same work through the functions the command calls, timed one by one, wall
   and CPU: ``imports`` (``execrl.cli`` and what evaluate imports), ``simulation``
   (``run_policies``), ``statistics`` (``build_results``: summaries, 4 paired comparisons with
@@ -21,6 +22,12 @@ cache loads counted as a user meets them; one untimed run each first fills numba
   there; this tree does not, above 50 orders), closed forms), ``outputs`` (``write_outputs``:
   parquet, JSON, report, plots, all in this process: the work, not the command's critical
   path) and ``outputs_no_plots``.
+
+With ``--timeline`` each repeat also runs the command once more per tree with wall-clock
+stamps (``TIMELINE``): seconds from its launch to the end of the imports, the simulation,
+the statistics and the outputs, to each plot's start and end in the process that drew it
+(``main`` where the tree draws them itself, ``child``, ``helper``), and to the process's end:
+where the command waits, on which process.
 
 For this tree the phases run also times the four bootstraps alone (``bootstrap_s``, one
 compiled pass) against the numpy bootstrap this project used first (``integers(0, n,
@@ -62,6 +69,42 @@ atexit.register(_own)
 sys.argv = ["execrl", *sys.argv[1:]]
 from execrl.cli import main
 main()
+'''
+
+#: the command as ``CLI`` runs it, with a wall-clock stamp (``time.time()``) on stderr where
+#: each phase ends and where each plot starts and ends, in whichever process draws it (the
+#: wrappers are set before the plotting child forks, so its processes inherit them)
+TIMELINE = r'''
+import os, sys, time
+def stamp(what):
+    print(f"STAMP {time.time():.6f} {os.getpid()} {what}", file=sys.stderr, flush=True)
+sys.argv = ["execrl", *sys.argv[1:]]
+import execrl.cli
+stamp("imports")
+from execrl.evaluate import backtest, painter, report, results
+def after(mod, name, what):
+    f = getattr(mod, name)
+    def g(*a, **k):
+        out = f(*a, **k)
+        stamp(what)
+        return out
+    setattr(mod, name, g)
+def around(mod, name):
+    f = getattr(mod, name)
+    def g(*a, **k):
+        stamp(name + " start")
+        out = f(*a, **k)
+        stamp(name + " end")
+        return out
+    setattr(mod, name, g)
+after(backtest, "run_policies", "simulation")
+after(results, "build_results", "statistics")
+after(results, "write_outputs", "outputs")
+for name in ("plot_is_boxplot", "plot_schedules", "plot_paired_diffs"):
+    around(report, name)
+import atexit
+atexit.register(lambda: stamp("exit"))
+execrl.cli.main()
 '''
 
 PHASES = r'''
@@ -140,6 +183,31 @@ def run_cli(src: Path, orders: int, out: Path, no_plots: bool
     return wall, cpu, own
 
 
+def run_timeline(src: Path, orders: int, out: Path) -> dict[str, float]:
+    """Wall seconds from the command's start (the launch of its process) to each stamp of
+    ``TIMELINE``; a plot's stamps are named by the process that drew it (``main``, ``child``
+    or ``helper``: the plotting child's own child, this tree only)."""
+    args = [sys.executable, "-c", TIMELINE, "evaluate", "--policies", POLICIES, "--orders",
+            str(orders), "--out", str(out), "--force"]
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    t0 = time.time()
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
+    end = time.time() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"execrl evaluate ({src}) failed: {done.stderr}")
+    stamps = [line.split(maxsplit=3)[1:] for line in done.stderr.splitlines()
+              if line.startswith("STAMP ")]
+    main_pid = stamps[0][1]
+    plot_pids = [pid for _, pid, what in stamps if what.startswith("plot_") and pid != main_pid]
+    roles = {main_pid: "main"}
+    for pid in plot_pids:  # the child draws the box plot first; another is its helper
+        roles.setdefault(pid, "child" if "child" not in roles.values() else "helper")
+    row = {f"{roles[pid]} {what}" if what.startswith("plot_") else what: float(t) - t0
+           for t, pid, what in stamps}
+    row["process_end"] = end
+    return row
+
+
 def run_phases(src: Path, orders: int, out: Path, extra: bool) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(src)}
     done = subprocess.run([sys.executable, "-c", PHASES, str(orders), str(out),
@@ -158,8 +226,8 @@ def reference_tree(ref: str, dest: Path) -> Path:
     return dest / "src"
 
 
-def one_repeat(trees: dict[str, Path], orders: int, tmp: Path, numpy_bootstrap: bool
-               ) -> dict[str, dict[str, float]]:
+def one_repeat(trees: dict[str, Path], orders: int, tmp: Path, numpy_bootstrap: bool,
+               timeline: bool = False) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = {name: {} for name in trees}
     for no_plots in (False, True):  # reference and this tree alternately
         key = "cli_no_plots" if no_plots else "cli"
@@ -170,6 +238,10 @@ def one_repeat(trees: dict[str, Path], orders: int, tmp: Path, numpy_bootstrap: 
     for name, src in trees.items():
         rows[name].update(run_phases(src, orders, tmp / f"phases-{name}",
                                      name == "this" and numpy_bootstrap))
+    if timeline:
+        for name, src in trees.items():
+            rows[name].update({"timeline " + k: v for k, v in
+                               run_timeline(src, orders, tmp / f"timeline-{name}").items()})
     return rows
 
 
@@ -182,6 +254,9 @@ def main() -> None:
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--no-numpy-bootstrap", action="store_true",
                         help="skip the bootstraps alone (numpy's takes ~10 s)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also run the command with a wall-clock stamp at each phase's "
+                        "end and each plot's start and end (see TIMELINE)")
     parser.add_argument("--no-bytecode", action="store_true",
                         help="do not compile the trees' bytecode first (see the docstring)")
     args = parser.parse_args()
@@ -197,12 +272,13 @@ def main() -> None:
             run_cli(src, 200, tmp / f"warm-{name}", no_plots=False)
         rows = []
         for r in range(args.repeats):
-            row = one_repeat(trees, args.orders, tmp, not args.no_numpy_bootstrap)
+            row = one_repeat(trees, args.orders, tmp, not args.no_numpy_bootstrap,
+                             args.timeline)
             for name, values in row.items():
                 log(f"repeat {r} {name}: " + ", ".join(f"{k} {v:.3f}"
                                                        for k, v in values.items()))
             rows.append(row)
-    median = {name: {k: statistics.median(row[name][k] for row in rows)
+    median = {name: {k: statistics.median(row[name][k] for row in rows if k in row[name])
                      for k in rows[0][name]} for name in ("reference", "this")}
     ratio = {k: median["reference"][k] / median["this"][k] for k in median["reference"]
              if median["this"].get(k)}

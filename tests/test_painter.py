@@ -17,6 +17,7 @@ from execrl.evaluate.report import (
     PAIRED_DIFF_PNG,
     REPORT_MD,
     SCHEDULES_PNG,
+    draw_plots,
     draw_run_plots,
     write_report,
 )
@@ -147,3 +148,144 @@ def test_write_outputs_sends_every_plot_before_it_writes_the_files(tmp_path: Pat
     assert set(drawer.frames) == {id(episodes)}
     assert (tmp_path / REPORT_MD).is_file()
     assert pd.read_parquet(tmp_path / "episodes.parquet").equals(episodes)
+
+
+def _helper_pid(drawer: ForkedPainter, timeout: float = 60.0) -> int:
+    """The pid of the plotting child's helper (its only child), once forked."""
+    deadline = time.monotonic() + timeout
+    path = Path(f"/proc/{drawer._proc.pid}/task/{drawer._proc.pid}/children")
+    while time.monotonic() < deadline:
+        pids = path.read_text().split() if path.exists() else []
+        if pids:
+            return int(pids[0])
+        time.sleep(0.02)
+    raise AssertionError("the plotting child forked no helper")
+
+
+def _ended(pid: int, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_the_paired_differences_are_drawn_beside_the_schedules(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """The helper (another process than the child) draws the paired differences while the
+    child still draws the schedules, and the files are those drawn here."""
+    import os
+
+    from execrl.evaluate import report
+
+    results, episodes, schedules = _synthetic()
+    here = tmp_path / "here"
+    here.mkdir()
+    write_report(here, results, episodes, schedules, painter=Painter())
+    log = tmp_path / "log"
+    log.mkdir()
+
+    def logged(name, real, pause):
+        def draw(path, *args):
+            (log / f"{name}.start").write_text(f"{os.getpid()} {time.monotonic()}")
+            time.sleep(pause)
+            real(path, *args)
+            (log / f"{name}.end").write_text(f"{os.getpid()} {time.monotonic()}")
+        return draw
+
+    monkeypatch.setattr(report, "plot_schedules", logged("schedules", report.plot_schedules, 2))
+    monkeypatch.setattr(report, "plot_paired_diffs",
+                        logged("paired", report.plot_paired_diffs, 0))
+    there = tmp_path / "there"
+    there.mkdir()
+    with painter(True) as drawer:
+        write_report(there, results, episodes, schedules, painter=drawer)
+    (s_pid, _), (p_pid, p_start) = [
+        (int(a), float(b)) for a, b in (
+            (log / f"{name}.start").read_text().split() for name in ("schedules", "paired"))]
+    s_end = float((log / "schedules.end").read_text().split()[1])
+    assert s_pid == drawer._proc.pid and p_pid not in (s_pid, os.getpid())
+    assert p_start < s_end  # not after them: beside them
+    for name in (*PLOTS, REPORT_MD):
+        assert (there / name).read_bytes() == (here / name).read_bytes(), name
+
+
+def test_an_error_in_the_helper_is_raised_here(tmp_path: Path, monkeypatch) -> None:
+    """The paired plot failing in the helper is raised from ``wait``; no report; the child
+    and its helper have ended."""
+    from execrl.evaluate import report
+
+    def broken(path, *args):
+        raise ValueError("paired plot refused")
+
+    monkeypatch.setattr(report, "plot_paired_diffs", broken)
+    results, episodes, schedules = _synthetic()
+    with painter(True) as drawer:
+        helper = _helper_pid(drawer)
+        with pytest.raises(ValueError, match="paired plot refused"):
+            write_report(tmp_path, results, episodes, schedules, painter=drawer)
+        assert not drawer._proc.is_alive()
+    assert _ended(helper)
+    assert not (tmp_path / REPORT_MD).exists()
+
+
+@pytest.mark.parametrize("how", ["close", "kill_child"])
+def test_the_helper_ends_with_the_child(tmp_path: Path, monkeypatch, how: str) -> None:
+    """A helper still drawing ends when the painter's block ends (error, Ctrl-C: the child
+    is terminated) and when the child is killed outright (the parent-death signal)."""
+    import os
+    import signal
+
+    from execrl.evaluate import report
+
+    monkeypatch.setattr(report, "plot_paired_diffs", lambda path, *args: time.sleep(120))
+    results, episodes, schedules = _synthetic()
+    with pytest.raises(KeyboardInterrupt), painter(True) as drawer:
+        helper = _helper_pid(drawer)
+        draw_plots(drawer, tmp_path, results, episodes, schedules)
+        if how == "kill_child":
+            os.kill(drawer._proc.pid, signal.SIGKILL)
+            assert _ended(helper)
+        raise KeyboardInterrupt
+    assert _ended(helper)
+
+
+_BROKEN_PLOT = """
+    import sys
+    from execrl.evaluate import report
+    def broken(path, *args):
+        raise ValueError("no paired plot today")
+    setattr(report, sys.argv[1], broken)
+    sys.argv = ["execrl", *sys.argv[2:]]
+    from execrl.cli import main
+    main()
+"""
+
+
+@pytest.mark.parametrize("plot", ["plot_paired_diffs", "plot_is_boxplot"])
+def test_evaluate_says_a_failed_plot_in_one_line_and_keeps_the_folder(tmp_path: Path,
+                                                                       plot: str) -> None:
+    """``execrl evaluate`` whose plot fails (in the helper, in the child): one ``error:``
+    line, exit 1, no traceback, and the output folder as it was (a previous output kept)."""
+    import subprocess
+    import textwrap
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("{}")  # an earlier evaluation's
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_BROKEN_PLOT), plot, "evaluate", "--orders",
+         "30", "--policies", "twap,ac", "--out", str(out), "--force"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: the report's plots could not be drawn (ValueError: no paired "
+                     f"plot today); {str(out)!r} was left as it was"]
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]
+    assert (out / "results.json").read_text() == "{}"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left

@@ -219,8 +219,16 @@ def _run_evaluation(
         results = build_results(runs, config, order, orders, seed, env, compare_to)
         results["provenance"] = provenance(_invocation(), policies, stage, out)
         progress.update(task, description="writing report")
-        report = write_outputs(stage, results, runs, plots=plots, painter=drawer,
-                               episodes=episodes)
+        try:
+            report = write_outputs(stage, results, runs, plots=plots, painter=drawer,
+                                   episodes=episodes)
+        except Exception as exc:
+            if drawer is None or drawer.failure is not exc:
+                raise
+            # a plot that could not be drawn: one line, exit 1; the staging folder is dropped
+            _error(f"the report's plots could not be drawn ({type(exc).__name__}: {exc}); "
+                   f"{str(out)!r} was left as it was")
+            raise typer.Exit(1) from None
         if log_decisions:
             write_decisions(stage, runs)
     _print_table(results)

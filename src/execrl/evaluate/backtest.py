@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from execrl.domain import ConfigError, ParentOrder
@@ -27,19 +27,30 @@ from execrl.policies.baselines import BASELINES, make_baseline
 from execrl.sim.spec import MarketSpec
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from execrl.evaluate.decisions import DecisionRecorder
 
 
 @dataclass
 class PolicyRun:
-    """One policy's K orders: per-order results and the shares traded per step (and, when
-    run with a decision recorder, one row per decision: ``execrl.evaluate.decisions``)."""
+    """One policy's K orders: per-order results (``columns``: ``ExecutionRun.columns`` and
+    the risk proxy; ``episodes``: the same as a table) and the shares traded per step (and,
+    when run with a decision recorder, one row per decision: ``execrl.evaluate.decisions``)."""
 
     policy: str
-    episodes: pd.DataFrame
+    columns: dict[str, Any]
     schedules: NDArray[np.int64]  # (K, N)
     decisions: pd.DataFrame | None = None
     behaviour: dict[str, Any] | None = None  # ``execrl.evaluate.behaviour``
+
+    @cached_property
+    def episodes(self) -> pd.DataFrame:
+        """``columns`` as a table, built on first use (``execrl evaluate`` reads the columns:
+        it does not import pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.columns)
 
 
 def policy_context(config: EnvConfig, order: ParentOrder) -> PolicyContext:
@@ -72,10 +83,9 @@ def run_policy(
     run = executor.run(order, n_orders, seed, on_step=on_step, on_obs=on_obs,
                        make_observers=observers)
     log, tally = state["log"], state["tally"]
-    episodes = run.episodes
-    episodes["risk_proxy_bps"] = risk_proxy_bps(run.schedules, order.qty, market)
+    columns = {**run.columns, "risk_proxy_bps": risk_proxy_bps(run.schedules, order.qty, market)}
     decisions = None if log is None else log.frame()
-    return PolicyRun(policy.name, episodes, run.schedules, decisions, tally.summary(seed))
+    return PolicyRun(policy.name, columns, run.schedules, decisions, tally.summary(seed))
 
 
 #: below this many orders a paired CI or p-value is not reported (a percentile bootstrap of

@@ -63,7 +63,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from execrl.domain import ConfigError
@@ -75,6 +74,8 @@ from execrl.market.observations import OBSERVATION_FEATURES
 from execrl.sim.spec import MarketSpec
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from execrl.evaluate.backtest import PolicyRun
 
 DECISIONS_FILE = "decisions.parquet"
@@ -330,11 +331,15 @@ class DecisionLog:
         data["done"] = cols["done"][order].astype(bool)
         for j, name in enumerate(self.features):
             data[NEXT_PREFIX + name] = next_obs[:, j]
+        import pandas as pd  # here, not at import: `execrl evaluate` without a log does not
+
         return pd.DataFrame(data)
 
 
 def decisions_frame(runs: Sequence[PolicyRun]) -> pd.DataFrame:
     """Every run's decision rows, one frame (runs without a log are refused by name)."""
+    import pandas as pd
+
     frames = []
     for run in runs:
         if run.decisions is None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from execrl.evaluate.stats import format_pvalue
 
@@ -31,6 +30,11 @@ BOXPLOT_PNG = "is_boxplot.png"
 SCHEDULES_PNG = "schedules.png"
 PAIRED_DIFF_PNG = "paired_diff.png"
 REPORT_MD = "report.md"
+
+#: the per-order rows the report reads: a table (a pandas DataFrame) or its columns by name
+#: (``execrl.evaluate.results.episodes_columns``: what ``execrl evaluate`` passes, without
+#: pandas); at least ``order_idx``, ``policy`` and ``is_bps``
+Episodes = Mapping[str, Any]
 
 _IS_LABEL = "implementation shortfall (bps, + = cost)"
 #: PNG resolution: 100 dpi keeps the figures sharp on a screen at ~1000 px across
@@ -82,12 +86,17 @@ def _few_ticks(ax: Any, x: int | None = 6, y: int = 5, steps: bool = False) -> N
 # --------------------------------------------------------------------------- plots
 
 
-def _is_by_policy(episodes: pd.DataFrame, policies: Sequence[str]) -> list[np.ndarray]:
+def _column(episodes: Episodes, name: str) -> np.ndarray:
+    return np.asarray(episodes[name])
+
+
+def _is_by_policy(episodes: Episodes, policies: Sequence[str]) -> list[np.ndarray]:
     """Per-policy IS arrays in ``policies`` order; a policy with no episode rows is an error
     (a report that silently drops a policy would misrepresent the evaluation)."""
     data = []
+    names, is_bps = _column(episodes, "policy"), _column(episodes, "is_bps")
     for p in policies:
-        values = episodes.loc[episodes["policy"] == p, "is_bps"].to_numpy(dtype=np.float64)
+        values = is_bps[names == p].astype(np.float64)
         if values.size == 0:
             raise ValueError(f"episodes has no rows for policy {p!r} listed in results['policies']")
         data.append(values)
@@ -114,7 +123,7 @@ def box_stats(values: np.ndarray, label: str) -> dict[str, Any]:
             "mean": float(values.mean()), "fliers": np.concatenate([low, high])}
 
 
-def plot_is_boxplot(path: Path, episodes: pd.DataFrame, policies: Sequence[str]) -> None:
+def plot_is_boxplot(path: Path, episodes: Episodes, policies: Sequence[str]) -> None:
     """Box plot of per-order IS per policy, with means marked: tails and centre at a glance.
     The boxes come from each policy's quantiles (``box_stats``), not from the raw orders."""
     stats = [box_stats(v, p) for p, v in zip(policies, _is_by_policy(episodes, policies),
@@ -200,36 +209,51 @@ def plot_schedules(path: Path, schedules: Mapping[str, np.ndarray], order: Seque
     _save_figure(fig, path)
 
 
-def _is_by_order(episodes: pd.DataFrame) -> pd.DataFrame:
-    """IS per (order_idx, policy) as one wide table (one column per policy)."""
-    dup = episodes.duplicated(["order_idx", "policy"])
+def _is_by_order(episodes: Episodes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """IS per policy: its orders' ``order_idx`` ascending and their IS (a row per order and
+    policy: a repeated (order_idx, policy) pair is an error)."""
+    order_idx, names = _column(episodes, "order_idx"), _column(episodes, "policy")
+    is_bps = _column(episodes, "is_bps").astype(np.float64)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    dup = np.zeros(order_idx.size, dtype=bool)
+    for p in sorted(set(names.tolist())):
+        rows = np.flatnonzero(names == p)
+        rows = rows[np.argsort(order_idx[rows], kind="stable")]
+        keys = order_idx[rows]
+        dup[rows[1:][keys[1:] == keys[:-1]]] = True  # a pair seen on an earlier row
+        out[p] = keys, is_bps[rows]
     if dup.any():
-        row = episodes.loc[dup].iloc[0]
+        first = int(np.flatnonzero(dup)[0])
         raise ValueError(
             f"episodes has {int(dup.sum())} duplicate (order_idx, policy) row(s), first: "
-            f"order_idx={row['order_idx']}, policy={row['policy']!r}"
+            f"order_idx={order_idx[first]}, policy={names[first]!r}"
         )
-    return episodes.pivot(index="order_idx", columns="policy", values="is_bps")
+    return out
 
 
 def paired_differences(
-    episodes: pd.DataFrame, policy: str, baseline: str, wide: pd.DataFrame | None = None
+    episodes: Episodes, policy: str, baseline: str,
+    wide: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> np.ndarray:
-    """Per-order ``policy - baseline`` IS, joined on ``order_idx`` (same market path);
-    ``wide``: ``episodes`` already pivoted (``_is_by_order``)."""
+    """Per-order ``policy - baseline`` IS, joined on ``order_idx`` (same market path),
+    ascending ``order_idx``; an order missing from either, or whose IS is NaN in either, is
+    left out; ``wide``: ``_is_by_order(episodes)`` already computed."""
     if wide is None:
         wide = _is_by_order(episodes)
     for name in (policy, baseline):
-        if name not in wide.columns:
+        if name not in wide:
             raise ValueError(f"episodes has no rows for policy {name!r} named in a comparison")
-    diff = (wide[policy] - wide[baseline]).dropna().to_numpy(dtype=np.float64)
+    (p_idx, p_is), (b_idx, b_is) = wide[policy], wide[baseline]
+    _, i, j = np.intersect1d(p_idx, b_idx, assume_unique=True, return_indices=True)
+    diff = p_is[i] - b_is[j]
+    diff = diff[~np.isnan(diff)]
     if diff.size == 0:
         raise ValueError(f"policies {policy!r} and {baseline!r} share no order_idx in episodes")
     return diff
 
 
 def plot_paired_diffs(
-    path: Path, episodes: pd.DataFrame, comparisons: Sequence[Mapping[str, Any]]
+    path: Path, episodes: Episodes, comparisons: Sequence[Mapping[str, Any]]
 ) -> None:
     """One histogram of per-order differences per comparison, with 0, the mean and the 95%
     CI marked: shows whether a mean improvement is broad or driven by a few orders. The
@@ -549,7 +573,7 @@ def render_markdown(
 # --------------------------------------------------------------------------- entry point
 
 
-def draw_run_plots(painter: Painter, out_dir: Path, episodes: pd.DataFrame,
+def draw_run_plots(painter: Painter, out_dir: Path, episodes: Episodes,
                    schedules: Mapping[str, np.ndarray], policies: Sequence[str]) -> None:
     """The plots that need only the policies' runs, not the statistics: the IS box plot and
     (with ``schedules``) the schedules; ``write_report`` calls it, and a caller may call it
@@ -562,7 +586,7 @@ def draw_run_plots(painter: Painter, out_dir: Path, episodes: pd.DataFrame,
 
 
 def draw_plots(painter: Painter, out_dir: Path, results: Mapping[str, Any],
-               episodes: pd.DataFrame, schedules: Mapping[str, np.ndarray]) -> None:
+               episodes: Episodes, schedules: Mapping[str, np.ndarray]) -> None:
     """Every plot of the report (``draw_run_plots``' and the paired differences, or the
     removal of a stale one where there are no comparisons); ``write_report`` calls it, and a
     caller with a ``ForkedPainter`` may call it before writing its other files so that the
@@ -578,7 +602,7 @@ def draw_plots(painter: Painter, out_dir: Path, results: Mapping[str, Any],
 def write_report(
     out_dir: Path,
     results: dict,
-    episodes: pd.DataFrame,
+    episodes: Episodes,
     schedules: dict[str, np.ndarray],
     plots: bool = True,
     painter: Painter | None = None,
@@ -597,7 +621,7 @@ def write_report(
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise ValueError(f"out_dir must be an existing directory, got {str(out_dir)!r}")
-    missing = {"order_idx", "policy", "is_bps"} - set(episodes.columns)
+    missing = {"order_idx", "policy", "is_bps"} - set(episodes)
     if missing:
         raise ValueError(f"episodes is missing column(s) {sorted(missing)}")
     policies = list(results.get("policies") or {})

@@ -33,16 +33,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from execrl.domain import ConfigError, OrderType, ParentOrder, Side
 from execrl.env.core import BatchedExecution
 from execrl.env.factory import EnvConfig, make_execution, market_for_order
 from execrl.env.spaces import OrderStyle
+
+if TYPE_CHECKING:
+    import pandas as pd
 from execrl.executor.venues import wrap_venue
 from execrl.policies.base import Policy, PolicyContext
 from execrl.sim.spec import MarketSpec
@@ -227,27 +230,43 @@ def call_policy(
 # -- the loop ---------------------------------------------------------------------------------
 @dataclass
 class ExecutionRun:
-    """One policy's orders through the loop: per-order results (``episodes``: the core's
-    episode records plus the watchdog's final state and trigger), the shares traded per step,
-    the observers' summaries and, with a shadow TWAP, its per-order results on the same
-    paths."""
+    """One policy's orders through the loop: per-order results (``columns``, one array per
+    column, a scalar where every order has the same value: the core's episode records plus
+    the watchdog's final state and trigger; ``episodes``: the same as a table), the shares
+    traded per step, the observers' summaries and, with a shadow TWAP, its per-order results
+    on the same paths."""
 
     policy: str
-    episodes: pd.DataFrame
+    columns: dict[str, Any]
     schedules: NDArray[np.int64]  # (K, N)
     shadow_twap: pd.DataFrame | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
+    @cached_property
+    def episodes(self) -> pd.DataFrame:
+        """``columns`` as a table, built on first use: pandas is imported only by what reads
+        it (``execrl evaluate`` reads the columns, and does not pay for pandas' import)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.columns)
+
     def order(self, i: int) -> ExecutionRun:
         """Order i of the run alone (a batch's order, for what reads one order's run: the
         service's done record, its metrics); ``extras`` are the whole run's."""
-        i = range(len(self.episodes))[i]  # a negative i counts from the end; IndexError past it
+        n = len(self.schedules)
+        i = range(n)[i]  # a negative i counts from the end; IndexError past it
         # a slice, not a list take (the same one-row frame, a sixth of the CPU: the service
         # calls this once per order)
         shadow = None if self.shadow_twap is None else \
             self.shadow_twap.iloc[i : i + 1].reset_index(drop=True)
-        return ExecutionRun(self.policy, self.episodes.iloc[i : i + 1].reset_index(drop=True),
-                            self.schedules[i : i + 1], shadow, self.extras)
+        columns = {k: v[i : i + 1] if isinstance(v, np.ndarray) else v
+                   for k, v in self.columns.items()}
+        one = ExecutionRun(self.policy, columns, self.schedules[i : i + 1], shadow,
+                           self.extras)
+        # its table: the run's row (built once for the run; a table per order from its
+        # columns cost ~9x the slice)
+        one.__dict__["episodes"] = self.episodes.iloc[i : i + 1].reset_index(drop=True)
+        return one
 
 
 @dataclass
@@ -519,13 +538,12 @@ class Executor:
             if on_step is not None:
                 on_step()
         records = core.episode_records(np.arange(n_orders))
-        episodes = pd.DataFrame(
-            {"order_idx": np.arange(n_orders), "order_id": parent_ids, "policy": policy.name,
-             "side": order.side.value, **records}
-        )
+        episodes = {"order_idx": np.arange(n_orders),
+                    "order_id": np.asarray(parent_ids, dtype=object),
+                    "policy": policy.name, "side": order.side.value, **records}
         shadow = None
         if watch is not None:
-            episodes = watch.annotate(episodes)
+            watch.annotate(episodes)
             shadow = watch.twap_episodes()
         run = ExecutionRun(policy.name, episodes, core.stats.schedule.copy(), shadow,
                            extras={"core": core, "venue": core.market})
@@ -685,9 +703,10 @@ class _Watch:
         masks = tc.action_masks() if tc.action_set.is_discrete else None
         self.twap_obs, *_ = tc.step(self.twap.act(self.twap_obs, masks))
 
-    def annotate(self, episodes: pd.DataFrame) -> pd.DataFrame:
-        """Per order: who finished it (``policy``, ``fallback``, ``passive`` or ``killed``),
-        the trigger that took it from the policy (``none``) and at which step (-1)."""
+    def annotate(self, episodes: dict[str, Any]) -> None:
+        """Into the run's columns, per order: who finished it (``policy``, ``fallback``,
+        ``passive`` or ``killed``), the trigger that took it from the policy (``none``) and at
+        which step (-1)."""
         from execrl.safety.watchdog import EXTREME_VOLATILITY, KILLED, TRIGGERS
 
         wd = self.wd
@@ -698,7 +717,6 @@ class _Watch:
         episodes["finished_by"] = finished
         episodes["trigger"] = np.asarray(TRIGGERS, dtype=object)[wd.trigger]
         episodes["trigger_step"] = wd.trigger_step.copy()
-        return episodes
 
     def incidents(self, step_s: float) -> list[dict[str, Any]]:
         """One record per order the watchdog took from its policy (``RL_ABORTED``), killed
@@ -722,6 +740,8 @@ class _Watch:
         return out
 
     def twap_episodes(self) -> pd.DataFrame:
+        import pandas as pd
+
         rec = self.twap_core.episode_records(np.arange(self.core.n_envs))
         return pd.DataFrame({"order_idx": np.arange(self.core.n_envs), **rec})
 
@@ -839,7 +859,10 @@ class _TrailRows:
             self.audit.add_fills(events, step=(core.k[events["env"]] - 1).astype(np.int32))
             np.add.at(self._fees, events["env"], events["fee"])
 
-    def close(self, episodes: pd.DataFrame, watch: _Watch | None) -> None:
+    def close(self, episodes: dict[str, Any], watch: _Watch | None) -> None:
+        """The orders' rows, from the run's columns (``ExecutionRun.columns``)."""
+        import pandas as pd
+
         core = self.core
         self._market_rows(np.arange(core.n_envs))  # the mid at the horizon, for markouts
         if watch is not None:
@@ -860,21 +883,21 @@ class _TrailRows:
             "start_s": 0.0,
             "end_s": core.n_steps * self.step_s,
             "filled": filled.astype(np.int64),
-            "fill_rate": episodes["fill_rate"].to_numpy(),
+            "fill_rate": episodes["fill_rate"],
             "avg_px": avg_px,
-            "is_bps": episodes["is_bps"].to_numpy(),
-            "residual_shares": episodes["residual_shares"].to_numpy(),
-            "residual_is_bps": episodes["residual_is_bps"].to_numpy(),
-            "child_orders": episodes["child_orders"].to_numpy(),
-            "fills": episodes["fills"].to_numpy(),
-            "cancels": episodes["cancels"].to_numpy(),
-            "rejects": episodes["rejects"].to_numpy(),
-            "guard_rejects": episodes["guard_rejects"].to_numpy()
+            "is_bps": episodes["is_bps"],
+            "residual_shares": episodes["residual_shares"],
+            "residual_is_bps": episodes["residual_is_bps"],
+            "child_orders": episodes["child_orders"],
+            "fills": episodes["fills"],
+            "cancels": episodes["cancels"],
+            "rejects": episodes["rejects"],
+            "guard_rejects": episodes["guard_rejects"]
             if "guard_rejects" in episodes else 0,
-            "final_state": episodes["finished_by"].to_numpy() if "finished_by" in episodes
+            "final_state": episodes["finished_by"] if "finished_by" in episodes
             else "policy",
-            "trigger": episodes["trigger"].to_numpy() if "trigger" in episodes else "none",
-            "trigger_step": episodes["trigger_step"].to_numpy() if "trigger_step" in episodes
+            "trigger": episodes["trigger"] if "trigger" in episodes else "none",
+            "trigger_step": episodes["trigger_step"] if "trigger_step" in episodes
             else -1,
             "fees": self._fees,
         })
