@@ -331,7 +331,7 @@ class DecisionLog:
         data["done"] = cols["done"][order].astype(bool)
         for j, name in enumerate(self.features):
             data[NEXT_PREFIX + name] = next_obs[:, j]
-        import pandas as pd  # here, not at import: `execrl evaluate` without a log does not
+        import pandas as pd  # here: `execrl evaluate` without a decision log never imports it
 
         return pd.DataFrame(data)
 

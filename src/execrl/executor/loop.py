@@ -43,12 +43,12 @@ from execrl.domain import ConfigError, OrderType, ParentOrder, Side
 from execrl.env.core import BatchedExecution
 from execrl.env.factory import EnvConfig, make_execution, market_for_order
 from execrl.env.spaces import OrderStyle
-
-if TYPE_CHECKING:
-    import pandas as pd
 from execrl.executor.venues import wrap_venue
 from execrl.policies.base import Policy, PolicyContext
 from execrl.sim.spec import MarketSpec
+
+if TYPE_CHECKING:  # a run's table (``ExecutionRun.episodes``) imports pandas where it is read
+    import pandas as pd
 
 #: what the loop may be run for; the watchdog acts in all but ``train``
 MODES = ("backtest", "shadow", "paper", "train")
