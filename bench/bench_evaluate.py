@@ -56,6 +56,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _output import emit  # bench/ is first on the path of `python bench/X.py`
+
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = "twap,vwap,pov,ac,immediate"
 
@@ -300,10 +302,7 @@ def main() -> None:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    emit(out, args.json_out)
 
 
 if __name__ == "__main__":

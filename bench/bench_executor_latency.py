@@ -69,7 +69,6 @@ import argparse  # noqa: E402
 import datetime as _dt  # noqa: E402
 import gc  # noqa: E402
 import importlib.util  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -79,6 +78,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _output import emit  # noqa: E402  (bench/ is first on the path)
 
 from execrl.agents.export import NumpyPolicy  # noqa: E402
 from execrl.domain import ParentOrder, Side  # noqa: E402
@@ -355,10 +355,7 @@ def main() -> None:
     result["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
                          "processor": platform.processor(), "numpy": np.__version__}
     result["timestamp"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.json_out:
-        Path(a.json_out).write_text(text + "\n")
+    emit(result, a.json_out)
 
 
 if __name__ == "__main__":

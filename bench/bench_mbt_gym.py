@@ -47,6 +47,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _output import emit  # noqa: E402  (bench/ is first on the path)
 
 SIZES = (1_000, 10_000)
 ENDS = ("synchronous", "random")
@@ -232,10 +233,7 @@ def main() -> None:
                     "cpu_count": os.cpu_count(), "numpy": np.__version__},
         "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    emit(out, args.json_out)
 
 
 if __name__ == "__main__":

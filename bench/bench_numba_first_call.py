@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from _output import emit  # bench/ is first on the path of `python bench/X.py`
+
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = r'''
@@ -130,10 +132,7 @@ def main() -> None:
         "loadavg": os.getloadavg(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    emit(out, args.json_out)
 
 
 if __name__ == "__main__":

@@ -29,14 +29,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import argparse  # noqa: E402
 import datetime as _dt  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch as th  # noqa: E402
+from _output import emit  # noqa: E402  (bench/ is first on the path)
 
 from execrl.agents.ppo import PPOParams, build_model, export_policy  # noqa: E402
 from execrl.env.factory import DEFAULT_ORDER, EnvConfig  # noqa: E402
@@ -106,10 +105,7 @@ def main() -> None:
                     "numpy": np.__version__, "torch": th.__version__},
         "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+    emit(result, args.json_out)
 
 
 if __name__ == "__main__":
