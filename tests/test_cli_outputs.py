@@ -195,6 +195,47 @@ def test_an_interrupt_swallowed_inside_the_block_still_keeps_the_previous_output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_an_interrupt_lost_in_a_callback_is_raised_again_in_the_main_thread(capfd, monkeypatch):
+    """A Ctrl-C that lands in a weakref callback (importlib's module-lock cleanup, in CI) is
+    printed as "Exception ignored ... Traceback" and dropped by Python. The command line's
+    hook raises it again in the main thread, and prints nothing; any other exception lost in a
+    callback still reaches the hook that was installed before."""
+    import weakref
+
+    from execrl.domain import outputs
+
+    seen: list[type] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_type))
+    monkeypatch.setattr(outputs, "_unraisable_before", None)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    class Thing:
+        pass
+
+    def lost(exc: BaseException, wait_s: float = 0.0) -> None:
+        thing = Thing()
+        ref = weakref.ref(thing, lambda _: (_ for _ in ()).throw(exc))
+        del thing  # the callback raises; Python hands the exception to sys.unraisablehook
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:  # bytecodes: where a pending signal is handled
+            pass
+        assert ref() is None
+
+    try:
+        outputs.install_interrupt_handlers()
+        outputs.install_interrupt_handlers()  # twice: still one hook, not a chain
+        assert sys.unraisablehook is outputs._redeliver
+        lost(ValueError("not an interrupt"))
+        assert seen == [ValueError]
+        with pytest.raises(KeyboardInterrupt):
+            lost(KeyboardInterrupt(), wait_s=5.0)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert seen == [ValueError]
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_check_output_folder_names_the_flag_and_the_foreign_file(tmp_path):
     (tmp_path / "x.csv").write_text("1")
     with pytest.raises(ConfigError, match=r"--out .* holds files that are not ours .*'x.csv'"):

@@ -558,7 +558,7 @@ _FAST_EXIT = False
 def main() -> None:
     from execrl.domain.outputs import install_interrupt_handlers
 
-    install_interrupt_handlers()  # SIGTERM like Ctrl-C; a swallowed Ctrl-C still counts
+    install_interrupt_handlers()  # SIGTERM like Ctrl-C; one lost in a callback comes again
     try:
         app()
     except KeyboardInterrupt:  # one that reached past a command's own handler

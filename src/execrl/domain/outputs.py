@@ -16,11 +16,14 @@ rules are the same everywhere:
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import shutil
 import signal
+import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,11 +118,15 @@ class InterruptedAfterSwap(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) arrived during the swap: the new output is complete and in place."""
 
 
-#: Ctrl-C / SIGTERM received by ``interrupt`` so far. A KeyboardInterrupt raised while C code
-#: calls back into Python (numba's compiler cache notifications, ctypes) is printed as
-#: "Exception ignored" and lost; the count still says it came, so ``staged_folder`` refuses
-#: to swap in an output that a swallowed interrupt should have stopped.
+#: Ctrl-C / SIGTERM received by ``interrupt`` so far. A KeyboardInterrupt raised where Python
+#: cannot propagate it (a weakref callback such as importlib's module-lock cleanup, numba's
+#: compiler cache notifications, a ctypes callback) is lost there: ``_redeliver`` raises it
+#: again in the main thread, and the count still says it came, so ``staged_folder`` refuses to
+#: swap in an output that a swallowed interrupt should have stopped.
 _interrupts = 0
+#: the ``sys.unraisablehook`` that ``install_interrupt_handlers`` found (anything but a
+#: KeyboardInterrupt still goes there)
+_unraisable_before: Callable[[object], object] | None = None
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -130,10 +137,39 @@ def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _interrupt_again() -> None:
+    """SIGINT to the main thread again, a millisecond from now: out of the hook by then (an
+    interrupt raised inside ``sys.unraisablehook`` is printed and lost in turn)."""
+    timer = threading.Timer(0.001, _thread.interrupt_main, args=(signal.SIGINT,))
+    timer.daemon = True
+    timer.start()
+
+
+def _redeliver(unraisable: object) -> None:
+    """``sys.unraisablehook``: a KeyboardInterrupt that could not propagate where it was raised
+    would be printed as "Exception ignored in ... Traceback" and lost; it is delivered to the
+    main thread again instead (the run stops now, not at its end; one lost again comes back
+    here). Any other unraisable exception goes to the hook that was installed before."""
+    try:
+        exc_type = getattr(unraisable, "exc_type", None)
+        if isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt):
+            _interrupt_again()
+            return
+    except KeyboardInterrupt:  # another one while in here
+        _interrupt_again()
+        return
+    (_unraisable_before or sys.__unraisablehook__)(unraisable)
+
+
 def install_interrupt_handlers() -> None:
-    """SIGINT and SIGTERM to ``interrupt``, from the main thread (the command line's entry)."""
+    """SIGINT and SIGTERM to ``interrupt``, from the main thread (the command line's entry),
+    and ``_redeliver`` as ``sys.unraisablehook``."""
+    global _unraisable_before
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, interrupt)
+    if sys.unraisablehook is not _redeliver:
+        _unraisable_before = sys.unraisablehook
+        sys.unraisablehook = _redeliver
 
 
 @contextlib.contextmanager
