@@ -108,6 +108,12 @@ class MarketTape:
             self.k += 1
         return entry
 
+    def entry(self, symbol: str, step: int) -> dict[str, Any]:
+        """The feed's entry ``step`` for ``symbol`` (what ``run_feed`` publishes): where it
+        is on the tape (episode, k), then the step's market fields (``step``)."""
+        head = {"symbol": symbol, "step": step, "episode": self.episode, "k": self.k}
+        return {**head, **self.step(), "ts_ns": time.time_ns()}
+
     def _data_goes_on(self) -> bool:
         """A replay runs on past the horizon while its data lasts, so that an order starting
         at any entry meets a continuous tape (a simulated market's episode ends there)."""
@@ -228,9 +234,8 @@ def run_feed(client: Any, config: FeedConfig, symbol: str, stream: str = STREAM_
             delay = t0 + i * pause - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        head = {"symbol": symbol, "step": i, "episode": tape.episode, "k": tape.k}
-        event = {**head, **tape.step(), "ts_ns": time.time_ns()}
-        entry = client.xadd(stream, encode(event), maxlen=1_000_000, approximate=True)
+        entry = client.xadd(stream, encode(tape.entry(symbol, i)), maxlen=1_000_000,
+                            approximate=True)
         if on_event is not None:
             on_event(i, entry)
     return config.steps

@@ -5,6 +5,10 @@ Design (micro-batches: the desk's live orders that can share a batch run as one
 ``Executor.run_orders``, one policy call per market step for the whole batch; one thread per
 batch, up to ``concurrency`` orders in flight):
 
+- **Warm-up.** Before the first entry is read, one probe order (the market's default order)
+  runs through the configured executor on the configured venue in the process
+  (``Server.warm_up``): the compiled kernels of the policy, the watchdog and the market are
+  loaded then, not inside the first orders' first decisions, whose latency the watchdog caps.
 - **Edge.** Each entry of the consumer group is validated by ``ParentOrder.from_json``; a bad
   one is answered on ``STREAM_FILLS`` (``kind: error``, the one-line message naming the field)
   and acknowledged, and nothing trades. An order id seen before under another entry is
@@ -720,9 +724,52 @@ class Server:
         self.launch()
         return len(entries)
 
+    def warm_up(self) -> float | None:
+        """One probe order (the market's default order) through the configured executor on
+        the configured venue, in this process, before any order is read: nothing is read from
+        or written to Redis (the stream venue's entries come from a tape of the market, as
+        ``execrl feed`` would publish them). The first call of a compiled kernel in a process
+        loads it (numba's cache: ~10 ms each once numba is up, ~0.5 s for the first);
+        otherwise the first orders' first decisions pay that, measured as decision latency
+        inside the watchdog's cap (0.1 s), and a loaded machine handed them to the fallback.
+        Returns the seconds it took; None where the probe could not run (logged; the first
+        orders then load the kernels). The probe's own warnings (a checkpoint trained on
+        another order) are not shown: they are about the probe, not an order."""
+        import contextlib
+        import io
+        import itertools
+
+        from execrl.executor_cli import build_executor
+
+        cfg = self.config
+        t0 = time.perf_counter()
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                probe = cfg.market.default_order().model_copy(
+                    update={"order_id": "serve-warm-up"})
+                executor = build_executor(cfg.executor, cfg.market, probe, mode="paper")
+                venue: Any = "paper"
+                if cfg.venue == "stream":
+                    from execrl.service.feed import MarketTape
+                    from execrl.service.paper import StreamFeed
+
+                    tape, steps = MarketTape(cfg.market, probe, 0), itertools.count()
+                    venue = StreamFeed(probe.symbol,
+                                       lambda _env: tape.entry(probe.symbol, next(steps)))
+                executor.run_orders([probe], [0], venue=venue)
+        except Exception as exc:  # the service runs without it
+            self.log(f"serve: warm-up skipped ({type(exc).__name__}: {exc}); the first orders "
+                     "load the compiled kernels")
+            return None
+        took = time.perf_counter() - t0
+        self.log(f"serve: warmed up in {took:.2f} s (the policy's and the market's compiled "
+                 "kernels loaded before the first order)")
+        return took
+
     def serve(self) -> int:
         """Run until stopped (or ``max_orders`` answered); returns the entries answered."""
         cfg = self.config
+        self.warm_up()
         self.ensure_group()
         recovered = self.recover()
         if recovered:
