@@ -65,10 +65,27 @@ def _stream_entries(client, parent: str) -> list[dict]:
             if tuple(map(int, i.split("-"))) > key and m["symbol"] == "DEMO"]
 
 
+class _Acting:
+    """Who acted at each decision of a run of one order (the watchdog's state, as the
+    service's decision traces say it)."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+
+    def decided(self, decision) -> None:
+        self.steps.append(str(decision.acting[0]))
+
+    def before(self, actions, obs=None) -> None:
+        pass
+
+    def after(self) -> None:
+        pass
+
+
 def _reference(orders: list[dict], client=None, venue: str = "paper") -> dict[str, tuple]:
-    """(child-order commands, IS in bps) of each order from an uninterrupted in-process run
-    of it alone: on its own simulated path (``paper``) or on the market entries its batch met
-    (``stream``)."""
+    """(child-order commands, IS in bps, who acted at each step) of each order from an
+    uninterrupted in-process run of it alone: on its own simulated path (``paper``) or on the
+    market entries its batch met (``stream``)."""
     from execrl.executor.config import ExecutorConfig
     from execrl.executor.venues import sent_commands
     from execrl.executor_cli import build_executor
@@ -85,9 +102,10 @@ def _reference(orders: list[dict], client=None, venue: str = "paper") -> dict[st
         if venue == "stream":
             it = iter(_stream_entries(client, order.order_id))
             where = StreamFeed(symbol="DEMO", source=lambda env, it=it: next(it))
-        run = ex.run(order, 1, order_seed(order.order_id), venue=where)
+        acting = _Acting()
+        run = ex.run(order, 1, order_seed(order.order_id), venue=where, observers=[acting])
         out[order.order_id] = (sent_commands(run.extras["venue"]),
-                               float(run.episodes["is_bps"].iloc[0]))
+                               float(run.episodes["is_bps"].iloc[0]), acting.steps)
     return out
 
 
@@ -250,8 +268,19 @@ def test_stream_venue_end_to_end_with_the_consoles_fields(client, redis_url,  # 
         assert len(traces) == 4 * STEPS
         for t in traces:
             # the TWAP baseline has no action probabilities: confidence None, not a number
-            assert t["confidence"] is None and t["acting"] == "policy"
+            assert t["confidence"] is None
             assert t["latency_ms"] > 0 and (t["policy"], t["policy_hash"]) == ("twap", "")
+        # who acted: the watchdog's state at each step, that of the same order run alone on
+        # the same entries. Not always the policy: an order that joins the feed mid-episode
+        # meets the episode's arrival VWAP, and a price 1 % beyond it against the order
+        # hands the order to the fallback (trigger 2) at the step it is seen
+        reference = _reference(orders, client, "stream")
+        for o in orders:
+            pid = o["order_id"]
+            acting = [t["acting"] for t in sorted(traces, key=lambda t: t["step"])
+                      if t["parent_id"] == pid]
+            assert acting == reference[pid][2], pid
+            assert set(acting) <= {"policy", "fallback"}
     finally:
         _stop(serve)
         _stop(feed)
