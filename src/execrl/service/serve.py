@@ -69,7 +69,10 @@ batch, up to ``concurrency`` orders in flight):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import itertools
 import json
 import sys
 import threading
@@ -732,13 +735,10 @@ class Server:
         loads it from numba's cache; otherwise the first orders' first decisions pay that as
         decision latency, which the watchdog caps (0.1 s): measured, the first TWAP decision
         of a fresh server took 8–9 ms, later ones 0.04 ms, and 0.04 ms from the first with
-        the warm-up. Returns the seconds it took; None where the probe could not run (logged; the first
-        orders then load the kernels). The probe's own warnings (a checkpoint trained on
-        another order) are not shown: they are about the probe, not an order."""
-        import contextlib
-        import io
-        import itertools
-
+        the warm-up. Returns the seconds it took; None where the probe could not run
+        (logged; the first orders then load the kernels). The probe's own warnings (a
+        checkpoint trained on another order) are not shown: they are about the probe, not
+        an order."""
         from execrl.executor_cli import build_executor
 
         cfg = self.config
