@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,8 +40,9 @@ from execrl.calibrate.tape import (
 )
 from execrl.data.synthetic import build_day, synthetic_lobster
 from execrl.domain import DataError
+from lobster_data import goog
 
-GOOG = Path("/work/shared/data/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip")
+GOOG = goog(10)
 C = 100  # one cent in LOBSTER price units
 P = 1_000_000  # $100.00
 

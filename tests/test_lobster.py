@@ -22,10 +22,9 @@ from execrl.data.lobster import (
 from execrl.data.synthetic import build_day, synthetic_lobster
 from execrl.domain import DataError
 from execrl.market.events import TRADE_DTYPE
+from lobster_data import LOBSTER_DIR
 
-GOOG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lobster"
-if not GOOG.is_dir():
-    GOOG = Path("/work/shared/data/lobster")
+GOOG = LOBSTER_DIR
 needs_goog = pytest.mark.skipif(
     not (GOOG / "LOBSTER_SampleFile_GOOG_2012-06-21_10.zip").exists(),
     reason=f"the LOBSTER GOOG sample files are not in {GOOG}",

@@ -19,6 +19,7 @@ from execrl.data.synthetic import build_day, synthetic_lobster
 from execrl.domain import ConfigError, OrderType
 from execrl.sim.base import ORDER_TYPE_CODES, REJECT_WORKING, ChildOrderBatch
 from execrl.sim.replay import ReplayMarketConfig
+from lobster_data import goog
 
 LIMIT = ORDER_TYPE_CODES[OrderType.LIMIT]
 IOC = ORDER_TYPE_CODES[OrderType.IOC]
@@ -462,9 +463,7 @@ def test_the_builder_fed_both_streams_at_once_matches_the_merged_feed():
     assert once.clock[0] == 40.0  # nothing was applied
 
 
-GOOG = Path("/work/shared/data/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip")
-if not GOOG.exists():
-    GOOG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lobster" / GOOG.name
+GOOG = goog(10)
 
 
 @pytest.mark.skipif(not GOOG.exists(), reason=f"the LOBSTER GOOG sample is not at {GOOG}")

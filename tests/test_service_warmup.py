@@ -8,16 +8,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from execrl.domain import ConfigError
+from lobster_data import goog
 
-GOOG_1 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lobster" / \
-    "LOBSTER_SampleFile_GOOG_2012-06-21_1.zip"
-if not GOOG_1.exists():
-    GOOG_1 = Path("/work/shared/data/lobster") / GOOG_1.name
+GOOG_1 = goog(1)
 
 # A fresh process, so that nothing else loaded the kernels first: numba's dispatchers list a
 # signature once it is compiled or loaded from the cache.

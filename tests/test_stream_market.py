@@ -30,10 +30,9 @@ from execrl.service.paper import MarketDataError, StreamFeed, paper_market
 from execrl.service.streams import decode, encode
 from execrl.sim.base import ORDER_TYPE_CODES, ChildOrderBatch
 from execrl.sim.spec import parse_market
+from lobster_data import goog
 
-GOOG = Path("/work/shared/data/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip")
-if not GOOG.exists():
-    GOOG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lobster" / GOOG.name
+GOOG = goog(10)
 
 AC_SIGNAL = {"model": "almgren_chriss", "n_steps": 8, "risk_aversion": 0.0,
              "signal": {"kappa": 1.0, "sigma": 1.0}}
